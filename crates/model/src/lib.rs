@@ -1,0 +1,19 @@
+//! Object model: the typed Kubernetes objects Gatehouse consumes (core kinds from
+//! k8s-openapi, Gateway API kinds defined here), the manifest parser and the object store.
+//! Sources fill the store; `translate` reads it.
+
+pub mod error;
+pub mod gateway;
+pub mod locate;
+pub mod manifest;
+pub mod object;
+pub mod store;
+
+pub use error::ConfigError;
+pub use object::{Object, ObjectKey, Origin, StoredObject};
+pub use store::ObjectStore;
+
+/// The IngressClass controller name Gatehouse answers to.
+pub const INGRESS_CONTROLLER: &str = "gatehouse.dev/ingress-controller";
+/// The GatewayClass controllerName Gatehouse answers to.
+pub const GATEWAY_CONTROLLER: &str = "gatehouse.dev/gateway-controller";
