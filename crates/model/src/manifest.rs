@@ -163,7 +163,7 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
     let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     let known_versions: &[&str] = match (group, kind.as_str()) {
         ("networking.k8s.io", "Ingress" | "IngressClass") => &["networking.k8s.io/v1"],
-        ("", "Service" | "Secret") => &["v1"],
+        ("", "Service" | "Secret" | "Namespace") => &["v1"],
         ("discovery.k8s.io", "EndpointSlice") => &["discovery.k8s.io/v1"],
         ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute") => {
             &["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"]
@@ -205,6 +205,7 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
             }
             Object::Secret(secret)
         }
+        "Namespace" => Object::Namespace(typed(value, origin)?),
         "GatewayClass" => Object::GatewayClass(typed::<GatewayClass>(value, origin)?),
         "Gateway" => Object::Gateway(typed::<Gateway>(value, origin)?),
         "HTTPRoute" => Object::HttpRoute(typed::<HttpRoute>(value, origin)?),

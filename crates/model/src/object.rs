@@ -3,7 +3,7 @@
 use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::locate::locate;
 use crate::ConfigError;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +21,7 @@ pub enum Object {
     Gateway(Gateway),
     HttpRoute(HttpRoute),
     ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 impl Object {
@@ -35,6 +36,7 @@ impl Object {
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
+            Object::Namespace(_) => "Namespace",
         }
     }
 
@@ -49,12 +51,13 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
+            Object::Namespace(o) => &o.metadata,
         }
     }
 
     /// Whether this kind lives in a namespace.
     pub fn namespaced(&self) -> bool {
-        !matches!(self, Object::IngressClass(_) | Object::GatewayClass(_))
+        !matches!(self, Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_))
     }
 
     pub fn key(&self) -> ObjectKey {

@@ -1,0 +1,99 @@
+//! Backend resolution: a Service port and its EndpointSlices become a [`Cluster`] of
+//! ready endpoint addresses, shared by every route that names the same Service port.
+
+use crate::builder::Builder;
+use crate::snapshot::{Cluster, UpstreamProtocol};
+use gatehouse_model::{Object, ObjectKey};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// How a route names a Service port.
+#[derive(Debug, Clone, Copy)]
+pub enum PortRef<'a> {
+    Number(i32),
+    Name(&'a str),
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Resolves `namespace/name` at `port` to a cluster, or says why it cannot.
+pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'_>) -> Result<Arc<Cluster>, String> {
+    let key = ObjectKey { kind: "Service", namespace: Some(namespace.to_string()), name: name.to_string() };
+    let Some(Object::Service(svc)) = b.store.get(&key).map(|o| &o.object) else {
+        return Err(format!("Service {namespace}/{name} not found"));
+    };
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).map(Vec::as_slice).unwrap_or(&[]);
+    let sp = ports.iter().find(|p| match port {
+        PortRef::Number(n) => p.port == n,
+        PortRef::Name(n) => p.name.as_deref() == Some(n),
+    });
+    let Some(sp) = sp else {
+        let want = match port {
+            PortRef::Number(n) => n.to_string(),
+            PortRef::Name(n) => format!("{n:?}"),
+        };
+        return Err(format!("Service {namespace}/{name} has no port {want}"));
+    };
+    let cluster_name = format!("{namespace}/{name}:{}", sp.port);
+    if let Some(c) = b.clusters.get(&cluster_name) {
+        return Ok(c.clone());
+    }
+    let protocol = match sp.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => UpstreamProtocol::Http2,
+        _ => UpstreamProtocol::Http1,
+    };
+    let sp_name = sp.name.as_deref().unwrap_or("");
+    let mut ready = Vec::new();
+    let mut serving = Vec::new();
+    for o in b.store.of_kind("EndpointSlice") {
+        let Object::EndpointSlice(es) = &o.object else { continue };
+        if o.namespace() != namespace
+            || es.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(name)
+        {
+            continue;
+        }
+        let slice_port = es
+            .ports
+            .as_ref()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
+                    .or_else(|| match &sp.target_port {
+                        Some(IntOrString::String(tp)) => ps.iter().find(|p| p.name.as_deref() == Some(tp)),
+                        _ => None,
+                    })
+            })
+            .and_then(|p| p.port);
+        let port_num = match (slice_port, &sp.target_port) {
+            (Some(p), _) => p,
+            (None, Some(IntOrString::Int(p))) => *p,
+            (None, None) => sp.port,
+            (None, Some(IntOrString::String(_))) => continue,
+        };
+        let Ok(port_num) = u16::try_from(port_num) else { continue };
+        for ep in es.endpoints.iter().flatten() {
+            let cond = ep.conditions.as_ref();
+            let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
+            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &ep.addresses {
+                let Ok(ip) = a.parse::<IpAddr>() else { continue };
+                let addr = SocketAddr::new(ip, port_num);
+                if is_ready && !terminating {
+                    ready.push(addr);
+                } else if is_serving {
+                    serving.push(addr);
+                }
+            }
+        }
+    }
+    // As kube-proxy does: fall back to serving-but-terminating endpoints only when no
+    // endpoint is ready.
+    let mut endpoints = if ready.is_empty() { serving } else { ready };
+    endpoints.sort();
+    endpoints.dedup();
+    let cluster = Arc::new(Cluster { name: cluster_name.clone(), endpoints, protocol, next: Default::default() });
+    b.clusters.insert(cluster_name, cluster.clone());
+    Ok(cluster)
+}

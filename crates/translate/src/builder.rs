@@ -1,0 +1,148 @@
+//! The mutable state of one translation run: errors, warnings, clusters, certificates
+//! and ports under construction. `finish` freezes it into a Snapshot.
+
+use crate::hosts::{HostTable, WildcardMode};
+use crate::routes::{RouteEntry, RouteTable};
+use crate::snapshot::{BoundPort, Cluster, RouteAction, Section, Snapshot, Summary};
+use crate::tls::{load_certs, SniTable};
+use crate::TranslateOptions;
+use gatehouse_model::{ConfigError, ObjectStore};
+use rustls::sign::CertifiedKey;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub struct Builder<'a> {
+    pub store: &'a ObjectStore,
+    pub opts: &'a TranslateOptions,
+    pub errors: Vec<ConfigError>,
+    pub warnings: Vec<String>,
+    pub certs: HashMap<(String, String), Arc<CertifiedKey>>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub route_names: Vec<Arc<str>>,
+    pub summary: Summary,
+    ports: BTreeMap<SocketAddr, PortBuilder>,
+}
+
+struct PortBuilder {
+    tls: Option<SniTable>,
+    sections: HostTable<Arc<Section>>,
+    owners: Vec<String>,
+}
+
+/// Precedence key of a route entry; smaller sorts first and wins.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SortKey(pub Vec<i64>, pub String, pub Vec<i64>);
+
+/// Route entries of one section, grouped by hostname, before sorting.
+#[derive(Default)]
+pub struct SectionRoutes {
+    hosts: BTreeMap<Option<String>, Vec<(SortKey, RouteEntry)>>,
+}
+
+impl SectionRoutes {
+    pub fn add(&mut self, host: Option<String>, key: SortKey, entry: RouteEntry) {
+        self.hosts.entry(host).or_default().push((key, entry));
+    }
+
+    /// Sorts each host's entries by precedence and compiles the host table.
+    pub fn build(self, mode: WildcardMode) -> (HostTable<Arc<RouteTable>>, usize) {
+        let mut table = HostTable::new(mode);
+        let mut count = 0;
+        for (host, mut entries) in self.hosts {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            count += entries.len();
+            table.insert(host.as_deref(), Arc::new(RouteTable::new(entries.into_iter().map(|(_, e)| e).collect())));
+        }
+        (table, count)
+    }
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(store: &'a ObjectStore, opts: &'a TranslateOptions) -> Self {
+        let mut errors = Vec::new();
+        let certs = load_certs(store, &mut errors);
+        Builder {
+            store,
+            opts,
+            errors,
+            warnings: Vec::new(),
+            certs,
+            clusters: BTreeMap::new(),
+            route_names: Vec::new(),
+            summary: Summary::default(),
+            ports: BTreeMap::new(),
+        }
+    }
+
+    /// Allocates a route id and wraps the action.
+    pub fn action(&mut self, mut action: RouteAction) -> Arc<RouteAction> {
+        action.id = self.route_names.len() as u32;
+        self.route_names.push(action.name.clone());
+        Arc::new(action)
+    }
+
+    /// Adds a section to the port at `addr` under `hostname`. `certs` are (SNI name,
+    /// key) pairs for TLS sections. Returns an error text when the slot is taken or
+    /// the port mixes TLS and plain text.
+    pub fn add_section(
+        &mut self,
+        addr: SocketAddr,
+        hostname: Option<&str>,
+        section: Section,
+        certs: Vec<(Option<String>, Arc<CertifiedKey>)>,
+        owner: String,
+    ) -> Result<(), String> {
+        let https = section.https;
+        let port = self.ports.entry(addr).or_insert_with(|| PortBuilder {
+            tls: https.then(SniTable::new),
+            sections: HostTable::new(WildcardMode::MultiLabel),
+            owners: Vec::new(),
+        });
+        if port.tls.is_some() != https {
+            return Err(format!("{addr} is already bound by {} with another protocol", port.owners.join(", ")));
+        }
+        if !port.sections.insert(hostname, Arc::new(section)) {
+            return Err(format!(
+                "{addr} already has a listener for hostname {:?} ({})",
+                hostname.unwrap_or("*"),
+                port.owners.join(", ")
+            ));
+        }
+        if let Some(tls) = &mut port.tls {
+            for (name, key) in certs {
+                if let Some(n) = name {
+                    tls.certs.insert(Some(&n), key.clone());
+                }
+                if tls.default.is_none() {
+                    tls.default = Some(key);
+                }
+            }
+        }
+        port.owners.push(owner);
+        Ok(())
+    }
+
+    pub fn finish(self, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        let mut summary = self.summary;
+        summary.services = self.store.of_kind("Service").count();
+        summary.endpoint_slices = self.store.of_kind("EndpointSlice").count();
+        summary.secrets = self.store.of_kind("Secret").count();
+        let ports = self
+            .ports
+            .into_iter()
+            .map(|(addr, p)| Arc::new(BoundPort { addr, tls: p.tls, sections: p.sections, owners: p.owners }))
+            .collect();
+        Ok(Snapshot {
+            version,
+            ports,
+            clusters: self.clusters,
+            route_names: self.route_names,
+            warnings: self.warnings,
+            summary,
+        })
+    }
+}

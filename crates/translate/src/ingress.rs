@@ -1,0 +1,253 @@
+//! Ingress (`networking.k8s.io/v1`) translation: class selection, rules and path types,
+//! defaultBackend, TLS by SNI, and HTTP→HTTPS redirect for TLS hosts.
+
+use crate::backends::{resolve, PortRef};
+use crate::builder::{Builder, SectionRoutes, SortKey};
+use crate::hosts::{valid_hostname, WildcardMode};
+use crate::routes::{PathMatch, RouteEntry};
+use crate::snapshot::{ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend};
+use gatehouse_model::{Object, StoredObject, INGRESS_CONTROLLER};
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+/// Set to "false" to serve a TLS host over plain HTTP too instead of redirecting.
+pub const SSL_REDIRECT_ANNOTATION: &str = "gatehouse.dev/ssl-redirect";
+
+struct PendingEntry {
+    host: Option<String>,
+    key: SortKey,
+    path: PathMatch,
+    action: Arc<RouteAction>,
+    redirect: Option<Arc<RouteAction>>,
+}
+
+/// Which IngressClass names are ours, and which of them is the default.
+fn our_classes(b: &Builder<'_>) -> (HashSet<String>, bool) {
+    let mut names = HashSet::new();
+    let mut has_default = false;
+    for o in b.store.of_kind("IngressClass") {
+        let Object::IngressClass(c) = &o.object else { continue };
+        if c.spec.as_ref().and_then(|s| s.controller.as_deref()) != Some(INGRESS_CONTROLLER) {
+            continue;
+        }
+        names.insert(o.name().to_string());
+        let default = c.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION));
+        has_default |= default.map(String::as_str) == Some("true");
+    }
+    (names, has_default)
+}
+
+fn is_ours(ing: &Ingress, classes: &HashSet<String>, has_default: bool) -> Option<bool> {
+    let class = ing
+        .spec
+        .as_ref()
+        .and_then(|s| s.ingress_class_name.clone())
+        .or_else(|| ing.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION).cloned()));
+    match class {
+        Some(c) => Some(classes.contains(&c)),
+        None if has_default => Some(true),
+        None => None,
+    }
+}
+
+pub fn translate(b: &mut Builder<'_>) {
+    let (classes, has_default) = our_classes(b);
+    let mut ingresses: Vec<&StoredObject> = Vec::new();
+    for o in b.store.of_kind("Ingress") {
+        let Object::Ingress(ing) = &o.object else { continue };
+        match is_ours(ing, &classes, has_default) {
+            Some(true) => ingresses.push(o),
+            Some(false) => {}
+            None => b.warnings.push(format!(
+                "Ingress {}/{} has no ingressClassName and no default IngressClass for {INGRESS_CONTROLLER}; ignored",
+                o.namespace(),
+                o.name()
+            )),
+        }
+    }
+    // Oldest first: ties between equal paths go to the oldest Ingress.
+    ingresses.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
+    if ingresses.is_empty() {
+        return;
+    }
+    let https_port = b.opts.https_addr.port();
+    let mut pending = Vec::new();
+    let mut tls_hosts: HashSet<String> = HashSet::new();
+    let mut tls_wildcard_any = false;
+    let mut certs = Vec::new();
+    let mut fallback: Option<Arc<RouteAction>> = None;
+    for o in ingresses {
+        let Object::Ingress(ing) = &o.object else { continue };
+        b.summary.ingresses += 1;
+        let ns = o.namespace().to_string();
+        let id = format!("ingress/{ns}/{}", o.name());
+        let Some(spec) = &ing.spec else { continue };
+        let ssl_redirect = ing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
+            .map(String::as_str)
+            != Some("false");
+        let redirect = b.action(RouteAction {
+            id: 0,
+            name: Arc::from(format!("{id}/https-redirect")),
+            request_headers: None,
+            response_headers: None,
+            kind: ActionKind::Redirect(Redirect {
+                scheme: Some("https".into()),
+                hostname: None,
+                path: None,
+                port: (https_port != 443).then_some(https_port),
+                status: 308,
+            }),
+            timeout: None,
+            backend_timeout: None,
+        });
+        for (ti, t) in spec.tls.iter().flatten().enumerate() {
+            let Some(secret) = &t.secret_name else { continue };
+            let Some(key) = b.certs.get(&(ns.clone(), secret.clone())).cloned() else {
+                b.warnings.push(format!("Ingress {ns}/{}: spec.tls[{ti}].secretName: TLS Secret {ns}/{secret} not found", o.name()));
+                continue;
+            };
+            let hosts = t.hosts.clone().unwrap_or_default();
+            if hosts.is_empty() {
+                certs.push((None, key.clone()));
+                tls_wildcard_any |= ssl_redirect;
+            }
+            for h in hosts {
+                if ssl_redirect {
+                    tls_hosts.insert(h.to_ascii_lowercase());
+                }
+                certs.push((Some(h), key.clone()));
+            }
+        }
+        if let Some(db) = &spec.default_backend {
+            let action = backend_action(b, o, db, "spec.defaultBackend", format!("{id}/default"));
+            match (&fallback, action) {
+                (None, Some(a)) => fallback = Some(a),
+                (Some(_), Some(_)) => b.warnings.push(format!(
+                    "Ingress {ns}/{}: spec.defaultBackend ignored: an older Ingress already sets one",
+                    o.name()
+                )),
+                _ => {}
+            }
+        }
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = rule.host.clone().filter(|h| !h.is_empty());
+            if let Some(h) = &host {
+                if !valid_hostname(h, true) {
+                    b.errors.push(o.error(&format!("spec.rules[{ri}].host"), format!("invalid hostname {h:?}")));
+                    continue;
+                }
+            }
+            let Some(http) = &rule.http else { continue };
+            for (pi, p) in http.paths.iter().enumerate() {
+                let field = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let value = p.path.clone().unwrap_or_else(|| "/".into());
+                let path = match p.path_type.as_str() {
+                    "Exact" | "Prefix" | "ImplementationSpecific" if !value.starts_with('/') => {
+                        b.errors.push(o.error(&format!("{field}.path"), format!("path {value:?} must start with '/'")));
+                        continue;
+                    }
+                    "Exact" => PathMatch::Exact(value.clone()),
+                    "Prefix" | "ImplementationSpecific" => PathMatch::Prefix(value.trim_end_matches('/').to_string()),
+                    other => {
+                        b.errors.push(o.error(
+                            &format!("{field}.pathType"),
+                            format!("unsupported pathType {other:?}: must be Exact, Prefix or ImplementationSpecific"),
+                        ));
+                        continue;
+                    }
+                };
+                let Some(action) = backend_action(b, o, &p.backend, &format!("{field}.backend"), format!("{id}")) else {
+                    continue;
+                };
+                let (class, len) = match &path {
+                    PathMatch::Exact(v) => (0, v.len()),
+                    PathMatch::Prefix(v) => (1, v.len()),
+                    PathMatch::Regex(_) => (2, 0),
+                };
+                pending.push(PendingEntry {
+                    host: host.clone(),
+                    key: SortKey(vec![class, -(len as i64)], format!("{:020}/{ns}/{}", created(o), o.name()), vec![ri as i64, pi as i64]),
+                    path,
+                    action,
+                    redirect: ssl_redirect.then(|| redirect.clone()),
+                });
+            }
+        }
+    }
+    let mut http = SectionRoutes::default();
+    let mut https = SectionRoutes::default();
+    for e in pending {
+        let tls = tls_wildcard_any || e.host.as_ref().is_some_and(|h| tls_hosts.contains(&h.to_ascii_lowercase()));
+        let plain_action = match (&e.redirect, tls) {
+            (Some(r), true) => r.clone(),
+            _ => e.action.clone(),
+        };
+        let entry = |action| RouteEntry { path: e.path.clone(), method: None, headers: vec![], query: vec![], action };
+        http.add(e.host.clone(), e.key.clone(), entry(plain_action));
+        https.add(e.host.clone(), e.key.clone(), entry(e.action.clone()));
+    }
+    let (hosts, n) = http.build(WildcardMode::SingleLabel);
+    b.summary.routes += n;
+    let http_addr = b.opts.http_addr;
+    let section = Section { name: "ingress-http".into(), listener_port: http_addr.port(), https: false, hosts, fallback: fallback.clone() };
+    if let Err(e) = b.add_section(http_addr, None, section, vec![], "Ingress http".into()) {
+        b.warnings.push(format!("Ingress HTTP listener not bound: {e}"));
+    }
+    if !certs.is_empty() {
+        let (hosts, _) = https.build(WildcardMode::SingleLabel);
+        let https_addr = b.opts.https_addr;
+        let section = Section { name: "ingress-https".into(), listener_port: https_addr.port(), https: true, hosts, fallback };
+        if let Err(e) = b.add_section(https_addr, None, section, certs, "Ingress https".into()) {
+            b.warnings.push(format!("Ingress HTTPS listener not bound: {e}"));
+        }
+    }
+}
+
+/// Creation time in seconds since the epoch (0 when unset), for oldest-first ordering.
+pub fn created(o: &StoredObject) -> i64 {
+    o.object.metadata().creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0)
+}
+
+fn backend_action(b: &mut Builder<'_>, o: &StoredObject, be: &IngressBackend, field: &str, name: String) -> Option<Arc<RouteAction>> {
+    let ns = o.namespace().to_string();
+    let target = match (&be.service, &be.resource) {
+        (Some(svc), _) => {
+            let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+                Some((Some(n), _)) => PortRef::Number(n),
+                Some((None, Some(n))) => PortRef::Name(n),
+                _ => {
+                    b.errors.push(o.error(&format!("{field}.service.port"), "port.number or port.name is required"));
+                    return None;
+                }
+            };
+            match resolve(b, &ns, &svc.name, port) {
+                Ok(c) => BackendTarget::Cluster(c),
+                Err(reason) => {
+                    b.warnings.push(format!("Ingress {ns}/{}: {field}: {reason}", o.name()));
+                    BackendTarget::Invalid { status: 503, reason }
+                }
+            }
+        }
+        (None, Some(_)) => BackendTarget::Invalid { status: 503, reason: "resource backends are not supported".into() },
+        (None, None) => {
+            b.errors.push(o.error(field, "backend.service is required"));
+            return None;
+        }
+    };
+    Some(b.action(RouteAction {
+        id: 0,
+        name: Arc::from(name),
+        request_headers: None,
+        response_headers: None,
+        kind: ActionKind::Forward { rewrite: None, backends: BackendSet { total: 1, items: vec![WeightedBackend { weight: 1, target }] } },
+        timeout: None,
+        backend_timeout: None,
+    }))
+}
