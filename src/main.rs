@@ -1,1 +1,196 @@
-fn main() {}
+//! The `gatehouse` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gatehouse::app::{self, RunOptions};
+use gatehouse_proxy::ProxyConfig;
+use gatehouse_translate::{ListenMapEntry, TranslateOptions};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "gatehouse", version, about = "Kubernetes-native ingress, security gate and mesh")]
+struct Cli {
+    /// Tokio worker threads (default: one per core).
+    #[arg(long, global = true)]
+    workers: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Addrs {
+    /// Address Ingresses are served on over HTTP.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Address Ingresses with TLS are served on over HTTPS.
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    https_addr: SocketAddr,
+    /// IP that Gateway listeners bind (on the port their manifest names).
+    #[arg(long, default_value = "0.0.0.0")]
+    gateway_host: IpAddr,
+    /// Rebind a Gateway listener port: PORT=ADDR, or NAMESPACE/NAME:PORT=ADDR for one Gateway.
+    #[arg(long = "listen-map", value_name = "MAPPING")]
+    listen_map: Vec<ListenMapEntry>,
+}
+
+impl Addrs {
+    fn translate(&self) -> TranslateOptions {
+        TranslateOptions {
+            http_addr: self.http_addr,
+            https_addr: self.https_addr,
+            gateway_host: self.gateway_host,
+            listen_map: self.listen_map.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the manifests in a directory (the embedded default), reloading on change.
+    Run {
+        /// Directory of Kubernetes manifests (YAML or JSON).
+        #[arg(long, default_value = "examples/quickstart")]
+        config: PathBuf,
+        #[command(flatten)]
+        addrs: Addrs,
+        /// Admin listener: /healthz, /readyz, /config, /metrics.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin_addr: SocketAddr,
+        /// Start an echo server for every loopback endpoint in the manifests.
+        #[arg(long)]
+        demo_backends: bool,
+        /// Do not watch the directory for changes.
+        #[arg(long)]
+        no_watch: bool,
+        /// Merge duplicate slashes in request paths before routing.
+        #[arg(long)]
+        merge_slashes: bool,
+        /// Largest request body accepted, in bytes.
+        #[arg(long, default_value_t = 100 * 1024 * 1024)]
+        max_body_bytes: u64,
+        /// Seconds in-flight requests may run after SIGTERM.
+        #[arg(long, default_value_t = 30)]
+        drain_timeout: u64,
+        /// Seconds to wait for upstream response headers when the route sets no timeout.
+        #[arg(long, default_value_t = 60)]
+        upstream_timeout: u64,
+    },
+    /// Check a directory of manifests; exits non-zero with every error found.
+    Validate {
+        #[arg(default_value = "examples/quickstart")]
+        dir: PathBuf,
+        #[command(flatten)]
+        addrs: Addrs,
+    },
+    /// Run the demo echo backend.
+    Echo {
+        #[arg(long, default_value = "127.0.0.1:9101")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "echo")]
+        name: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = cli.workers {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Validate { dir, addrs } => {
+            print!("{}", app::validate(&dir, &addrs.translate())?);
+            Ok(())
+        }
+        Command::Echo { listen, name } => {
+            let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            eprintln!("echo backend {name:?} on http://{listen}");
+            tokio::select! {
+                _ = gatehouse::echo::serve(l, name) => {}
+                _ = shutdown_signal() => {}
+            }
+            Ok(())
+        }
+        Command::Run {
+            config,
+            addrs,
+            admin_addr,
+            demo_backends,
+            no_watch,
+            merge_slashes,
+            max_body_bytes,
+            drain_timeout,
+            upstream_timeout,
+        } => {
+            let proxy = ProxyConfig {
+                merge_slashes,
+                max_body_bytes,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                upstream_timeout: Duration::from_secs(upstream_timeout),
+                ..ProxyConfig::default()
+            };
+            let opts = RunOptions {
+                config_dir: config.clone(),
+                translate: addrs.translate(),
+                proxy,
+                admin_addr,
+                watch: !no_watch,
+                demo_backends,
+            };
+            let running = app::start(opts).await?;
+            let active = running.dataplane.current();
+            println!("{}", gatehouse::banner::banner(&config.display().to_string(), &active.snapshot, running.admin_addr));
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            running.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,1 +1,19 @@
-//! stub
+//! The data plane: listeners (plain and TLS), HTTP/1.1, HTTP/2 and h2c downstream,
+//! routing on the current Snapshot, forwarding upstream (HTTP/1.1 pooled, HTTP/2 for
+//! gRPC), WebSocket upgrades, metrics and the admin endpoints.
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod dataplane;
+pub mod handler;
+pub mod headers;
+pub mod listener;
+pub mod metrics;
+pub mod normalize;
+pub mod redirect;
+pub mod tls;
+pub mod upstream;
+
+pub use config::ProxyConfig;
+pub use dataplane::{Active, DataPlane};

@@ -1,0 +1,41 @@
+//! Data-plane settings that are not part of the Snapshot: timeouts and size limits.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// TCP connect timeout to an upstream endpoint.
+    pub connect_timeout: Duration,
+    /// Time to wait for upstream response headers when the route sets no timeout.
+    pub upstream_timeout: Duration,
+    /// Time a client has to send a complete request head (also bounds keep-alive idle).
+    pub header_read_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval; a peer that does not answer is dropped.
+    pub h2_keepalive: Duration,
+    /// Idle upstream connections are closed after this long.
+    pub upstream_idle_timeout: Duration,
+    /// Maximum size of a request head (HTTP/1.1 buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Maximum request body size; larger bodies get 413.
+    pub max_body_bytes: u64,
+    /// Merge duplicate slashes in paths before routing (`//a///b` → `/a/b`).
+    pub merge_slashes: bool,
+    /// How long in-flight requests may run after shutdown begins.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            h2_keepalive: Duration::from_secs(30),
+            upstream_idle_timeout: Duration::from_secs(90),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 100 * 1024 * 1024,
+            merge_slashes: false,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}

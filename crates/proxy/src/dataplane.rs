@@ -1,0 +1,182 @@
+//! `DataPlane`: the current Snapshot behind an `ArcSwap`, the listeners it needs, the
+//! upstream pools and metrics. `apply` binds new ports, swaps, then closes old ports;
+//! a request loads the Snapshot once and keeps it to the end, so a swap never tears it.
+
+use crate::config::ProxyConfig;
+use crate::listener::{self, ListenerHandle};
+use crate::metrics::{Metrics, RouteStats};
+use crate::upstream::Upstreams;
+use arc_swap::ArcSwap;
+use gatehouse_translate::Snapshot;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// The Snapshot being served plus the per-route metric handles for its route ids.
+pub struct Active {
+    pub snapshot: Arc<Snapshot>,
+    pub stats: Vec<Arc<RouteStats>>,
+}
+
+impl std::fmt::Debug for Active {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Active(v{})", self.snapshot.version)
+    }
+}
+
+/// Counts open downstream connections so shutdown can wait for them to drain.
+#[derive(Default)]
+pub struct ConnTracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct ConnGuard<'a>(&'a ConnTracker);
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl ConnTracker {
+    pub fn enter(&self) -> ConnGuard<'_> {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self)
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+pub struct DataPlane {
+    pub(crate) state: Arc<ArcSwap<Active>>,
+    pub metrics: Metrics,
+    pub(crate) upstreams: Upstreams,
+    pub cfg: ProxyConfig,
+    pub(crate) no_route: Arc<RouteStats>,
+    pub(crate) server: auto::Builder<TokioExecutor>,
+    listeners: tokio::sync::Mutex<HashMap<(SocketAddr, bool), ListenerHandle>>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) conns: ConnTracker,
+    ready: AtomicBool,
+}
+
+impl DataPlane {
+    pub fn new(cfg: ProxyConfig) -> Arc<Self> {
+        let metrics = Metrics::default();
+        let no_route = metrics.stats_named("none");
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes.max(8192));
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(cfg.max_header_bytes as u32)
+            .keep_alive_interval(cfg.h2_keepalive)
+            .max_concurrent_streams(1024);
+        let empty = Active { snapshot: Arc::new(Snapshot::empty()), stats: Vec::new() };
+        Arc::new(DataPlane {
+            state: Arc::new(ArcSwap::from_pointee(empty)),
+            metrics,
+            upstreams: Upstreams::new(&cfg),
+            cfg,
+            no_route,
+            server,
+            listeners: tokio::sync::Mutex::new(HashMap::new()),
+            shutdown: watch::channel(false).0,
+            conns: ConnTracker::default(),
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    /// The Snapshot being served now.
+    pub fn current(&self) -> Arc<Active> {
+        self.state.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Installs a Snapshot: binds any new ports first (a port that cannot be bound
+    /// rejects the Snapshot and keeps the old one), swaps, then closes unused ports.
+    pub async fn apply(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
+        let mut listeners = self.listeners.lock().await;
+        let desired: Vec<(SocketAddr, bool)> = snapshot.ports.iter().map(|p| (p.addr, p.tls.is_some())).collect();
+        let mut bound = Vec::new();
+        for key in &desired {
+            if listeners.contains_key(key) {
+                continue;
+            }
+            match listener::bind(key.0) {
+                Ok(l) => bound.push((*key, l)),
+                Err(e) => {
+                    self.metrics.counters.config_rejected_total.fetch_add(1, Ordering::Relaxed);
+                    return Err(format!("cannot listen on {}: {e}", key.0));
+                }
+            }
+        }
+        let version = snapshot.version;
+        let stats = self.metrics.stats_for(&snapshot.route_names);
+        self.state.store(Arc::new(Active { snapshot: Arc::new(snapshot), stats }));
+        for (key, l) in bound {
+            let handle = listener::spawn(self.clone(), l, key.0, key.1).map_err(|e| format!("TLS setup for {}: {e}", key.0))?;
+            tracing::info!(addr = %key.0, tls = key.1, "listening");
+            listeners.insert(key, handle);
+        }
+        listeners.retain(|key, handle| {
+            let keep = desired.contains(key);
+            if !keep {
+                tracing::info!(addr = %key.0, "closing listener no longer in config");
+                handle.stop();
+            }
+            keep
+        });
+        let c = &self.metrics.counters;
+        c.config_version.store(version, Ordering::Relaxed);
+        c.config_reloads_total.fetch_add(1, Ordering::Relaxed);
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Addresses currently bound.
+    pub async fn bound(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self.listeners.lock().await.keys().map(|k| k.0).collect();
+        v.sort();
+        v
+    }
+
+    /// Graceful shutdown: stop accepting, ask every connection to finish its in-flight
+    /// requests, and wait for them up to the drain timeout.
+    pub async fn shutdown(&self) {
+        self.ready.store(false, Ordering::Release);
+        for (_, mut h) in self.listeners.lock().await.drain() {
+            h.stop();
+        }
+        let _ = self.shutdown.send(true);
+        let deadline = Instant::now() + self.cfg.drain_timeout;
+        while self.conns.open() > 0 && Instant::now() < deadline {
+            let wait = self.conns.idle.notified();
+            if self.conns.open() == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
+        }
+        let left = self.conns.open();
+        if left > 0 {
+            tracing::warn!(connections = left, "drain timeout reached; closing remaining connections");
+        }
+    }
+}

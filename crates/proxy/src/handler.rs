@@ -1,0 +1,264 @@
+//! Per-request handling: validate and normalise, pick section, host and route on the
+//! loaded Snapshot, then answer (fixed response, redirect) or forward upstream with
+//! header rewriting, timeouts, body limits and WebSocket tunnelling.
+
+use crate::body::{self, Body, BoxError};
+use crate::dataplane::{Active, DataPlane};
+use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
+use crate::metrics::RouteStats;
+use crate::normalize::normalize_path;
+use crate::redirect::{location, RedirectInput};
+use gatehouse_translate::hosts::strip_port;
+use gatehouse_translate::routes::{modify_path, RequestView};
+use gatehouse_translate::{ActionKind, BackendTarget, RouteAction, UpstreamProtocol};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the connection knows about itself.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The configured listener address (the key of its port in the Snapshot).
+    pub listener: SocketAddr,
+    pub https: bool,
+    pub sni: Option<String>,
+}
+
+pub async fn handle(dp: Arc<DataPlane>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let active = dp.state.load_full();
+    let rid = request_id(req.headers());
+    let (mut resp, stats) = route(&dp, &active, &conn, req, &rid).await;
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
+    stats.record(resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// A short plain-text response from the proxy itself.
+pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
+    let text = format!("{} {}: {msg}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn status(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn route(
+    dp: &DataPlane,
+    active: &Active,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    rid: &HeaderValue,
+) -> (Response<Body>, Arc<RouteStats>) {
+    let no_route = || dp.no_route.clone();
+    let Some(port) = active.snapshot.port(conn.listener) else {
+        return (error(StatusCode::SERVICE_UNAVAILABLE, "listener has no configuration"), no_route());
+    };
+    let authority = match req.uri().authority() {
+        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or("").to_string()),
+        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string),
+    };
+    let Some(authority) = authority.filter(|a| !a.is_empty()) else {
+        return (error(StatusCode::BAD_REQUEST, "missing Host header"), no_route());
+    };
+    let host = strip_port(&authority).to_string();
+    let path = match normalize_path(req.uri().path(), dp.cfg.merge_slashes) {
+        Ok(p) => p.into_owned(),
+        Err(_) => return (error(StatusCode::BAD_REQUEST, "malformed request path"), no_route()),
+    };
+    let query = req.uri().query().map(str::to_string);
+    let section_key = match (&conn.sni, conn.https) {
+        (Some(sni), true) => sni.as_str(),
+        _ => host.as_str(),
+    };
+    let section = port.sections.lookup(section_key);
+    let view = RequestView { method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
+    let entry = section.and_then(|s| s.hosts.lookup(&host)).and_then(|t| t.find(&view));
+    let (action, prefix_len) = match (entry, section.and_then(|s| s.fallback.as_ref())) {
+        (Some(e), _) => (e.action.clone(), e.prefix_len()),
+        (None, Some(f)) => (f.clone(), 0),
+        (None, None) => {
+            let rid = rid.to_str().unwrap_or("");
+            let msg = format!("no route for host {host:?} path {path:?} (request id {rid})");
+            return (error(StatusCode::NOT_FOUND, &msg), no_route());
+        }
+    };
+    let stats = active.stats.get(action.id as usize).cloned().unwrap_or_else(no_route);
+    let listener_port = section.map(|s| s.listener_port).unwrap_or(conn.listener.port());
+    let mut resp = match &action.kind {
+        ActionKind::Fixed { status: code, reason } => error(status(*code), reason),
+        ActionKind::Redirect(r) => {
+            let input = RedirectInput {
+                https: conn.https,
+                host: &host,
+                listener_port,
+                path: &path,
+                query: query.as_deref(),
+                prefix_len,
+            };
+            let mut resp = Response::new(body::empty());
+            *resp.status_mut() = status(r.status);
+            match HeaderValue::from_str(&location(r, &input)) {
+                Ok(v) => {
+                    resp.headers_mut().insert(header::LOCATION, v);
+                }
+                Err(_) => return (error(StatusCode::BAD_REQUEST, "cannot build redirect location"), stats),
+            }
+            resp
+        }
+        ActionKind::Forward { .. } => {
+            let fwd = Forward { dp, conn, action: &action, authority: &authority, path, query, prefix_len };
+            fwd.send(req).await
+        }
+    };
+    if let Some(m) = &action.response_headers {
+        m.apply(resp.headers_mut());
+    }
+    (resp, stats)
+}
+
+struct Forward<'a> {
+    dp: &'a DataPlane,
+    conn: &'a ConnInfo,
+    action: &'a RouteAction,
+    authority: &'a str,
+    path: String,
+    query: Option<String>,
+    prefix_len: usize,
+}
+
+impl Forward<'_> {
+    async fn send(self, req: Request<Incoming>) -> Response<Body> {
+        let ActionKind::Forward { rewrite, backends } = &self.action.kind else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
+        };
+        let cluster = match backends.pick(fastrand::u32(..)) {
+            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "route has no backend with a non-zero weight"),
+            Some(BackendTarget::Invalid { status: code, reason }) => return error(status(*code), reason),
+            Some(BackendTarget::Cluster(c)) => c,
+        };
+        let Some(endpoint) = cluster.pick() else {
+            let msg = format!("no ready endpoints for {}", cluster.name);
+            return error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        };
+        let (mut parts, incoming) = req.into_parts();
+        let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
+        let downstream_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|l| l > self.dp.cfg.max_body_bytes) {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        strip_hop_by_hop(&mut parts.headers, upgrade);
+        if let Some(m) = &self.action.request_headers {
+            m.apply(&mut parts.headers);
+        }
+        let host = rewrite.as_ref().and_then(|r| r.hostname.as_deref()).unwrap_or(self.authority);
+        match HeaderValue::from_str(host) {
+            Ok(v) => {
+                parts.headers.insert(header::HOST, v);
+            }
+            Err(_) => return error(StatusCode::BAD_REQUEST, "invalid Host"),
+        }
+        add_forwarded(&mut parts.headers, self.conn.peer.ip(), self.conn.https);
+        let path = match rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            Some(m) => modify_path(&self.path, m, self.prefix_len),
+            None => self.path,
+        };
+        let pq = match &self.query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let uri = Uri::builder().scheme("http").authority(endpoint.to_string()).path_and_query(pq).build();
+        let Ok(uri) = uri else {
+            return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
+        };
+        parts.uri = uri;
+        let client = match cluster.protocol {
+            UpstreamProtocol::Http1 => {
+                parts.version = Version::HTTP_11;
+                &self.dp.upstreams.h1
+            }
+            UpstreamProtocol::Http2 => {
+                parts.version = Version::HTTP_2;
+                parts.headers.remove(header::HOST);
+                &self.dp.upstreams.h2
+            }
+        };
+        let max = self.dp.cfg.max_body_bytes as usize;
+        let body: Body = Limited::new(incoming, max).boxed_unsync();
+        let timeout = self.action.backend_timeout.or(self.action.timeout).unwrap_or(self.dp.cfg.upstream_timeout);
+        let counters = &self.dp.metrics.counters;
+        let result = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+        let mut resp = match result {
+            Err(_) => {
+                counters.upstream_errors_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return error(StatusCode::GATEWAY_TIMEOUT, "upstream did not respond in time");
+            }
+            Ok(Err(e)) => {
+                counters.upstream_errors_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if source_is::<http_body_util::LengthLimitError>(&e) {
+                    return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                }
+                tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
+                let (code, msg) = if e.is_connect() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error")
+                } else {
+                    (StatusCode::BAD_GATEWAY, "upstream connection reset")
+                };
+                return error(code, msg);
+            }
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            match downstream_upgrade {
+                Some(down) => {
+                    let up = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(down, up));
+                    strip_hop_by_hop(resp.headers_mut(), true);
+                }
+                None => return error(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked"),
+            }
+        } else {
+            strip_hop_by_hop(resp.headers_mut(), false);
+        }
+        resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+    }
+}
+
+fn source_is<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(down, up) {
+        Ok((d, u)) => {
+            let mut d = TokioIo::new(d);
+            let mut u = TokioIo::new(u);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut d, &mut u).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}

@@ -1,0 +1,134 @@
+//! Accept loops: one per bound address. Each connection is served by hyper's automatic
+//! HTTP/1.1 / HTTP/2 (h2c prior knowledge, or ALPN over TLS) connection, with upgrades,
+//! and is told to finish gracefully when the data plane shuts down.
+
+use crate::dataplane::DataPlane;
+use crate::handler::{self, ConnInfo};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+pub struct ListenerHandle {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ListenerHandle {
+    /// Stops accepting; connections already accepted carry on.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds a listening socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, tls: bool) -> Result<ListenerHandle, rustls::Error> {
+    let acceptor = if tls {
+        Some(TlsAcceptor::from(Arc::new(crate::tls::server_config(dp.state.clone(), addr)?)))
+    } else {
+        None
+    };
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let mut shutdown = dp.shutdown.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = shutdown.changed() => break,
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        tokio::spawn(serve_connection(dp.clone(), stream, peer, addr, acceptor.clone()));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%addr, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+            }
+        }
+    });
+    Ok(ListenerHandle { stop: Some(stop_tx) })
+}
+
+impl Drop for ListenerHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn serve_connection(dp: Arc<DataPlane>, stream: TcpStream, peer: SocketAddr, addr: SocketAddr, acceptor: Option<TlsAcceptor>) {
+    let _guard = dp.conns.enter();
+    let counters = &dp.metrics.counters;
+    counters.connections_total.fetch_add(1, Relaxed);
+    counters.connections_active.fetch_add(1, Relaxed);
+    let _ = stream.set_nodelay(true);
+    match acceptor {
+        Some(acceptor) => {
+            match tokio::time::timeout(dp.cfg.header_read_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let info = ConnInfo { peer, listener: addr, https: true, sni };
+                    serve_http(&dp, TokioIo::new(tls), info).await;
+                }
+                Ok(Err(e)) => {
+                    counters.tls_handshake_errors_total.fetch_add(1, Relaxed);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    counters.tls_handshake_errors_total.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        None => {
+            let info = ConnInfo { peer, listener: addr, https: false, sni: None };
+            serve_http(&dp, TokioIo::new(stream), info).await;
+        }
+    }
+    counters.connections_active.fetch_sub(1, Relaxed);
+}
+
+async fn serve_http<I>(dp: &Arc<DataPlane>, io: TokioIo<I>, info: ConnInfo)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let info = Arc::new(info);
+    let svc_dp = dp.clone();
+    let svc = service_fn(move |req| {
+        let dp = svc_dp.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(handler::handle(dp, info, req).await) }
+    });
+    let mut shutdown = dp.shutdown.subscribe();
+    let conn = dp.server.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    if *shutdown.borrow_and_update() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

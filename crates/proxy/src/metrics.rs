@@ -1,0 +1,147 @@
+//! Lock-free request metrics per route and status class, rendered in Prometheus text
+//! format. The hot path only does relaxed atomic adds on counters it already holds.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Histogram bucket upper bounds in seconds.
+pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Default)]
+struct ClassStats {
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+/// Counters of one route.
+#[derive(Default)]
+pub struct RouteStats {
+    classes: [ClassStats; 5],
+}
+
+impl RouteStats {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let class = ((status / 100).clamp(1, 5) - 1) as usize;
+        let c = &self.classes[class];
+        c.count.fetch_add(1, Relaxed);
+        c.sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            c.buckets[i].fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Process-wide counters that are not per route.
+#[derive(Default)]
+pub struct Counters {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub tls_handshake_errors_total: AtomicU64,
+    pub config_reloads_total: AtomicU64,
+    pub config_rejected_total: AtomicU64,
+    pub config_version: AtomicU64,
+    pub upstream_errors_total: AtomicU64,
+}
+
+/// All route stats by route name; survives Snapshot swaps so counters keep counting.
+#[derive(Default)]
+pub struct Metrics {
+    routes: Mutex<HashMap<Arc<str>, Arc<RouteStats>>>,
+    pub counters: Counters,
+}
+
+impl Metrics {
+    /// The stats for each route name, in order (called when a Snapshot is installed).
+    pub fn stats_for(&self, names: &[Arc<str>]) -> Vec<Arc<RouteStats>> {
+        let mut map = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        names.iter().map(|n| map.entry(n.clone()).or_default().clone()).collect()
+    }
+
+    /// Stats for requests that matched no route.
+    pub fn stats_named(&self, name: &str) -> Arc<RouteStats> {
+        let mut map = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(Arc::from(name)).or_default().clone()
+    }
+
+    /// Renders everything in Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let c = &self.counters;
+        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        scalar(&mut out, "gatehouse_config_version", "gauge", "Version of the Snapshot being served.", c.config_version.load(Relaxed));
+        scalar(&mut out, "gatehouse_config_reloads_total", "counter", "Snapshots installed.", c.config_reloads_total.load(Relaxed));
+        scalar(&mut out, "gatehouse_config_rejected_total", "counter", "Configurations rejected as invalid.", c.config_rejected_total.load(Relaxed));
+        scalar(&mut out, "gatehouse_downstream_connections_total", "counter", "Downstream connections accepted.", c.connections_total.load(Relaxed));
+        scalar(&mut out, "gatehouse_downstream_connections_active", "gauge", "Downstream connections open.", c.connections_active.load(Relaxed));
+        scalar(&mut out, "gatehouse_tls_handshake_errors_total", "counter", "Failed downstream TLS handshakes.", c.tls_handshake_errors_total.load(Relaxed));
+        scalar(&mut out, "gatehouse_upstream_errors_total", "counter", "Upstream connect, reset and timeout errors.", c.upstream_errors_total.load(Relaxed));
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&Arc<str>> = routes.keys().collect();
+        names.sort();
+        out.push_str("# HELP gatehouse_http_requests_total HTTP requests by route and status class.\n# TYPE gatehouse_http_requests_total counter\n");
+        for n in &names {
+            for (i, class) in CLASSES.iter().enumerate() {
+                let v = routes[*n].classes[i].count.load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(out, "gatehouse_http_requests_total{{route=\"{}\",status_class=\"{class}\"}} {v}", escape(n));
+                }
+            }
+        }
+        out.push_str("# HELP gatehouse_http_request_duration_seconds Request latency by route and status class.\n# TYPE gatehouse_http_request_duration_seconds histogram\n");
+        for n in &names {
+            for (i, class) in CLASSES.iter().enumerate() {
+                let cs = &routes[*n].classes[i];
+                let count = cs.count.load(Relaxed);
+                if count == 0 {
+                    continue;
+                }
+                let labels = format!("route=\"{}\",status_class=\"{class}\"", escape(n));
+                let mut cum = 0;
+                for (b, bound) in BUCKETS.iter().enumerate() {
+                    cum += cs.buckets[b].load(Relaxed);
+                    let _ = writeln!(out, "gatehouse_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cum}");
+                }
+                let _ = writeln!(out, "gatehouse_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+                let sum = cs.sum_micros.load(Relaxed) as f64 / 1e6;
+                let _ = writeln!(out, "gatehouse_http_request_duration_seconds_sum{{{labels}}} {sum}");
+                let _ = writeln!(out, "gatehouse_http_request_duration_seconds_count{{{labels}}} {count}");
+            }
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        let s = m.stats_for(&[Arc::from("r1")]);
+        s[0].record(200, Duration::from_millis(3));
+        s[0].record(204, Duration::from_millis(30));
+        s[0].record(503, Duration::from_micros(100));
+        let text = m.render();
+        assert!(text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"2xx\"} 2"), "{text}");
+        assert!(text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"5xx\"} 1"));
+        assert!(text.contains("gatehouse_http_request_duration_seconds_bucket{route=\"r1\",status_class=\"2xx\",le=\"0.005\"} 1"));
+        assert!(text.contains("gatehouse_http_request_duration_seconds_bucket{route=\"r1\",status_class=\"2xx\",le=\"0.05\"} 2"));
+        assert!(text.contains("gatehouse_http_request_duration_seconds_count{route=\"r1\",status_class=\"2xx\"} 2"));
+        // Stats survive a new Snapshot naming the same route.
+        let again = m.stats_for(&[Arc::from("r1")]);
+        assert!(Arc::ptr_eq(&s[0], &again[0]));
+    }
+}

@@ -1,0 +1,36 @@
+//! Downstream TLS: a rustls server config per TLS port whose certificate resolver reads
+//! the current Snapshot, so certificate changes apply without rebinding.
+
+use crate::dataplane::Active;
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct SnapshotResolver {
+    state: Arc<ArcSwap<Active>>,
+    addr: SocketAddr,
+}
+
+impl ResolvesServerCert for SnapshotResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let active = self.state.load();
+        let port = active.snapshot.port(self.addr)?;
+        port.tls.as_ref()?.resolve(hello.server_name())
+    }
+}
+
+/// TLS 1.2 and 1.3 with aws-lc-rs's default (modern, AEAD-only) cipher suites, ALPN h2
+/// and http/1.1.
+pub fn server_config(state: Arc<ArcSwap<Active>>, addr: SocketAddr) -> Result<ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SnapshotResolver { state, addr }));
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}

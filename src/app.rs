@@ -1,0 +1,151 @@
+//! `gatehouse run` and `gatehouse validate`: load a manifest directory, translate it,
+//! serve it, and reload it on every change, keeping the last good Snapshot on errors.
+
+use anyhow::{anyhow, Context};
+use gatehouse_model::ConfigError;
+use gatehouse_proxy::{DataPlane, ProxyConfig};
+use gatehouse_sources::{load_dir, watch_dir};
+use gatehouse_translate::{translate, Snapshot, TranslateOptions};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Everything `gatehouse run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub config_dir: PathBuf,
+    pub translate: TranslateOptions,
+    pub proxy: ProxyConfig,
+    pub admin_addr: SocketAddr,
+    pub watch: bool,
+    pub demo_backends: bool,
+}
+
+/// Loads and translates a directory into a Snapshot with `version`.
+pub fn build_snapshot(dir: &Path, opts: &TranslateOptions, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+    let loaded = load_dir(dir)?;
+    translate(&loaded.store, opts, version)
+}
+
+/// `gatehouse validate DIR`: prints every error, or a summary; Err when invalid.
+pub fn validate(dir: &Path, opts: &TranslateOptions) -> anyhow::Result<String> {
+    match build_snapshot(dir, opts, 1) {
+        Ok(s) => {
+            let mut out = format!(
+                "{}: valid ({} Ingress, {} Gateway, {} HTTPRoute, {} routes)\n",
+                dir.display(),
+                s.summary.ingresses,
+                s.summary.gateways,
+                s.summary.http_routes,
+                s.summary.routes
+            );
+            for w in &s.warnings {
+                out.push_str(&format!("warning: {w}\n"));
+            }
+            Ok(out)
+        }
+        Err(errors) => {
+            let text: Vec<String> = errors.iter().map(|e| format!("error: {e}")).collect();
+            Err(anyhow!("{}\n{} error(s) in {}", text.join("\n"), errors.len(), dir.display()))
+        }
+    }
+}
+
+/// A running embedded gateway: the data plane plus its reload task.
+pub struct Running {
+    pub dataplane: Arc<DataPlane>,
+    pub admin_addr: SocketAddr,
+    version: Arc<AtomicU64>,
+    reload_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Version of the Snapshot being served.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Drains in-flight requests and stops.
+    pub async fn shutdown(mut self) {
+        if let Some(t) = self.reload_task.take() {
+            t.abort();
+        }
+        self.dataplane.shutdown().await;
+    }
+}
+
+/// Starts serving: the first load must succeed; later reloads keep the last good config.
+pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
+    let dp = DataPlane::new(opts.proxy.clone());
+    let admin_addr = gatehouse_proxy::admin::serve(dp.clone(), opts.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
+    let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1).map_err(|errors| {
+        let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        anyhow!("invalid configuration in {}:\n{}", opts.config_dir.display(), text.join("\n"))
+    })?;
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
+    if opts.demo_backends {
+        crate::echo::start_demo_backends(&opts.config_dir).await;
+    }
+    dp.apply(snapshot).await.map_err(|e| anyhow!(e))?;
+    let version = Arc::new(AtomicU64::new(1));
+    let reload_task = if opts.watch {
+        let mut watch = watch_dir(&opts.config_dir, Duration::from_millis(15))
+            .with_context(|| format!("cannot watch {}", opts.config_dir.display()))?;
+        let dp = dp.clone();
+        let version = version.clone();
+        Some(tokio::spawn(async move {
+            while watch.changed().await.is_some() {
+                reload(&dp, &opts, &version).await;
+            }
+        }))
+    } else {
+        None
+    };
+    Ok(Running { dataplane: dp, admin_addr, version, reload_task })
+}
+
+async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
+    let started = Instant::now();
+    let next = version.load(Ordering::Acquire) + 1;
+    let dir = opts.config_dir.clone();
+    let topts = opts.translate.clone();
+    let built = tokio::task::spawn_blocking(move || build_snapshot(&dir, &topts, next)).await;
+    let snapshot = match built {
+        Ok(Ok(s)) => s,
+        Ok(Err(errors)) => {
+            dp.metrics.counters.config_rejected_total.fetch_add(1, Ordering::Relaxed);
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            tracing::error!(
+                errors = errors.len(),
+                serving = version.load(Ordering::Acquire),
+                "configuration rejected; still serving the last good version"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reload task failed");
+            return;
+        }
+    };
+    let warnings = snapshot.warnings.clone();
+    match dp.apply(snapshot).await {
+        Ok(()) => {
+            version.store(next, Ordering::Release);
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(version = next, elapsed_ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "configuration rejected; still serving the last good version");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! The `gatehouse` binary's wiring: the embedded default (`run`: manifest directory →
+//! store → translate → data plane, with hot reload), `validate`, and the demo echo
+//! backend. Kept in a library so end-to-end tests can drive it in-process.
+
+pub mod app;
+pub mod banner;
+pub mod echo;
