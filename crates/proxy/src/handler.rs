@@ -116,7 +116,7 @@ async fn route(
             resp
         }
         ActionKind::Forward { .. } => {
-            let fwd = Forward { dp, conn, action: &action, authority: &authority, path, query, prefix_len };
+            let fwd = Forward { dp, conn, action: &action, authority: &authority, rid, path, query, prefix_len };
             fwd.send(req).await
         }
     };
@@ -131,6 +131,7 @@ struct Forward<'a> {
     conn: &'a ConnInfo,
     action: &'a RouteAction,
     authority: &'a str,
+    rid: &'a HeaderValue,
     path: String,
     query: Option<String>,
     prefix_len: usize,
@@ -173,6 +174,7 @@ impl Forward<'_> {
             Err(_) => return error(StatusCode::BAD_REQUEST, "invalid Host"),
         }
         add_forwarded(&mut parts.headers, self.conn.peer.ip(), self.conn.https);
+        parts.headers.insert(X_REQUEST_ID.clone(), self.rid.clone());
         let path = match rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             Some(m) => modify_path(&self.path, m, self.prefix_len),
             None => self.path,

@@ -1,0 +1,202 @@
+//! Shared pieces of the end-to-end tests: temporary manifest directories, echo
+//! backends on loopback, an in-process gatehouse, and small HTTP clients.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use gatehouse::app::{start, RunOptions, Running};
+use gatehouse_proxy::ProxyConfig;
+use gatehouse_translate::{ListenMapEntry, TranslateOptions};
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// IngressClass and GatewayClass for gatehouse, the IngressClass marked default.
+pub const CLASSES: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: gatehouse
+  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}
+spec: {controller: gatehouse.dev/ingress-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gatehouse}
+spec: {controllerName: gatehouse.dev/gateway-controller}
+";
+
+/// A free loopback address (bound then released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Starts an echo backend that names itself `name` in its JSON answers.
+pub async fn echo(name: &str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(gatehouse::echo::serve(l, name.to_string()));
+    addr
+}
+
+/// A Service `ns/name` with port 80 (named `http`) and an EndpointSlice pointing at
+/// `backend`.
+pub fn service(ns: &str, name: &str, backend: SocketAddr, app_protocol: Option<&str>) -> String {
+    let ap = app_protocol.map(|p| format!(", appProtocol: {p}")).unwrap_or_default();
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {port}{ap}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-abc
+  namespace: {ns}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: [\"{ip}\"]
+  conditions: {{ready: true}}
+",
+        port = backend.port(),
+        ip = backend.ip()
+    )
+}
+
+/// A running in-process gatehouse on free loopback ports, serving `dir`.
+pub struct Proxy {
+    pub running: Running,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    // Write then rename, as editors and `kubectl`-style tools do, so the watcher never
+    // reads half a file.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write manifest");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
+}
+
+/// Starts gatehouse on a new directory holding `files`. Gateway listener ports in
+/// `gateway_ports` are rebound to free loopback addresses (returned in order).
+pub async fn start_proxy(files: &[(&str, &str)], gateway_ports: &[u16]) -> (Proxy, Vec<SocketAddr>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        write(dir.path(), name, text);
+    }
+    let mapped: Vec<SocketAddr> = gateway_ports.iter().map(|_| free_addr()).collect();
+    let listen_map = gateway_ports
+        .iter()
+        .zip(&mapped)
+        .map(|(p, a)| ListenMapEntry { gateway: None, port: *p, addr: *a })
+        .collect();
+    let http = free_addr();
+    let https = free_addr();
+    let opts = RunOptions {
+        config_dir: dir.path().to_path_buf(),
+        translate: TranslateOptions {
+            http_addr: http,
+            https_addr: https,
+            gateway_host: "127.0.0.1".parse().expect("ip"),
+            listen_map,
+        },
+        proxy: ProxyConfig { drain_timeout: Duration::from_secs(5), ..ProxyConfig::default() },
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        watch: true,
+        demo_backends: false,
+    };
+    let running = start(opts).await.expect("gatehouse starts");
+    let admin = running.admin_addr;
+    (Proxy { running, http, https, admin, dir }, mapped)
+}
+
+impl Proxy {
+    /// Waits until the served config version is at least `v`.
+    pub async fn wait_version(&self, v: u64) -> Duration {
+        let t = Instant::now();
+        while self.running.version() < v {
+            assert!(t.elapsed() < Duration::from_secs(10), "config version {v} never arrived");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        t.elapsed()
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub version: http::Version,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The echo backend's name, or "" when the answer did not come from one.
+    pub fn service(&self) -> String {
+        self.json()["service"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    }
+
+    /// A header the backend received.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.json()["headers"][name].as_str().map(str::to_string)
+    }
+}
+
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// Sends a request to `addr` with `host` and extra headers; reads the whole answer.
+pub async fn send(c: &TestClient, method: &str, addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::new())).expect("request");
+    let resp = c.request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned(), version }
+}
+
+pub async fn get(c: &TestClient, addr: SocketAddr, host: &str, path: &str) -> Resp {
+    send(c, "GET", addr, host, path, &[]).await
+}
+
+/// Writes raw bytes on a new connection and returns everything read until close/timeout.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
