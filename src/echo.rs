@@ -35,11 +35,18 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) {
 async fn answer(name: &str, local: Option<SocketAddr>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let headers: BTreeMap<String, String> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
+    // Repeated headers are joined with ", " (RFC 9110 field combination).
+    let mut headers: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        headers
+            .entry(k.to_string())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert_with(|| v.into_owned());
+    }
     let json = serde_json::json!({
         "service": name,
         "endpoint": local.map(|a| a.to_string()),

@@ -464,9 +464,11 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             }
         }
         let (class, len) = match &path {
+            // Exact, then regular expressions (as Envoy Gateway ranks them), then
+            // prefixes; longer values first within each kind.
             PathMatch::Exact(v) => (0, v.len()),
-            PathMatch::Prefix(v) => (1, v.len()),
-            PathMatch::Regex(r) => (2, r.as_str().len()),
+            PathMatch::Regex(r) => (1, r.as_str().len()),
+            PathMatch::Prefix(v) => (2, v.len()),
         };
         let key = SortKey(
             vec![class, -(len as i64), if method.is_some() { 0 } else { 1 }, -(headers.len() as i64), -(query.len() as i64)],
