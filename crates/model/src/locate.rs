@@ -11,23 +11,28 @@ enum Step<'a> {
 
 fn parse_path(path: &str) -> Vec<Step<'_>> {
     let mut steps = Vec::new();
-    for part in path.split('.') {
-        let mut rest = part;
-        if let Some(i) = rest.find('[') {
-            if i > 0 {
-                steps.push(Step::Key(&rest[..i]));
+    let b = path.as_bytes();
+    let mut i = 0;
+    let mut key_start = 0;
+    while i <= b.len() {
+        let at_end = i == b.len();
+        if at_end || b[i] == b'.' || b[i] == b'[' {
+            if i > key_start {
+                steps.push(Step::Key(&path[key_start..i]));
             }
-            rest = &rest[i..];
-            while let Some(stripped) = rest.strip_prefix('[') {
-                let end = stripped.find(']').unwrap_or(stripped.len());
-                if let Ok(n) = stripped[..end].parse() {
-                    steps.push(Step::Index(n));
+            if !at_end && b[i] == b'[' {
+                let close = path[i..].find(']').map(|c| i + c).unwrap_or(b.len());
+                let inner = &path[i + 1..close];
+                match inner.parse() {
+                    Ok(n) => steps.push(Step::Index(n)),
+                    // `data[tls.crt]`: a key that contains dots.
+                    Err(_) => steps.push(Step::Key(inner.trim_matches('"'))),
                 }
-                rest = stripped.get(end + 1..).unwrap_or("");
+                i = close;
             }
-        } else if !rest.is_empty() {
-            steps.push(Step::Key(rest));
+            key_start = i + 1;
         }
+        i += 1;
     }
     steps
 }
@@ -156,6 +161,12 @@ spec:
         assert_eq!(locate(DOC, "spec.rules[0].host"), Some(6));
         assert_eq!(locate(DOC, "spec.rules[0].http.paths[1].pathType"), Some(12));
         assert_eq!(locate(DOC, "spec.rules[0].http.paths[0].pathType"), Some(10));
+    }
+
+    #[test]
+    fn bracketed_keys_may_hold_dots() {
+        let doc = "kind: Secret\nstringData:\n  tls.crt: x\n  tls.key: y\n";
+        assert_eq!(locate(doc, "stringData[tls.key]"), Some(3));
     }
 
     #[test]

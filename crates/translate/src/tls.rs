@@ -40,21 +40,26 @@ pub fn certified_key(secret: &StoredObject) -> Result<Arc<CertifiedKey>, ConfigE
     };
     let data = s.data.as_ref();
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
-    let cert_pem = get("tls.crt").ok_or_else(|| secret.error("data", "missing tls.crt"))?;
-    let key_pem = get("tls.key").ok_or_else(|| secret.error("data", "missing tls.key"))?;
+    // Point at the field the manifest used: stringData (merged into data) or data.
+    let in_string_data = secret.origin.as_ref().is_some_and(|o| o.text.lines().any(|l| l.starts_with("stringData:")));
+    let base = if in_string_data { "stringData" } else { "data" };
+    let crt_field = format!("{base}[tls.crt]");
+    let key_field = format!("{base}[tls.key]");
+    let cert_pem = get("tls.crt").ok_or_else(|| secret.error(base, "missing tls.crt"))?;
+    let key_pem = get("tls.key").ok_or_else(|| secret.error(base, "missing tls.key"))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| secret.error("data", format!("tls.crt: invalid PEM: {e}")))?;
+        .map_err(|e| secret.error(&crt_field, format!("invalid PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(secret.error("data", "tls.crt: no CERTIFICATE block found"));
+        return Err(secret.error(&crt_field, "no CERTIFICATE block found"));
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| secret.error("data", format!("tls.key: no usable private key: {e}")))?;
+        .map_err(|e| secret.error(&key_field, format!("no usable private key: {e}")))?;
     let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
-        .map_err(|e| secret.error("data", format!("tls.key: unsupported key: {e}")))?;
+        .map_err(|e| secret.error(&key_field, format!("unsupported key: {e}")))?;
     let ck = CertifiedKey::new(certs, signing);
     ck.keys_match()
-        .map_err(|e| secret.error("data", format!("tls.key does not match tls.crt: {e}")))?;
+        .map_err(|e| secret.error(&key_field, format!("does not match tls.crt: {e}")))?;
     Ok(Arc::new(ck))
 }
 
