@@ -168,8 +168,19 @@ pub fn client() -> TestClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn h2c_client() -> TestClient {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+/// One GET over a new h2c (prior knowledge) connection; `host` becomes :authority.
+pub async fn h2c_get(addr: SocketAddr, host: &str, path: &str) -> Resp {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{host}{path}")).body(Full::new(Bytes::new())).expect("request");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let version = resp.version();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned(), version }
 }
 
 /// Sends a request to `addr` with `host` and extra headers; reads the whole answer.
