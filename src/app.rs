@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Context};
 use gatehouse_model::ConfigError;
 use gatehouse_proxy::{DataPlane, ProxyConfig};
-use gatehouse_sources::{load_dir, watch_dir};
+use gatehouse_sources::{load_dir_partial, watch_dir};
 use gatehouse_translate::{translate, Snapshot, TranslateOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,8 +25,16 @@ pub struct RunOptions {
 
 /// Loads and translates a directory into a Snapshot with `version`.
 pub fn build_snapshot(dir: &Path, opts: &TranslateOptions, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
-    let loaded = load_dir(dir)?;
-    translate(&loaded.store, opts, version)
+    // Translate even when some files failed to parse, so every error shows at once.
+    let (loaded, mut errors) = load_dir_partial(dir);
+    match translate(&loaded.store, opts, version) {
+        Ok(s) if errors.is_empty() => Ok(s),
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
 }
 
 /// `gatehouse validate DIR`: prints every error, or a summary; Err when invalid.

@@ -35,13 +35,25 @@ fn manifest_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Loads a directory. Every file is parsed even after an error, so the user sees all
-/// problems at once; an object defined twice is an error naming both places.
+/// Loads a directory; any error fails the whole load.
 pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    let (loaded, errors) = load_dir_partial(dir);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Loads a directory, returning the objects that parsed and every error found. Every
+/// file is parsed even after an error, so a user sees all problems at once; an object
+/// defined twice is an error naming both places.
+pub fn load_dir_partial(dir: &Path) -> (Loaded, Vec<ConfigError>) {
     let shown = dir.display().to_string();
     let mut files = Vec::new();
     if let Err(e) = manifest_files(dir, &mut files) {
-        return Err(vec![ConfigError::file(&shown, None, format!("cannot read directory: {e}"))]);
+        let empty = Loaded { store: ObjectStore::new(), files: 0, skipped: 0 };
+        return (empty, vec![ConfigError::file(&shown, None, format!("cannot read directory: {e}"))]);
     }
     let mut errors = Vec::new();
     let mut objects: Vec<StoredObject> = Vec::new();
@@ -70,8 +82,5 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ConfigError>> {
             errors.push(o.error("metadata.name", format!("{} is defined twice (also at {first})", o.key())));
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Loaded { store: ObjectStore::from_objects(objects), files: files.len(), skipped })
+    (Loaded { store: ObjectStore::from_objects(objects), files: files.len(), skipped }, errors)
 }

@@ -4,5 +4,5 @@
 pub mod dir;
 pub mod watch;
 
-pub use dir::{load_dir, Loaded};
+pub use dir::{load_dir, load_dir_partial, Loaded};
 pub use watch::{watch_dir, DirWatch};
