@@ -22,6 +22,7 @@
 #   BENCH_RESULTS    where result folders go (default bench/results, git-ignored; with
 #                    BENCH_STATE set: $BENCH_STATE/results, as peers.sh does). -o DIR wins.
 #   RUST_LOG         gatehouse log filter (default warn: no per-request logging)
+#   GATEHOUSE_WORKERS  gatehouse worker threads (default 1, matching the peers' 1 worker)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,7 +112,9 @@ for addr in "$HTTP_ADDR" "$HTTPS_ADDR" "$ADMIN_ADDR"; do
   fi
 done
 
-GATEHOUSE_CMD=$(printf '%q ' "$BIN" run --config "$CONFIG" \
+# One worker thread by default, like the peers' default of one worker process; set
+# GATEHOUSE_WORKERS=2 to compare with `-w 2`.
+GATEHOUSE_CMD=$(printf '%q ' "$BIN" --workers "${GATEHOUSE_WORKERS:-1}" run --config "$CONFIG" \
   --http-addr "$HTTP_ADDR" --https-addr "$HTTPS_ADDR" --admin-addr "$ADMIN_ADDR" --no-watch)
 
 # Result folder: the user's -o (passed through in USER_OPTS), else one we choose and pass.
