@@ -103,6 +103,10 @@ async fn ingress_routing_matrix() {
     assert_eq!(r.upstream_header("host").as_deref(), Some("foo.example"));
     assert!(r.upstream_header("x-drop").is_none(), "headers named by Connection are hop-by-hop");
     assert_eq!(r.upstream_header("x-request-id"), r.header("x-request-id"));
+    // Only WebSocket upgrades are forwarded; an h2c upgrade could tunnel past routing.
+    let r = send(&cl, "GET", p.http, "foo.example", "/", &[("connection", "upgrade, http2-settings"), ("upgrade", "h2c"), ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")]).await;
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("upgrade").is_none() && r.upstream_header("http2-settings").is_none(), "{}", r.body);
     let r = send(&cl, "GET", p.http, "foo.example", "/", &[("x-request-id", "my-id-1")]).await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("my-id-1"));
     p.running.shutdown().await;
@@ -136,6 +140,15 @@ async fn default_backend_and_malformed_requests() {
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
     let bad_pct = raw(p.http, b"GET /a%zz HTTP/1.1\r\nHost: foo.example\r\nConnection: close\r\n\r\n").await;
     assert!(bad_pct.starts_with("HTTP/1.1 400"), "{bad_pct}");
+    for path in ["/x/..;/a", "/x/..%5Ca"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: foo.example\r\nConnection: close\r\n\r\n");
+        let resp = raw(p.http, req.as_bytes()).await;
+        if path.contains(';') {
+            assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("\"service\": \"a\""), "..; is a dot-segment: {resp}");
+        } else {
+            assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        }
+    }
     let ctl = raw(p.http, b"GET /a\x01b HTTP/1.1\r\nHost: foo.example\r\n\r\n").await;
     assert!(ctl.starts_with("HTTP/1.1 400"), "{ctl}");
     let both = raw(p.http, b"POST /a HTTP/1.1\r\nHost: foo.example\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd").await;

@@ -104,6 +104,11 @@ spec:
     port: 443
     hostname: gw.example
     tls: {certificateRefs: [{name: gw-cert}]}
+  - name: https-other
+    protocol: HTTPS
+    port: 443
+    hostname: other.example
+    tls: {certificateRefs: [{name: a-cert}]}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -129,6 +134,15 @@ spec:
     assert_eq!(leaf, w_der, "wildcard SNI match");
     let (_, leaf) = handshake(&ca, ports[0], "gw.example", &[b"http/1.1"]).await;
     assert_eq!(leaf, g_der, "Gateway listener certificate");
+
+    // A request whose Host belongs to another listener than its SNI is misdirected.
+    let (tls, _) = handshake(&ca, ports[0], "gw.example", &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("h1");
+    tokio::spawn(conn);
+    let req = http::Request::get("/").header("host", "other.example").body(Full::new(Bytes::new())).expect("req");
+    assert_eq!(sender.send_request(req).await.expect("response").status(), 421);
+    let req = http::Request::get("/").header("host", "gw.example").body(Full::new(Bytes::new())).expect("req");
+    assert_eq!(sender.send_request(req).await.expect("response").status(), 200);
 
     // HTTP/2 over TLS by ALPN, end to end to an HTTP/1.1 backend.
     let (tls, _) = handshake(&ca, p.https, "a.example", &[b"h2", b"http/1.1"]).await;

@@ -64,7 +64,8 @@ pub struct DataPlane {
     pub cfg: ProxyConfig,
     pub(crate) no_route: Arc<RouteStats>,
     pub(crate) server: auto::Builder<TokioExecutor>,
-    listeners: tokio::sync::Mutex<HashMap<(SocketAddr, bool), ListenerHandle>>,
+    /// Bound listeners by address, with whether they speak TLS.
+    listeners: tokio::sync::Mutex<HashMap<SocketAddr, (bool, ListenerHandle)>>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) conns: ConnTracker,
     ready: AtomicBool,
@@ -112,34 +113,42 @@ impl DataPlane {
 
     /// Installs a Snapshot: binds any new ports first (a port that cannot be bound
     /// rejects the Snapshot and keeps the old one), swaps, then closes unused ports.
+    /// A port that switches between plain text and TLS is closed and bound again.
     pub async fn apply(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
         let mut listeners = self.listeners.lock().await;
-        let desired: Vec<(SocketAddr, bool)> = snapshot.ports.iter().map(|p| (p.addr, p.tls.is_some())).collect();
+        let desired: HashMap<SocketAddr, bool> = snapshot.ports.iter().map(|p| (p.addr, p.tls.is_some())).collect();
         let mut bound = Vec::new();
-        for key in &desired {
-            if listeners.contains_key(key) {
+        for (&addr, &tls) in &desired {
+            if listeners.get(&addr).is_some_and(|(t, _)| *t == tls) {
                 continue;
             }
-            match listener::bind(key.0) {
-                Ok(l) => bound.push((*key, l)),
+            let acceptor = match tls {
+                true => Some(listener::acceptor(self, addr).map_err(|e| format!("TLS setup for {addr}: {e}"))?),
+                false => None,
+            };
+            if let Some((_, old)) = listeners.remove(&addr) {
+                tracing::info!(%addr, tls, "listener changes protocol; rebinding");
+                old.close().await;
+            }
+            match listener::bind(addr) {
+                Ok(l) => bound.push((addr, tls, l, acceptor)),
                 Err(e) => {
                     self.metrics.counters.config_rejected_total.fetch_add(1, Ordering::Relaxed);
-                    return Err(format!("cannot listen on {}: {e}", key.0));
+                    return Err(format!("cannot listen on {addr}: {e}"));
                 }
             }
         }
         let version = snapshot.version;
         let stats = self.metrics.stats_for(&snapshot.route_names);
         self.state.store(Arc::new(Active { snapshot: Arc::new(snapshot), stats }));
-        for (key, l) in bound {
-            let handle = listener::spawn(self.clone(), l, key.0, key.1).map_err(|e| format!("TLS setup for {}: {e}", key.0))?;
-            tracing::info!(addr = %key.0, tls = key.1, "listening");
-            listeners.insert(key, handle);
+        for (addr, tls, l, acceptor) in bound {
+            tracing::info!(%addr, tls, "listening");
+            listeners.insert(addr, (tls, listener::spawn(self.clone(), l, addr, acceptor)));
         }
-        listeners.retain(|key, handle| {
-            let keep = desired.contains(key);
+        listeners.retain(|addr, (_, handle)| {
+            let keep = desired.contains_key(addr);
             if !keep {
-                tracing::info!(addr = %key.0, "closing listener no longer in config");
+                tracing::info!(%addr, "closing listener no longer in config");
                 handle.stop();
             }
             keep
@@ -153,7 +162,7 @@ impl DataPlane {
 
     /// Addresses currently bound.
     pub async fn bound(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = self.listeners.lock().await.keys().map(|k| k.0).collect();
+        let mut v: Vec<SocketAddr> = self.listeners.lock().await.keys().copied().collect();
         v.sort();
         v
     }
@@ -162,8 +171,8 @@ impl DataPlane {
     /// requests, and wait for them up to the drain timeout.
     pub async fn shutdown(&self) {
         self.ready.store(false, Ordering::Release);
-        for (_, mut h) in self.listeners.lock().await.drain() {
-            h.stop();
+        for (_, (_, h)) in self.listeners.lock().await.drain() {
+            h.close().await;
         }
         let _ = self.shutdown.send(true);
         let deadline = Instant::now() + self.cfg.drain_timeout;

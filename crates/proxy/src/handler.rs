@@ -73,14 +73,24 @@ async fn route(
     let host = strip_port(&authority).to_string();
     let path = match normalize_path(req.uri().path(), dp.cfg.merge_slashes) {
         Ok(p) => p.into_owned(),
-        Err(_) => return (error(StatusCode::BAD_REQUEST, "malformed request path"), no_route()),
+        Err(e) => return (error(StatusCode::BAD_REQUEST, &format!("malformed request path: {e:?}")), no_route()),
     };
     let query = req.uri().query().map(str::to_string);
-    let section_key = match (&conn.sni, conn.https) {
-        (Some(sni), true) => sni.as_str(),
-        _ => host.as_str(),
-    };
-    let section = port.sections.lookup(section_key);
+    // The listener (section) is chosen by Host. On TLS, a connection whose SNI chose a
+    // different listener (HTTP/2 connection reuse across names) is told to retry on a
+    // new connection, so one listener's routes never serve another's hostnames.
+    let section = port.sections.lookup(&host);
+    if let (Some(sni), true) = (&conn.sni, conn.https) {
+        let by_sni = port.sections.lookup(sni);
+        let same = match (section, by_sni) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return (error(StatusCode::MISDIRECTED_REQUEST, "TLS server name does not match Host"), no_route());
+        }
+    }
     let view = RequestView { method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
     let entry = section.and_then(|s| s.hosts.lookup(&host)).and_then(|t| t.find(&view));
     let (action, prefix_len) = match (entry, section.and_then(|s| s.fallback.as_ref())) {
@@ -190,18 +200,25 @@ impl Forward<'_> {
         parts.uri = uri;
         let client = match cluster.protocol {
             UpstreamProtocol::Http1 => {
+                if parts.version == Version::HTTP_2 {
+                    join_cookies(&mut parts.headers);
+                }
                 parts.version = Version::HTTP_11;
                 &self.dp.upstreams.h1
             }
             UpstreamProtocol::Http2 => {
                 parts.version = Version::HTTP_2;
-                parts.headers.remove(header::HOST);
                 &self.dp.upstreams.h2
             }
         };
         let max = self.dp.cfg.max_body_bytes as usize;
         let body: Body = Limited::new(incoming, max).boxed_unsync();
-        let timeout = self.action.backend_timeout.or(self.action.timeout).unwrap_or(self.dp.cfg.upstream_timeout);
+        // Gateway API: a zero duration disables the timeout.
+        let timeout = match self.action.backend_timeout.or(self.action.timeout) {
+            Some(d) if d.is_zero() => std::time::Duration::from_secs(365 * 24 * 3600),
+            Some(d) => d,
+            None => self.dp.cfg.upstream_timeout,
+        };
         let counters = &self.dp.metrics.counters;
         let result = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
         let mut resp = match result {
@@ -237,6 +254,18 @@ impl Forward<'_> {
             strip_hop_by_hop(resp.headers_mut(), false);
         }
         resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+    }
+}
+
+/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 needs one, joined by "; "
+/// (RFC 9113 §8.2.3).
+fn join_cookies(h: &mut http::HeaderMap) {
+    if h.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = h.get_all(header::COOKIE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>().join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
     }
 }
 

@@ -15,18 +15,17 @@ pub const VIA_VALUE: &str = "1.1 gatehouse";
 /// `keep_upgrade` is set (a WebSocket handshake), `Connection: upgrade` and `Upgrade`
 /// survive. `TE: trailers` survives (gRPC needs it).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned() {
-        if let Ok(list) = conn.to_str() {
-            for name in list.split(',') {
-                let name = name.trim();
-                if keep_upgrade && name.eq_ignore_ascii_case("upgrade") {
-                    continue;
-                }
-                if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
-                    if n != header::TE && !(keep_upgrade && n == header::UPGRADE) {
-                        h.remove(n);
-                    }
-                }
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if n != header::TE && !(keep_upgrade && n == header::UPGRADE) {
+                h.remove(n);
             }
         }
     }
@@ -47,9 +46,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Whether the request asks for a protocol upgrade (WebSocket and friends).
+/// Whether the request asks for a WebSocket upgrade. Other upgrades (notably `h2c`,
+/// which would let a client tunnel past routing to an h2c-capable backend) are not
+/// forwarded: their headers are stripped as hop-by-hop.
 pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.contains_key(header::UPGRADE)
+    h.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && h.get_all(header::CONNECTION)
             .iter()
             .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
@@ -106,6 +107,13 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
         assert!(h.get("x-keep").is_some());
+        // Every Connection line counts.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-second"));
+        h.insert("x-second", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-second").is_none());
     }
 
     #[test]
@@ -114,6 +122,9 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
+        let mut smuggle = h.clone();
+        smuggle.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade(&smuggle), "h2c upgrades are never forwarded");
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(header::UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
         assert_eq!(h.get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub struct ListenerHandle {
     stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ListenerHandle {
@@ -24,6 +25,15 @@ impl ListenerHandle {
     pub fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+    }
+
+    /// Stops accepting and waits until the socket is closed, so the address can be
+    /// bound again.
+    pub async fn close(mut self) {
+        self.stop();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }
@@ -37,15 +47,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(4096)
 }
 
-pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, tls: bool) -> Result<ListenerHandle, rustls::Error> {
-    let acceptor = if tls {
-        Some(TlsAcceptor::from(Arc::new(crate::tls::server_config(dp.state.clone(), addr)?)))
-    } else {
-        None
-    };
+/// The TLS acceptor for a TLS port (certificates come from the live Snapshot).
+pub fn acceptor(dp: &DataPlane, addr: SocketAddr) -> Result<TlsAcceptor, rustls::Error> {
+    Ok(TlsAcceptor::from(Arc::new(crate::tls::server_config(dp.state.clone(), addr)?)))
+}
+
+pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, acceptor: Option<TlsAcceptor>) -> ListenerHandle {
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let mut shutdown = dp.shutdown.subscribe();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = &mut stop_rx => break,
@@ -63,7 +73,7 @@ pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, tls: b
             }
         }
     });
-    Ok(ListenerHandle { stop: Some(stop_tx) })
+    ListenerHandle { stop: Some(stop_tx), task: Some(task) }
 }
 
 impl Drop for ListenerHandle {

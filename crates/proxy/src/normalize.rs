@@ -9,6 +9,9 @@ use std::borrow::Cow;
 pub enum PathError {
     NotOriginForm,
     BadPercentEncoding,
+    /// A backslash, raw or `%5C`: some backends treat it as a separator, which would let
+    /// `/x/..\\admin` reach `/admin` past the route match. Rejected outright.
+    Backslash,
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -30,14 +33,16 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
     if b.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
     }
-    let needs_work = b.contains(&b'%')
-        || path.contains("/.")
-        || (merge_slashes && path.contains("//"));
+    if b.contains(&b'\\') {
+        return Err(PathError::Backslash);
+    }
+    let needs_work = b.contains(&b'%') || path.contains("/.") || (merge_slashes && path.contains("//"));
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
-    // 1. Percent-encoding: decode unreserved, upper-case the rest.
-    let mut decoded = String::with_capacity(path.len());
+    // 1. Percent-encoding: decode unreserved, upper-case the rest. Bytes, since a path
+    //    may carry UTF-8.
+    let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
@@ -45,33 +50,39 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
                 return Err(PathError::BadPercentEncoding);
             };
             let c = h * 16 + l;
+            if c == b'\\' {
+                return Err(PathError::Backslash);
+            }
             if unreserved(c) {
-                decoded.push(c as char);
+                decoded.push(c);
             } else {
-                decoded.push('%');
-                decoded.push(b[i + 1].to_ascii_uppercase() as char);
-                decoded.push(b[i + 2].to_ascii_uppercase() as char);
+                decoded.extend_from_slice(&[b'%', b[i + 1].to_ascii_uppercase(), b[i + 2].to_ascii_uppercase()]);
             }
             i += 3;
         } else {
-            // Paths are ASCII (hyper rejects anything else), so byte-wise is safe.
-            decoded.push(b[i] as char);
+            decoded.push(b[i]);
             i += 1;
         }
     }
-    // 2. Dot-segments and (optionally) empty segments.
-    let trailing = decoded.ends_with('/') || decoded.ends_with("/.") || decoded.ends_with("/..");
+    let Ok(decoded) = String::from_utf8(decoded) else {
+        return Err(PathError::BadPercentEncoding);
+    };
+    // 2. Dot-segments (also `..;params`, which Java servers read as `..`) and,
+    //    optionally, empty segments.
+    let dot = |seg: &str| seg.split(';').next().unwrap_or("").to_string();
+    let trailing = decoded.ends_with('/') || matches!(dot(decoded.rsplit('/').next().unwrap_or("")).as_str(), "." | "..");
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded[1..].split('/').collect();
     let last = segments.len().saturating_sub(1);
     for (idx, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => {}
-            ".." => {
+        let bare = if seg.starts_with('.') { dot(seg) } else { String::new() };
+        match (bare.as_str(), *seg) {
+            (".", _) => {}
+            ("..", _) => {
                 out.pop();
             }
-            "" if merge_slashes || idx == last => {}
-            s => out.push(s),
+            (_, "") if merge_slashes || idx == last => {}
+            (_, s) => out.push(s),
         }
     }
     let mut result = String::with_capacity(decoded.len());
@@ -113,6 +124,19 @@ mod tests {
         assert_eq!(normalize_path("/a%zz", false), Err(PathError::BadPercentEncoding));
         assert_eq!(normalize_path("/a%2", false), Err(PathError::BadPercentEncoding));
         assert_eq!(normalize_path("a", false), Err(PathError::NotOriginForm));
+        assert_eq!(n("/caf\u{e9}/./x"), "/caf\u{e9}/x");
+    }
+
+    #[test]
+    fn separator_tricks_are_closed() {
+        assert_eq!(n("/x/..;/admin"), "/admin");
+        assert_eq!(n("/x/.;a=b/admin"), "/x/admin");
+        assert_eq!(n("/x/..;jsessionid=1"), "/");
+        assert_eq!(normalize_path("/x/..\\admin", false), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/x/..%5Cadmin", false), Err(PathError::Backslash));
+        assert_eq!(normalize_path("/x/..%5cadmin", false), Err(PathError::Backslash));
+        // Encoded slashes stay encoded: they are data, not separators.
+        assert_eq!(n("/x/..%2Fadmin"), "/x/..%2Fadmin");
     }
 
     #[test]

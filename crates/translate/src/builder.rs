@@ -26,6 +26,7 @@ pub struct Builder<'a> {
 
 struct PortBuilder {
     tls: Option<SniTable>,
+    hostless_default: bool,
     sections: HostTable<Arc<Section>>,
     owners: Vec<String>,
 }
@@ -96,6 +97,7 @@ impl<'a> Builder<'a> {
         let https = section.https;
         let port = self.ports.entry(addr).or_insert_with(|| PortBuilder {
             tls: https.then(SniTable::new),
+            hostless_default: false,
             sections: HostTable::new(WildcardMode::MultiLabel),
             owners: Vec::new(),
         });
@@ -111,11 +113,21 @@ impl<'a> Builder<'a> {
         }
         if let Some(tls) = &mut port.tls {
             for (name, key) in certs {
-                if let Some(n) = name {
-                    tls.certs.insert(Some(&n), key.clone());
-                }
-                if tls.default.is_none() {
-                    tls.default = Some(key);
+                match name {
+                    Some(n) => {
+                        tls.certs.insert(Some(&n), key.clone());
+                        // A named certificate is the default only until a hostless one
+                        // (a listener without hostname, an Ingress TLS entry without
+                        // hosts) claims the role.
+                        if tls.default.is_none() {
+                            tls.default = Some(key);
+                        }
+                    }
+                    None if !port.hostless_default => {
+                        tls.default = Some(key);
+                        port.hostless_default = true;
+                    }
+                    None => {}
                 }
             }
         }

@@ -78,6 +78,18 @@ impl<T> HostTable<T> {
         self.any.as_ref()
     }
 
+    /// Whether this exact key (not a match) is in the table.
+    pub fn contains_key(&self, host: Option<&str>) -> bool {
+        match host {
+            None | Some("*") | Some("") => self.any.is_some(),
+            Some(h) if h.starts_with("*.") => {
+                let suffix = h[1..].to_ascii_lowercase();
+                self.wildcard.iter().any(|(s, _)| *s == suffix)
+            }
+            Some(h) => self.exact.contains_key(&h.to_ascii_lowercase()),
+        }
+    }
+
     pub fn get_mut(&mut self, host: Option<&str>) -> Option<&mut T> {
         match host {
             None | Some("*") | Some("") => self.any.as_mut(),

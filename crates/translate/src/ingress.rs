@@ -3,7 +3,7 @@
 
 use crate::backends::{resolve, PortRef};
 use crate::builder::{Builder, SectionRoutes, SortKey};
-use crate::hosts::{valid_hostname, WildcardMode};
+use crate::hosts::{valid_hostname, HostTable, WildcardMode};
 use crate::routes::{PathMatch, RouteEntry};
 use crate::snapshot::{ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend};
 use gatehouse_model::{Object, StoredObject, INGRESS_CONTROLLER};
@@ -22,6 +22,8 @@ struct PendingEntry {
     path: PathMatch,
     action: Arc<RouteAction>,
     redirect: Option<Arc<RouteAction>>,
+    /// The Ingress has a TLS entry without hosts (so all its rules are TLS).
+    hostless_tls: bool,
 }
 
 /// Which IngressClass names are ours, and which of them is the default.
@@ -75,8 +77,8 @@ pub fn translate(b: &mut Builder<'_>) {
     }
     let https_port = b.opts.https_addr.port();
     let mut pending = Vec::new();
-    let mut tls_hosts: HashSet<String> = HashSet::new();
-    let mut tls_wildcard_any = false;
+    // Hosts that have a certificate (exact or wildcard), for the HTTP→HTTPS redirect.
+    let mut tls_hosts = HostTable::new(WildcardMode::SingleLabel);
     let mut certs = Vec::new();
     let mut fallback: Option<Arc<RouteAction>> = None;
     for o in ingresses {
@@ -85,6 +87,7 @@ pub fn translate(b: &mut Builder<'_>) {
         let ns = o.namespace().to_string();
         let id = format!("ingress/{ns}/{}", o.name());
         let Some(spec) = &ing.spec else { continue };
+        let mut hostless_tls = false;
         let ssl_redirect = ing
             .metadata
             .annotations
@@ -115,13 +118,12 @@ pub fn translate(b: &mut Builder<'_>) {
             };
             let hosts = t.hosts.clone().unwrap_or_default();
             if hosts.is_empty() {
+                // The default certificate: this Ingress's own rules redirect.
                 certs.push((None, key.clone()));
-                tls_wildcard_any |= ssl_redirect;
+                hostless_tls = true;
             }
             for h in hosts {
-                if ssl_redirect {
-                    tls_hosts.insert(h.to_ascii_lowercase());
-                }
+                tls_hosts.insert(Some(&h), ());
                 certs.push((Some(h), key.clone()));
             }
         }
@@ -136,6 +138,7 @@ pub fn translate(b: &mut Builder<'_>) {
                 _ => {}
             }
         }
+        let mut own_rules = Vec::new();
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.clone().filter(|h| !h.is_empty());
             if let Some(h) = &host {
@@ -171,20 +174,29 @@ pub fn translate(b: &mut Builder<'_>) {
                     PathMatch::Prefix(v) => (1, v.len()),
                     PathMatch::Regex(_) => (2, 0),
                 };
-                pending.push(PendingEntry {
+                own_rules.push(PendingEntry {
                     host: host.clone(),
                     key: SortKey(vec![class, -(len as i64)], format!("{:020}/{ns}/{}", created(o), o.name()), vec![ri as i64, pi as i64]),
                     path,
                     action,
                     redirect: ssl_redirect.then(|| redirect.clone()),
+                    hostless_tls: false,
                 });
             }
+        }
+        for mut e in own_rules {
+            e.hostless_tls = hostless_tls;
+            pending.push(e);
         }
     }
     let mut http = SectionRoutes::default();
     let mut https = SectionRoutes::default();
     for e in pending {
-        let tls = tls_wildcard_any || e.host.as_ref().is_some_and(|h| tls_hosts.contains(&h.to_ascii_lowercase()));
+        let has_cert = |h: &str| match h.starts_with("*.") {
+            true => tls_hosts.contains_key(Some(h)),
+            false => tls_hosts.lookup(h).is_some(),
+        };
+        let tls = e.hostless_tls || e.host.as_deref().is_some_and(has_cert);
         let plain_action = match (&e.redirect, tls) {
             (Some(r), true) => r.clone(),
             _ => e.action.clone(),

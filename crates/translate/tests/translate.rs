@@ -1,0 +1,245 @@
+//! Table tests of translation alone (no sockets): class selection, validation errors
+//! with their fields, endpoint conditions, listener conflicts and route lookup.
+
+use gatehouse_model::manifest::parse_manifest;
+use gatehouse_model::{ConfigError, ObjectStore};
+use gatehouse_translate::routes::RequestView;
+use gatehouse_translate::{translate, ListenMapEntry, Snapshot, TranslateOptions, UpstreamProtocol};
+use std::net::SocketAddr;
+
+const CLASSES: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: gatehouse}
+spec: {controller: gatehouse.dev/ingress-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gatehouse}
+spec: {controllerName: gatehouse.dev/gateway-controller}
+";
+
+fn store(yaml: &str) -> ObjectStore {
+    let parsed = parse_manifest("test.yaml", yaml).expect("test manifests parse");
+    ObjectStore::from_objects(parsed.objects)
+}
+
+fn run(yaml: &str) -> Result<Snapshot, Vec<ConfigError>> {
+    translate(&store(yaml), &TranslateOptions::default(), 1)
+}
+
+fn errors(yaml: &str) -> Vec<String> {
+    match run(yaml) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// Route name chosen for host/path on the Ingress HTTP port.
+fn route_name(s: &Snapshot, addr: SocketAddr, host: &str, path: &str) -> Option<String> {
+    let port = s.port(addr)?;
+    let section = port.sections.lookup(host)?;
+    let headers = http::HeaderMap::new();
+    let view = RequestView { method: &http::Method::GET, path, query: None, headers: &headers };
+    let table = section.hosts.lookup(host)?;
+    table.find(&view).map(|e| e.action.name.to_string())
+}
+
+const SVC: &str = "---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: web-port}
+  - {name: grpc, port: 81, targetPort: 9000, appProtocol: kubernetes.io/h2c}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: grpc, port: 9000}]
+endpoints:
+- addresses: [10.0.0.1]
+  conditions: {ready: true}
+- addresses: [10.0.0.2]
+  conditions: {ready: false, serving: true, terminating: true}
+- addresses: [10.0.0.3]
+- addresses: [10.0.0.4]
+  conditions: {ready: false}
+";
+
+fn ingress(name: &str, class_line: &str, backend_port: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}, namespace: default}}
+spec:
+{class_line}  rules:
+  - host: {name}.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: web, port: {backend_port}}}}}
+"
+    )
+}
+
+#[test]
+fn ingress_class_selection() {
+    let default_class = CLASSES.replace(
+        "metadata: {name: gatehouse}\nspec: {controller",
+        "metadata: {name: gatehouse, annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}}\nspec: {controller",
+    );
+    let other_class = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: nginx}\nspec: {controller: k8s.io/ingress-nginx}\n";
+    let objects = [
+        SVC,
+        other_class,
+        &ingress("named", "  ingressClassName: gatehouse\n", "{number: 80}"),
+        &ingress("other", "  ingressClassName: nginx\n", "{number: 80}"),
+        &ingress("classless", "", "{number: 80}"),
+    ]
+    .concat();
+    // Without a default class the classless Ingress is ignored (with a warning).
+    let s = run(&[CLASSES, &objects].concat()).expect("valid");
+    assert_eq!(s.summary.ingresses, 1);
+    assert!(s.warnings.iter().any(|w| w.contains("Ingress default/classless")), "{:?}", s.warnings);
+    // With the default-class annotation it is ours.
+    let s = run(&[default_class.as_str(), &objects].concat()).expect("valid");
+    assert_eq!(s.summary.ingresses, 2);
+    let http = TranslateOptions::default().http_addr;
+    assert_eq!(route_name(&s, http, "classless.example", "/").as_deref(), Some("ingress/default/classless"));
+    assert_eq!(route_name(&s, http, "other.example", "/"), None);
+}
+
+#[test]
+fn endpoints_follow_conditions_ports_and_app_protocol() {
+    let yaml = [CLASSES, SVC, &ingress("a", "  ingressClassName: gatehouse\n", "{name: http}"), &ingress("b", "  ingressClassName: gatehouse\n", "{number: 81}")].concat();
+    let s = run(&yaml).expect("valid");
+    let http = &s.clusters["default/web:80"];
+    // 10.0.0.3 has no conditions (ready by default); 10.0.0.2 is terminating.
+    let eps: Vec<String> = http.endpoints.iter().map(|e| e.to_string()).collect();
+    assert_eq!(eps, ["10.0.0.1:8080", "10.0.0.3:8080"]);
+    assert_eq!(http.protocol, UpstreamProtocol::Http1);
+    let grpc = &s.clusters["default/web:81"];
+    assert_eq!(grpc.protocol, UpstreamProtocol::Http2);
+    assert_eq!(grpc.endpoints.len(), 2);
+    // When nothing is ready, serving-but-terminating endpoints are used.
+    let draining = SVC
+        .replace("- addresses: [10.0.0.1]\n  conditions: {ready: true}\n", "")
+        .replace("- addresses: [10.0.0.3]\n", "");
+    let s = run(&[CLASSES, &draining, &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}")].concat()).expect("valid");
+    let eps: Vec<String> = s.clusters["default/web:80"].endpoints.iter().map(|e| e.to_string()).collect();
+    assert_eq!(eps, ["10.0.0.2:8080"]);
+}
+
+#[test]
+fn ingress_errors_name_the_field() {
+    let bad = "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad, namespace: default}
+spec:
+  ingressClassName: gatehouse
+  rules:
+  - host: bad_host!
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}
+  - host: ok.example
+    http:
+      paths:
+      - {path: relative, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}
+      - {path: /x, pathType: Prefix, backend: {service: {name: web, port: {}}}}
+";
+    let errs = errors(&[CLASSES, SVC, bad].concat());
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(errs[0].contains("Ingress default/bad: field spec.rules[0].host: invalid hostname"), "{}", errs[0]);
+    assert!(errs[1].contains("field spec.rules[1].http.paths[0].path: path \"relative\" must start with '/'"), "{}", errs[1]);
+    assert!(errs[2].contains("field spec.rules[1].http.paths[1].backend.service.port"), "{}", errs[2]);
+}
+
+fn gateway_with(listeners: &str, rules: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+{listeners}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+{rules}"
+    )
+}
+
+#[test]
+fn httproute_errors_name_the_field() {
+    let listeners = "  - {name: http, protocol: HTTP, port: 80}\n";
+    let cases: &[(&str, &str)] = &[
+        ("  - matches: [{path: {type: RegularExpression, value: \"/a(\"}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].path.value: invalid regular expression"),
+        ("  - matches: [{path: {type: Exact, value: /a}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].filters[0].urlRewrite.path: ReplacePrefixMatch needs every match"),
+        ("  - filters:\n    - {type: URLRewrite, urlRewrite: {hostname: a.example}}\n    - {type: RequestRedirect, requestRedirect: {hostname: b.example}}\n", "spec.rules[0].filters: RequestRedirect and URLRewrite cannot be used together"),
+        ("  - timeouts: {request: soon}\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].timeouts.request: invalid duration"),
+        ("  - filters: [{type: Teleport}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].filters[0].type: unknown filter type"),
+        ("  - matches: [{headers: [{name: \"bad header\", value: x}]}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].headers[0].name: invalid header name"),
+        ("  - matches: [{method: \"G T\"}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method: invalid method"),
+        ("  - filters: [{type: RequestRedirect, requestRedirect: {statusCode: 399}}]\n", "spec.rules[0].filters[0].requestRedirect.statusCode: unsupported status 399"),
+    ];
+    for (rules, want) in cases {
+        let errs = errors(&[CLASSES, SVC, &gateway_with(listeners, rules)].concat());
+        assert!(errs.iter().any(|e| e.contains("HTTPRoute default/r: field ") && e.contains(want)), "want {want:?}, got {errs:?}");
+    }
+    let errs = errors(&[CLASSES, SVC, &gateway_with("  - {name: h, protocol: HTTPS, port: 443}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat());
+    assert!(errs.iter().any(|e| e.contains("Gateway default/gw: field spec.listeners[0]: HTTPS listener needs tls")), "{errs:?}");
+    let errs = errors(&[CLASSES, SVC, &gateway_with("  - {name: h, protocol: HTTP, port: 80, hostname: \"a..b\"}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat());
+    assert!(errs.iter().any(|e| e.contains("field spec.listeners[0].hostname")), "{errs:?}");
+}
+
+#[test]
+fn conflicting_listeners_warn_and_keep_the_first() {
+    let second = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw2, namespace: default}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: http, protocol: HTTP, port: 80}]
+";
+    let yaml = [CLASSES, SVC, &gateway_with("  - {name: http, protocol: HTTP, port: 80}\n", "  - backendRefs: [{name: web, port: 80}]\n"), second].concat();
+    let s = run(&yaml).expect("a conflict is not a config error");
+    assert!(s.warnings.iter().any(|w| w.contains("Gateway default/gw2 listener http not programmed")), "{:?}", s.warnings);
+    let addr: SocketAddr = "0.0.0.0:80".parse().expect("addr");
+    assert_eq!(route_name(&s, addr, "any.example", "/").as_deref(), Some("httproute/default/r/rule/0"));
+}
+
+#[test]
+fn listen_map_rebinds_ports() {
+    let e: ListenMapEntry = "80=127.0.0.1:8000".parse().expect("parse");
+    assert_eq!(e, ListenMapEntry { gateway: None, port: 80, addr: "127.0.0.1:8000".parse().expect("addr") });
+    let g: ListenMapEntry = "infra/edge:443=127.0.0.1:8443".parse().expect("parse");
+    assert_eq!(g.gateway, Some(("infra".to_string(), "edge".to_string())));
+    assert!("x=1".parse::<ListenMapEntry>().is_err());
+    assert!("80=nowhere".parse::<ListenMapEntry>().is_err());
+    let opts = TranslateOptions { listen_map: vec![e, g], ..TranslateOptions::default() };
+    assert_eq!(opts.gateway_bind("infra", "edge", 443).to_string(), "127.0.0.1:8443");
+    assert_eq!(opts.gateway_bind("default", "gw", 80).to_string(), "127.0.0.1:8000");
+    assert_eq!(opts.gateway_bind("default", "gw", 443).to_string(), "0.0.0.0:443");
+}
+
+#[test]
+fn translation_is_deterministic() {
+    let yaml = [CLASSES, SVC, &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}"), &gateway_with("  - {name: http, protocol: HTTP, port: 80}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat();
+    let a = run(&yaml).expect("valid");
+    let b = run(&yaml).expect("valid");
+    assert_eq!(a.route_names, b.route_names);
+    assert_eq!(a.clusters.keys().collect::<Vec<_>>(), b.clusters.keys().collect::<Vec<_>>());
+}
