@@ -24,7 +24,11 @@ pub struct RunOptions {
 }
 
 /// Loads and translates a directory into a Snapshot with `version`.
-pub fn build_snapshot(dir: &Path, opts: &TranslateOptions, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+pub fn build_snapshot(
+    dir: &Path,
+    opts: &TranslateOptions,
+    version: u64,
+) -> Result<Snapshot, Vec<ConfigError>> {
     // Translate even when some files failed to parse, so every error shows at once.
     let (loaded, mut errors) = load_dir_partial(dir);
     match translate(&loaded.store, opts, version) {
@@ -56,7 +60,12 @@ pub fn validate(dir: &Path, opts: &TranslateOptions) -> anyhow::Result<String> {
         }
         Err(errors) => {
             let text: Vec<String> = errors.iter().map(|e| format!("error: {e}")).collect();
-            Err(anyhow!("{}\n{} error(s) in {}", text.join("\n"), errors.len(), dir.display()))
+            Err(anyhow!(
+                "{}\n{} error(s) in {}",
+                text.join("\n"),
+                errors.len(),
+                dir.display()
+            ))
         }
     }
 }
@@ -92,7 +101,11 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
     let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        anyhow!("invalid configuration in {}:\n{}", opts.config_dir.display(), text.join("\n"))
+        anyhow!(
+            "invalid configuration in {}:\n{}",
+            opts.config_dir.display(),
+            text.join("\n")
+        )
     })?;
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
@@ -115,7 +128,12 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     } else {
         None
     };
-    Ok(Running { dataplane: dp, admin_addr, version, reload_task })
+    Ok(Running {
+        dataplane: dp,
+        admin_addr,
+        version,
+        reload_task,
+    })
 }
 
 async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
@@ -127,7 +145,10 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
     let snapshot = match built {
         Ok(Ok(s)) => s,
         Ok(Err(errors)) => {
-            dp.metrics.counters.config_rejected_total.fetch_add(1, Ordering::Relaxed);
+            dp.metrics
+                .counters
+                .config_rejected_total
+                .fetch_add(1, Ordering::Relaxed);
             for e in &errors {
                 tracing::error!("{e}");
             }
@@ -150,7 +171,11 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            tracing::info!(version = next, elapsed_ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+            tracing::info!(
+                version = next,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "configuration reloaded"
+            );
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration rejected; still serving the last good version");

@@ -37,7 +37,10 @@ pub fn banner(dir: &str, s: &Snapshot, admin: SocketAddr) -> String {
                     let h = host.replace('*', "demo");
                     let port = p.addr.port();
                     if p.tls.is_some() {
-                        let _ = writeln!(out, "      curl -k --resolve {h}:{port}:127.0.0.1 https://{h}:{port}/");
+                        let _ = writeln!(
+                            out,
+                            "      curl -k --resolve {h}:{port}:127.0.0.1 https://{h}:{port}/"
+                        );
                     } else {
                         let _ = writeln!(out, "      curl -H 'Host: {h}' http://{target}/");
                     }
@@ -45,7 +48,10 @@ pub fn banner(dir: &str, s: &Snapshot, admin: SocketAddr) -> String {
             }
         }
     }
-    let _ = writeln!(out, "  admin: http://{admin}/config  http://{admin}/metrics");
+    let _ = writeln!(
+        out,
+        "  admin: http://{admin}/config  http://{admin}/metrics"
+    );
     for w in &s.warnings {
         let _ = writeln!(out, "  warning: {w}");
     }

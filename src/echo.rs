@@ -17,7 +17,9 @@ use std::sync::Arc;
 pub async fn serve(listener: tokio::net::TcpListener, name: String) {
     let name: Arc<str> = Arc::from(name);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let name = name.clone();
         let local = stream.local_addr().ok();
         tokio::spawn(async move {
@@ -32,9 +34,17 @@ pub async fn serve(listener: tokio::net::TcpListener, name: String) {
     }
 }
 
-async fn answer(name: &str, local: Option<SocketAddr>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer(
+    name: &str,
+    local: Option<SocketAddr>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     // Repeated headers are joined with ", " (RFC 9110 field combination).
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &parts.headers {
@@ -59,17 +69,24 @@ async fn answer(name: &str, local: Option<SocketAddr>, req: Request<Incoming>) -
     let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
     text.push('\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 /// Starts an echo server for every loopback endpoint named by an EndpointSlice in the
 /// directory, named after its Service, unless something already listens there.
 pub async fn start_demo_backends(dir: &Path) {
-    let Ok(loaded) = gatehouse_sources::load_dir(dir) else { return };
+    let Ok(loaded) = gatehouse_sources::load_dir(dir) else {
+        return;
+    };
     let mut wanted: BTreeMap<SocketAddr, String> = BTreeMap::new();
     for o in loaded.store.of_kind("EndpointSlice") {
-        let Object::EndpointSlice(es) = &o.object else { continue };
+        let Object::EndpointSlice(es) = &o.object else {
+            continue;
+        };
         let service = es
             .metadata
             .labels
@@ -80,8 +97,12 @@ pub async fn start_demo_backends(dir: &Path) {
         for port in es.ports.iter().flatten().filter_map(|p| p.port) {
             for ep in es.endpoints.iter().flatten() {
                 for a in &ep.addresses {
-                    let Ok(ip) = a.parse::<std::net::IpAddr>() else { continue };
-                    let Ok(port) = u16::try_from(port) else { continue };
+                    let Ok(ip) = a.parse::<std::net::IpAddr>() else {
+                        continue;
+                    };
+                    let Ok(port) = u16::try_from(port) else {
+                        continue;
+                    };
                     if ip.is_loopback() {
                         wanted.insert(SocketAddr::new(ip, port), service.clone());
                     }

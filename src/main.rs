@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "gatehouse", version, about = "Kubernetes-native ingress, security gate and mesh")]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Kubernetes-native ingress, security gate and mesh"
+)]
 struct Cli {
     /// Tokio worker threads (default: one per core).
     #[arg(long, global = true)]
@@ -97,7 +101,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -130,7 +135,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Echo { listen, name } => {
-            let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let l = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             eprintln!("echo backend {name:?} on http://{listen}");
             tokio::select! {
                 _ = gatehouse::echo::serve(l, name) => {}
@@ -166,7 +173,14 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             };
             let running = app::start(opts).await?;
             let active = running.dataplane.current();
-            println!("{}", gatehouse::banner::banner(&config.display().to_string(), &active.snapshot, running.admin_addr));
+            println!(
+                "{}",
+                gatehouse::banner::banner(
+                    &config.display().to_string(),
+                    &active.snapshot,
+                    running.admin_addr
+                )
+            );
             shutdown_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
             running.shutdown().await;
@@ -179,13 +193,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -19,9 +19,18 @@ async fn httproute_matching_and_precedence() {
     let names = ["a", "b", "c", "d", "e"];
     let mut services = String::new();
     for n in names {
-        services.push_str(&service("default", &format!("svc-{n}"), echo(n).await, None));
+        services.push_str(&service(
+            "default",
+            &format!("svc-{n}"),
+            echo(n).await,
+            None,
+        ));
     }
-    let gw = gateway("gw", "default", "  - {name: http, protocol: HTTP, port: 80}\n");
+    let gw = gateway(
+        "gw",
+        "default",
+        "  - {name: http, protocol: HTTP, port: 80}\n",
+    );
     let older = route(
         "older",
         "default",
@@ -74,7 +83,9 @@ async fn httproute_matching_and_precedence() {
     let (p, ports) = start_proxy(&[("classes.yaml", CLASSES), ("all.yaml", &all)], &[80]).await;
     let gw_addr = ports[0];
     let cl = client();
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    // (method, path, request headers, backend expected)
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("GET", "/exact", &[], "a"),
         ("GET", "/exact/more", &[], "e"),
         ("GET", "/prefix", &[], "b"),
@@ -109,8 +120,17 @@ async fn httproute_matching_and_precedence() {
 async fn httproute_filters_weights_and_failures() {
     let (a, b) = (echo("a").await, echo("b").await);
     let other_ns = echo("other-ns").await;
-    let services = [service("default", "svc-a", a, None), service("default", "svc-b", b, None), service("apps", "svc-x", other_ns, None)].concat();
-    let gw = gateway("gw", "default", "  - {name: http, protocol: HTTP, port: 8080}\n");
+    let services = [
+        service("default", "svc-a", a, None),
+        service("default", "svc-b", b, None),
+        service("apps", "svc-x", other_ns, None),
+    ]
+    .concat();
+    let gw = gateway(
+        "gw",
+        "default",
+        "  - {name: http, protocol: HTTP, port: 8080}\n",
+    );
     let r1 = route(
         "filters",
         "default",
@@ -170,23 +190,53 @@ async fn httproute_filters_weights_and_failures() {
     let cl = client();
     let h = "filters.example";
 
-    let r = send(&cl, "GET", gw_addr, h, "/headers", &[("x-set", "original"), ("x-add", "first"), ("x-remove", "gone")]).await;
+    let r = send(
+        &cl,
+        "GET",
+        gw_addr,
+        h,
+        "/headers",
+        &[
+            ("x-set", "original"),
+            ("x-add", "first"),
+            ("x-remove", "gone"),
+        ],
+    )
+    .await;
     assert_eq!(r.upstream_header("x-set").as_deref(), Some("set-value"));
-    assert!(r.upstream_header("x-add").is_some_and(|v| v.contains("first") && v.contains("added")), "{}", r.body);
+    assert!(
+        r.upstream_header("x-add")
+            .is_some_and(|v| v.contains("first") && v.contains("added")),
+        "{}",
+        r.body
+    );
     assert!(r.upstream_header("x-remove").is_none());
     assert_eq!(r.header("x-resp").as_deref(), Some("r"));
-    assert!(r.header("content-type").is_none(), "response header removed");
+    assert!(
+        r.header("content-type").is_none(),
+        "response header removed"
+    );
 
     let r = get(&cl, gw_addr, h, "/old/page?x=1").await;
     assert_eq!(r.status, 301);
-    assert_eq!(r.header("location").as_deref(), Some("https://new.example/new/page?x=1"));
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("https://new.example/new/page?x=1")
+    );
     let r = get(&cl, gw_addr, h, "/keep-port").await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.header("location").as_deref(), Some("http://moved.example:8080/keep-port"), "no scheme: listener port kept");
+    assert_eq!(
+        r.header("location").as_deref(),
+        Some("http://moved.example:8080/keep-port"),
+        "no scheme: listener port kept"
+    );
 
     let r = get(&cl, gw_addr, h, "/api/users?id=7").await;
     assert_eq!(r.json()["path"], "/v2/users?id=7");
-    assert_eq!(r.upstream_header("host").as_deref(), Some("internal.example"));
+    assert_eq!(
+        r.upstream_header("host").as_deref(),
+        Some("internal.example")
+    );
     let r = get(&cl, gw_addr, h, "/full/x").await;
     assert_eq!(r.json()["path"], "/replaced");
 
@@ -201,7 +251,10 @@ async fn httproute_filters_weights_and_failures() {
         }
     }
     let share = b_count as f64 / 400.0;
-    assert!((0.18..=0.32).contains(&share), "b got {share} of traffic, expected 0.25");
+    assert!(
+        (0.18..=0.32).contains(&share),
+        "b got {share} of traffic, expected 0.25"
+    );
 
     // Half the traffic of a rule with one unresolvable backend gets 500.
     let mut errors = 0;
@@ -213,7 +266,10 @@ async fn httproute_filters_weights_and_failures() {
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!((60..=140).contains(&errors), "{errors} of 200 got 500, expected about 100");
+    assert!(
+        (60..=140).contains(&errors),
+        "{errors} of 200 got 500, expected about 100"
+    );
 
     for path in ["/missing", "/zero", "/nobackends", "/ext", "/cross"] {
         let r = get(&cl, gw_addr, h, path).await;
@@ -245,7 +301,8 @@ async fn attachment_allowed_routes_isolation_and_hostnames() {
         service("default", "svc-c", c, None),
     ]
     .concat();
-    let ns = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team, labels: {shared: \"yes\"}}\n";
+    let ns =
+        "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: team, labels: {shared: \"yes\"}}\n";
     let gw = gateway(
         "gw",
         "default",
@@ -290,15 +347,27 @@ async fn attachment_allowed_routes_isolation_and_hostnames() {
 ",
     );
     let all = [services, ns.to_string(), gw, wild, any_host, team].concat();
-    let (p, ports) = start_proxy(&[("classes.yaml", CLASSES), ("all.yaml", &all)], &[80, 81, 82]).await;
+    let (p, ports) = start_proxy(
+        &[("classes.yaml", CLASSES), ("all.yaml", &all)],
+        &[80, 81, 82],
+    )
+    .await;
     let cl = client();
     // Intersection: foo.example.net is inside *.example.net; other.org is not.
-    assert_eq!(get(&cl, ports[0], "foo.example.net", "/").await.service(), "a");
+    assert_eq!(
+        get(&cl, ports[0], "foo.example.net", "/").await.service(),
+        "a"
+    );
     assert_eq!(get(&cl, ports[0], "other.org", "/").await.status, 404);
     assert_eq!(get(&cl, ports[0], "bar.example.net", "/").await.status, 404);
     // Listener isolation: special.example.net belongs to the more specific listener, so
     // the wild listener's route for that name is not reachable.
-    assert_eq!(get(&cl, ports[0], "special.example.net", "/").await.service(), "c");
+    assert_eq!(
+        get(&cl, ports[0], "special.example.net", "/")
+            .await
+            .service(),
+        "c"
+    );
     // allowedRoutes: the team namespace matches the selector on port 81, but the
     // same-namespace-only listener on port 82 refuses it.
     assert_eq!(get(&cl, ports[1], "anything", "/").await.service(), "b");

@@ -11,8 +11,19 @@ fn ingress(name: &str, extra_meta: &str, spec: &str) -> String {
 
 #[tokio::test]
 async fn ingress_routing_matrix() {
-    let (a, b, c, d) = (echo("a").await, echo("b").await, echo("c").await, echo("d").await);
-    let services = [service("default", "svc-a", a, None), service("default", "svc-b", b, None), service("default", "svc-c", c, None), service("default", "svc-d", d, None)].concat();
+    let (a, b, c, d) = (
+        echo("a").await,
+        echo("b").await,
+        echo("c").await,
+        echo("d").await,
+    );
+    let services = [
+        service("default", "svc-a", a, None),
+        service("default", "svc-b", b, None),
+        service("default", "svc-c", c, None),
+        service("default", "svc-d", d, None),
+    ]
+    .concat();
     let main = ingress(
         "main",
         "  creationTimestamp: \"2024-01-01T00:00:00Z\"\n",
@@ -85,29 +96,87 @@ async fn ingress_routing_matrix() {
         assert_eq!(r.service(), *want, "{host}{path}");
     }
     let r = get(&cl, p.http, "foo.example", "/app/../exact?q=1").await;
-    assert_eq!(r.json()["path"], "/exact?q=1", "backend receives the normalised path");
-    for (host, path) in [("a.b.wild.example", "/"), ("wild.example", "/"), ("ignored.example", "/"), ("other.example", "/none")] {
+    assert_eq!(
+        r.json()["path"],
+        "/exact?q=1",
+        "backend receives the normalised path"
+    );
+    for (host, path) in [
+        ("a.b.wild.example", "/"),
+        ("wild.example", "/"),
+        ("ignored.example", "/"),
+        ("other.example", "/none"),
+    ] {
         let r = get(&cl, p.http, host, path).await;
         assert_eq!(r.status, 404, "{host}{path} should not route: {}", r.body);
         let rid = r.header("x-request-id").expect("request id");
-        assert!(r.body.contains(&rid), "404 names the request id: {}", r.body);
+        assert!(
+            r.body.contains(&rid),
+            "404 names the request id: {}",
+            r.body
+        );
     }
     let r = get(&cl, p.http, "other.example", "/missing").await;
     assert_eq!(r.status, 503, "missing Service: {}", r.body);
     assert!(r.body.contains("nope"), "{}", r.body);
     // Forwarding headers.
-    let r = send(&cl, "GET", p.http, "foo.example", "/", &[("x-forwarded-for", "10.1.2.3"), ("connection", "x-drop"), ("x-drop", "1")]).await;
-    assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("10.1.2.3, 127.0.0.1"));
-    assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
+    let r = send(
+        &cl,
+        "GET",
+        p.http,
+        "foo.example",
+        "/",
+        &[
+            ("x-forwarded-for", "10.1.2.3"),
+            ("connection", "x-drop"),
+            ("x-drop", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("10.1.2.3, 127.0.0.1")
+    );
+    assert_eq!(
+        r.upstream_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
     assert_eq!(r.upstream_header("via").as_deref(), Some("1.1 gatehouse"));
     assert_eq!(r.upstream_header("host").as_deref(), Some("foo.example"));
-    assert!(r.upstream_header("x-drop").is_none(), "headers named by Connection are hop-by-hop");
+    assert!(
+        r.upstream_header("x-drop").is_none(),
+        "headers named by Connection are hop-by-hop"
+    );
     assert_eq!(r.upstream_header("x-request-id"), r.header("x-request-id"));
     // Only WebSocket upgrades are forwarded; an h2c upgrade could tunnel past routing.
-    let r = send(&cl, "GET", p.http, "foo.example", "/", &[("connection", "upgrade, http2-settings"), ("upgrade", "h2c"), ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA")]).await;
+    let r = send(
+        &cl,
+        "GET",
+        p.http,
+        "foo.example",
+        "/",
+        &[
+            ("connection", "upgrade, http2-settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+        ],
+    )
+    .await;
     assert_eq!(r.status, 200);
-    assert!(r.upstream_header("upgrade").is_none() && r.upstream_header("http2-settings").is_none(), "{}", r.body);
-    let r = send(&cl, "GET", p.http, "foo.example", "/", &[("x-request-id", "my-id-1")]).await;
+    assert!(
+        r.upstream_header("upgrade").is_none() && r.upstream_header("http2-settings").is_none(),
+        "{}",
+        r.body
+    );
+    let r = send(
+        &cl,
+        "GET",
+        p.http,
+        "foo.example",
+        "/",
+        &[("x-request-id", "my-id-1")],
+    )
+    .await;
     assert_eq!(r.header("x-request-id").as_deref(), Some("my-id-1"));
     p.running.shutdown().await;
 }
@@ -135,16 +204,26 @@ async fn default_backend_and_malformed_requests() {
     let cl = client();
     assert_eq!(get(&cl, p.http, "foo.example", "/a").await.service(), "a");
     assert_eq!(get(&cl, p.http, "foo.example", "/b").await.service(), "d");
-    assert_eq!(get(&cl, p.http, "unknown.example", "/").await.service(), "d");
+    assert_eq!(
+        get(&cl, p.http, "unknown.example", "/").await.service(),
+        "d"
+    );
     let no_host = raw(p.http, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
-    let bad_pct = raw(p.http, b"GET /a%zz HTTP/1.1\r\nHost: foo.example\r\nConnection: close\r\n\r\n").await;
+    let bad_pct = raw(
+        p.http,
+        b"GET /a%zz HTTP/1.1\r\nHost: foo.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(bad_pct.starts_with("HTTP/1.1 400"), "{bad_pct}");
     for path in ["/x/..;/a", "/x/..%5Ca"] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: foo.example\r\nConnection: close\r\n\r\n");
         let resp = raw(p.http, req.as_bytes()).await;
         if path.contains(';') {
-            assert!(resp.starts_with("HTTP/1.1 200") && resp.contains("\"service\": \"a\""), "..; is a dot-segment: {resp}");
+            assert!(
+                resp.starts_with("HTTP/1.1 200") && resp.contains("\"service\": \"a\""),
+                "..; is a dot-segment: {resp}"
+            );
         } else {
             assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
         }

@@ -25,7 +25,8 @@ fn grpc_frame(msg: &[u8]) -> Bytes {
 type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 fn channel_body(rx: mpsc::Receiver<FrameResult>) -> TestBody {
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
     StreamBody::new(Box::pin(stream)).boxed_unsync()
 }
 
@@ -33,14 +34,21 @@ fn channel_body(rx: mpsc::Receiver<FrameResult>) -> TestBody {
 /// arrives (prefixed messages pass through unchanged); when the request ends it sends
 /// trailers `grpc-status: 0`.
 async fn grpc_backend() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
-                    assert_eq!(req.headers().get("content-type").map(|v| v.as_bytes()), Some(&b"application/grpc"[..]));
+                    assert_eq!(
+                        req.headers().get("content-type").map(|v| v.as_bytes()),
+                        Some(&b"application/grpc"[..])
+                    );
                     let (tx, rx) = mpsc::channel::<FrameResult>(16);
                     let mut body = req.into_body();
                     tokio::spawn(async move {
@@ -55,10 +63,15 @@ async fn grpc_backend() -> SocketAddr {
                         let _ = tx.send(Ok(Frame::trailers(trailers))).await;
                     });
                     let mut resp = http::Response::new(channel_body(rx));
-                    resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                    resp.headers_mut().insert(
+                        "content-type",
+                        http::HeaderValue::from_static("application/grpc"),
+                    );
                     Ok::<_, Infallible>(resp)
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(s), svc).await;
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
             });
         }
     });
@@ -66,13 +79,19 @@ async fn grpc_backend() -> SocketAddr {
 }
 
 async fn ws_backend() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { continue };
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         let _ = ws.send(msg).await;
@@ -113,8 +132,13 @@ async fn h2c_grpc_and_websocket_end_to_end() {
 
     // gRPC over h2c: a bidirectional stream where each reply arrives before the next
     // request message is sent, then trailers.
-    let tcp = tokio::net::TcpStream::connect(p.http).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2");
+    let tcp = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
     tokio::spawn(conn);
     let (tx, rx) = mpsc::channel::<FrameResult>(4);
     let req = http::Request::post("http://grpc.example/echo.Echo/Chat")
@@ -127,7 +151,9 @@ async fn h2c_grpc_and_websocket_end_to_end() {
     let mut body = resp.into_body();
     for i in 0..3 {
         let msg = format!("message {i}");
-        tx.send(Ok(Frame::data(grpc_frame(msg.as_bytes())))).await.expect("send");
+        tx.send(Ok(Frame::data(grpc_frame(msg.as_bytes()))))
+            .await
+            .expect("send");
         let mut got = Vec::new();
         while got.len() < 5 + msg.len() {
             let frame = body.frame().await.expect("frame").expect("ok");
@@ -143,7 +169,10 @@ async fn h2c_grpc_and_websocket_end_to_end() {
         }
     }
     let trailers = trailers.expect("gRPC trailers arrive through the proxy");
-    assert_eq!(trailers.get("grpc-status").map(|v| v.as_bytes()), Some(&b"0"[..]));
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
 
     // Unary gRPC on a fresh stream.
     let req = http::Request::post("http://grpc.example/echo.Echo/Unary")
@@ -154,15 +183,24 @@ async fn h2c_grpc_and_websocket_end_to_end() {
     let resp = sender.send_request(req).await.expect("response");
     let collected = resp.into_body().collect().await.expect("body");
     let trailers = collected.trailers().cloned().expect("trailers");
-    assert_eq!(trailers.get("grpc-message").map(|v| v.as_bytes()), Some(&b"done"[..]));
+    assert_eq!(
+        trailers.get("grpc-message").map(|v| v.as_bytes()),
+        Some(&b"done"[..])
+    );
     assert_eq!(&collected.to_bytes()[5..], b"ping");
 
     // WebSocket through an Ingress.
-    let tcp = tokio::net::TcpStream::connect(p.http).await.expect("connect");
-    let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.example/chat", tcp).await.expect("websocket handshake");
+    let tcp = tokio::net::TcpStream::connect(p.http)
+        .await
+        .expect("connect");
+    let (mut ws, resp) = tokio_tungstenite::client_async("ws://ws.example/chat", tcp)
+        .await
+        .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     for text in ["hello", "world"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(text)).await.expect("send");
+        ws.send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send");
         let echoed = ws.next().await.expect("message").expect("ok");
         assert_eq!(echoed.into_text().expect("text").as_str(), text);
     }

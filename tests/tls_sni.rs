@@ -20,14 +20,17 @@ impl Ca {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
+        let issuer =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
         Ca { issuer }
     }
 
     /// A leaf for `names`: (cert PEM, key PEM, DER).
     fn leaf(&self, names: &[&str]) -> (String, String, CertificateDer<'static>) {
         let key = KeyPair::generate().expect("key");
-        let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("params");
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .expect("params");
         let cert = params.signed_by(&key, &self.issuer).expect("sign");
         (cert.pem(), key.serialize_pem(), cert.der().clone())
     }
@@ -55,7 +58,10 @@ async fn handshake(
     addr: SocketAddr,
     sni: &str,
     alpn: &[&[u8]],
-) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CertificateDer<'static>) {
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    CertificateDer<'static>,
+) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -66,8 +72,13 @@ async fn handshake(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from(sni.to_string()).expect("name");
-    let tls = connector.connect(name, tcp).await.expect("handshake verifies against the CA");
-    let leaf = tls.get_ref().1.peer_certificates().expect("certs")[0].clone().into_owned();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("handshake verifies against the CA");
+    let leaf = tls.get_ref().1.peer_certificates().expect("certs")[0]
+        .clone()
+        .into_owned();
     (tls, leaf)
 }
 
@@ -137,19 +148,38 @@ spec:
 
     // A request whose Host belongs to another listener than its SNI is misdirected.
     let (tls, _) = handshake(&ca, ports[0], "gw.example", &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("h1");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("h1");
     tokio::spawn(conn);
-    let req = http::Request::get("/").header("host", "other.example").body(Full::new(Bytes::new())).expect("req");
-    assert_eq!(sender.send_request(req).await.expect("response").status(), 421);
-    let req = http::Request::get("/").header("host", "gw.example").body(Full::new(Bytes::new())).expect("req");
-    assert_eq!(sender.send_request(req).await.expect("response").status(), 200);
+    let req = http::Request::get("/")
+        .header("host", "other.example")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(
+        sender.send_request(req).await.expect("response").status(),
+        421
+    );
+    let req = http::Request::get("/")
+        .header("host", "gw.example")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
+    assert_eq!(
+        sender.send_request(req).await.expect("response").status(),
+        200
+    );
 
     // HTTP/2 over TLS by ALPN, end to end to an HTTP/1.1 backend.
     let (tls, _) = handshake(&ca, p.https, "a.example", &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.expect("h2");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .expect("h2");
     tokio::spawn(conn);
-    let req = http::Request::get("https://a.example/hello").body(Full::new(Bytes::new())).expect("req");
+    let req = http::Request::get("https://a.example/hello")
+        .body(Full::new(Bytes::new()))
+        .expect("req");
     let resp = sender.send_request(req).await.expect("response");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -161,7 +191,10 @@ spec:
     // Plain HTTP to a TLS host redirects to HTTPS with 308, keeping path and query.
     let r = get(&client(), p.http, "a.example", "/p?q=1").await;
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some(format!("https://a.example:{}/p?q=1", p.https.port())));
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://a.example:{}/p?q=1", p.https.port()))
+    );
     p.running.shutdown().await;
 }
 
@@ -179,5 +212,10 @@ stringData:
     write(dir.path(), "secret.yaml", bad);
     let err = gatehouse::app::validate(dir.path(), &Default::default()).expect_err("must fail");
     let text = format!("{err}");
-    assert!(text.contains("secret.yaml:6: Secret default/broken: field stringData[tls.crt]: no CERTIFICATE"), "{text}");
+    assert!(
+        text.contains(
+            "secret.yaml:6: Secret default/broken: field stringData[tls.crt]: no CERTIFICATE"
+        ),
+        "{text}"
+    );
 }

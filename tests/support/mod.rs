@@ -36,7 +36,9 @@ pub fn free_addr() -> SocketAddr {
 
 /// Starts an echo backend that names itself `name` in its JSON answers.
 pub async fn echo(name: &str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(gatehouse::echo::serve(l, name.to_string()));
     addr
@@ -45,7 +47,9 @@ pub async fn echo(name: &str) -> SocketAddr {
 /// A Service `ns/name` with port 80 (named `http`) and an EndpointSlice pointing at
 /// `backend`.
 pub fn service(ns: &str, name: &str, backend: SocketAddr, app_protocol: Option<&str>) -> String {
-    let ap = app_protocol.map(|p| format!(", appProtocol: {p}")).unwrap_or_default();
+    let ap = app_protocol
+        .map(|p| format!(", appProtocol: {p}"))
+        .unwrap_or_default();
     format!(
         "---
 apiVersion: v1
@@ -90,7 +94,10 @@ pub fn write(dir: &Path, name: &str, text: &str) {
 
 /// Starts gatehouse on a new directory holding `files`. Gateway listener ports in
 /// `gateway_ports` are rebound to free loopback addresses (returned in order).
-pub async fn start_proxy(files: &[(&str, &str)], gateway_ports: &[u16]) -> (Proxy, Vec<SocketAddr>) {
+pub async fn start_proxy(
+    files: &[(&str, &str)],
+    gateway_ports: &[u16],
+) -> (Proxy, Vec<SocketAddr>) {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in files {
         write(dir.path(), name, text);
@@ -99,7 +106,11 @@ pub async fn start_proxy(files: &[(&str, &str)], gateway_ports: &[u16]) -> (Prox
     let listen_map = gateway_ports
         .iter()
         .zip(&mapped)
-        .map(|(p, a)| ListenMapEntry { gateway: None, port: *p, addr: *a })
+        .map(|(p, a)| ListenMapEntry {
+            gateway: None,
+            port: *p,
+            addr: *a,
+        })
         .collect();
     let http = free_addr();
     let https = free_addr();
@@ -111,14 +122,26 @@ pub async fn start_proxy(files: &[(&str, &str)], gateway_ports: &[u16]) -> (Prox
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
         },
-        proxy: ProxyConfig { drain_timeout: Duration::from_secs(5), ..ProxyConfig::default() },
+        proxy: ProxyConfig {
+            drain_timeout: Duration::from_secs(5),
+            ..ProxyConfig::default()
+        },
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         watch: true,
         demo_backends: false,
     };
     let running = start(opts).await.expect("gatehouse starts");
     let admin = running.admin_addr;
-    (Proxy { running, http, https, admin, dir }, mapped)
+    (
+        Proxy {
+            running,
+            http,
+            https,
+            admin,
+            dir,
+        },
+        mapped,
+    )
 }
 
 impl Proxy {
@@ -126,7 +149,10 @@ impl Proxy {
     pub async fn wait_version(&self, v: u64) -> Duration {
         let t = Instant::now();
         while self.running.version() < v {
-            assert!(t.elapsed() < Duration::from_secs(10), "config version {v} never arrived");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "config version {v} never arrived"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         t.elapsed()
@@ -153,7 +179,10 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 
     /// A header the backend received.
@@ -172,20 +201,39 @@ pub fn client() -> TestClient {
 pub async fn h2c_get(addr: SocketAddr, host: &str, path: &str) -> Resp {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let io = hyper_util::rt::TokioIo::new(tcp);
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.expect("h2 handshake");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+        .await
+        .expect("h2 handshake");
     tokio::spawn(conn);
-    let req = Request::get(format!("http://{host}{path}")).body(Full::new(Bytes::new())).expect("request");
+    let req = Request::get(format!("http://{host}{path}"))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
     let resp = sender.send_request(req).await.expect("response");
     let status = resp.status().as_u16();
     let version = resp.version();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned(), version }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        version,
+    }
 }
 
 /// Sends a request to `addr` with `host` and extra headers; reads the whole answer.
-pub async fn send(c: &TestClient, method: &str, addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}")).header("host", host);
+pub async fn send(
+    c: &TestClient,
+    method: &str,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -195,7 +243,12 @@ pub async fn send(c: &TestClient, method: &str, addr: SocketAddr, host: &str, pa
     let version = resp.version();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp { status, headers, body: String::from_utf8_lossy(&body).into_owned(), version }
+    Resp {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        version,
+    }
 }
 
 pub async fn get(c: &TestClient, addr: SocketAddr, host: &str, path: &str) -> Resp {

@@ -63,7 +63,10 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
                     }
                     // Keys may sit behind a list dash: "- name: x".
                     let (ind, body) = match t.strip_prefix("- ") {
-                        Some(b) => (indent_of(line) + 2 + (b.len() - b.trim_start().len()), b.trim_start()),
+                        Some(b) => (
+                            indent_of(line) + 2 + (b.len() - b.trim_start().len()),
+                            b.trim_start(),
+                        ),
                         None => (indent_of(line), t),
                     };
                     if (ind as isize) <= min_indent {
@@ -73,7 +76,13 @@ pub fn locate(text: &str, path: &str) -> Option<usize> {
                     if ind != lvl {
                         continue;
                     }
-                    let k = body.split(':').next().unwrap_or("").trim().trim_matches('"').trim_matches('\'');
+                    let k = body
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .trim_matches('"')
+                        .trim_matches('\'');
                     if k == key && body.contains(':') {
                         hit = Some((i, ind));
                         break;
@@ -159,8 +168,14 @@ spec:
     fn finds_nested_fields() {
         assert_eq!(locate(DOC, "metadata.name"), Some(3));
         assert_eq!(locate(DOC, "spec.rules[0].host"), Some(6));
-        assert_eq!(locate(DOC, "spec.rules[0].http.paths[1].pathType"), Some(12));
-        assert_eq!(locate(DOC, "spec.rules[0].http.paths[0].pathType"), Some(10));
+        assert_eq!(
+            locate(DOC, "spec.rules[0].http.paths[1].pathType"),
+            Some(12)
+        );
+        assert_eq!(
+            locate(DOC, "spec.rules[0].http.paths[0].pathType"),
+            Some(10)
+        );
     }
 
     #[test]

@@ -32,7 +32,11 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Parsed, Vec<ConfigError>
                 .into_iter()
                 .map(|(line, doc)| {
                     let v = parse_yaml_doc(&doc).map_err(|(l, m)| {
-                        ConfigError::file(file, Some(line + l.unwrap_or(1) - 1), format!("invalid YAML: {m}"))
+                        ConfigError::file(
+                            file,
+                            Some(line + l.unwrap_or(1) - 1),
+                            format!("invalid YAML: {m}"),
+                        )
                     });
                     (line, doc, v)
                 })
@@ -67,7 +71,12 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Parsed, Vec<ConfigError>
             v => vec![(String::new(), v)],
         };
         for (prefix, value) in items {
-            let origin = Origin { file: file.to_string(), start_line: line, text: text.clone(), prefix };
+            let origin = Origin {
+                file: file.to_string(),
+                start_line: line,
+                text: text.clone(),
+                prefix,
+            };
             match to_object(value, &origin) {
                 Ok(Some(o)) => parsed.objects.push(o),
                 Ok(None) => parsed.skipped += 1,
@@ -90,7 +99,10 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
     let mut start = 1;
     for (i, line) in text.lines().enumerate() {
         let is_marker = line.starts_with("---")
-            && line[3..].chars().next().is_none_or(|c| c.is_whitespace() || c == '#');
+            && line[3..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_whitespace() || c == '#');
         if is_marker {
             if !cur.trim().is_empty() {
                 docs.push((start, std::mem::take(&mut cur)));
@@ -129,10 +141,21 @@ fn parse_yaml_doc(doc: &str) -> Result<Value, (Option<usize>, String)> {
 }
 
 fn origin_error(origin: &Origin, value: &Value, field: &str, message: String) -> ConfigError {
-    let kind = value.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let meta = value.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("").to_string();
-    let namespace = meta.and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_string);
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let namespace = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let rel = crate::locate::locate(&origin.text, &format!("{}{}", origin.prefix, field));
     ConfigError {
         file: Some(origin.file.clone()),
@@ -156,21 +179,36 @@ fn typed<T: DeserializeOwned>(value: Value, origin: &Origin) -> Result<T, Config
 
 /// Converts one document to a typed object; `Ok(None)` for kinds Gatehouse ignores.
 fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, ConfigError> {
-    let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_string) else {
-        return Err(origin_error(origin, &value, "kind", "missing field `kind`".into()));
+    let Some(kind) = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Err(origin_error(
+            origin,
+            &value,
+            "kind",
+            "missing field `kind`".into(),
+        ));
     };
-    let api = value.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let api = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     let known_versions: &[&str] = match (group, kind.as_str()) {
         ("networking.k8s.io", "Ingress" | "IngressClass") => &["networking.k8s.io/v1"],
         ("", "Service" | "Secret" | "Namespace") => &["v1"],
         ("discovery.k8s.io", "EndpointSlice") => &["discovery.k8s.io/v1"],
-        ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute") => {
-            &["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"]
-        }
-        ("gateway.networking.k8s.io", "ReferenceGrant") => {
-            &["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"]
-        }
+        ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute") => &[
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1beta1",
+        ],
+        ("gateway.networking.k8s.io", "ReferenceGrant") => &[
+            "gateway.networking.k8s.io/v1beta1",
+            "gateway.networking.k8s.io/v1",
+        ],
         _ => return Ok(None),
     };
     if !known_versions.contains(&api.as_str()) {
@@ -178,7 +216,10 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
             origin,
             &value,
             "apiVersion",
-            format!("unsupported apiVersion {api:?} for {kind}; use {}", known_versions[0]),
+            format!(
+                "unsupported apiVersion {api:?} for {kind}; use {}",
+                known_versions[0]
+            ),
         ));
     }
     let name_ok = value
@@ -187,7 +228,12 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
         .and_then(Value::as_str)
         .is_some_and(|n| !n.is_empty());
     if !name_ok {
-        return Err(origin_error(origin, &value, "metadata.name", "metadata.name is required".into()));
+        return Err(origin_error(
+            origin,
+            &value,
+            "metadata.name",
+            "metadata.name is required".into(),
+        ));
     }
     let object = match kind.as_str() {
         "Ingress" => Object::Ingress(typed(value, origin)?),
@@ -212,7 +258,10 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
         _ => return Ok(None),
     };
-    Ok(Some(StoredObject { object, origin: Some(origin.clone()) }))
+    Ok(Some(StoredObject {
+        object,
+        origin: Some(origin.clone()),
+    }))
 }
 
 #[cfg(test)]
@@ -244,8 +293,16 @@ items:
         assert_eq!(p.objects.len(), 2);
         assert_eq!(p.skipped, 1);
         assert_eq!(p.objects[0].key().to_string(), "Service ns/a");
-        let Object::Secret(s) = &p.objects[1].object else { panic!("not a secret") };
-        assert_eq!(s.data.as_ref().and_then(|d| d.get("tls.crt")).map(|b| b.0.clone()), Some(b"abc".to_vec()));
+        let Object::Secret(s) = &p.objects[1].object else {
+            panic!("not a secret")
+        };
+        assert_eq!(
+            s.data
+                .as_ref()
+                .and_then(|d| d.get("tls.crt"))
+                .map(|b| b.0.clone()),
+            Some(b"abc".to_vec())
+        );
         assert_eq!(p.objects[1].origin.as_ref().map(|o| o.start_line), Some(11));
     }
 
@@ -297,6 +354,10 @@ spec:
     fn unsupported_version_is_an_error() {
         let text = "apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: a}\n";
         let errs = parse_manifest("v.yaml", text).expect_err("must fail");
-        assert!(errs[0].to_string().contains("field apiVersion"), "{}", errs[0]);
+        assert!(
+            errs[0].to_string().contains("field apiVersion"),
+            "{}",
+            errs[0]
+        );
     }
 }

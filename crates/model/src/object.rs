@@ -9,7 +9,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::sync::Arc;
 
-/// A typed object of one of the kinds Gatehouse understands.
+/// A typed object of one of the kinds Gatehouse understands. Objects live once in the
+/// store and are never moved on a hot path, so variants are not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Ingress(Ingress),
@@ -57,7 +59,10 @@ impl Object {
 
     /// Whether this kind lives in a namespace.
     pub fn namespaced(&self) -> bool {
-        !matches!(self, Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_))
+        !matches!(
+            self,
+            Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_)
+        )
     }
 
     pub fn key(&self) -> ObjectKey {
@@ -65,7 +70,9 @@ impl Object {
         ObjectKey {
             kind: self.kind(),
             namespace: if self.namespaced() {
-                meta.namespace.clone().or_else(|| Some("default".to_string()))
+                meta.namespace
+                    .clone()
+                    .or_else(|| Some("default".to_string()))
             } else {
                 None
             },
@@ -111,7 +118,10 @@ pub struct StoredObject {
 
 impl StoredObject {
     pub fn new(object: Object) -> Self {
-        StoredObject { object, origin: None }
+        StoredObject {
+            object,
+            origin: None,
+        }
     }
 
     pub fn key(&self) -> ObjectKey {
@@ -120,7 +130,11 @@ impl StoredObject {
 
     /// Namespace, defaulted to `default` for namespaced kinds.
     pub fn namespace(&self) -> &str {
-        self.object.metadata().namespace.as_deref().unwrap_or("default")
+        self.object
+            .metadata()
+            .namespace
+            .as_deref()
+            .unwrap_or("default")
     }
 
     pub fn name(&self) -> &str {

@@ -45,8 +45,13 @@ impl ObjectStore {
     }
 
     /// Objects of one kind, in key order.
-    pub fn of_kind<'a>(&'a self, kind: &'static str) -> impl Iterator<Item = &'a StoredObject> + 'a {
-        self.objects.values().filter(move |o| o.object.kind() == kind)
+    pub fn of_kind<'a>(
+        &'a self,
+        kind: &'static str,
+    ) -> impl Iterator<Item = &'a StoredObject> + 'a {
+        self.objects
+            .values()
+            .filter(move |o| o.object.kind() == kind)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &StoredObject> {

@@ -18,14 +18,18 @@ pub async fn serve(dp: Arc<DataPlane>, addr: SocketAddr) -> std::io::Result<Sock
     let local = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let dp = dp.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let dp = dp.clone();
                     async move { Ok::<_, Infallible>(answer(&dp, &req)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
@@ -35,7 +39,8 @@ pub async fn serve(dp: Arc<DataPlane>, addr: SocketAddr) -> std::io::Result<Sock
 fn respond(status: StatusCode, content_type: &'static str, text: String) -> Response<Body> {
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -43,13 +48,25 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if dp.is_ready() => respond(StatusCode::OK, "text/plain", "ready\n".into()),
-        "/readyz" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no configuration loaded\n".into()),
-        "/metrics" => respond(StatusCode::OK, "text/plain; version=0.0.4", dp.metrics.render()),
+        "/readyz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "no configuration loaded\n".into(),
+        ),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            dp.metrics.render(),
+        ),
         "/config" => {
             let text = serde_json::to_string_pretty(&config_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
         }
-        _ => respond(StatusCode::NOT_FOUND, "text/plain", "try /healthz /readyz /config /metrics\n".into()),
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /healthz /readyz /config /metrics\n".into(),
+        ),
     }
 }
 

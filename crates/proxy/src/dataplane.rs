@@ -87,7 +87,10 @@ impl DataPlane {
             .max_header_list_size(cfg.max_header_bytes as u32)
             .keep_alive_interval(cfg.h2_keepalive)
             .max_concurrent_streams(1024);
-        let empty = Active { snapshot: Arc::new(Snapshot::empty()), stats: Vec::new() };
+        let empty = Active {
+            snapshot: Arc::new(Snapshot::empty()),
+            stats: Vec::new(),
+        };
         Arc::new(DataPlane {
             state: Arc::new(ArcSwap::from_pointee(empty)),
             metrics,
@@ -116,14 +119,21 @@ impl DataPlane {
     /// A port that switches between plain text and TLS is closed and bound again.
     pub async fn apply(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
         let mut listeners = self.listeners.lock().await;
-        let desired: HashMap<SocketAddr, bool> = snapshot.ports.iter().map(|p| (p.addr, p.tls.is_some())).collect();
+        let desired: HashMap<SocketAddr, bool> = snapshot
+            .ports
+            .iter()
+            .map(|p| (p.addr, p.tls.is_some()))
+            .collect();
         let mut bound = Vec::new();
         for (&addr, &tls) in &desired {
             if listeners.get(&addr).is_some_and(|(t, _)| *t == tls) {
                 continue;
             }
             let acceptor = match tls {
-                true => Some(listener::acceptor(self, addr).map_err(|e| format!("TLS setup for {addr}: {e}"))?),
+                true => Some(
+                    listener::acceptor(self, addr)
+                        .map_err(|e| format!("TLS setup for {addr}: {e}"))?,
+                ),
                 false => None,
             };
             if let Some((_, old)) = listeners.remove(&addr) {
@@ -133,17 +143,26 @@ impl DataPlane {
             match listener::bind(addr) {
                 Ok(l) => bound.push((addr, tls, l, acceptor)),
                 Err(e) => {
-                    self.metrics.counters.config_rejected_total.fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .counters
+                        .config_rejected_total
+                        .fetch_add(1, Ordering::Relaxed);
                     return Err(format!("cannot listen on {addr}: {e}"));
                 }
             }
         }
         let version = snapshot.version;
         let stats = self.metrics.stats_for(&snapshot.route_names);
-        self.state.store(Arc::new(Active { snapshot: Arc::new(snapshot), stats }));
+        self.state.store(Arc::new(Active {
+            snapshot: Arc::new(snapshot),
+            stats,
+        }));
         for (addr, tls, l, acceptor) in bound {
             tracing::info!(%addr, tls, "listening");
-            listeners.insert(addr, (tls, listener::spawn(self.clone(), l, addr, acceptor)));
+            listeners.insert(
+                addr,
+                (tls, listener::spawn(self.clone(), l, addr, acceptor)),
+            );
         }
         listeners.retain(|addr, (_, handle)| {
             let keep = desired.contains_key(addr);
@@ -185,7 +204,10 @@ impl DataPlane {
         }
         let left = self.conns.open();
         if left > 0 {
-            tracing::warn!(connections = left, "drain timeout reached; closing remaining connections");
+            tracing::warn!(
+                connections = left,
+                "drain timeout reached; closing remaining connections"
+            );
         }
     }
 }

@@ -29,7 +29,11 @@ pub struct ConnInfo {
     pub sni: Option<String>,
 }
 
-pub async fn handle(dp: Arc<DataPlane>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    dp: Arc<DataPlane>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
     let active = dp.state.load_full();
     let rid = request_id(req.headers());
@@ -41,10 +45,17 @@ pub async fn handle(dp: Arc<DataPlane>, conn: Arc<ConnInfo>, req: Request<Incomi
 
 /// A short plain-text response from the proxy itself.
 pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
-    let text = format!("{} {}: {msg}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let text = format!(
+        "{} {}: {msg}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -61,19 +72,40 @@ async fn route(
 ) -> (Response<Body>, Arc<RouteStats>) {
     let no_route = || dp.no_route.clone();
     let Some(port) = active.snapshot.port(conn.listener) else {
-        return (error(StatusCode::SERVICE_UNAVAILABLE, "listener has no configuration"), no_route());
+        return (
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "listener has no configuration",
+            ),
+            no_route(),
+        );
     };
     let authority = match req.uri().authority() {
         Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or("").to_string()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string),
     };
     let Some(authority) = authority.filter(|a| !a.is_empty()) else {
-        return (error(StatusCode::BAD_REQUEST, "missing Host header"), no_route());
+        return (
+            error(StatusCode::BAD_REQUEST, "missing Host header"),
+            no_route(),
+        );
     };
     let host = strip_port(&authority).to_string();
     let path = match normalize_path(req.uri().path(), dp.cfg.merge_slashes) {
         Ok(p) => p.into_owned(),
-        Err(e) => return (error(StatusCode::BAD_REQUEST, &format!("malformed request path: {e:?}")), no_route()),
+        Err(e) => {
+            return (
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("malformed request path: {e:?}"),
+                ),
+                no_route(),
+            )
+        }
     };
     let query = req.uri().query().map(str::to_string);
     // The listener (section) is chosen by Host. On TLS, a connection whose SNI chose a
@@ -88,11 +120,24 @@ async fn route(
             _ => false,
         };
         if !same {
-            return (error(StatusCode::MISDIRECTED_REQUEST, "TLS server name does not match Host"), no_route());
+            return (
+                error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "TLS server name does not match Host",
+                ),
+                no_route(),
+            );
         }
     }
-    let view = RequestView { method: req.method(), path: &path, query: query.as_deref(), headers: req.headers() };
-    let entry = section.and_then(|s| s.hosts.lookup(&host)).and_then(|t| t.find(&view));
+    let view = RequestView {
+        method: req.method(),
+        path: &path,
+        query: query.as_deref(),
+        headers: req.headers(),
+    };
+    let entry = section
+        .and_then(|s| s.hosts.lookup(&host))
+        .and_then(|t| t.find(&view));
     let (action, prefix_len) = match (entry, section.and_then(|s| s.fallback.as_ref())) {
         (Some(e), _) => (e.action.clone(), e.prefix_len()),
         (None, Some(f)) => (f.clone(), 0),
@@ -102,10 +147,19 @@ async fn route(
             return (error(StatusCode::NOT_FOUND, &msg), no_route());
         }
     };
-    let stats = active.stats.get(action.id as usize).cloned().unwrap_or_else(no_route);
-    let listener_port = section.map(|s| s.listener_port).unwrap_or(conn.listener.port());
+    let stats = active
+        .stats
+        .get(action.id as usize)
+        .cloned()
+        .unwrap_or_else(no_route);
+    let listener_port = section
+        .map(|s| s.listener_port)
+        .unwrap_or(conn.listener.port());
     let mut resp = match &action.kind {
-        ActionKind::Fixed { status: code, reason } => error(status(*code), reason),
+        ActionKind::Fixed {
+            status: code,
+            reason,
+        } => error(status(*code), reason),
         ActionKind::Redirect(r) => {
             let input = RedirectInput {
                 https: conn.https,
@@ -121,12 +175,26 @@ async fn route(
                 Ok(v) => {
                     resp.headers_mut().insert(header::LOCATION, v);
                 }
-                Err(_) => return (error(StatusCode::BAD_REQUEST, "cannot build redirect location"), stats),
+                Err(_) => {
+                    return (
+                        error(StatusCode::BAD_REQUEST, "cannot build redirect location"),
+                        stats,
+                    )
+                }
             }
             resp
         }
         ActionKind::Forward { .. } => {
-            let fwd = Forward { dp, conn, action: &action, authority: &authority, rid, path, query, prefix_len };
+            let fwd = Forward {
+                dp,
+                conn,
+                action: &action,
+                authority: &authority,
+                rid,
+                path,
+                query,
+                prefix_len,
+            };
             fwd.send(req).await
         }
     };
@@ -153,8 +221,16 @@ impl Forward<'_> {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
         };
         let cluster = match backends.pick(fastrand::u32(..)) {
-            None => return error(StatusCode::INTERNAL_SERVER_ERROR, "route has no backend with a non-zero weight"),
-            Some(BackendTarget::Invalid { status: code, reason }) => return error(status(*code), reason),
+            None => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "route has no backend with a non-zero weight",
+                )
+            }
+            Some(BackendTarget::Invalid {
+                status: code,
+                reason,
+            }) => return error(status(*code), reason),
             Some(BackendTarget::Cluster(c)) => c,
         };
         let Some(endpoint) = cluster.pick() else {
@@ -163,7 +239,11 @@ impl Forward<'_> {
         };
         let (mut parts, incoming) = req.into_parts();
         let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
-        let downstream_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+        let downstream_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
         let length = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -176,7 +256,10 @@ impl Forward<'_> {
         if let Some(m) = &self.action.request_headers {
             m.apply(&mut parts.headers);
         }
-        let host = rewrite.as_ref().and_then(|r| r.hostname.as_deref()).unwrap_or(self.authority);
+        let host = rewrite
+            .as_ref()
+            .and_then(|r| r.hostname.as_deref())
+            .unwrap_or(self.authority);
         match HeaderValue::from_str(host) {
             Ok(v) => {
                 parts.headers.insert(header::HOST, v);
@@ -193,7 +276,11 @@ impl Forward<'_> {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        let uri = Uri::builder().scheme("http").authority(endpoint.to_string()).path_and_query(pq).build();
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(endpoint.to_string())
+            .path_and_query(pq)
+            .build();
         let Ok(uri) = uri else {
             return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
         };
@@ -220,14 +307,22 @@ impl Forward<'_> {
             None => self.dp.cfg.upstream_timeout,
         };
         let counters = &self.dp.metrics.counters;
-        let result = tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
+        let result =
+            tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
         let mut resp = match result {
             Err(_) => {
-                counters.upstream_errors_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return error(StatusCode::GATEWAY_TIMEOUT, "upstream did not respond in time");
+                counters
+                    .upstream_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not respond in time",
+                );
             }
             Ok(Err(e)) => {
-                counters.upstream_errors_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .upstream_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if source_is::<http_body_util::LengthLimitError>(&e) {
                     return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                 }
@@ -248,7 +343,12 @@ impl Forward<'_> {
                     tokio::spawn(tunnel(down, up));
                     strip_hop_by_hop(resp.headers_mut(), true);
                 }
-                None => return error(StatusCode::BAD_GATEWAY, "upstream switched protocols unasked"),
+                None => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream switched protocols unasked",
+                    )
+                }
             }
         } else {
             strip_hop_by_hop(resp.headers_mut(), false);
@@ -263,7 +363,12 @@ fn join_cookies(h: &mut http::HeaderMap) {
     if h.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
     }
-    let joined = h.get_all(header::COOKIE).iter().map(|v| v.as_bytes()).collect::<Vec<_>>().join(&b"; "[..]);
+    let joined = h
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
         h.insert(header::COOKIE, v);
     }

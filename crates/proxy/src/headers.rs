@@ -40,7 +40,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
         h.remove(header::CONNECTION);
         h.remove(header::UPGRADE);
     }
-    let te_trailers = h.get(header::TE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if !te_trailers {
         h.remove(header::TE);
     }
@@ -50,10 +52,14 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
 /// which would let a client tunnel past routing to an h2c-capable backend) are not
 /// forwarded: their headers are stripped as hop-by-hop.
 pub fn is_upgrade(h: &HeaderMap) -> bool {
-    h.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        && h.get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))))
+    h.get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && h.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
 }
 
 /// Appends the client address to X-Forwarded-For and sets X-Forwarded-Proto and Via.
@@ -66,14 +72,18 @@ pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if https { "https" } else { "http" }));
+    h.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
     h.append(header::VIA, HeaderValue::from_static(VIA_VALUE));
 }
 
 /// The request id: the client's if it is sane, else a new random one (UUID v4 form).
 pub fn request_id(h: &HeaderMap) -> HeaderValue {
     if let Some(v) = h.get(&X_REQUEST_ID) {
-        let ok = !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        let ok =
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if ok {
             return v.clone();
         }
@@ -83,9 +93,17 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
 
 pub fn new_request_id() -> HeaderValue {
     let r = fastrand::u128(..);
-    let r = (r & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48) | (0x8000u128 << 48);
+    let r =
+        (r & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48) | (0x8000u128 << 48);
     let hex = format!("{r:032x}");
-    let id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
     HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
@@ -96,16 +114,26 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h, false);
-        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(header::UPGRADE).is_none());
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("keep-alive").is_none()
+                && h.get(header::UPGRADE).is_none()
+        );
         assert!(h.get(header::CONNECTION).is_none());
-        assert_eq!(h.get(header::TE).map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
         assert!(h.get("x-keep").is_some());
         // Every Connection line counts.
         let mut h = HeaderMap::new();
@@ -126,17 +154,32 @@ mod tests {
         smuggle.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         assert!(!is_upgrade(&smuggle), "h2c upgrades are never forwarded");
         strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::UPGRADE).map(|v| v.as_bytes()), Some(&b"websocket"[..]));
-        assert_eq!(h.get(header::CONNECTION).map(|v| v.as_bytes()), Some(&b"upgrade"[..]));
+        assert_eq!(
+            h.get(header::UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
     }
 
     #[test]
     fn forwarded_headers_and_ids() {
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.1"));
+        h.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("10.0.0.1"),
+        );
         add_forwarded(&mut h, "127.0.0.1".parse().expect("ip"), true);
-        assert_eq!(h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()), Some(&b"10.0.0.1, 127.0.0.1"[..]));
-        assert_eq!(h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()), Some(&b"https"[..]));
+        assert_eq!(
+            h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            Some(&b"10.0.0.1, 127.0.0.1"[..])
+        );
+        assert_eq!(
+            h.get(&X_FORWARDED_PROTO).map(|v| v.as_bytes()),
+            Some(&b"https"[..])
+        );
         let id = new_request_id();
         assert_eq!(id.len(), 36);
         assert_eq!(id.to_str().ok().and_then(|s| s.chars().nth(14)), Some('4'));

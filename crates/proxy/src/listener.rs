@@ -40,7 +40,11 @@ impl ListenerHandle {
 
 /// Binds a listening socket (SO_REUSEADDR, so a restart does not wait for TIME_WAIT).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
@@ -49,10 +53,18 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The TLS acceptor for a TLS port (certificates come from the live Snapshot).
 pub fn acceptor(dp: &DataPlane, addr: SocketAddr) -> Result<TlsAcceptor, rustls::Error> {
-    Ok(TlsAcceptor::from(Arc::new(crate::tls::server_config(dp.state.clone(), addr)?)))
+    Ok(TlsAcceptor::from(Arc::new(crate::tls::server_config(
+        dp.state.clone(),
+        addr,
+    )?)))
 }
 
-pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, acceptor: Option<TlsAcceptor>) -> ListenerHandle {
+pub fn spawn(
+    dp: Arc<DataPlane>,
+    listener: TcpListener,
+    addr: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+) -> ListenerHandle {
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let mut shutdown = dp.shutdown.subscribe();
     let task = tokio::spawn(async move {
@@ -73,7 +85,10 @@ pub fn spawn(dp: Arc<DataPlane>, listener: TcpListener, addr: SocketAddr, accept
             }
         }
     });
-    ListenerHandle { stop: Some(stop_tx), task: Some(task) }
+    ListenerHandle {
+        stop: Some(stop_tx),
+        task: Some(task),
+    }
 }
 
 impl Drop for ListenerHandle {
@@ -82,7 +97,13 @@ impl Drop for ListenerHandle {
     }
 }
 
-async fn serve_connection(dp: Arc<DataPlane>, stream: TcpStream, peer: SocketAddr, addr: SocketAddr, acceptor: Option<TlsAcceptor>) {
+async fn serve_connection(
+    dp: Arc<DataPlane>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    addr: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+) {
     let _guard = dp.conns.enter();
     let counters = &dp.metrics.counters;
     counters.connections_total.fetch_add(1, Relaxed);
@@ -93,7 +114,12 @@ async fn serve_connection(dp: Arc<DataPlane>, stream: TcpStream, peer: SocketAdd
             match tokio::time::timeout(dp.cfg.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
-                    let info = ConnInfo { peer, listener: addr, https: true, sni };
+                    let info = ConnInfo {
+                        peer,
+                        listener: addr,
+                        https: true,
+                        sni,
+                    };
                     serve_http(&dp, TokioIo::new(tls), info).await;
                 }
                 Ok(Err(e)) => {
@@ -106,7 +132,12 @@ async fn serve_connection(dp: Arc<DataPlane>, stream: TcpStream, peer: SocketAdd
             }
         }
         None => {
-            let info = ConnInfo { peer, listener: addr, https: false, sni: None };
+            let info = ConnInfo {
+                peer,
+                listener: addr,
+                https: false,
+                sni: None,
+            };
             serve_http(&dp, TokioIo::new(stream), info).await;
         }
     }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds in seconds.
-pub const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Default)]
@@ -60,7 +62,10 @@ impl Metrics {
     /// The stats for each route name, in order (called when a Snapshot is installed).
     pub fn stats_for(&self, names: &[Arc<str>]) -> Vec<Arc<RouteStats>> {
         let mut map = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        names.iter().map(|n| map.entry(n.clone()).or_default().clone()).collect()
+        names
+            .iter()
+            .map(|n| map.entry(n.clone()).or_default().clone())
+            .collect()
     }
 
     /// Stats for requests that matched no route.
@@ -74,15 +79,60 @@ impl Metrics {
         let mut out = String::with_capacity(16 * 1024);
         let c = &self.counters;
         let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
-        scalar(&mut out, "gatehouse_config_version", "gauge", "Version of the Snapshot being served.", c.config_version.load(Relaxed));
-        scalar(&mut out, "gatehouse_config_reloads_total", "counter", "Snapshots installed.", c.config_reloads_total.load(Relaxed));
-        scalar(&mut out, "gatehouse_config_rejected_total", "counter", "Configurations rejected as invalid.", c.config_rejected_total.load(Relaxed));
-        scalar(&mut out, "gatehouse_downstream_connections_total", "counter", "Downstream connections accepted.", c.connections_total.load(Relaxed));
-        scalar(&mut out, "gatehouse_downstream_connections_active", "gauge", "Downstream connections open.", c.connections_active.load(Relaxed));
-        scalar(&mut out, "gatehouse_tls_handshake_errors_total", "counter", "Failed downstream TLS handshakes.", c.tls_handshake_errors_total.load(Relaxed));
-        scalar(&mut out, "gatehouse_upstream_errors_total", "counter", "Upstream connect, reset and timeout errors.", c.upstream_errors_total.load(Relaxed));
+        scalar(
+            &mut out,
+            "gatehouse_config_version",
+            "gauge",
+            "Version of the Snapshot being served.",
+            c.config_version.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_config_reloads_total",
+            "counter",
+            "Snapshots installed.",
+            c.config_reloads_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_config_rejected_total",
+            "counter",
+            "Configurations rejected as invalid.",
+            c.config_rejected_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_downstream_connections_total",
+            "counter",
+            "Downstream connections accepted.",
+            c.connections_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_downstream_connections_active",
+            "gauge",
+            "Downstream connections open.",
+            c.connections_active.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_tls_handshake_errors_total",
+            "counter",
+            "Failed downstream TLS handshakes.",
+            c.tls_handshake_errors_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_upstream_errors_total",
+            "counter",
+            "Upstream connect, reset and timeout errors.",
+            c.upstream_errors_total.load(Relaxed),
+        );
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<&Arc<str>> = routes.keys().collect();
         names.sort();
@@ -111,8 +161,14 @@ impl Metrics {
                 }
                 let _ = writeln!(out, "gatehouse_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
                 let sum = cs.sum_micros.load(Relaxed) as f64 / 1e6;
-                let _ = writeln!(out, "gatehouse_http_request_duration_seconds_sum{{{labels}}} {sum}");
-                let _ = writeln!(out, "gatehouse_http_request_duration_seconds_count{{{labels}}} {count}");
+                let _ = writeln!(
+                    out,
+                    "gatehouse_http_request_duration_seconds_sum{{{labels}}} {sum}"
+                );
+                let _ = writeln!(
+                    out,
+                    "gatehouse_http_request_duration_seconds_count{{{labels}}} {count}"
+                );
             }
         }
         out
@@ -120,7 +176,9 @@ impl Metrics {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -135,11 +193,16 @@ mod tests {
         s[0].record(204, Duration::from_millis(30));
         s[0].record(503, Duration::from_micros(100));
         let text = m.render();
-        assert!(text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"2xx\"} 2"), "{text}");
+        assert!(
+            text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"2xx\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"5xx\"} 1"));
         assert!(text.contains("gatehouse_http_request_duration_seconds_bucket{route=\"r1\",status_class=\"2xx\",le=\"0.005\"} 1"));
         assert!(text.contains("gatehouse_http_request_duration_seconds_bucket{route=\"r1\",status_class=\"2xx\",le=\"0.05\"} 2"));
-        assert!(text.contains("gatehouse_http_request_duration_seconds_count{route=\"r1\",status_class=\"2xx\"} 2"));
+        assert!(text.contains(
+            "gatehouse_http_request_duration_seconds_count{route=\"r1\",status_class=\"2xx\"} 2"
+        ));
         // Stats survive a new Snapshot naming the same route.
         let again = m.stats_for(&[Arc::from("r1")]);
         assert!(Arc::ptr_eq(&s[0], &again[0]));

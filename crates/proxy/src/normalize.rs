@@ -36,7 +36,8 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
     if b.contains(&b'\\') {
         return Err(PathError::Backslash);
     }
-    let needs_work = b.contains(&b'%') || path.contains("/.") || (merge_slashes && path.contains("//"));
+    let needs_work =
+        b.contains(&b'%') || path.contains("/.") || (merge_slashes && path.contains("//"));
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
@@ -46,7 +47,10 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c))) else {
+            let (Some(h), Some(l)) = (
+                b.get(i + 1).and_then(|&c| hex(c)),
+                b.get(i + 2).and_then(|&c| hex(c)),
+            ) else {
                 return Err(PathError::BadPercentEncoding);
             };
             let c = h * 16 + l;
@@ -56,7 +60,11 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
             if unreserved(c) {
                 decoded.push(c);
             } else {
-                decoded.extend_from_slice(&[b'%', b[i + 1].to_ascii_uppercase(), b[i + 2].to_ascii_uppercase()]);
+                decoded.extend_from_slice(&[
+                    b'%',
+                    b[i + 1].to_ascii_uppercase(),
+                    b[i + 2].to_ascii_uppercase(),
+                ]);
             }
             i += 3;
         } else {
@@ -70,12 +78,20 @@ pub fn normalize_path(path: &str, merge_slashes: bool) -> Result<Cow<'_, str>, P
     // 2. Dot-segments (also `..;params`, which Java servers read as `..`) and,
     //    optionally, empty segments.
     let dot = |seg: &str| seg.split(';').next().unwrap_or("").to_string();
-    let trailing = decoded.ends_with('/') || matches!(dot(decoded.rsplit('/').next().unwrap_or("")).as_str(), "." | "..");
+    let trailing = decoded.ends_with('/')
+        || matches!(
+            dot(decoded.rsplit('/').next().unwrap_or("")).as_str(),
+            "." | ".."
+        );
     let mut out: Vec<&str> = Vec::new();
     let segments: Vec<&str> = decoded[1..].split('/').collect();
     let last = segments.len().saturating_sub(1);
     for (idx, seg) in segments.iter().enumerate() {
-        let bare = if seg.starts_with('.') { dot(seg) } else { String::new() };
+        let bare = if seg.starts_with('.') {
+            dot(seg)
+        } else {
+            String::new()
+        };
         match (bare.as_str(), *seg) {
             (".", _) => {}
             ("..", _) => {
@@ -121,8 +137,14 @@ mod tests {
         assert_eq!(n("/a%2fb"), "/a%2Fb");
         assert_eq!(n("/a%20b"), "/a%20b");
         assert_eq!(n("/a%3f"), "/a%3F");
-        assert_eq!(normalize_path("/a%zz", false), Err(PathError::BadPercentEncoding));
-        assert_eq!(normalize_path("/a%2", false), Err(PathError::BadPercentEncoding));
+        assert_eq!(
+            normalize_path("/a%zz", false),
+            Err(PathError::BadPercentEncoding)
+        );
+        assert_eq!(
+            normalize_path("/a%2", false),
+            Err(PathError::BadPercentEncoding)
+        );
         assert_eq!(normalize_path("a", false), Err(PathError::NotOriginForm));
         assert_eq!(n("/caf\u{e9}/./x"), "/caf\u{e9}/x");
     }
@@ -132,9 +154,18 @@ mod tests {
         assert_eq!(n("/x/..;/admin"), "/admin");
         assert_eq!(n("/x/.;a=b/admin"), "/x/admin");
         assert_eq!(n("/x/..;jsessionid=1"), "/");
-        assert_eq!(normalize_path("/x/..\\admin", false), Err(PathError::Backslash));
-        assert_eq!(normalize_path("/x/..%5Cadmin", false), Err(PathError::Backslash));
-        assert_eq!(normalize_path("/x/..%5cadmin", false), Err(PathError::Backslash));
+        assert_eq!(
+            normalize_path("/x/..\\admin", false),
+            Err(PathError::Backslash)
+        );
+        assert_eq!(
+            normalize_path("/x/..%5Cadmin", false),
+            Err(PathError::Backslash)
+        );
+        assert_eq!(
+            normalize_path("/x/..%5cadmin", false),
+            Err(PathError::Backslash)
+        );
         // Encoded slashes stay encoded: they are data, not separators.
         assert_eq!(n("/x/..%2Fadmin"), "/x/..%2Fadmin");
     }
@@ -143,6 +174,9 @@ mod tests {
     fn slashes_merge_only_when_asked() {
         assert_eq!(n("/a//b/"), "/a//b/");
         assert_eq!(normalize_path("/a//b///c", true).expect("valid"), "/a/b/c");
-        assert!(matches!(normalize_path("/plain/path", false), Ok(Cow::Borrowed(_))));
+        assert!(matches!(
+            normalize_path("/plain/path", false),
+            Ok(Cow::Borrowed(_))
+        ));
     }
 }

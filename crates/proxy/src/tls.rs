@@ -25,7 +25,10 @@ impl ResolvesServerCert for SnapshotResolver {
 
 /// TLS 1.2 and 1.3 with aws-lc-rs's default (modern, AEAD-only) cipher suites, ALPN h2
 /// and http/1.1.
-pub fn server_config(state: Arc<ArcSwap<Active>>, addr: SocketAddr) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(
+    state: Arc<ArcSwap<Active>>,
+    addr: SocketAddr,
+) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

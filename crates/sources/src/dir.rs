@@ -52,8 +52,19 @@ pub fn load_dir_partial(dir: &Path) -> (Loaded, Vec<ConfigError>) {
     let shown = dir.display().to_string();
     let mut files = Vec::new();
     if let Err(e) = manifest_files(dir, &mut files) {
-        let empty = Loaded { store: ObjectStore::new(), files: 0, skipped: 0 };
-        return (empty, vec![ConfigError::file(&shown, None, format!("cannot read directory: {e}"))]);
+        let empty = Loaded {
+            store: ObjectStore::new(),
+            files: 0,
+            skipped: 0,
+        };
+        return (
+            empty,
+            vec![ConfigError::file(
+                &shown,
+                None,
+                format!("cannot read directory: {e}"),
+            )],
+        );
     }
     let mut errors = Vec::new();
     let mut objects: Vec<StoredObject> = Vec::new();
@@ -63,7 +74,11 @@ pub fn load_dir_partial(dir: &Path) -> (Loaded, Vec<ConfigError>) {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(ConfigError::file(&name, None, format!("cannot read file: {e}")));
+                errors.push(ConfigError::file(
+                    &name,
+                    None,
+                    format!("cannot read file: {e}"),
+                ));
                 continue;
             }
         };
@@ -77,10 +92,24 @@ pub fn load_dir_partial(dir: &Path) -> (Loaded, Vec<ConfigError>) {
     }
     let mut seen: HashMap<ObjectKey, String> = HashMap::new();
     for o in &objects {
-        let place = o.origin.as_ref().map(|or| format!("{}:{}", or.file, or.start_line)).unwrap_or_default();
+        let place = o
+            .origin
+            .as_ref()
+            .map(|or| format!("{}:{}", or.file, or.start_line))
+            .unwrap_or_default();
         if let Some(first) = seen.insert(o.key(), place) {
-            errors.push(o.error("metadata.name", format!("{} is defined twice (also at {first})", o.key())));
+            errors.push(o.error(
+                "metadata.name",
+                format!("{} is defined twice (also at {first})", o.key()),
+            ));
         }
     }
-    (Loaded { store: ObjectStore::from_objects(objects), files: files.len(), skipped }, errors)
+    (
+        Loaded {
+            store: ObjectStore::from_objects(objects),
+            files: files.len(),
+            skipped,
+        },
+        errors,
+    )
 }

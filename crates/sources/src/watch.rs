@@ -22,13 +22,14 @@ impl DirWatch {
 /// Starts watching `dir` recursively. Events closer together than `debounce` coalesce.
 pub fn watch_dir(dir: &Path, debounce: Duration) -> notify::Result<DirWatch> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(ev) if !ev.kind.is_access() => {
-            let _ = raw_tx.send(());
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "watch error"),
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(ev) if !ev.kind.is_access() => {
+                let _ = raw_tx.send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "watch error"),
+        })?;
     watcher.watch(dir, RecursiveMode::Recursive)?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
@@ -46,5 +47,8 @@ pub fn watch_dir(dir: &Path, debounce: Duration) -> notify::Result<DirWatch> {
             }
         }
     });
-    Ok(DirWatch { _watcher: watcher, rx })
+    Ok(DirWatch {
+        _watcher: watcher,
+        rx,
+    })
 }

@@ -18,12 +18,26 @@ pub enum PortRef<'a> {
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Resolves `namespace/name` at `port` to a cluster, or says why it cannot.
-pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'_>) -> Result<Arc<Cluster>, String> {
-    let key = ObjectKey { kind: "Service", namespace: Some(namespace.to_string()), name: name.to_string() };
+pub fn resolve(
+    b: &mut Builder<'_>,
+    namespace: &str,
+    name: &str,
+    port: PortRef<'_>,
+) -> Result<Arc<Cluster>, String> {
+    let key = ObjectKey {
+        kind: "Service",
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    };
     let Some(Object::Service(svc)) = b.store.get(&key).map(|o| &o.object) else {
         return Err(format!("Service {namespace}/{name} not found"));
     };
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref()).map(Vec::as_slice).unwrap_or(&[]);
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     let sp = ports.iter().find(|p| match port {
         PortRef::Number(n) => p.port == n,
         PortRef::Name(n) => p.name.as_deref() == Some(n),
@@ -40,16 +54,26 @@ pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'
         return Ok(c.clone());
     }
     let protocol = match sp.app_protocol.as_deref() {
-        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => UpstreamProtocol::Http2,
+        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => {
+            UpstreamProtocol::Http2
+        }
         _ => UpstreamProtocol::Http1,
     };
     let sp_name = sp.name.as_deref().unwrap_or("");
     let mut ready = Vec::new();
     let mut serving = Vec::new();
     for o in b.store.of_kind("EndpointSlice") {
-        let Object::EndpointSlice(es) = &o.object else { continue };
+        let Object::EndpointSlice(es) = &o.object else {
+            continue;
+        };
         if o.namespace() != namespace
-            || es.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).map(String::as_str) != Some(name)
+            || es
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                != Some(name)
         {
             continue;
         }
@@ -60,7 +84,9 @@ pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'
                 ps.iter()
                     .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
                     .or_else(|| match &sp.target_port {
-                        Some(IntOrString::String(tp)) => ps.iter().find(|p| p.name.as_deref() == Some(tp)),
+                        Some(IntOrString::String(tp)) => {
+                            ps.iter().find(|p| p.name.as_deref() == Some(tp))
+                        }
                         _ => None,
                     })
             })
@@ -71,14 +97,18 @@ pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'
             (None, None) => sp.port,
             (None, Some(IntOrString::String(_))) => continue,
         };
-        let Ok(port_num) = u16::try_from(port_num) else { continue };
+        let Ok(port_num) = u16::try_from(port_num) else {
+            continue;
+        };
         for ep in es.endpoints.iter().flatten() {
             let cond = ep.conditions.as_ref();
             let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
             let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
             for a in &ep.addresses {
-                let Ok(ip) = a.parse::<IpAddr>() else { continue };
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    continue;
+                };
                 let addr = SocketAddr::new(ip, port_num);
                 if is_ready && !terminating {
                     ready.push(addr);
@@ -93,7 +123,12 @@ pub fn resolve(b: &mut Builder<'_>, namespace: &str, name: &str, port: PortRef<'
     let mut endpoints = if ready.is_empty() { serving } else { ready };
     endpoints.sort();
     endpoints.dedup();
-    let cluster = Arc::new(Cluster { name: cluster_name.clone(), endpoints, protocol, next: Default::default() });
+    let cluster = Arc::new(Cluster {
+        name: cluster_name.clone(),
+        endpoints,
+        protocol,
+        next: Default::default(),
+    });
     b.clusters.insert(cluster_name, cluster.clone());
     Ok(cluster)
 }

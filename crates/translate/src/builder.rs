@@ -53,7 +53,12 @@ impl SectionRoutes {
         for (host, mut entries) in self.hosts {
             entries.sort_by(|a, b| a.0.cmp(&b.0));
             count += entries.len();
-            table.insert(host.as_deref(), Arc::new(RouteTable::new(entries.into_iter().map(|(_, e)| e).collect())));
+            table.insert(
+                host.as_deref(),
+                Arc::new(RouteTable::new(
+                    entries.into_iter().map(|(_, e)| e).collect(),
+                )),
+            );
         }
         (table, count)
     }
@@ -102,7 +107,10 @@ impl<'a> Builder<'a> {
             owners: Vec::new(),
         });
         if port.tls.is_some() != https {
-            return Err(format!("{addr} is already bound by {} with another protocol", port.owners.join(", ")));
+            return Err(format!(
+                "{addr} is already bound by {} with another protocol",
+                port.owners.join(", ")
+            ));
         }
         if !port.sections.insert(hostname, Arc::new(section)) {
             return Err(format!(
@@ -146,7 +154,14 @@ impl<'a> Builder<'a> {
         let ports = self
             .ports
             .into_iter()
-            .map(|(addr, p)| Arc::new(BoundPort { addr, tls: p.tls, sections: p.sections, owners: p.owners }))
+            .map(|(addr, p)| {
+                Arc::new(BoundPort {
+                    addr,
+                    tls: p.tls,
+                    sections: p.sections,
+                    owners: p.owners,
+                })
+            })
             .collect();
         Ok(Snapshot {
             version,

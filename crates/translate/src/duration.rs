@@ -12,9 +12,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 || digits > 5 {
-            return Err(format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 1h30m"));
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 10s, 500ms, 1h30m"
+            ));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
         rest = &rest[digits..];
         let (unit, len) = if rest.starts_with("ms") {
             (Duration::from_millis(n), 2)
@@ -25,7 +29,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         } else if rest.starts_with('s') {
             (Duration::from_secs(n), 1)
         } else {
-            return Err(format!("invalid duration {s:?}: unit must be h, m, s or ms"));
+            return Err(format!(
+                "invalid duration {s:?}: unit must be h, m, s or ms"
+            ));
         };
         total += unit;
         rest = &rest[len..];

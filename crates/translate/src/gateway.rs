@@ -7,13 +7,15 @@ use crate::builder::{Builder, SectionRoutes, SortKey};
 use crate::duration::parse_duration;
 use crate::hosts::{intersect, valid_hostname, WildcardMode};
 use crate::ingress::created;
+use crate::labels::selector_matches;
 use crate::routes::{PathMatch, RouteEntry, StrMatch};
 use crate::snapshot::{
-    ActionKind, BackendSet, BackendTarget, HeaderModifier, PathModifier, Redirect, RouteAction, Section, UrlRewrite,
-    WeightedBackend,
+    ActionKind, BackendSet, BackendTarget, HeaderModifier, PathModifier, Redirect, RouteAction,
+    Section, UrlRewrite, WeightedBackend,
 };
-use crate::labels::selector_matches;
-use gatehouse_model::gateway::{AllowedRoutes, HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteRule};
+use gatehouse_model::gateway::{
+    AllowedRoutes, HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteRule,
+};
 use gatehouse_model::{Object, ObjectKey, StoredObject, GATEWAY_CONTROLLER};
 use regex::Regex;
 use rustls::sign::CertifiedKey;
@@ -52,7 +54,9 @@ pub fn translate(b: &mut Builder<'_>) {
     let mut listeners = Vec::new();
     let gateways: Vec<&StoredObject> = b.store.of_kind("Gateway").collect();
     for o in gateways {
-        let Object::Gateway(gw) = &o.object else { continue };
+        let Object::Gateway(gw) = &o.object else {
+            continue;
+        };
         if !classes.contains(&gw.spec.gateway_class_name) {
             continue;
         }
@@ -67,7 +71,9 @@ pub fn translate(b: &mut Builder<'_>) {
     let mut routes: Vec<&StoredObject> = b.store.of_kind("HTTPRoute").collect();
     routes.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
     for o in routes {
-        let Object::HttpRoute(route) = &o.object else { continue };
+        let Object::HttpRoute(route) = &o.object else {
+            continue;
+        };
         attach_route(b, o, route, &mut listeners);
     }
     for l in listeners {
@@ -81,7 +87,13 @@ pub fn translate(b: &mut Builder<'_>) {
             fallback: None,
         };
         let owner = format!("Gateway {}/{} listener {}", l.gw_ns, l.gw_name, l.name);
-        if let Err(e) = b.add_section(l.addr, l.hostname.as_deref(), section, l.certs, owner.clone()) {
+        if let Err(e) = b.add_section(
+            l.addr,
+            l.hostname.as_deref(),
+            section,
+            l.certs,
+            owner.clone(),
+        ) {
             b.warnings.push(format!("{owner} not programmed: {e}"));
         }
     }
@@ -97,12 +109,22 @@ fn listener(
     let field = format!("spec.listeners[{li}]");
     if let Some(h) = &l.hostname {
         if !valid_hostname(h, true) {
-            b.errors.push(o.error(&format!("{field}.hostname"), format!("invalid hostname {h:?}")));
+            b.errors.push(o.error(
+                &format!("{field}.hostname"),
+                format!("invalid hostname {h:?}"),
+            ));
             return None;
         }
     }
-    let Ok(port) = u16::try_from(l.port).map_err(|_| ()).and_then(|p| if p == 0 { Err(()) } else { Ok(p) }) else {
-        b.errors.push(o.error(&format!("{field}.port"), format!("port {} out of range 1-65535", l.port)));
+    let Ok(port) =
+        u16::try_from(l.port)
+            .map_err(|_| ())
+            .and_then(|p| if p == 0 { Err(()) } else { Ok(p) })
+    else {
+        b.errors.push(o.error(
+            &format!("{field}.port"),
+            format!("port {} out of range 1-65535", l.port),
+        ));
         return None;
     };
     let https = match l.protocol.as_str() {
@@ -120,25 +142,40 @@ fn listener(
     let mut certs = Vec::new();
     if https {
         let Some(tls) = &l.tls else {
-            b.errors.push(o.error(&field, "HTTPS listener needs tls.certificateRefs"));
+            b.errors
+                .push(o.error(&field, "HTTPS listener needs tls.certificateRefs"));
             return None;
         };
         if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
-            b.warnings.push(format!("Gateway {ns}/{} listener {}: tls.mode {:?} is not supported on HTTPS", o.name(), l.name, tls.mode));
+            b.warnings.push(format!(
+                "Gateway {ns}/{} listener {}: tls.mode {:?} is not supported on HTTPS",
+                o.name(),
+                l.name,
+                tls.mode
+            ));
             return None;
         }
         for (ci, r) in tls.certificate_refs.iter().enumerate() {
-            let kind_ok = r.group.as_deref().unwrap_or("").is_empty() && r.kind.as_deref().unwrap_or("Secret") == "Secret";
+            let kind_ok = r.group.as_deref().unwrap_or("").is_empty()
+                && r.kind.as_deref().unwrap_or("Secret") == "Secret";
             let target_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
             let problem = if !kind_ok {
                 Some("only core Secrets are supported".to_string())
-            } else if target_ns != ns && !reference_granted(b, "Gateway", ns, "Secret", &target_ns, &r.name) {
-                Some(format!("no ReferenceGrant in {target_ns} allows Gateways in {ns} to use Secret {}", r.name))
+            } else if target_ns != ns
+                && !reference_granted(b, "Gateway", ns, "Secret", &target_ns, &r.name)
+            {
+                Some(format!(
+                    "no ReferenceGrant in {target_ns} allows Gateways in {ns} to use Secret {}",
+                    r.name
+                ))
             } else {
                 None
             };
             if let Some(p) = problem {
-                b.warnings.push(format!("Gateway {ns}/{} {field}.tls.certificateRefs[{ci}]: {p}", o.name()));
+                b.warnings.push(format!(
+                    "Gateway {ns}/{} {field}.tls.certificateRefs[{ci}]: {p}",
+                    o.name()
+                ));
                 continue;
             }
             match b.certs.get(&(target_ns.clone(), r.name.clone())) {
@@ -151,7 +188,11 @@ fn listener(
             }
         }
         if certs.is_empty() {
-            b.warnings.push(format!("Gateway {ns}/{} listener {}: no usable certificate; not programmed", o.name(), l.name));
+            b.warnings.push(format!(
+                "Gateway {ns}/{} listener {}: no usable certificate; not programmed",
+                o.name(),
+                l.name
+            ));
             return None;
         }
     }
@@ -171,31 +212,60 @@ fn listener(
 
 /// Whether a ReferenceGrant in `to_ns` lets `from_kind` objects in `from_ns` refer to
 /// the `to_kind` named `to_name`.
-fn reference_granted(b: &Builder<'_>, from_kind: &str, from_ns: &str, to_kind: &str, to_ns: &str, to_name: &str) -> bool {
+fn reference_granted(
+    b: &Builder<'_>,
+    from_kind: &str,
+    from_ns: &str,
+    to_kind: &str,
+    to_ns: &str,
+    to_name: &str,
+) -> bool {
     b.store.of_kind("ReferenceGrant").any(|o| {
-        let Object::ReferenceGrant(g) = &o.object else { return false };
+        let Object::ReferenceGrant(g) = &o.object else {
+            return false;
+        };
         o.namespace() == to_ns
-            && g.spec.from.iter().any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_ns)
+            && g.spec
+                .from
+                .iter()
+                .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_ns)
             && g.spec.to.iter().any(|t| {
-                t.group.is_empty() && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name)
+                t.group.is_empty()
+                    && t.kind == to_kind
+                    && t.name.as_deref().is_none_or(|n| n == to_name)
             })
     })
 }
 
 /// Whether a listener's allowedRoutes admit an HTTPRoute from `route_ns`.
 fn allowed(b: &Builder<'_>, l: &ListenerInfo, route_ns: &str) -> bool {
-    let Some(a) = &l.allowed else { return route_ns == l.gw_ns };
+    let Some(a) = &l.allowed else {
+        return route_ns == l.gw_ns;
+    };
     if !a.kinds.is_empty()
-        && !a.kinds.iter().any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP)
+        && !a
+            .kinds
+            .iter()
+            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP)
     {
         return false;
     }
-    let from = a.namespaces.as_ref().and_then(|n| n.from.as_deref()).unwrap_or("Same");
+    let from = a
+        .namespaces
+        .as_ref()
+        .and_then(|n| n.from.as_deref())
+        .unwrap_or("Same");
     match from {
         "All" => true,
         "Selector" => {
-            let Some(sel) = a.namespaces.as_ref().and_then(|n| n.selector.as_ref()) else { return false };
-            let key = ObjectKey { kind: "Namespace", namespace: None, name: route_ns.to_string() };
+            let Some(sel) = a.namespaces.as_ref().and_then(|n| n.selector.as_ref()) else {
+                return false;
+            };
+            let key = ObjectKey {
+                kind: "Namespace",
+                namespace: None,
+                name: route_ns.to_string(),
+            };
             let mut labels: BTreeMap<String, String> = match b.store.get(&key).map(|o| &o.object) {
                 Some(Object::Namespace(n)) => n.metadata.labels.clone().unwrap_or_default(),
                 _ => BTreeMap::new(),
@@ -207,13 +277,20 @@ fn allowed(b: &Builder<'_>, l: &ListenerInfo, route_ns: &str) -> bool {
     }
 }
 
-fn attach_route(b: &mut Builder<'_>, o: &StoredObject, route: &HttpRoute, listeners: &mut [ListenerInfo]) {
+fn attach_route(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    route: &HttpRoute,
+    listeners: &mut [ListenerInfo],
+) {
     let ns = o.namespace().to_string();
     // Which listeners this route attaches to, and under which hostnames.
     let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
     let mut refers_to_us = false;
     for pr in &route.spec.parent_refs {
-        if pr.group.as_deref().unwrap_or(GROUP) != GROUP || pr.kind.as_deref().unwrap_or("Gateway") != "Gateway" {
+        if pr.group.as_deref().unwrap_or(GROUP) != GROUP
+            || pr.kind.as_deref().unwrap_or("Gateway") != "Gateway"
+        {
             continue;
         }
         let gw_ns = pr.namespace.clone().unwrap_or_else(|| ns.clone());
@@ -222,7 +299,9 @@ fn attach_route(b: &mut Builder<'_>, o: &StoredObject, route: &HttpRoute, listen
                 continue;
             }
             refers_to_us = true;
-            if pr.section_name.as_ref().is_some_and(|s| *s != l.name) || pr.port.is_some_and(|p| p != l.port as i32) {
+            if pr.section_name.as_ref().is_some_and(|s| *s != l.name)
+                || pr.port.is_some_and(|p| p != l.port as i32)
+            {
                 continue;
             }
             if !allowed(b, l, &ns) || targets.iter().any(|(t, _)| *t == i) {
@@ -231,7 +310,13 @@ fn attach_route(b: &mut Builder<'_>, o: &StoredObject, route: &HttpRoute, listen
             let hosts: Vec<Option<String>> = if route.spec.hostnames.is_empty() {
                 vec![l.hostname.clone()]
             } else {
-                route.spec.hostnames.iter().filter_map(|h| intersect(l.hostname.as_deref(), h)).map(Some).collect()
+                route
+                    .spec
+                    .hostnames
+                    .iter()
+                    .filter_map(|h| intersect(l.hostname.as_deref(), h))
+                    .map(Some)
+                    .collect()
             };
             if !hosts.is_empty() {
                 targets.push((i, hosts));
@@ -245,7 +330,10 @@ fn attach_route(b: &mut Builder<'_>, o: &StoredObject, route: &HttpRoute, listen
     let mut bad = false;
     for (hi, h) in route.spec.hostnames.iter().enumerate() {
         if !valid_hostname(h, true) {
-            b.errors.push(o.error(&format!("spec.hostnames[{hi}]"), format!("invalid hostname {h:?}")));
+            b.errors.push(o.error(
+                &format!("spec.hostnames[{hi}]"),
+                format!("invalid hostname {h:?}"),
+            ));
             bad = true;
         }
     }
@@ -262,13 +350,20 @@ fn attach_route(b: &mut Builder<'_>, o: &StoredObject, route: &HttpRoute, listen
     for (i, hosts) in targets {
         for h in hosts {
             for m in &compiled {
-                listeners[i].routes.add(h.clone(), m.key.clone(), m.entry.clone());
+                listeners[i]
+                    .routes
+                    .add(h.clone(), m.key.clone(), m.entry.clone());
             }
         }
     }
 }
 
-fn header_modifier(b: &mut Builder<'_>, o: &StoredObject, field: &str, f: &HttpHeaderFilter) -> Option<HeaderModifier> {
+fn header_modifier(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    field: &str,
+    f: &HttpHeaderFilter,
+) -> Option<HeaderModifier> {
     let mut m = HeaderModifier::default();
     let mut ok = true;
     let pair = |b: &mut Builder<'_>, kind: &str, i: usize, name: &str, value: &str| {
@@ -277,7 +372,10 @@ fn header_modifier(b: &mut Builder<'_>, o: &StoredObject, field: &str, f: &HttpH
         match (n, v) {
             (Ok(n), Ok(v)) => Some((n, v)),
             _ => {
-                b.errors.push(o.error(&format!("{field}.{kind}[{i}]"), format!("invalid header {name:?}: {value:?}")));
+                b.errors.push(o.error(
+                    &format!("{field}.{kind}[{i}]"),
+                    format!("invalid header {name:?}: {value:?}"),
+                ));
                 None
             }
         }
@@ -298,7 +396,10 @@ fn header_modifier(b: &mut Builder<'_>, o: &StoredObject, field: &str, f: &HttpH
         match http::HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => m.remove.push(n),
             Err(_) => {
-                b.errors.push(o.error(&format!("{field}.remove[{i}]"), format!("invalid header name {name:?}")));
+                b.errors.push(o.error(
+                    &format!("{field}.remove[{i}]"),
+                    format!("invalid header name {name:?}"),
+                ));
                 ok = false;
             }
         }
@@ -306,28 +407,63 @@ fn header_modifier(b: &mut Builder<'_>, o: &StoredObject, field: &str, f: &HttpH
     ok.then_some(m)
 }
 
-fn path_modifier(b: &mut Builder<'_>, o: &StoredObject, field: &str, p: &HttpPathModifier, prefix_ok: bool) -> Option<PathModifier> {
-    match (p.type_.as_str(), &p.replace_full_path, &p.replace_prefix_match) {
+fn path_modifier(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    field: &str,
+    p: &HttpPathModifier,
+    prefix_ok: bool,
+) -> Option<PathModifier> {
+    match (
+        p.type_.as_str(),
+        &p.replace_full_path,
+        &p.replace_prefix_match,
+    ) {
         ("ReplaceFullPath", Some(v), _) => Some(PathModifier::Full(v.clone())),
         ("ReplacePrefixMatch", _, Some(v)) if prefix_ok => Some(PathModifier::Prefix(v.clone())),
         ("ReplacePrefixMatch", _, Some(_)) => {
-            b.errors.push(o.error(field, "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match"));
+            b.errors.push(o.error(
+                field,
+                "ReplacePrefixMatch needs every match of the rule to be a PathPrefix match",
+            ));
             None
         }
         (t, _, _) => {
-            b.errors.push(o.error(field, format!("path modifier {t:?} needs its value (replaceFullPath or replacePrefixMatch)")));
+            b.errors.push(o.error(
+                field,
+                format!(
+                    "path modifier {t:?} needs its value (replaceFullPath or replacePrefixMatch)"
+                ),
+            ));
             None
         }
     }
 }
 
 /// Compiles one rule into `out`; returns false when it has errors.
-fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule: &HttpRouteRule, out: &mut Vec<CompiledMatch>) -> bool {
+fn compile_rule(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    ns: &str,
+    ri: usize,
+    rule: &HttpRouteRule,
+    out: &mut Vec<CompiledMatch>,
+) -> bool {
     let field = format!("spec.rules[{ri}]");
     let errors_before = b.errors.len();
     let default_match = [Default::default()];
-    let matches = if rule.matches.is_empty() { &default_match[..] } else { &rule.matches[..] };
-    let all_prefix = matches.iter().all(|m| m.path.as_ref().and_then(|p| p.type_.as_deref()).unwrap_or("PathPrefix") == "PathPrefix");
+    let matches = if rule.matches.is_empty() {
+        &default_match[..]
+    } else {
+        &rule.matches[..]
+    };
+    let all_prefix = matches.iter().all(|m| {
+        m.path
+            .as_ref()
+            .and_then(|p| p.type_.as_deref())
+            .unwrap_or("PathPrefix")
+            == "PathPrefix"
+    });
     let mut request_headers = None;
     let mut response_headers = None;
     let mut redirect = None;
@@ -337,36 +473,57 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
         let ff = format!("{field}.filters[{fi}]");
         match f.type_.as_str() {
             "RequestHeaderModifier" => match &f.request_header_modifier {
-                Some(m) => request_headers = header_modifier(b, o, &format!("{ff}.requestHeaderModifier"), m),
-                None => b.errors.push(o.error(&ff, "requestHeaderModifier is required for this type")),
+                Some(m) => {
+                    request_headers =
+                        header_modifier(b, o, &format!("{ff}.requestHeaderModifier"), m)
+                }
+                None => b
+                    .errors
+                    .push(o.error(&ff, "requestHeaderModifier is required for this type")),
             },
             "ResponseHeaderModifier" => match &f.response_header_modifier {
-                Some(m) => response_headers = header_modifier(b, o, &format!("{ff}.responseHeaderModifier"), m),
-                None => b.errors.push(o.error(&ff, "responseHeaderModifier is required for this type")),
+                Some(m) => {
+                    response_headers =
+                        header_modifier(b, o, &format!("{ff}.responseHeaderModifier"), m)
+                }
+                None => b
+                    .errors
+                    .push(o.error(&ff, "responseHeaderModifier is required for this type")),
             },
             "RequestRedirect" => {
                 let Some(r) = &f.request_redirect else {
-                    b.errors.push(o.error(&ff, "requestRedirect is required for this type"));
+                    b.errors
+                        .push(o.error(&ff, "requestRedirect is required for this type"));
                     continue;
                 };
                 let status = r.status_code.unwrap_or(302);
                 if ![301, 302, 303, 307, 308].contains(&status) {
-                    b.errors.push(o.error(&format!("{ff}.requestRedirect.statusCode"), format!("unsupported status {status}")));
+                    b.errors.push(o.error(
+                        &format!("{ff}.requestRedirect.statusCode"),
+                        format!("unsupported status {status}"),
+                    ));
                 }
                 if let Some(s) = &r.scheme {
                     if s != "http" && s != "https" {
-                        b.errors.push(o.error(&format!("{ff}.requestRedirect.scheme"), format!("scheme {s:?} must be http or https")));
+                        b.errors.push(o.error(
+                            &format!("{ff}.requestRedirect.scheme"),
+                            format!("scheme {s:?} must be http or https"),
+                        ));
                     }
                 }
                 let port = match r.port.map(u16::try_from) {
                     Some(Ok(p)) if p > 0 => Some(p),
                     None => None,
                     Some(_) => {
-                        b.errors.push(o.error(&format!("{ff}.requestRedirect.port"), "port out of range"));
+                        b.errors.push(
+                            o.error(&format!("{ff}.requestRedirect.port"), "port out of range"),
+                        );
                         None
                     }
                 };
-                let path = r.path.as_ref().and_then(|p| path_modifier(b, o, &format!("{ff}.requestRedirect.path"), p, all_prefix));
+                let path = r.path.as_ref().and_then(|p| {
+                    path_modifier(b, o, &format!("{ff}.requestRedirect.path"), p, all_prefix)
+                });
                 redirect = Some(Redirect {
                     scheme: r.scheme.clone(),
                     hostname: r.hostname.clone(),
@@ -377,44 +534,94 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             }
             "URLRewrite" => {
                 let Some(r) = &f.url_rewrite else {
-                    b.errors.push(o.error(&ff, "urlRewrite is required for this type"));
+                    b.errors
+                        .push(o.error(&ff, "urlRewrite is required for this type"));
                     continue;
                 };
-                let path = r.path.as_ref().and_then(|p| path_modifier(b, o, &format!("{ff}.urlRewrite.path"), p, all_prefix));
-                rewrite = Some(UrlRewrite { hostname: r.hostname.clone(), path });
+                let path = r.path.as_ref().and_then(|p| {
+                    path_modifier(b, o, &format!("{ff}.urlRewrite.path"), p, all_prefix)
+                });
+                rewrite = Some(UrlRewrite {
+                    hostname: r.hostname.clone(),
+                    path,
+                });
             }
-            "RequestMirror" => b.warnings.push(format!("HTTPRoute {ns}/{} {ff}: RequestMirror is not supported yet; ignored", o.name())),
+            "RequestMirror" => b.warnings.push(format!(
+                "HTTPRoute {ns}/{} {ff}: RequestMirror is not supported yet; ignored",
+                o.name()
+            )),
             "ExtensionRef" => fixed = Some((500, "ExtensionRef filters are not supported".into())),
-            other => b.errors.push(o.error(&format!("{ff}.type"), format!("unknown filter type {other:?}"))),
+            other => b.errors.push(o.error(
+                &format!("{ff}.type"),
+                format!("unknown filter type {other:?}"),
+            )),
         }
     }
     if redirect.is_some() && rewrite.is_some() {
-        b.errors.push(o.error(&format!("{field}.filters"), "RequestRedirect and URLRewrite cannot be used together"));
+        b.errors.push(o.error(
+            &format!("{field}.filters"),
+            "RequestRedirect and URLRewrite cannot be used together",
+        ));
     }
-    let timeout = rule.timeouts.as_ref().and_then(|t| t.request.as_deref()).and_then(|d| {
-        parse_duration(d).map_err(|e| b.errors.push(o.error(&format!("{field}.timeouts.request"), e))).ok()
-    });
-    let backend_timeout = rule.timeouts.as_ref().and_then(|t| t.backend_request.as_deref()).and_then(|d| {
-        parse_duration(d).map_err(|e| b.errors.push(o.error(&format!("{field}.timeouts.backendRequest"), e))).ok()
-    });
+    let timeout = rule
+        .timeouts
+        .as_ref()
+        .and_then(|t| t.request.as_deref())
+        .and_then(|d| {
+            parse_duration(d)
+                .map_err(|e| {
+                    b.errors
+                        .push(o.error(&format!("{field}.timeouts.request"), e))
+                })
+                .ok()
+        });
+    let backend_timeout = rule
+        .timeouts
+        .as_ref()
+        .and_then(|t| t.backend_request.as_deref())
+        .and_then(|d| {
+            parse_duration(d)
+                .map_err(|e| {
+                    b.errors
+                        .push(o.error(&format!("{field}.timeouts.backendRequest"), e))
+                })
+                .ok()
+        });
     let kind = if let Some((status, reason)) = fixed {
         ActionKind::Fixed { status, reason }
     } else if let Some(r) = redirect {
         ActionKind::Redirect(r)
     } else if rule.backend_refs.is_empty() {
-        ActionKind::Fixed { status: 500, reason: "rule has no backendRefs".into() }
+        ActionKind::Fixed {
+            status: 500,
+            reason: "rule has no backendRefs".into(),
+        }
     } else {
-        ActionKind::Forward { rewrite, backends: backend_set(b, o, ns, &field, rule) }
+        ActionKind::Forward {
+            rewrite,
+            backends: backend_set(b, o, ns, &field, rule),
+        }
     };
     // Matches are compiled even for a rule with errors, so all errors surface at once.
     let mut compiled = Vec::new();
     for (mi, m) in matches.iter().enumerate() {
         let mf = format!("{field}.matches[{mi}]");
-        let ptype = m.path.as_ref().and_then(|p| p.type_.as_deref()).unwrap_or("PathPrefix");
-        let value = m.path.as_ref().and_then(|p| p.value.clone()).unwrap_or_else(|| "/".into());
+        let ptype = m
+            .path
+            .as_ref()
+            .and_then(|p| p.type_.as_deref())
+            .unwrap_or("PathPrefix");
+        let value = m
+            .path
+            .as_ref()
+            .and_then(|p| p.value.clone())
+            .unwrap_or_else(|| "/".into());
         let path = match ptype {
             "Exact" | "PathPrefix" if !value.starts_with('/') => {
-                b.errors.push(o.error(&format!("{mf}.path.value"), format!("path {value:?} must start with '/'")));
+                b.errors.push(o.error(
+                    &format!("{mf}.path.value"),
+                    format!("path {value:?} must start with '/'"),
+                ));
                 continue;
             }
             "Exact" => PathMatch::Exact(value.clone()),
@@ -422,12 +629,18 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             "RegularExpression" => match Regex::new(&format!("^(?:{value})$")) {
                 Ok(r) => PathMatch::Regex(r),
                 Err(e) => {
-                    b.errors.push(o.error(&format!("{mf}.path.value"), format!("invalid regular expression: {e}")));
+                    b.errors.push(o.error(
+                        &format!("{mf}.path.value"),
+                        format!("invalid regular expression: {e}"),
+                    ));
                     continue;
                 }
             },
             other => {
-                b.errors.push(o.error(&format!("{mf}.path.type"), format!("unsupported path match type {other:?}")));
+                b.errors.push(o.error(
+                    &format!("{mf}.path.type"),
+                    format!("unsupported path match type {other:?}"),
+                ));
                 continue;
             }
         };
@@ -435,7 +648,8 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             Some(s) => match http::Method::from_bytes(s.as_bytes()) {
                 Ok(m) => Some(m),
                 Err(_) => {
-                    b.errors.push(o.error(&format!("{mf}.method"), format!("invalid method {s:?}")));
+                    b.errors
+                        .push(o.error(&format!("{mf}.method"), format!("invalid method {s:?}")));
                     continue;
                 }
             },
@@ -444,13 +658,22 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
         let mut headers: Vec<(http::HeaderName, StrMatch)> = Vec::new();
         for (hi, h) in m.headers.iter().enumerate() {
             let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-                b.errors.push(o.error(&format!("{mf}.headers[{hi}].name"), format!("invalid header name {:?}", h.name)));
+                b.errors.push(o.error(
+                    &format!("{mf}.headers[{hi}].name"),
+                    format!("invalid header name {:?}", h.name),
+                ));
                 continue;
             };
             if headers.iter().any(|(n, _)| *n == name) {
                 continue; // only the first entry for a name counts
             }
-            if let Some(sm) = str_match(b, o, &format!("{mf}.headers[{hi}]"), h.type_.as_deref(), &h.value) {
+            if let Some(sm) = str_match(
+                b,
+                o,
+                &format!("{mf}.headers[{hi}]"),
+                h.type_.as_deref(),
+                &h.value,
+            ) {
                 headers.push((name, sm));
             }
         }
@@ -459,7 +682,13 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             if query.iter().any(|(n, _)| *n == q.name) {
                 continue;
             }
-            if let Some(sm) = str_match(b, o, &format!("{mf}.queryParams[{qi}]"), q.type_.as_deref(), &q.value) {
+            if let Some(sm) = str_match(
+                b,
+                o,
+                &format!("{mf}.queryParams[{qi}]"),
+                q.type_.as_deref(),
+                &q.value,
+            ) {
                 query.push((q.name.clone(), sm));
             }
         }
@@ -471,7 +700,13 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
             PathMatch::Prefix(v) => (2, v.len()),
         };
         let key = SortKey(
-            vec![class, -(len as i64), if method.is_some() { 0 } else { 1 }, -(headers.len() as i64), -(query.len() as i64)],
+            vec![
+                class,
+                -(len as i64),
+                if method.is_some() { 0 } else { 1 },
+                -(headers.len() as i64),
+                -(query.len() as i64),
+            ],
             format!("{:020}/{ns}/{}", created(o), o.name()),
             vec![ri as i64, mi as i64],
         );
@@ -490,29 +725,56 @@ fn compile_rule(b: &mut Builder<'_>, o: &StoredObject, ns: &str, ri: usize, rule
         backend_timeout,
     });
     for (key, path, method, headers, query) in compiled {
-        out.push(CompiledMatch { key, entry: RouteEntry { path, method, headers, query, action: action.clone() } });
+        out.push(CompiledMatch {
+            key,
+            entry: RouteEntry {
+                path,
+                method,
+                headers,
+                query,
+                action: action.clone(),
+            },
+        });
     }
     true
 }
 
-fn str_match(b: &mut Builder<'_>, o: &StoredObject, field: &str, t: Option<&str>, value: &str) -> Option<StrMatch> {
+fn str_match(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    field: &str,
+    t: Option<&str>,
+    value: &str,
+) -> Option<StrMatch> {
     match t.unwrap_or("Exact") {
         "Exact" => Some(StrMatch::Exact(value.to_string())),
         "RegularExpression" => match Regex::new(value) {
             Ok(r) => Some(StrMatch::Regex(r)),
             Err(e) => {
-                b.errors.push(o.error(&format!("{field}.value"), format!("invalid regular expression: {e}")));
+                b.errors.push(o.error(
+                    &format!("{field}.value"),
+                    format!("invalid regular expression: {e}"),
+                ));
                 None
             }
         },
         other => {
-            b.errors.push(o.error(&format!("{field}.type"), format!("unsupported match type {other:?}")));
+            b.errors.push(o.error(
+                &format!("{field}.type"),
+                format!("unsupported match type {other:?}"),
+            ));
             None
         }
     }
 }
 
-fn backend_set(b: &mut Builder<'_>, o: &StoredObject, ns: &str, field: &str, rule: &HttpRouteRule) -> BackendSet {
+fn backend_set(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    ns: &str,
+    field: &str,
+    rule: &HttpRouteRule,
+) -> BackendSet {
     let mut set = BackendSet::default();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
@@ -520,12 +782,22 @@ fn backend_set(b: &mut Builder<'_>, o: &StoredObject, ns: &str, field: &str, rul
             continue;
         }
         let target_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
-        let problem = if !r.group.as_deref().unwrap_or("").is_empty() || r.kind.as_deref().unwrap_or("Service") != "Service" {
-            Some(format!("backend kind {:?} is not supported", r.kind.as_deref().unwrap_or("Service")))
+        let problem = if !r.group.as_deref().unwrap_or("").is_empty()
+            || r.kind.as_deref().unwrap_or("Service") != "Service"
+        {
+            Some(format!(
+                "backend kind {:?} is not supported",
+                r.kind.as_deref().unwrap_or("Service")
+            ))
         } else if r.port.is_none() {
             Some("port is required for a Service backend".to_string())
-        } else if target_ns != ns && !reference_granted(b, "HTTPRoute", ns, "Service", &target_ns, &r.name) {
-            Some(format!("no ReferenceGrant in {target_ns} allows HTTPRoutes in {ns} to use Service {}", r.name))
+        } else if target_ns != ns
+            && !reference_granted(b, "HTTPRoute", ns, "Service", &target_ns, &r.name)
+        {
+            Some(format!(
+                "no ReferenceGrant in {target_ns} allows HTTPRoutes in {ns} to use Service {}",
+                r.name
+            ))
         } else {
             None
         };
@@ -536,12 +808,21 @@ fn backend_set(b: &mut Builder<'_>, o: &StoredObject, ns: &str, field: &str, rul
         let target = match target {
             Ok(c) => BackendTarget::Cluster(c),
             Err(reason) => {
-                b.warnings.push(format!("HTTPRoute {ns}/{} {field}.backendRefs[{bi}]: {reason}", o.name()));
-                BackendTarget::Invalid { status: 500, reason }
+                b.warnings.push(format!(
+                    "HTTPRoute {ns}/{} {field}.backendRefs[{bi}]: {reason}",
+                    o.name()
+                ));
+                BackendTarget::Invalid {
+                    status: 500,
+                    reason,
+                }
             }
         };
         if !r.filters.is_empty() {
-            b.warnings.push(format!("HTTPRoute {ns}/{} {field}.backendRefs[{bi}].filters: not supported yet; ignored", o.name()));
+            b.warnings.push(format!(
+                "HTTPRoute {ns}/{} {field}.backendRefs[{bi}].filters: not supported yet; ignored",
+                o.name()
+            ));
         }
         set.total += weight;
         set.items.push(WeightedBackend { weight, target });

@@ -25,7 +25,12 @@ pub struct HostTable<T> {
 
 impl<T> HostTable<T> {
     pub fn new(mode: WildcardMode) -> Self {
-        HostTable { exact: HashMap::new(), wildcard: Vec::new(), any: None, mode }
+        HostTable {
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+            any: None,
+            mode,
+        }
     }
 
     /// Inserts under `host` (`None` or `*` for the catch-all); returns false when taken.
@@ -43,7 +48,7 @@ impl<T> HostTable<T> {
                     return false;
                 }
                 self.wildcard.push((suffix, value));
-                self.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+                self.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
             }
             Some(h) => {
                 let h = h.to_ascii_lowercase();
@@ -95,7 +100,10 @@ impl<T> HostTable<T> {
             None | Some("*") | Some("") => self.any.as_mut(),
             Some(h) if h.starts_with("*.") => {
                 let suffix = h[1..].to_ascii_lowercase();
-                self.wildcard.iter_mut().find(|(s, _)| *s == suffix).map(|(_, v)| v)
+                self.wildcard
+                    .iter_mut()
+                    .find(|(s, _)| *s == suffix)
+                    .map(|(_, v)| v)
             }
             Some(h) => self.exact.get_mut(&h.to_ascii_lowercase()),
         }
@@ -129,7 +137,9 @@ fn covered_by(host: &str, pattern: &str) -> bool {
 /// specific of the two when one covers the other, else `None`.
 pub fn intersect(listener: Option<&str>, route: &str) -> Option<String> {
     let route = route.to_ascii_lowercase();
-    let Some(listener) = listener else { return Some(route) };
+    let Some(listener) = listener else {
+        return Some(route);
+    };
     let listener = listener.to_ascii_lowercase();
     if covered_by(&route, &listener) {
         Some(route)
@@ -200,12 +210,24 @@ mod tests {
     #[test]
     fn hostname_intersection() {
         assert_eq!(intersect(None, "a.com").as_deref(), Some("a.com"));
-        assert_eq!(intersect(Some("*.example.com"), "foo.example.com").as_deref(), Some("foo.example.com"));
-        assert_eq!(intersect(Some("foo.example.com"), "*.example.com").as_deref(), Some("foo.example.com"));
-        assert_eq!(intersect(Some("*.example.com"), "*.foo.example.com").as_deref(), Some("*.foo.example.com"));
+        assert_eq!(
+            intersect(Some("*.example.com"), "foo.example.com").as_deref(),
+            Some("foo.example.com")
+        );
+        assert_eq!(
+            intersect(Some("foo.example.com"), "*.example.com").as_deref(),
+            Some("foo.example.com")
+        );
+        assert_eq!(
+            intersect(Some("*.example.com"), "*.foo.example.com").as_deref(),
+            Some("*.foo.example.com")
+        );
         assert_eq!(intersect(Some("*.example.com"), "example.com"), None);
         assert_eq!(intersect(Some("a.com"), "b.com"), None);
-        assert_eq!(intersect(Some("*.example.com"), "*.example.com").as_deref(), Some("*.example.com"));
+        assert_eq!(
+            intersect(Some("*.example.com"), "*.example.com").as_deref(),
+            Some("*.example.com")
+        );
     }
 
     #[test]

@@ -5,7 +5,9 @@ use crate::backends::{resolve, PortRef};
 use crate::builder::{Builder, SectionRoutes, SortKey};
 use crate::hosts::{valid_hostname, HostTable, WildcardMode};
 use crate::routes::{PathMatch, RouteEntry};
-use crate::snapshot::{ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend};
+use crate::snapshot::{
+    ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend,
+};
 use gatehouse_model::{Object, StoredObject, INGRESS_CONTROLLER};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::collections::HashSet;
@@ -31,12 +33,18 @@ fn our_classes(b: &Builder<'_>) -> (HashSet<String>, bool) {
     let mut names = HashSet::new();
     let mut has_default = false;
     for o in b.store.of_kind("IngressClass") {
-        let Object::IngressClass(c) = &o.object else { continue };
+        let Object::IngressClass(c) = &o.object else {
+            continue;
+        };
         if c.spec.as_ref().and_then(|s| s.controller.as_deref()) != Some(INGRESS_CONTROLLER) {
             continue;
         }
         names.insert(o.name().to_string());
-        let default = c.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION));
+        let default = c
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION));
         has_default |= default.map(String::as_str) == Some("true");
     }
     (names, has_default)
@@ -47,7 +55,12 @@ fn is_ours(ing: &Ingress, classes: &HashSet<String>, has_default: bool) -> Optio
         .spec
         .as_ref()
         .and_then(|s| s.ingress_class_name.clone())
-        .or_else(|| ing.metadata.annotations.as_ref().and_then(|a| a.get(LEGACY_CLASS_ANNOTATION).cloned()));
+        .or_else(|| {
+            ing.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION).cloned())
+        });
     match class {
         Some(c) => Some(classes.contains(&c)),
         None if has_default => Some(true),
@@ -59,7 +72,9 @@ pub fn translate(b: &mut Builder<'_>) {
     let (classes, has_default) = our_classes(b);
     let mut ingresses: Vec<&StoredObject> = Vec::new();
     for o in b.store.of_kind("Ingress") {
-        let Object::Ingress(ing) = &o.object else { continue };
+        let Object::Ingress(ing) = &o.object else {
+            continue;
+        };
         match is_ours(ing, &classes, has_default) {
             Some(true) => ingresses.push(o),
             Some(false) => {}
@@ -82,7 +97,9 @@ pub fn translate(b: &mut Builder<'_>) {
     let mut certs = Vec::new();
     let mut fallback: Option<Arc<RouteAction>> = None;
     for o in ingresses {
-        let Object::Ingress(ing) = &o.object else { continue };
+        let Object::Ingress(ing) = &o.object else {
+            continue;
+        };
         b.summary.ingresses += 1;
         let ns = o.namespace().to_string();
         let id = format!("ingress/{ns}/{}", o.name());
@@ -111,7 +128,9 @@ pub fn translate(b: &mut Builder<'_>) {
             backend_timeout: None,
         });
         for (ti, t) in spec.tls.iter().flatten().enumerate() {
-            let Some(secret) = &t.secret_name else { continue };
+            let Some(secret) = &t.secret_name else {
+                continue;
+            };
             let Some(key) = b.certs.get(&(ns.clone(), secret.clone())).cloned() else {
                 b.warnings.push(format!("Ingress {ns}/{}: spec.tls[{ti}].secretName: TLS Secret {ns}/{secret} not found", o.name()));
                 continue;
@@ -143,7 +162,10 @@ pub fn translate(b: &mut Builder<'_>) {
             let host = rule.host.clone().filter(|h| !h.is_empty());
             if let Some(h) = &host {
                 if !valid_hostname(h, true) {
-                    b.errors.push(o.error(&format!("spec.rules[{ri}].host"), format!("invalid hostname {h:?}")));
+                    b.errors.push(o.error(
+                        &format!("spec.rules[{ri}].host"),
+                        format!("invalid hostname {h:?}"),
+                    ));
                     continue;
                 }
             }
@@ -153,11 +175,16 @@ pub fn translate(b: &mut Builder<'_>) {
                 let value = p.path.clone().unwrap_or_else(|| "/".into());
                 let path = match p.path_type.as_str() {
                     "Exact" | "Prefix" | "ImplementationSpecific" if !value.starts_with('/') => {
-                        b.errors.push(o.error(&format!("{field}.path"), format!("path {value:?} must start with '/'")));
+                        b.errors.push(o.error(
+                            &format!("{field}.path"),
+                            format!("path {value:?} must start with '/'"),
+                        ));
                         continue;
                     }
                     "Exact" => PathMatch::Exact(value.clone()),
-                    "Prefix" | "ImplementationSpecific" => PathMatch::Prefix(value.trim_end_matches('/').to_string()),
+                    "Prefix" | "ImplementationSpecific" => {
+                        PathMatch::Prefix(value.trim_end_matches('/').to_string())
+                    }
                     other => {
                         b.errors.push(o.error(
                             &format!("{field}.pathType"),
@@ -166,7 +193,13 @@ pub fn translate(b: &mut Builder<'_>) {
                         continue;
                     }
                 };
-                let Some(action) = backend_action(b, o, &p.backend, &format!("{field}.backend"), format!("{id}")) else {
+                let Some(action) = backend_action(
+                    b,
+                    o,
+                    &p.backend,
+                    &format!("{field}.backend"),
+                    id.clone(),
+                ) else {
                     continue;
                 };
                 let (class, len) = match &path {
@@ -176,7 +209,11 @@ pub fn translate(b: &mut Builder<'_>) {
                 };
                 own_rules.push(PendingEntry {
                     host: host.clone(),
-                    key: SortKey(vec![class, -(len as i64)], format!("{:020}/{ns}/{}", created(o), o.name()), vec![ri as i64, pi as i64]),
+                    key: SortKey(
+                        vec![class, -(len as i64)],
+                        format!("{:020}/{ns}/{}", created(o), o.name()),
+                        vec![ri as i64, pi as i64],
+                    ),
                     path,
                     action,
                     redirect: ssl_redirect.then(|| redirect.clone()),
@@ -201,33 +238,64 @@ pub fn translate(b: &mut Builder<'_>) {
             (Some(r), true) => r.clone(),
             _ => e.action.clone(),
         };
-        let entry = |action| RouteEntry { path: e.path.clone(), method: None, headers: vec![], query: vec![], action };
+        let entry = |action| RouteEntry {
+            path: e.path.clone(),
+            method: None,
+            headers: vec![],
+            query: vec![],
+            action,
+        };
         http.add(e.host.clone(), e.key.clone(), entry(plain_action));
         https.add(e.host.clone(), e.key.clone(), entry(e.action.clone()));
     }
     let (hosts, n) = http.build(WildcardMode::SingleLabel);
     b.summary.routes += n;
     let http_addr = b.opts.http_addr;
-    let section = Section { name: "ingress-http".into(), listener_port: http_addr.port(), https: false, hosts, fallback: fallback.clone() };
+    let section = Section {
+        name: "ingress-http".into(),
+        listener_port: http_addr.port(),
+        https: false,
+        hosts,
+        fallback: fallback.clone(),
+    };
     if let Err(e) = b.add_section(http_addr, None, section, vec![], "Ingress http".into()) {
-        b.warnings.push(format!("Ingress HTTP listener not bound: {e}"));
+        b.warnings
+            .push(format!("Ingress HTTP listener not bound: {e}"));
     }
     if !certs.is_empty() {
         let (hosts, _) = https.build(WildcardMode::SingleLabel);
         let https_addr = b.opts.https_addr;
-        let section = Section { name: "ingress-https".into(), listener_port: https_addr.port(), https: true, hosts, fallback };
+        let section = Section {
+            name: "ingress-https".into(),
+            listener_port: https_addr.port(),
+            https: true,
+            hosts,
+            fallback,
+        };
         if let Err(e) = b.add_section(https_addr, None, section, certs, "Ingress https".into()) {
-            b.warnings.push(format!("Ingress HTTPS listener not bound: {e}"));
+            b.warnings
+                .push(format!("Ingress HTTPS listener not bound: {e}"));
         }
     }
 }
 
 /// Creation time in seconds since the epoch (0 when unset), for oldest-first ordering.
 pub fn created(o: &StoredObject) -> i64 {
-    o.object.metadata().creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0)
+    o.object
+        .metadata()
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
 }
 
-fn backend_action(b: &mut Builder<'_>, o: &StoredObject, be: &IngressBackend, field: &str, name: String) -> Option<Arc<RouteAction>> {
+fn backend_action(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    be: &IngressBackend,
+    field: &str,
+    name: String,
+) -> Option<Arc<RouteAction>> {
     let ns = o.namespace().to_string();
     let target = match (&be.service, &be.resource) {
         (Some(svc), _) => {
@@ -235,19 +303,29 @@ fn backend_action(b: &mut Builder<'_>, o: &StoredObject, be: &IngressBackend, fi
                 Some((Some(n), _)) => PortRef::Number(n),
                 Some((None, Some(n))) => PortRef::Name(n),
                 _ => {
-                    b.errors.push(o.error(&format!("{field}.service.port"), "port.number or port.name is required"));
+                    b.errors.push(o.error(
+                        &format!("{field}.service.port"),
+                        "port.number or port.name is required",
+                    ));
                     return None;
                 }
             };
             match resolve(b, &ns, &svc.name, port) {
                 Ok(c) => BackendTarget::Cluster(c),
                 Err(reason) => {
-                    b.warnings.push(format!("Ingress {ns}/{}: {field}: {reason}", o.name()));
-                    BackendTarget::Invalid { status: 503, reason }
+                    b.warnings
+                        .push(format!("Ingress {ns}/{}: {field}: {reason}", o.name()));
+                    BackendTarget::Invalid {
+                        status: 503,
+                        reason,
+                    }
                 }
             }
         }
-        (None, Some(_)) => BackendTarget::Invalid { status: 503, reason: "resource backends are not supported".into() },
+        (None, Some(_)) => BackendTarget::Invalid {
+            status: 503,
+            reason: "resource backends are not supported".into(),
+        },
         (None, None) => {
             b.errors.push(o.error(field, "backend.service is required"));
             return None;
@@ -258,7 +336,13 @@ fn backend_action(b: &mut Builder<'_>, o: &StoredObject, be: &IngressBackend, fi
         name: Arc::from(name),
         request_headers: None,
         response_headers: None,
-        kind: ActionKind::Forward { rewrite: None, backends: BackendSet { total: 1, items: vec![WeightedBackend { weight: 1, target }] } },
+        kind: ActionKind::Forward {
+            rewrite: None,
+            backends: BackendSet {
+                total: 1,
+                items: vec![WeightedBackend { weight: 1, target }],
+            },
+        },
         timeout: None,
         backend_timeout: None,
     }))

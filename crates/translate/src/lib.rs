@@ -1,6 +1,9 @@
 //! Translation: a pure function from the object store to an immutable, compiled
 //! [`Snapshot`]. All validation happens here; the data plane only sees the result.
 
+// ConfigError is built on the cold path of a rejected config; its size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod backends;
 pub mod duration;
 pub mod gateway;
@@ -47,8 +50,12 @@ pub struct ListenMapEntry {
 impl std::str::FromStr for ListenMapEntry {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (lhs, addr) = s.split_once('=').ok_or_else(|| format!("{s:?}: expected PORT=ADDR"))?;
-        let addr: SocketAddr = addr.parse().map_err(|e| format!("{s:?}: bad address {addr:?}: {e}"))?;
+        let (lhs, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected PORT=ADDR"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("{s:?}: bad address {addr:?}: {e}"))?;
         let (gateway, port) = match lhs.rsplit_once(':') {
             Some((gw, port)) => {
                 let (ns, name) = gw
@@ -58,8 +65,14 @@ impl std::str::FromStr for ListenMapEntry {
             }
             None => (None, lhs),
         };
-        let port = port.parse().map_err(|e| format!("{s:?}: bad port {port:?}: {e}"))?;
-        Ok(ListenMapEntry { gateway, port, addr })
+        let port = port
+            .parse()
+            .map_err(|e| format!("{s:?}: bad port {port:?}: {e}"))?;
+        Ok(ListenMapEntry {
+            gateway,
+            port,
+            addr,
+        })
     }
 }
 
@@ -67,9 +80,16 @@ impl TranslateOptions {
     /// The address a Gateway listener with `port` binds.
     pub fn gateway_bind(&self, namespace: &str, name: &str, port: u16) -> SocketAddr {
         let specific = self.listen_map.iter().find(|e| {
-            e.port == port && e.gateway.as_ref().is_some_and(|(n, g)| n == namespace && g == name)
+            e.port == port
+                && e.gateway
+                    .as_ref()
+                    .is_some_and(|(n, g)| n == namespace && g == name)
         });
-        let any = || self.listen_map.iter().find(|e| e.port == port && e.gateway.is_none());
+        let any = || {
+            self.listen_map
+                .iter()
+                .find(|e| e.port == port && e.gateway.is_none())
+        };
         specific
             .or_else(any)
             .map(|e| e.addr)
@@ -79,7 +99,11 @@ impl TranslateOptions {
 
 /// Translates every object in the store into a Snapshot with `version`, or returns
 /// every error found (the caller then keeps its previous Snapshot).
-pub fn translate(store: &ObjectStore, opts: &TranslateOptions, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+pub fn translate(
+    store: &ObjectStore,
+    opts: &TranslateOptions,
+    version: u64,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut b = builder::Builder::new(store, opts);
     ingress::translate(&mut b);
     gateway::translate(&mut b);

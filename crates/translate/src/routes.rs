@@ -55,7 +55,11 @@ impl RouteEntry {
             }
         }
         for (name, m) in &self.headers {
-            let ok = req.headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|v| m.matches(v)));
+            let ok = req
+                .headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| m.matches(v)));
             if !ok {
                 return false;
             }
@@ -124,7 +128,10 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds a table from entries already sorted by precedence.
     pub fn new(entries: Vec<RouteEntry>) -> Self {
-        let mut t = RouteTable { entries, ..Default::default() };
+        let mut t = RouteTable {
+            entries,
+            ..Default::default()
+        };
         for (i, e) in t.entries.iter().enumerate() {
             let i = i as u32;
             match &e.path {
@@ -225,31 +232,60 @@ mod tests {
             name: Arc::from(format!("r{id}")),
             request_headers: None,
             response_headers: None,
-            kind: ActionKind::Forward { rewrite: None, backends: BackendSet::default() },
+            kind: ActionKind::Forward {
+                rewrite: None,
+                backends: BackendSet::default(),
+            },
             timeout: None,
             backend_timeout: None,
         })
     }
 
     fn entry(path: PathMatch, id: u32) -> RouteEntry {
-        RouteEntry { path, method: None, headers: vec![], query: vec![], action: action(id) }
+        RouteEntry {
+            path,
+            method: None,
+            headers: vec![],
+            query: vec![],
+            action: action(id),
+        }
     }
 
-    fn find(t: &RouteTable, method: &http::Method, path: &str, query: Option<&str>, h: &http::HeaderMap) -> Option<u32> {
-        t.find(&RequestView { method, path, query, headers: h }).map(|e| e.action.id)
+    fn find(
+        t: &RouteTable,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        h: &http::HeaderMap,
+    ) -> Option<u32> {
+        t.find(&RequestView {
+            method,
+            path,
+            query,
+            headers: h,
+        })
+        .map(|e| e.action.id)
     }
 
     #[test]
     fn precedence_and_prefix_boundaries() {
         let mut with_header = entry(PathMatch::Prefix("/api".into()), 2);
-        with_header.headers.push((http::HeaderName::from_static("x-v"), StrMatch::Exact("2".into())));
+        with_header.headers.push((
+            http::HeaderName::from_static("x-v"),
+            StrMatch::Exact("2".into()),
+        ));
         let mut with_query = entry(PathMatch::Prefix("".into()), 5);
-        with_query.query.push(("q".into(), StrMatch::Exact("a b".into())));
+        with_query
+            .query
+            .push(("q".into(), StrMatch::Exact("a b".into())));
         let t = RouteTable::new(vec![
             entry(PathMatch::Exact("/api/exact".into()), 1),
             with_header,
             entry(PathMatch::Prefix("/api".into()), 3),
-            entry(PathMatch::Regex(Regex::new("^/re/[0-9]+$").expect("regex")), 4),
+            entry(
+                PathMatch::Regex(Regex::new("^/re/[0-9]+$").expect("regex")),
+                4,
+            ),
             with_query,
             entry(PathMatch::Prefix("".into()), 6),
         ]);

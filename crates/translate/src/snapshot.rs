@@ -94,10 +94,16 @@ pub struct RouteAction {
 
 #[derive(Debug)]
 pub enum ActionKind {
-    Forward { rewrite: Option<UrlRewrite>, backends: BackendSet },
+    Forward {
+        rewrite: Option<UrlRewrite>,
+        backends: BackendSet,
+    },
     Redirect(Redirect),
     /// A fixed response, e.g. 500 for a rule whose backends cannot be resolved.
-    Fixed { status: u16, reason: String },
+    Fixed {
+        status: u16,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Default, Clone)]
@@ -159,7 +165,10 @@ pub struct WeightedBackend {
 pub enum BackendTarget {
     Cluster(Arc<Cluster>),
     /// Cannot be resolved: requests that land here get `status`.
-    Invalid { status: u16, reason: String },
+    Invalid {
+        status: u16,
+        reason: String,
+    },
 }
 
 impl BackendSet {
@@ -171,7 +180,7 @@ impl BackendSet {
         if self.items.len() == 1 {
             return Some(&self.items[0].target);
         }
-        let mut r = (random as u64 * self.total as u64 >> 32) as u32;
+        let mut r = ((random as u64 * self.total as u64) >> 32) as u32;
         for item in &self.items {
             if r < item.weight {
                 return Some(&item.target);

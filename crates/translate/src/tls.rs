@@ -18,12 +18,18 @@ pub struct SniTable {
 
 impl SniTable {
     pub fn new() -> Self {
-        SniTable { certs: HostTable::new(WildcardMode::MultiLabel), default: None }
+        SniTable {
+            certs: HostTable::new(WildcardMode::MultiLabel),
+            default: None,
+        }
     }
 
     /// The certificate for `server_name` (the default one when no SNI or no match).
     pub fn resolve(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        server_name.and_then(|n| self.certs.lookup(n)).or(self.default.as_ref()).cloned()
+        server_name
+            .and_then(|n| self.certs.lookup(n))
+            .or(self.default.as_ref())
+            .cloned()
     }
 }
 
@@ -41,7 +47,10 @@ pub fn certified_key(secret: &StoredObject) -> Result<Arc<CertifiedKey>, ConfigE
     let data = s.data.as_ref();
     let get = |k: &str| data.and_then(|d| d.get(k)).map(|b| b.0.as_slice());
     // Point at the field the manifest used: stringData (merged into data) or data.
-    let in_string_data = secret.origin.as_ref().is_some_and(|o| o.text.lines().any(|l| l.starts_with("stringData:")));
+    let in_string_data = secret
+        .origin
+        .as_ref()
+        .is_some_and(|o| o.text.lines().any(|l| l.starts_with("stringData:")));
     let base = if in_string_data { "stringData" } else { "data" };
     let crt_field = format!("{base}[tls.crt]");
     let key_field = format!("{base}[tls.key]");

@@ -4,7 +4,9 @@
 use gatehouse_model::manifest::parse_manifest;
 use gatehouse_model::{ConfigError, ObjectStore};
 use gatehouse_translate::routes::RequestView;
-use gatehouse_translate::{translate, ListenMapEntry, Snapshot, TranslateOptions, UpstreamProtocol};
+use gatehouse_translate::{
+    translate, ListenMapEntry, Snapshot, TranslateOptions, UpstreamProtocol,
+};
 use std::net::SocketAddr;
 
 const CLASSES: &str = "apiVersion: networking.k8s.io/v1
@@ -39,7 +41,12 @@ fn route_name(s: &Snapshot, addr: SocketAddr, host: &str, path: &str) -> Option<
     let port = s.port(addr)?;
     let section = port.sections.lookup(host)?;
     let headers = http::HeaderMap::new();
-    let view = RequestView { method: &http::Method::GET, path, query: None, headers: &headers };
+    let view = RequestView {
+        method: &http::Method::GET,
+        path,
+        query: None,
+        headers: &headers,
+    };
     let table = section.hosts.lookup(host)?;
     table.find(&view).map(|e| e.action.name.to_string())
 }
@@ -107,18 +114,33 @@ fn ingress_class_selection() {
     // Without a default class the classless Ingress is ignored (with a warning).
     let s = run(&[CLASSES, &objects].concat()).expect("valid");
     assert_eq!(s.summary.ingresses, 1);
-    assert!(s.warnings.iter().any(|w| w.contains("Ingress default/classless")), "{:?}", s.warnings);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("Ingress default/classless")),
+        "{:?}",
+        s.warnings
+    );
     // With the default-class annotation it is ours.
     let s = run(&[default_class.as_str(), &objects].concat()).expect("valid");
     assert_eq!(s.summary.ingresses, 2);
     let http = TranslateOptions::default().http_addr;
-    assert_eq!(route_name(&s, http, "classless.example", "/").as_deref(), Some("ingress/default/classless"));
+    assert_eq!(
+        route_name(&s, http, "classless.example", "/").as_deref(),
+        Some("ingress/default/classless")
+    );
     assert_eq!(route_name(&s, http, "other.example", "/"), None);
 }
 
 #[test]
 fn endpoints_follow_conditions_ports_and_app_protocol() {
-    let yaml = [CLASSES, SVC, &ingress("a", "  ingressClassName: gatehouse\n", "{name: http}"), &ingress("b", "  ingressClassName: gatehouse\n", "{number: 81}")].concat();
+    let yaml = [
+        CLASSES,
+        SVC,
+        &ingress("a", "  ingressClassName: gatehouse\n", "{name: http}"),
+        &ingress("b", "  ingressClassName: gatehouse\n", "{number: 81}"),
+    ]
+    .concat();
     let s = run(&yaml).expect("valid");
     let http = &s.clusters["default/web:80"];
     // 10.0.0.3 has no conditions (ready by default); 10.0.0.2 is terminating.
@@ -132,8 +154,18 @@ fn endpoints_follow_conditions_ports_and_app_protocol() {
     let draining = SVC
         .replace("- addresses: [10.0.0.1]\n  conditions: {ready: true}\n", "")
         .replace("- addresses: [10.0.0.3]\n", "");
-    let s = run(&[CLASSES, &draining, &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}")].concat()).expect("valid");
-    let eps: Vec<String> = s.clusters["default/web:80"].endpoints.iter().map(|e| e.to_string()).collect();
+    let s = run(&[
+        CLASSES,
+        &draining,
+        &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}"),
+    ]
+    .concat())
+    .expect("valid");
+    let eps: Vec<String> = s.clusters["default/web:80"]
+        .endpoints
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
     assert_eq!(eps, ["10.0.0.2:8080"]);
 }
 
@@ -156,9 +188,23 @@ spec:
 ";
     let errs = errors(&[CLASSES, SVC, bad].concat());
     assert_eq!(errs.len(), 3, "{errs:?}");
-    assert!(errs[0].contains("Ingress default/bad: field spec.rules[0].host: invalid hostname"), "{}", errs[0]);
-    assert!(errs[1].contains("field spec.rules[1].http.paths[0].path: path \"relative\" must start with '/'"), "{}", errs[1]);
-    assert!(errs[2].contains("field spec.rules[1].http.paths[1].backend.service.port"), "{}", errs[2]);
+    assert!(
+        errs[0].contains("Ingress default/bad: field spec.rules[0].host: invalid hostname"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(
+            "field spec.rules[1].http.paths[0].path: path \"relative\" must start with '/'"
+        ),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("field spec.rules[1].http.paths[1].backend.service.port"),
+        "{}",
+        errs[2]
+    );
 }
 
 fn gateway_with(listeners: &str, rules: &str) -> String {
@@ -196,12 +242,45 @@ fn httproute_errors_name_the_field() {
     ];
     for (rules, want) in cases {
         let errs = errors(&[CLASSES, SVC, &gateway_with(listeners, rules)].concat());
-        assert!(errs.iter().any(|e| e.contains("HTTPRoute default/r: field ") && e.contains(want)), "want {want:?}, got {errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("HTTPRoute default/r: field ") && e.contains(want)),
+            "want {want:?}, got {errs:?}"
+        );
     }
-    let errs = errors(&[CLASSES, SVC, &gateway_with("  - {name: h, protocol: HTTPS, port: 443}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat());
-    assert!(errs.iter().any(|e| e.contains("Gateway default/gw: field spec.listeners[0]: HTTPS listener needs tls")), "{errs:?}");
-    let errs = errors(&[CLASSES, SVC, &gateway_with("  - {name: h, protocol: HTTP, port: 80, hostname: \"a..b\"}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat());
-    assert!(errs.iter().any(|e| e.contains("field spec.listeners[0].hostname")), "{errs:?}");
+    let errs = errors(
+        &[
+            CLASSES,
+            SVC,
+            &gateway_with(
+                "  - {name: h, protocol: HTTPS, port: 443}\n",
+                "  - backendRefs: [{name: web, port: 80}]\n",
+            ),
+        ]
+        .concat(),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e
+                .contains("Gateway default/gw: field spec.listeners[0]: HTTPS listener needs tls")),
+        "{errs:?}"
+    );
+    let errs = errors(
+        &[
+            CLASSES,
+            SVC,
+            &gateway_with(
+                "  - {name: h, protocol: HTTP, port: 80, hostname: \"a..b\"}\n",
+                "  - backendRefs: [{name: web, port: 80}]\n",
+            ),
+        ]
+        .concat(),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("field spec.listeners[0].hostname")),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -214,32 +293,81 @@ spec:
   gatewayClassName: gatehouse
   listeners: [{name: http, protocol: HTTP, port: 80}]
 ";
-    let yaml = [CLASSES, SVC, &gateway_with("  - {name: http, protocol: HTTP, port: 80}\n", "  - backendRefs: [{name: web, port: 80}]\n"), second].concat();
+    let yaml = [
+        CLASSES,
+        SVC,
+        &gateway_with(
+            "  - {name: http, protocol: HTTP, port: 80}\n",
+            "  - backendRefs: [{name: web, port: 80}]\n",
+        ),
+        second,
+    ]
+    .concat();
     let s = run(&yaml).expect("a conflict is not a config error");
-    assert!(s.warnings.iter().any(|w| w.contains("Gateway default/gw2 listener http not programmed")), "{:?}", s.warnings);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("Gateway default/gw2 listener http not programmed")),
+        "{:?}",
+        s.warnings
+    );
     let addr: SocketAddr = "0.0.0.0:80".parse().expect("addr");
-    assert_eq!(route_name(&s, addr, "any.example", "/").as_deref(), Some("httproute/default/r/rule/0"));
+    assert_eq!(
+        route_name(&s, addr, "any.example", "/").as_deref(),
+        Some("httproute/default/r/rule/0")
+    );
 }
 
 #[test]
 fn listen_map_rebinds_ports() {
     let e: ListenMapEntry = "80=127.0.0.1:8000".parse().expect("parse");
-    assert_eq!(e, ListenMapEntry { gateway: None, port: 80, addr: "127.0.0.1:8000".parse().expect("addr") });
+    assert_eq!(
+        e,
+        ListenMapEntry {
+            gateway: None,
+            port: 80,
+            addr: "127.0.0.1:8000".parse().expect("addr")
+        }
+    );
     let g: ListenMapEntry = "infra/edge:443=127.0.0.1:8443".parse().expect("parse");
     assert_eq!(g.gateway, Some(("infra".to_string(), "edge".to_string())));
     assert!("x=1".parse::<ListenMapEntry>().is_err());
     assert!("80=nowhere".parse::<ListenMapEntry>().is_err());
-    let opts = TranslateOptions { listen_map: vec![e, g], ..TranslateOptions::default() };
-    assert_eq!(opts.gateway_bind("infra", "edge", 443).to_string(), "127.0.0.1:8443");
-    assert_eq!(opts.gateway_bind("default", "gw", 80).to_string(), "127.0.0.1:8000");
-    assert_eq!(opts.gateway_bind("default", "gw", 443).to_string(), "0.0.0.0:443");
+    let opts = TranslateOptions {
+        listen_map: vec![e, g],
+        ..TranslateOptions::default()
+    };
+    assert_eq!(
+        opts.gateway_bind("infra", "edge", 443).to_string(),
+        "127.0.0.1:8443"
+    );
+    assert_eq!(
+        opts.gateway_bind("default", "gw", 80).to_string(),
+        "127.0.0.1:8000"
+    );
+    assert_eq!(
+        opts.gateway_bind("default", "gw", 443).to_string(),
+        "0.0.0.0:443"
+    );
 }
 
 #[test]
 fn translation_is_deterministic() {
-    let yaml = [CLASSES, SVC, &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}"), &gateway_with("  - {name: http, protocol: HTTP, port: 80}\n", "  - backendRefs: [{name: web, port: 80}]\n")].concat();
+    let yaml = [
+        CLASSES,
+        SVC,
+        &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}"),
+        &gateway_with(
+            "  - {name: http, protocol: HTTP, port: 80}\n",
+            "  - backendRefs: [{name: web, port: 80}]\n",
+        ),
+    ]
+    .concat();
     let a = run(&yaml).expect("valid");
     let b = run(&yaml).expect("valid");
     assert_eq!(a.route_names, b.route_names);
-    assert_eq!(a.clusters.keys().collect::<Vec<_>>(), b.clusters.keys().collect::<Vec<_>>());
+    assert_eq!(
+        a.clusters.keys().collect::<Vec<_>>(),
+        b.clusters.keys().collect::<Vec<_>>()
+    );
 }
