@@ -193,13 +193,9 @@ pub fn translate(b: &mut Builder<'_>) {
                         continue;
                     }
                 };
-                let Some(action) = backend_action(
-                    b,
-                    o,
-                    &p.backend,
-                    &format!("{field}.backend"),
-                    id.clone(),
-                ) else {
+                let Some(action) =
+                    backend_action(b, o, &p.backend, &format!("{field}.backend"), id.clone())
+                else {
                     continue;
                 };
                 let (class, len) = match &path {
