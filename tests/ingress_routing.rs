@@ -234,3 +234,52 @@ async fn default_backend_and_malformed_requests() {
     assert!(both.starts_with("HTTP/1.1 400"), "{both}");
     p.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn size_limits() {
+    let a = echo("a").await;
+    let all = [
+        service("default", "svc-a", a, None),
+        ingress(
+            "main",
+            "",
+            "  rules:\n  - http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: svc-a, port: {number: 80}}}}]}\n",
+        ),
+    ]
+    .concat();
+    let cfg = gatehouse_proxy::ProxyConfig {
+        max_body_bytes: 1024,
+        ..Default::default()
+    };
+    let (p, _) = start_proxy_with(&[("classes.yaml", CLASSES), ("all.yaml", &all)], &[], cfg).await;
+    let small = raw(
+        p.http,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert!(
+        small.starts_with("HTTP/1.1 200") && small.contains("\"bodyBytes\": 5"),
+        "{small}"
+    );
+    let declared = raw(
+        p.http,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let mut chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n".to_vec();
+    chunked.extend(std::iter::repeat_n(b'x', 2048));
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    let streamed = raw(p.http, &chunked).await;
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
+    let mut big_head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big_head.extend(std::iter::repeat_n(b'a', 70 * 1024));
+    big_head.extend_from_slice(b"\r\n\r\n");
+    let head = raw(p.http, &big_head).await;
+    assert!(
+        head.starts_with("HTTP/1.1 431"),
+        "{}",
+        &head[..head.len().min(200)]
+    );
+    p.running.shutdown().await;
+}

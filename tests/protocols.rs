@@ -49,6 +49,11 @@ async fn grpc_backend() -> SocketAddr {
                         req.headers().get("content-type").map(|v| v.as_bytes()),
                         Some(&b"application/grpc"[..])
                     );
+                    let authority = req
+                        .uri()
+                        .authority()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default();
                     let (tx, rx) = mpsc::channel::<FrameResult>(16);
                     let mut body = req.into_body();
                     tokio::spawn(async move {
@@ -67,6 +72,9 @@ async fn grpc_backend() -> SocketAddr {
                         "content-type",
                         http::HeaderValue::from_static("application/grpc"),
                     );
+                    if let Ok(v) = http::HeaderValue::from_str(&authority) {
+                        resp.headers_mut().insert("x-seen-authority", v);
+                    }
                     Ok::<_, Infallible>(resp)
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -148,6 +156,15 @@ async fn h2c_grpc_and_websocket_end_to_end() {
         .expect("req");
     let resp = sender.send_request(req).await.expect("response headers");
     assert_eq!(resp.status(), 200);
+    let seen = resp
+        .headers()
+        .get("x-seen-authority")
+        .map(|v| v.as_bytes().to_vec());
+    assert_eq!(
+        seen.as_deref(),
+        Some(&b"grpc.example"[..]),
+        "the backend sees the real :authority"
+    );
     let mut body = resp.into_body();
     for i in 0..3 {
         let msg = format!("message {i}");

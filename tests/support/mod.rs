@@ -98,6 +98,19 @@ pub async fn start_proxy(
     files: &[(&str, &str)],
     gateway_ports: &[u16],
 ) -> (Proxy, Vec<SocketAddr>) {
+    let cfg = ProxyConfig {
+        drain_timeout: Duration::from_secs(5),
+        ..ProxyConfig::default()
+    };
+    start_proxy_with(files, gateway_ports, cfg).await
+}
+
+/// As `start_proxy`, with explicit data-plane settings.
+pub async fn start_proxy_with(
+    files: &[(&str, &str)],
+    gateway_ports: &[u16],
+    proxy: ProxyConfig,
+) -> (Proxy, Vec<SocketAddr>) {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in files {
         write(dir.path(), name, text);
@@ -122,10 +135,7 @@ pub async fn start_proxy(
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
         },
-        proxy: ProxyConfig {
-            drain_timeout: Duration::from_secs(5),
-            ..ProxyConfig::default()
-        },
+        proxy,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         watch: true,
         demo_backends: false,

@@ -8,6 +8,7 @@ use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_
 use crate::metrics::RouteStats;
 use crate::normalize::normalize_path;
 use crate::redirect::{location, RedirectInput};
+use crate::upstream::UpstreamError;
 use gatehouse_translate::hosts::strip_port;
 use gatehouse_translate::routes::{modify_path, RequestView};
 use gatehouse_translate::{ActionKind, BackendTarget, RouteAction, UpstreamProtocol};
@@ -276,28 +277,35 @@ impl Forward<'_> {
             Some(q) => format!("{path}?{q}"),
             None => path,
         };
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(endpoint.to_string())
-            .path_and_query(pq)
-            .build();
+        // HTTP/1.1: the URI names the endpoint (the pool's key); Host carries the name.
+        // HTTP/2: the URI carries the real authority, and the pool dials the endpoint.
+        let h2 = cluster.protocol == UpstreamProtocol::Http2;
+        let uri = if h2 {
+            parts.headers.remove(header::HOST);
+            Uri::builder()
+                .scheme("http")
+                .authority(host)
+                .path_and_query(pq)
+                .build()
+        } else {
+            Uri::builder()
+                .scheme("http")
+                .authority(endpoint.to_string())
+                .path_and_query(pq)
+                .build()
+        };
         let Ok(uri) = uri else {
             return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
         };
         parts.uri = uri;
-        let client = match cluster.protocol {
-            UpstreamProtocol::Http1 => {
-                if parts.version == Version::HTTP_2 {
-                    join_cookies(&mut parts.headers);
-                }
-                parts.version = Version::HTTP_11;
-                &self.dp.upstreams.h1
+        if h2 {
+            parts.version = Version::HTTP_2;
+        } else {
+            if parts.version == Version::HTTP_2 {
+                join_cookies(&mut parts.headers);
             }
-            UpstreamProtocol::Http2 => {
-                parts.version = Version::HTTP_2;
-                &self.dp.upstreams.h2
-            }
-        };
+            parts.version = Version::HTTP_11;
+        }
         let max = self.dp.cfg.max_body_bytes as usize;
         let body: Body = Limited::new(incoming, max).boxed_unsync();
         // Gateway API: a zero duration disables the timeout.
@@ -307,9 +315,16 @@ impl Forward<'_> {
             None => self.dp.cfg.upstream_timeout,
         };
         let counters = &self.dp.metrics.counters;
-        let result =
-            tokio::time::timeout(timeout, client.request(Request::from_parts(parts, body))).await;
-        let mut resp = match result {
+        let upstreams = &self.dp.upstreams;
+        let req = Request::from_parts(parts, body);
+        let exchange = async {
+            if h2 {
+                upstreams.send_h2(endpoint, req).await
+            } else {
+                upstreams.send_h1(req).await
+            }
+        };
+        let mut resp = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
                 counters
                     .upstream_errors_total
@@ -319,20 +334,22 @@ impl Forward<'_> {
                     "upstream did not respond in time",
                 );
             }
-            Ok(Err(e)) => {
+            Ok(Err(UpstreamError::Connect(e))) => {
                 counters
                     .upstream_errors_total
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if source_is::<http_body_util::LengthLimitError>(&e) {
+                tracing::debug!(upstream = %endpoint, error = %e, "upstream connect failed");
+                return error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error");
+            }
+            Ok(Err(UpstreamError::Exchange(e))) => {
+                counters
+                    .upstream_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if source_is::<http_body_util::LengthLimitError>(e.as_ref()) {
                     return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                 }
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
-                let (code, msg) = if e.is_connect() {
-                    (StatusCode::SERVICE_UNAVAILABLE, "upstream connect error")
-                } else {
-                    (StatusCode::BAD_GATEWAY, "upstream connection reset")
-                };
-                return error(code, msg);
+                return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
             }
             Ok(Ok(r)) => r,
         };
