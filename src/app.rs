@@ -137,12 +137,34 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
 }
 
 async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
-    let started = Instant::now();
-    let next = version.load(Ordering::Acquire) + 1;
     let dir = opts.config_dir.clone();
     let topts = opts.translate.clone();
-    let built = tokio::task::spawn_blocking(move || build_snapshot(&dir, &topts, next)).await;
-    let snapshot = match built {
+    install(dp, version, move |next| build_snapshot(&dir, &topts, next)).await;
+}
+
+/// How long to wait before trying again to install a config that could not be applied
+/// (a port that could not be bound, say), when nothing else changes meanwhile.
+const APPLY_RETRY: Duration = Duration::from_secs(1);
+
+/// Builds the next Snapshot off the async threads and installs it; on errors, logs each
+/// one and keeps serving the last good version.
+/// How an attempt to install a config ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Installed {
+    Applied,
+    /// The objects are invalid; trying again without a change is pointless.
+    Invalid,
+    /// Valid, but the data plane could not apply it (a port in use): worth a retry.
+    NotApplied,
+}
+
+async fn install<F>(dp: &Arc<DataPlane>, version: &AtomicU64, build: F) -> Installed
+where
+    F: FnOnce(u64) -> Result<Snapshot, Vec<ConfigError>> + Send + 'static,
+{
+    let started = Instant::now();
+    let next = version.load(Ordering::Acquire) + 1;
+    let snapshot = match tokio::task::spawn_blocking(move || build(next)).await {
         Ok(Ok(s)) => s,
         Ok(Err(errors)) => {
             dp.metrics
@@ -157,11 +179,11 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
                 serving = version.load(Ordering::Acquire),
                 "configuration rejected; still serving the last good version"
             );
-            return;
+            return Installed::Invalid;
         }
         Err(e) => {
             tracing::error!(error = %e, "reload task failed");
-            return;
+            return Installed::NotApplied;
         }
     };
     let warnings = snapshot.warnings.clone();
@@ -174,11 +196,99 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
             tracing::info!(
                 version = next,
                 elapsed_ms = started.elapsed().as_millis() as u64,
-                "configuration reloaded"
+                "configuration applied"
             );
+            Installed::Applied
         }
         Err(e) => {
-            tracing::error!(error = %e, "configuration rejected; still serving the last good version");
+            tracing::error!(error = %e, "configuration not applied; still serving the last good version");
+            Installed::NotApplied
         }
     }
+}
+
+/// Settings of the Kubernetes source.
+#[derive(Debug, Clone)]
+pub struct KubeRunOptions {
+    pub kube: gatehouse_sources::kubernetes::KubeOptions,
+    pub translate: TranslateOptions,
+    pub proxy: ProxyConfig,
+    pub admin_addr: SocketAddr,
+    /// How long to let a burst of watch events settle before translating.
+    pub debounce: Duration,
+}
+
+/// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
+/// changes becomes one new Snapshot. Until the first full sync, `/readyz` says not
+/// ready; if the API server goes away, the last good config keeps serving while the
+/// watchers retry with backoff.
+pub async fn start_kubernetes(
+    client: kube::Client,
+    opts: KubeRunOptions,
+) -> anyhow::Result<Running> {
+    let dp = DataPlane::new(opts.proxy.clone());
+    let admin_addr = gatehouse_proxy::admin::serve(dp.clone(), opts.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
+    let store = gatehouse_sources::kubernetes::start(client, opts.kube.clone());
+    let version = Arc::new(AtomicU64::new(0));
+    let task = {
+        let dp = dp.clone();
+        let version = version.clone();
+        let mut changes = store.subscribe();
+        tokio::spawn(async move {
+            let mut retry = false;
+            loop {
+                // Wait for a change, or retry a config that failed to apply for reasons
+                // outside the objects (a port in use, say).
+                let changed = match retry {
+                    true => tokio::time::timeout(APPLY_RETRY, changes.changed())
+                        .await
+                        .unwrap_or(Ok(())),
+                    false => changes.changed().await,
+                };
+                if changed.is_err() {
+                    break;
+                }
+                // Coalesce a burst: whatever arrives while we wait is in the same copy.
+                tokio::time::sleep(opts.debounce).await;
+                changes.borrow_and_update();
+                if !store.synced() {
+                    continue;
+                }
+                let objects = store.snapshot();
+                let topts = opts.translate.clone();
+                retry = install(&dp, &version, move |next| translate(&objects, &topts, next)).await
+                    == Installed::NotApplied;
+            }
+        })
+    };
+    Ok(Running {
+        dataplane: dp,
+        admin_addr,
+        version,
+        reload_task: Some(task),
+    })
+}
+
+/// A kube client from `--kubeconfig`/`--context`, else `KUBECONFIG`, else in-cluster.
+pub async fn kube_client(
+    kubeconfig: Option<&Path>,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if options.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    };
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
 }

@@ -80,6 +80,18 @@ enum Command {
         /// Seconds to wait for upstream response headers when the route sets no timeout.
         #[arg(long, default_value_t = 60)]
         upstream_timeout: u64,
+        /// Read objects from the Kubernetes API instead of a directory.
+        #[arg(long)]
+        kubernetes: bool,
+        /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context to use.
+        #[arg(long, requires = "kubernetes")]
+        context: Option<String>,
+        /// Watch one namespace only (default: all).
+        #[arg(long, requires = "kubernetes")]
+        namespace: Option<String>,
     },
     /// Check a directory of manifests; exits non-zero with every error found.
     Validate {
@@ -155,6 +167,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             max_body_bytes,
             drain_timeout,
             upstream_timeout,
+            kubernetes,
+            kubeconfig,
+            context,
+            namespace,
         } => {
             let proxy = ProxyConfig {
                 merge_slashes,
@@ -163,6 +179,25 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 upstream_timeout: Duration::from_secs(upstream_timeout),
                 ..ProxyConfig::default()
             };
+            if kubernetes {
+                let client = app::kube_client(kubeconfig.as_deref(), context).await?;
+                let opts = app::KubeRunOptions {
+                    kube: gatehouse_sources::kubernetes::KubeOptions { namespace },
+                    translate: addrs.translate(),
+                    proxy,
+                    admin_addr,
+                    debounce: Duration::from_millis(5),
+                };
+                let running = app::start_kubernetes(client, opts).await?;
+                println!(
+                    "Gatehouse is watching the Kubernetes API; admin: http://{0}/readyz http://{0}/config",
+                    running.admin_addr
+                );
+                shutdown_signal().await;
+                tracing::info!("shutting down: draining in-flight requests");
+                running.shutdown().await;
+                return Ok(());
+            }
             let opts = RunOptions {
                 config_dir: config.clone(),
                 translate: addrs.translate(),

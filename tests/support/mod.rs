@@ -2,6 +2,8 @@
 //! backends on loopback, an in-process gatehouse, and small HTTP clients.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use bytes::Bytes;
 use gatehouse::app::{start, RunOptions, Running};
 use gatehouse_proxy::ProxyConfig;
@@ -28,10 +30,19 @@ metadata: {name: gatehouse}
 spec: {controllerName: gatehouse.dev/gateway-controller}
 ";
 
-/// A free loopback address (bound then released).
+/// A free loopback address (bound then released). Never the same port twice in one
+/// test process, so tests running in parallel do not race for a port.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr;
+        }
+    }
 }
 
 /// Starts an echo backend that names itself `name` in its JSON answers.

@@ -77,7 +77,7 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Parsed, Vec<ConfigError>
                 text: text.clone(),
                 prefix,
             };
-            match to_object(value, &origin) {
+            match to_object(value, Some(&origin)) {
                 Ok(Some(o)) => parsed.objects.push(o),
                 Ok(None) => parsed.skipped += 1,
                 Err(e) => errors.push(e),
@@ -140,7 +140,12 @@ fn parse_yaml_doc(doc: &str) -> Result<Value, (Option<usize>, String)> {
     })
 }
 
-fn origin_error(origin: &Origin, value: &Value, field: &str, message: String) -> ConfigError {
+fn origin_error(
+    origin: Option<&Origin>,
+    value: &Value,
+    field: &str,
+    message: String,
+) -> ConfigError {
     let kind = value
         .get("kind")
         .and_then(Value::as_str)
@@ -156,10 +161,16 @@ fn origin_error(origin: &Origin, value: &Value, field: &str, message: String) ->
         .and_then(|m| m.get("namespace"))
         .and_then(Value::as_str)
         .map(str::to_string);
-    let rel = crate::locate::locate(&origin.text, &format!("{}{}", origin.prefix, field));
+    let (file, line) = match origin {
+        Some(o) => {
+            let rel = crate::locate::locate(&o.text, &format!("{}{}", o.prefix, field));
+            (Some(o.file.clone()), Some(o.start_line + rel.unwrap_or(0)))
+        }
+        None => (None, None),
+    };
     ConfigError {
-        file: Some(origin.file.clone()),
-        line: Some(origin.start_line + rel.unwrap_or(0)),
+        file,
+        line,
         kind,
         namespace,
         name,
@@ -168,7 +179,7 @@ fn origin_error(origin: &Origin, value: &Value, field: &str, message: String) ->
     }
 }
 
-fn typed<T: DeserializeOwned>(value: Value, origin: &Origin) -> Result<T, ConfigError> {
+fn typed<T: DeserializeOwned>(value: Value, origin: Option<&Origin>) -> Result<T, ConfigError> {
     let copy = value.clone();
     serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
         let path = e.path().to_string();
@@ -178,7 +189,13 @@ fn typed<T: DeserializeOwned>(value: Value, origin: &Origin) -> Result<T, Config
 }
 
 /// Converts one document to a typed object; `Ok(None)` for kinds Gatehouse ignores.
-fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, ConfigError> {
+/// Converts one object's JSON (from a file or from the API server) to a typed object.
+/// `Ok(None)` for kinds Gatehouse does not read.
+pub fn object_from_value(value: Value) -> Result<Option<StoredObject>, ConfigError> {
+    to_object(value, None)
+}
+
+fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObject>, ConfigError> {
     let Some(kind) = value
         .get("kind")
         .and_then(Value::as_str)
@@ -260,7 +277,7 @@ fn to_object(value: Value, origin: &Origin) -> Result<Option<StoredObject>, Conf
     };
     Ok(Some(StoredObject {
         object,
-        origin: Some(origin.clone()),
+        origin: origin.cloned(),
     }))
 }
 

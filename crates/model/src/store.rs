@@ -36,6 +36,43 @@ impl ObjectStore {
         }
     }
 
+    /// Replaces every object of `kind` (within `namespace`, when given) with `objects`,
+    /// as a re-list does; returns true when the store changed.
+    pub fn replace_kind(
+        &mut self,
+        kind: &str,
+        namespace: Option<&str>,
+        objects: Vec<StoredObject>,
+    ) -> bool {
+        let in_scope = |k: &ObjectKey| {
+            k.kind == kind && namespace.is_none_or(|ns| k.namespace.as_deref() == Some(ns))
+        };
+        let mut fresh: BTreeMap<ObjectKey, StoredObject> =
+            objects.into_iter().map(|o| (o.key(), o)).collect();
+        let mut changed = false;
+        self.objects.retain(|k, old| {
+            if !in_scope(k) {
+                return true;
+            }
+            match fresh.remove(k) {
+                Some(new) => {
+                    if new.object != old.object {
+                        *old = new;
+                        changed = true;
+                    }
+                    true
+                }
+                None => {
+                    changed = true;
+                    false
+                }
+            }
+        });
+        changed |= !fresh.is_empty();
+        self.objects.extend(fresh);
+        changed
+    }
+
     pub fn remove(&mut self, key: &ObjectKey) -> Option<StoredObject> {
         self.objects.remove(key)
     }
@@ -64,5 +101,32 @@ impl ObjectStore {
 
     pub fn is_empty(&self) -> bool {
         self.objects.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::object_from_value;
+
+    fn svc(ns: &str, name: &str, port: i64) -> StoredObject {
+        let v = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns}, "spec": {"ports": [{"port": port}]}});
+        object_from_value(v).ok().flatten().expect("service")
+    }
+
+    #[test]
+    fn replace_kind_is_a_relist() {
+        let mut s =
+            ObjectStore::from_objects([svc("a", "x", 80), svc("a", "y", 80), svc("b", "z", 80)]);
+        assert!(!s.replace_kind(
+            "Service",
+            None,
+            vec![svc("a", "x", 80), svc("a", "y", 80), svc("b", "z", 80)]
+        ));
+        assert!(s.replace_kind("Service", Some("a"), vec![svc("a", "x", 81)]));
+        let names: Vec<String> = s.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(names, ["Service a/x", "Service b/z"]);
+        assert!(s.upsert(svc("a", "w", 80)));
+        assert!(!s.upsert(svc("a", "w", 80)));
     }
 }

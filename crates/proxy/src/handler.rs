@@ -73,13 +73,15 @@ async fn route(
 ) -> (Response<Body>, Arc<RouteStats>) {
     let no_route = || dp.no_route.clone();
     let Some(port) = active.snapshot.port(conn.listener) else {
-        return (
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "listener has no configuration",
-            ),
-            no_route(),
+        // The listener left the config while this connection stayed open: answer, then
+        // close the connection so the client does not keep using a retired port.
+        let mut resp = error(
+            StatusCode::NOT_FOUND,
+            "this listener is no longer configured",
         );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return (resp, no_route());
     };
     let authority = match req.uri().authority() {
         Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or("").to_string()),

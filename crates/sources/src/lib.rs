@@ -1,7 +1,8 @@
-//! Sources turn the outside world into typed objects for the store. This crate holds
-//! the manifest-directory source (load and watch); the Kubernetes API source joins it.
+//! Sources turn the outside world into typed objects for the store: the manifest
+//! directory (load and watch) and the Kubernetes API (kube-rs watchers).
 
 pub mod dir;
+pub mod kubernetes;
 pub mod watch;
 
 pub use dir::{load_dir, load_dir_partial, Loaded};

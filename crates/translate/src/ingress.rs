@@ -87,7 +87,9 @@ pub fn translate(b: &mut Builder<'_>) {
     }
     // Oldest first: ties between equal paths go to the oldest Ingress.
     ingresses.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
-    if ingresses.is_empty() {
+    // The Ingress HTTP port stays bound while an IngressClass of ours exists, even
+    // with no Ingress yet, so clients get a 404 rather than a refused connection.
+    if ingresses.is_empty() && classes.is_empty() {
         return;
     }
     let https_port = b.opts.https_addr.port();

@@ -1,0 +1,272 @@
+//! Kubernetes API source: one kube-rs watcher per kind Gatehouse reads (list, then watch
+//! from the list's resourceVersion, with bookmarks, re-list on `410 Gone` and backoff on
+//! errors), all feeding one shared [`ObjectStore`]. Objects arrive as JSON and go through
+//! the same conversion as manifest files, so everything after the store is shared.
+
+use futures_util::StreamExt;
+use gatehouse_model::manifest::object_from_value;
+use gatehouse_model::{ObjectKey, ObjectStore, StoredObject};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// A kind Gatehouse watches.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchedKind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+    /// Server-side field selector (e.g. only TLS Secrets).
+    pub fields: Option<&'static str>,
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> WatchedKind {
+    WatchedKind {
+        group,
+        version,
+        kind,
+        plural,
+        namespaced,
+        fields: None,
+    }
+}
+
+/// Every kind the translator reads.
+pub const WATCHED: &[WatchedKind] = &[
+    kind(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        false,
+    ),
+    kind("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+    kind("", "v1", "Service", "services", true),
+    kind(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+    ),
+    WatchedKind {
+        fields: Some("type=kubernetes.io/tls"),
+        ..kind("", "v1", "Secret", "secrets", true)
+    },
+    kind("", "v1", "Namespace", "namespaces", false),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        false,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+        "gateways",
+        true,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        true,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1beta1",
+        "ReferenceGrant",
+        "referencegrants",
+        true,
+    ),
+];
+
+impl WatchedKind {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    fn api_resource(&self) -> ApiResource {
+        ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(self.group, self.version, self.kind),
+            self.plural,
+        )
+    }
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// Watch one namespace only (cluster-scoped kinds are still watched cluster-wide).
+    pub namespace: Option<String>,
+}
+
+/// The store the watchers fill, a change counter, and how many kinds have synced.
+#[derive(Clone)]
+pub struct KubeStore {
+    store: Arc<Mutex<ObjectStore>>,
+    changes: Arc<watch::Sender<u64>>,
+    synced: Arc<AtomicUsize>,
+}
+
+impl KubeStore {
+    /// A copy of the store as it is now.
+    pub fn snapshot(&self) -> ObjectStore {
+        self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Resolves whenever the store has changed since the last look.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether every kind has finished its first list.
+    pub fn synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= WATCHED.len()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn with_store<R>(&self, f: impl FnOnce(&mut ObjectStore) -> R) -> R {
+        f(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Converts an object from the API server: list items may lack apiVersion and kind, so
+/// they are set from the watched kind. Objects that do not convert are logged and
+/// skipped (the API server validated them; a type mismatch here is ours to report).
+fn convert(k: &WatchedKind, obj: DynamicObject) -> Option<StoredObject> {
+    let mut value = serde_json::to_value(obj).ok()?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), k.api_version().into());
+        map.insert("kind".into(), k.kind.into());
+    }
+    match object_from_value(value) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("ignoring object from the API server: {e}");
+            None
+        }
+    }
+}
+
+fn key_of(k: &WatchedKind, obj: &DynamicObject) -> ObjectKey {
+    ObjectKey {
+        kind: k.kind,
+        namespace: if k.namespaced {
+            Some(
+                obj.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            )
+        } else {
+            None
+        },
+        name: obj.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Starts a watcher per kind; they run until the returned store is dropped everywhere
+/// and the runtime stops.
+pub fn start(client: Client, opts: KubeOptions) -> KubeStore {
+    let store = KubeStore {
+        store: Arc::new(Mutex::new(ObjectStore::new())),
+        changes: Arc::new(watch::channel(0).0),
+        synced: Arc::new(AtomicUsize::new(0)),
+    };
+    for k in WATCHED {
+        tokio::spawn(watch_kind(
+            client.clone(),
+            *k,
+            opts.namespace.clone(),
+            store.clone(),
+        ));
+    }
+    store
+}
+
+async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, store: KubeStore) {
+    let ar = k.api_resource();
+    let scope = if k.namespaced {
+        namespace.as_deref()
+    } else {
+        None
+    };
+    let api: Api<DynamicObject> = match scope {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    let mut config = watcher::Config::default();
+    if let Some(f) = k.fields {
+        config = config.fields(f);
+    }
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut relist: Option<Vec<StoredObject>> = None;
+    let mut first_sync = true;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Init) => relist = Some(Vec::new()),
+            Ok(Event::InitApply(obj)) => {
+                if let (Some(buf), Some(o)) = (relist.as_mut(), convert(&k, obj)) {
+                    buf.push(o);
+                }
+            }
+            Ok(Event::InitDone) => {
+                let objects = relist.take().unwrap_or_default();
+                let count = objects.len();
+                let changed = store.with_store(|s| s.replace_kind(k.kind, scope, objects));
+                if first_sync {
+                    first_sync = false;
+                    store.synced.fetch_add(1, Ordering::AcqRel);
+                    tracing::info!(kind = k.kind, objects = count, "initial list synced");
+                    store.changed();
+                } else if changed {
+                    tracing::info!(kind = k.kind, objects = count, "re-listed");
+                    store.changed();
+                }
+            }
+            Ok(Event::Apply(obj)) => {
+                let key = key_of(&k, &obj);
+                let changed = match convert(&k, obj) {
+                    Some(o) => store.with_store(|s| s.upsert(o)),
+                    // An object that no longer converts must not keep its old version.
+                    None => store.with_store(|s| s.remove(&key).is_some()),
+                };
+                if changed {
+                    store.changed();
+                }
+            }
+            Ok(Event::Delete(obj)) => {
+                let key = key_of(&k, &obj);
+                if store.with_store(|s| s.remove(&key).is_some()) {
+                    store.changed();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(kind = k.kind, error = %e, "watch failed; retrying with backoff")
+            }
+        }
+    }
+}

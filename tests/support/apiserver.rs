@@ -1,0 +1,500 @@
+//! An in-test Kubernetes API server speaking the real list/watch protocol over HTTP,
+//! with real object JSON, for testing the Kubernetes source through kube-rs:
+//! - list with `limit`/`continue` pages and the collection's `resourceVersion`;
+//! - `watch=true` streams of ADDED/MODIFIED/DELETED events from a `resourceVersion`,
+//!   BOOKMARK events when asked, and `410 Gone` (an ERROR event with an `Expired`
+//!   Status) for a version older than the compacted history;
+//! - `fieldSelector=type=...`, namespaced and cluster-wide paths;
+//! - outages (every request answers 503 and open watches drop) and dropped watches.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, mpsc};
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Resource path prefix and plural for a kind, as the API server lays them out.
+fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
+    let prefix = if api_version.contains('/') {
+        format!("apis/{api_version}")
+    } else {
+        format!("api/{api_version}")
+    };
+    let plural = match kind {
+        "IngressClass" => "ingressclasses",
+        "Ingress" => "ingresses",
+        "Service" => "services",
+        "EndpointSlice" => "endpointslices",
+        "Secret" => "secrets",
+        "Namespace" => "namespaces",
+        "GatewayClass" => "gatewayclasses",
+        "Gateway" => "gateways",
+        "HTTPRoute" => "httproutes",
+        "ReferenceGrant" => "referencegrants",
+        other => panic!("test API server does not know kind {other}"),
+    };
+    (prefix, plural)
+}
+
+#[derive(Clone, Debug)]
+struct Event {
+    /// `{prefix}/{plural}`
+    resource: String,
+    rv: u64,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Clone, Debug)]
+enum Signal {
+    Event(Event),
+    Bookmark,
+    /// Drop every open watch connection.
+    DropWatches,
+}
+
+#[derive(Default)]
+struct State {
+    rv: u64,
+    /// resource -> (namespace, name) -> object
+    objects: HashMap<String, BTreeMap<(String, String), Value>>,
+    history: Vec<Event>,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    compacted: u64,
+    /// How many list and watch requests were served, by resource.
+    lists: HashMap<String, usize>,
+    watches: HashMap<String, usize>,
+}
+
+pub struct ApiServer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+    signals: broadcast::Sender<Signal>,
+    down: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = self.signals.send(Signal::DropWatches);
+    }
+}
+
+fn meta_str<'a>(o: &'a Value, field: &str) -> &'a str {
+    o["metadata"][field].as_str().unwrap_or("")
+}
+
+impl ApiServer {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(Mutex::new(State {
+            rv: 100,
+            ..Default::default()
+        }));
+        let (signals, _) = broadcast::channel(4096);
+        let down = Arc::new(AtomicBool::new(false));
+        let (st, sig, dn) = (state.clone(), signals.clone(), down.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (st, sig, dn) = (st.clone(), sig.clone(), dn.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let (st, sig, dn) = (st.clone(), sig.clone(), dn.clone());
+                        async move { Ok::<_, Infallible>(handle(&st, &sig, &dn, req)) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        ApiServer {
+            addr,
+            state,
+            signals,
+            down,
+            task,
+        }
+    }
+
+    /// A kube client that talks to this server.
+    pub fn client(&self) -> kube::Client {
+        let url: http::Uri = format!("http://{}", self.addr).parse().expect("uri");
+        let config = kube::Config::new(url);
+        kube::Client::try_from(config).expect("client")
+    }
+
+    /// Creates or replaces an object (ADDED or MODIFIED), like a server-side apply.
+    pub fn apply(&self, mut object: Value) {
+        let api_version = object["apiVersion"]
+            .as_str()
+            .expect("apiVersion")
+            .to_string();
+        let kind = object["kind"].as_str().expect("kind").to_string();
+        let (prefix, plural) = resource_of(&api_version, &kind);
+        let resource = format!("{prefix}/{plural}");
+        let ns = meta_str(&object, "namespace").to_string();
+        let name = meta_str(&object, "name").to_string();
+        let mut st = self.state.lock().expect("lock");
+        st.rv += 1;
+        let rv = st.rv;
+        let objects = st.objects.entry(resource.clone()).or_default();
+        let existing = objects.get(&(ns.clone(), name.clone()));
+        let meta = object["metadata"].as_object_mut().expect("metadata");
+        meta.insert("resourceVersion".into(), rv.to_string().into());
+        let uid = existing
+            .map(|e| e["metadata"]["uid"].clone())
+            .unwrap_or_else(|| format!("uid-{rv}").into());
+        meta.insert("uid".into(), uid);
+        meta.entry("creationTimestamp")
+            .or_insert_with(|| "2026-01-01T00:00:00Z".into());
+        let kind_word = if existing.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        objects.insert((ns, name), object.clone());
+        let ev = Event {
+            resource,
+            rv,
+            kind: kind_word,
+            object,
+        };
+        st.history.push(ev.clone());
+        drop(st);
+        let _ = self.signals.send(Signal::Event(ev));
+    }
+
+    /// Deletes an object (DELETED carries its last state).
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: &str, name: &str) {
+        let (prefix, plural) = resource_of(api_version, kind);
+        let resource = format!("{prefix}/{plural}");
+        let mut st = self.state.lock().expect("lock");
+        let Some(mut object) = st
+            .objects
+            .get_mut(&resource)
+            .and_then(|m| m.remove(&(namespace.to_string(), name.to_string())))
+        else {
+            return;
+        };
+        st.rv += 1;
+        let rv = st.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        let ev = Event {
+            resource,
+            rv,
+            kind: "DELETED",
+            object,
+        };
+        st.history.push(ev.clone());
+        drop(st);
+        let _ = self.signals.send(Signal::Event(ev));
+    }
+
+    /// Forgets the event history: a watch that resumes from an older version gets 410.
+    pub fn compact(&self) {
+        let mut st = self.state.lock().expect("lock");
+        st.compacted = st.rv;
+        st.history.clear();
+    }
+
+    /// Closes every open watch connection (clients must resume or re-list).
+    pub fn drop_watches(&self) {
+        let _ = self.signals.send(Signal::DropWatches);
+    }
+
+    /// Sends a BOOKMARK with the current version on every open watch.
+    pub fn bookmark(&self) {
+        let _ = self.signals.send(Signal::Bookmark);
+    }
+
+    /// While down, every request answers 503 and open watches are dropped.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.drop_watches();
+        }
+    }
+
+    /// (lists, watches) served so far for a resource like `apis/networking.k8s.io/v1/ingresses`.
+    pub fn requests(&self, resource: &str) -> (usize, usize) {
+        let st = self.state.lock().expect("lock");
+        (
+            st.lists.get(resource).copied().unwrap_or(0),
+            st.watches.get(resource).copied().unwrap_or(0),
+        )
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed_unsync());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
+}
+
+/// Splits `/api/v1/namespaces/ns/services` into (resource key, namespace).
+fn parse_path(path: &str) -> Option<(String, Option<String>)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (prefix_len, rest) = match segs.first() {
+        Some(&"api") => (2, &segs[2.min(segs.len())..]),
+        Some(&"apis") => (3, &segs[3.min(segs.len())..]),
+        _ => return None,
+    };
+    if segs.len() < prefix_len {
+        return None;
+    }
+    let prefix = segs[..prefix_len].join("/");
+    match rest {
+        [plural] => Some((format!("{prefix}/{plural}"), None)),
+        ["namespaces", ns, plural] => Some((format!("{prefix}/{plural}"), Some(ns.to_string()))),
+        _ => None,
+    }
+}
+
+fn matches(obj: &Value, ns: &Option<String>, field: &Option<(String, String)>) -> bool {
+    if let Some(ns) = ns {
+        if meta_str(obj, "namespace") != ns {
+            return false;
+        }
+    }
+    if let Some((k, v)) = field {
+        let actual = match k.as_str() {
+            "type" => obj["type"].as_str().unwrap_or(""),
+            "metadata.name" => meta_str(obj, "name"),
+            "metadata.namespace" => meta_str(obj, "namespace"),
+            _ => return false,
+        };
+        if actual != v {
+            return false;
+        }
+    }
+    true
+}
+
+fn handle(
+    state: &Arc<Mutex<State>>,
+    signals: &broadcast::Sender<Signal>,
+    down: &AtomicBool,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    if down.load(Ordering::SeqCst) {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &status(503, "ServiceUnavailable", "the test API server is down"),
+        );
+    }
+    let Some((resource, ns)) = parse_path(req.uri().path()) else {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "no such path"),
+        );
+    };
+    let query: HashMap<String, String> = req.uri().query().map(url_pairs).unwrap_or_default();
+    let field = query
+        .get("fieldSelector")
+        .and_then(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    if query.get("watch").map(String::as_str) == Some("true")
+        || query.get("watch").map(String::as_str) == Some("1")
+    {
+        let from: u64 = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        return watch(state, signals, resource, ns, field, from);
+    }
+    // List, optionally paged.
+    let mut st = state.lock().expect("lock");
+    *st.lists.entry(resource.clone()).or_default() += 1;
+    let rv = st.rv;
+    let items: Vec<Value> = st
+        .objects
+        .get(&resource)
+        .map(|m| {
+            m.values()
+                .filter(|o| matches(o, &ns, &field))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    drop(st);
+    let offset: usize = query
+        .get("continue")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|&l| l > 0)
+        .unwrap_or(usize::MAX);
+    let end = offset.saturating_add(limit).min(items.len());
+    let page: Vec<Value> = items[offset.min(items.len())..end]
+        .iter()
+        .map(|o| {
+            // Like the real API server, list items carry no apiVersion/kind.
+            let mut o = o.clone();
+            if let Some(m) = o.as_object_mut() {
+                m.remove("apiVersion");
+                m.remove("kind");
+            }
+            o
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        metadata["continue"] = end.to_string().into();
+        metadata["remainingItemCount"] = (items.len() - end).into();
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"kind": "List", "apiVersion": "v1", "metadata": metadata, "items": page}),
+    )
+}
+
+fn url_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(c) => {
+                        out.push(c);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn event_line(kind: &str, object: &Value) -> Frame<Bytes> {
+    let mut line = json!({"type": kind, "object": object}).to_string();
+    line.push('\n');
+    Frame::data(Bytes::from(line))
+}
+
+fn watch(
+    state: &Arc<Mutex<State>>,
+    signals: &broadcast::Sender<Signal>,
+    resource: String,
+    ns: Option<String>,
+    field: Option<(String, String)>,
+    from: u64,
+) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1024);
+    // Subscribe under the lock so no event falls between the replay and the live feed.
+    let mut st = state.lock().expect("lock");
+    *st.watches.entry(resource.clone()).or_default() += 1;
+    let mut live = signals.subscribe();
+    let expired = from < st.compacted;
+    let replay: Vec<Event> = st
+        .history
+        .iter()
+        .filter(|e| e.rv > from && e.resource == resource)
+        .cloned()
+        .collect();
+    let current = st.rv;
+    drop(st);
+    let kind_of_resource = resource.rsplit('/').next().unwrap_or("").to_string();
+    let api_version = {
+        let parts: Vec<&str> = resource.split('/').collect();
+        parts[1..parts.len() - 1].join("/")
+    };
+    tokio::spawn(async move {
+        if expired {
+            let msg = format!("too old resource version: {from} ({current})");
+            let _ = tx
+                .send(Ok(event_line("ERROR", &status(410, "Expired", &msg))))
+                .await;
+            return;
+        }
+        let mut last = from;
+        for e in replay {
+            if matches(&e.object, &ns, &field) {
+                last = e.rv;
+                if tx.send(Ok(event_line(e.kind, &e.object))).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(Signal::Event(e)) => {
+                    if e.resource != resource || e.rv <= last || !matches(&e.object, &ns, &field) {
+                        continue;
+                    }
+                    last = e.rv;
+                    if tx.send(Ok(event_line(e.kind, &e.object))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Signal::Bookmark) => {
+                    let bm = json!({"apiVersion": api_version, "kind": kind_of_resource, "metadata": {"resourceVersion": last.to_string()}});
+                    if tx.send(Ok(event_line("BOOKMARK", &bm))).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Signal::DropWatches) | Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut r = Response::new(StreamBody::new(Box::pin(stream)).boxed_unsync());
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
