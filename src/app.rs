@@ -76,6 +76,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     version: Arc<AtomicU64>,
     reload_task: Option<tokio::task::JoinHandle<()>>,
+    status_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -88,6 +89,10 @@ impl Running {
     pub async fn shutdown(mut self) {
         if let Some(t) = self.reload_task.take() {
             t.abort();
+        }
+        if let Some(t) = self.status_task.take() {
+            t.abort();
+            let _ = t.await;
         }
         self.dataplane.shutdown().await;
     }
@@ -133,6 +138,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         admin_addr,
         version,
         reload_task,
+        status_task: None,
     })
 }
 
@@ -216,6 +222,8 @@ pub struct KubeRunOptions {
     pub admin_addr: SocketAddr,
     /// How long to let a burst of watch events settle before translating.
     pub debounce: Duration,
+    /// Write status back, as the replica elected by this Lease (None: never write).
+    pub status: Option<gatehouse_sources::lease::LeaseConfig>,
 }
 
 /// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
@@ -230,8 +238,14 @@ pub async fn start_kubernetes(
     let admin_addr = gatehouse_proxy::admin::serve(dp.clone(), opts.admin_addr)
         .await
         .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
-    let store = gatehouse_sources::kubernetes::start(client, opts.kube.clone());
+    let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
     let version = Arc::new(AtomicU64::new(0));
+    // The latest applied statuses, for the status writer.
+    let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let status_task = opts
+        .status
+        .clone()
+        .map(|lease| tokio::spawn(write_status(client, lease, statuses_rx)));
     let task = {
         let dp = dp.clone();
         let version = version.clone();
@@ -258,8 +272,12 @@ pub async fn start_kubernetes(
                 }
                 let objects = store.snapshot();
                 let topts = opts.translate.clone();
-                retry = install(&dp, &version, move |next| translate(&objects, &topts, next)).await
-                    == Installed::NotApplied;
+                let result =
+                    install(&dp, &version, move |next| translate(&objects, &topts, next)).await;
+                retry = result == Installed::NotApplied;
+                if result == Installed::Applied {
+                    let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));
+                }
             }
         })
     };
@@ -268,7 +286,50 @@ pub async fn start_kubernetes(
         admin_addr,
         version,
         reload_task: Some(task),
+        status_task,
     })
+}
+
+/// Writes the latest statuses while this replica leads; a new term writes all again.
+async fn write_status(
+    client: kube::Client,
+    lease: gatehouse_sources::lease::LeaseConfig,
+    mut statuses: tokio::sync::watch::Receiver<Arc<Vec<gatehouse_model::status::StatusUpdate>>>,
+) {
+    let identity = lease.identity.clone();
+    let mut writer =
+        gatehouse_sources::status_writer::StatusWriter::new(client.clone(), "gatehouse");
+    let election = gatehouse_sources::lease::elect(client, lease);
+    let mut leader = election.leader.clone();
+    let _election = ElectionGuard(Some(election));
+    loop {
+        if *leader.borrow_and_update() {
+            let latest = statuses.borrow_and_update().clone();
+            let n = writer.publish(&latest).await;
+            if n > 0 {
+                tracing::debug!(%identity, objects = n, "status written");
+            }
+        } else {
+            writer.forget();
+        }
+        tokio::select! {
+            r = leader.changed() => if r.is_err() { break },
+            r = statuses.changed() => if r.is_err() { break },
+        }
+    }
+}
+
+/// Resigns the election when the status task ends (shutdown, or aborted).
+struct ElectionGuard(Option<gatehouse_sources::lease::Election>);
+
+impl Drop for ElectionGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(e.resign());
+            }
+        }
+    }
 }
 
 /// A kube client from `--kubeconfig`/`--context`, else `KUBECONFIG`, else in-cluster.

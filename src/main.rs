@@ -37,6 +37,9 @@ struct Addrs {
     /// Rebind a Gateway listener port: PORT=ADDR, or NAMESPACE/NAME:PORT=ADDR for one Gateway.
     #[arg(long = "listen-map", value_name = "MAPPING")]
     listen_map: Vec<ListenMapEntry>,
+    /// Address (IP or hostname) to publish in Ingress and Gateway status. Repeatable.
+    #[arg(long = "publish-address", value_name = "ADDRESS")]
+    publish_addresses: Vec<String>,
 }
 
 impl Addrs {
@@ -46,6 +49,7 @@ impl Addrs {
             https_addr: self.https_addr,
             gateway_host: self.gateway_host,
             listen_map: self.listen_map.clone(),
+            publish_addresses: self.publish_addresses.clone(),
         }
     }
 }
@@ -92,6 +96,15 @@ enum Command {
         /// Watch one namespace only (default: all).
         #[arg(long, requires = "kubernetes")]
         namespace: Option<String>,
+        /// Do not write status back to the API server.
+        #[arg(long, requires = "kubernetes")]
+        no_status: bool,
+        /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else default).
+        #[arg(long, requires = "kubernetes")]
+        lease_namespace: Option<String>,
+        /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
+        #[arg(long, requires = "kubernetes")]
+        identity: Option<String>,
     },
     /// Check a directory of manifests; exits non-zero with every error found.
     Validate {
@@ -171,6 +184,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             kubeconfig,
             context,
             namespace,
+            no_status,
+            lease_namespace,
+            identity,
         } => {
             let proxy = ProxyConfig {
                 merge_slashes,
@@ -187,6 +203,21 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                     proxy,
                     admin_addr,
                     debounce: Duration::from_millis(5),
+                    status: (!no_status).then(|| gatehouse_sources::lease::LeaseConfig {
+                        namespace: lease_namespace
+                            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                            .unwrap_or_else(|| "default".into()),
+                        name: "gatehouse-leader".into(),
+                        identity: identity
+                            .or_else(|| std::env::var("POD_NAME").ok())
+                            .unwrap_or_else(|| {
+                                let host =
+                                    std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                                format!("{}-{}", host.trim(), std::process::id())
+                            }),
+                        duration: Duration::from_secs(15),
+                        renew_every: Duration::from_secs(5),
+                    }),
                 };
                 let running = app::start_kubernetes(client, opts).await?;
                 println!(

@@ -53,10 +53,12 @@ async fn start(api: &ApiServer, listen_map: Vec<ListenMapEntry>) -> (Running, So
             https_addr: free_addr(),
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
+            ..TranslateOptions::default()
         },
         proxy: Default::default(),
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         debounce: Duration::from_millis(5),
+        status: None,
     };
     (
         start_kubernetes(api.client(), opts).await.expect("start"),

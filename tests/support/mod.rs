@@ -145,6 +145,7 @@ pub async fn start_proxy_with(
             https_addr: https,
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
+            ..TranslateOptions::default()
         },
         proxy,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -161,6 +161,9 @@ fn convert(k: &WatchedKind, obj: DynamicObject) -> Option<StoredObject> {
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), k.api_version().into());
         map.insert("kind".into(), k.kind.into());
+        // Translation reads spec, not status; dropping status also keeps our own status
+        // writes from coming back as changes to translate again.
+        map.remove("status");
     }
     match object_from_value(value) {
         Ok(o) => o,

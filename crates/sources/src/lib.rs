@@ -3,6 +3,8 @@
 
 pub mod dir;
 pub mod kubernetes;
+pub mod lease;
+pub mod status_writer;
 pub mod watch;
 
 pub use dir::{load_dir, load_dir_partial, Loaded};

@@ -6,6 +6,7 @@ use crate::routes::{RouteEntry, RouteTable};
 use crate::snapshot::{BoundPort, Cluster, RouteAction, Section, Snapshot, Summary};
 use crate::tls::{load_certs, SniTable};
 use crate::TranslateOptions;
+use gatehouse_model::status::StatusUpdate;
 use gatehouse_model::{ConfigError, ObjectStore};
 use rustls::sign::CertifiedKey;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,7 @@ pub struct Builder<'a> {
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
+    pub statuses: Vec<StatusUpdate>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -77,6 +79,7 @@ impl<'a> Builder<'a> {
             clusters: BTreeMap::new(),
             route_names: Vec::new(),
             summary: Summary::default(),
+            statuses: Vec::new(),
             ports: BTreeMap::new(),
         }
     }
@@ -170,6 +173,7 @@ impl<'a> Builder<'a> {
             route_names: self.route_names,
             warnings: self.warnings,
             summary,
+            statuses: self.statuses,
         })
     }
 }

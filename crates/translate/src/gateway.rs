@@ -5,6 +5,9 @@
 use crate::backends::{resolve, PortRef};
 use crate::builder::{Builder, SectionRoutes, SortKey};
 use crate::duration::parse_duration;
+use crate::gateway_status::{
+    gateway_class_status, route_status, GatewayState, ListenerState, ParentOutcome, Problem,
+};
 use crate::hosts::{intersect, valid_hostname, WildcardMode};
 use crate::ingress::created;
 use crate::labels::selector_matches;
@@ -23,9 +26,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-const GROUP: &str = "gateway.networking.k8s.io";
+use crate::gateway_status::GROUP;
 
 struct ListenerInfo {
+    /// Index of its Gateway in the states, and of itself in that Gateway.
+    gw: usize,
+    idx: usize,
+    attached: u32,
     gw_ns: String,
     gw_name: String,
     name: String,
@@ -51,7 +58,13 @@ pub fn translate(b: &mut Builder<'_>) {
         .filter(|o| matches!(&o.object, Object::GatewayClass(c) if c.spec.controller_name == GATEWAY_CONTROLLER))
         .map(|o| o.name().to_string())
         .collect();
+    for o in b.store.of_kind("GatewayClass") {
+        if classes.contains(o.name()) {
+            b.statuses.push(gateway_class_status(o));
+        }
+    }
     let mut listeners = Vec::new();
+    let mut states: Vec<GatewayState> = Vec::new();
     let gateways: Vec<&StoredObject> = b.store.of_kind("Gateway").collect();
     for o in gateways {
         let Object::Gateway(gw) = &o.object else {
@@ -62,19 +75,38 @@ pub fn translate(b: &mut Builder<'_>) {
         }
         b.summary.gateways += 1;
         let ns = o.namespace().to_string();
+        let gi = states.len();
+        states.push(GatewayState {
+            namespace: ns.clone(),
+            name: o.name().to_string(),
+            generation: gw.metadata.generation,
+            listeners: Vec::new(),
+        });
         for (li, l) in gw.spec.listeners.iter().enumerate() {
-            if let Some(info) = listener(b, o, &ns, li, l) {
+            let mut state = ListenerState {
+                name: l.name.clone(),
+                supported: true,
+                ..Default::default()
+            };
+            if let Some(mut info) = listener(b, o, &ns, li, l, &mut state) {
+                info.gw = gi;
+                info.idx = li;
                 listeners.push(info);
             }
+            states[gi].listeners.push(state);
         }
     }
+    let ours: HashSet<(String, String)> = states
+        .iter()
+        .map(|g| (g.namespace.clone(), g.name.clone()))
+        .collect();
     let mut routes: Vec<&StoredObject> = b.store.of_kind("HTTPRoute").collect();
     routes.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
     for o in routes {
         let Object::HttpRoute(route) = &o.object else {
             continue;
         };
-        attach_route(b, o, route, &mut listeners);
+        attach_route(b, o, route, &mut listeners, &ours);
     }
     for l in listeners {
         let (hosts, n) = l.routes.build(WildcardMode::MultiLabel);
@@ -87,15 +119,25 @@ pub fn translate(b: &mut Builder<'_>) {
             fallback: None,
         };
         let owner = format!("Gateway {}/{} listener {}", l.gw_ns, l.gw_name, l.name);
-        if let Err(e) = b.add_section(
+        let state = &mut states[l.gw].listeners[l.idx];
+        state.attached = l.attached;
+        match b.add_section(
             l.addr,
             l.hostname.as_deref(),
             section,
             l.certs,
             owner.clone(),
         ) {
-            b.warnings.push(format!("{owner} not programmed: {e}"));
+            Ok(()) => state.programmed = true,
+            Err(e) => {
+                b.warnings.push(format!("{owner} not programmed: {e}"));
+                state.conflicted = Some(e);
+            }
         }
+    }
+    let addresses = b.opts.publish_addresses.clone();
+    for g in &states {
+        b.statuses.push(g.status(&addresses));
     }
 }
 
@@ -105,6 +147,7 @@ fn listener(
     ns: &str,
     li: usize,
     l: &gatehouse_model::gateway::Listener,
+    state: &mut ListenerState,
 ) -> Option<ListenerInfo> {
     let field = format!("spec.listeners[{li}]");
     if let Some(h) = &l.hostname {
@@ -136,6 +179,11 @@ fn listener(
                 o.name(),
                 l.name
             ));
+            state.supported = false;
+            state.not_accepted = Some((
+                "UnsupportedProtocol",
+                format!("protocol {other} is not supported yet"),
+            ));
             return None;
         }
     };
@@ -152,6 +200,10 @@ fn listener(
                 o.name(),
                 l.name,
                 tls.mode
+            ));
+            state.not_accepted = Some((
+                "UnsupportedValue",
+                format!("tls.mode {:?} is not supported on HTTPS", tls.mode),
             ));
             return None;
         }
@@ -176,15 +228,24 @@ fn listener(
                     "Gateway {ns}/{} {field}.tls.certificateRefs[{ci}]: {p}",
                     o.name()
                 ));
+                let reason = if kind_ok {
+                    "RefNotPermitted"
+                } else {
+                    "InvalidCertificateRef"
+                };
+                state.bad_refs.get_or_insert((reason, p));
                 continue;
             }
             match b.certs.get(&(target_ns.clone(), r.name.clone())) {
                 Some(k) => certs.push((l.hostname.clone(), k.clone())),
-                None => b.warnings.push(format!(
-                    "Gateway {ns}/{} {field}.tls.certificateRefs[{ci}]: TLS Secret {target_ns}/{} not found",
-                    o.name(),
-                    r.name
-                )),
+                None => {
+                    let msg = format!("TLS Secret {target_ns}/{} not found or invalid", r.name);
+                    b.warnings.push(format!(
+                        "Gateway {ns}/{} {field}.tls.certificateRefs[{ci}]: {msg}",
+                        o.name()
+                    ));
+                    state.bad_refs.get_or_insert(("InvalidCertificateRef", msg));
+                }
             }
         }
         if certs.is_empty() {
@@ -197,6 +258,9 @@ fn listener(
         }
     }
     Some(ListenerInfo {
+        gw: 0,
+        idx: 0,
+        attached: 0,
         gw_ns: ns.to_string(),
         gw_name: o.name().to_string(),
         name: l.name.clone(),
@@ -282,11 +346,13 @@ fn attach_route(
     o: &StoredObject,
     route: &HttpRoute,
     listeners: &mut [ListenerInfo],
+    ours: &HashSet<(String, String)>,
 ) {
     let ns = o.namespace().to_string();
-    // Which listeners this route attaches to, and under which hostnames.
+    // Which listeners this route attaches to, under which hostnames, and why each of
+    // our parentRefs did or did not accept it.
     let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
-    let mut refers_to_us = false;
+    let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
     for pr in &route.spec.parent_refs {
         if pr.group.as_deref().unwrap_or(GROUP) != GROUP
             || pr.kind.as_deref().unwrap_or("Gateway") != "Gateway"
@@ -294,19 +360,24 @@ fn attach_route(
             continue;
         }
         let gw_ns = pr.namespace.clone().unwrap_or_else(|| ns.clone());
+        if !ours.contains(&(gw_ns.clone(), pr.name.clone())) {
+            continue;
+        }
+        let (mut section_ok, mut allowed_ok, mut hosts_ok) = (false, false, false);
         for (i, l) in listeners.iter().enumerate() {
             if l.gw_ns != gw_ns || l.gw_name != pr.name {
                 continue;
             }
-            refers_to_us = true;
             if pr.section_name.as_ref().is_some_and(|s| *s != l.name)
                 || pr.port.is_some_and(|p| p != l.port as i32)
             {
                 continue;
             }
-            if !allowed(b, l, &ns) || targets.iter().any(|(t, _)| *t == i) {
+            section_ok = true;
+            if !allowed(b, l, &ns) {
                 continue;
             }
+            allowed_ok = true;
             let hosts: Vec<Option<String>> = if route.spec.hostnames.is_empty() {
                 vec![l.hostname.clone()]
             } else {
@@ -319,11 +390,33 @@ fn attach_route(
                     .collect()
             };
             if !hosts.is_empty() {
-                targets.push((i, hosts));
+                hosts_ok = true;
+                if !targets.iter().any(|(t, _)| *t == i) {
+                    targets.push((i, hosts));
+                }
             }
         }
+        let not_accepted = match (section_ok, allowed_ok, hosts_ok) {
+            (_, _, true) => None,
+            (false, _, _) => Some((
+                "NoMatchingParent",
+                "no programmed listener matches sectionName and port".to_string(),
+            )),
+            (true, false, _) => Some((
+                "NotAllowedByListeners",
+                "the listeners' allowedRoutes do not admit this route".to_string(),
+            )),
+            (true, true, false) => Some((
+                "NoMatchingListenerHostname",
+                "no hostname intersects the listeners' hostnames".to_string(),
+            )),
+        };
+        outcomes.push(ParentOutcome {
+            parent: pr,
+            not_accepted,
+        });
     }
-    if !refers_to_us {
+    if outcomes.is_empty() {
         return;
     }
     b.summary.http_routes += 1;
@@ -338,16 +431,19 @@ fn attach_route(
         }
     }
     let mut compiled = Vec::new();
+    let mut refs = None;
     for (ri, rule) in route.spec.rules.iter().enumerate() {
-        bad |= !compile_rule(b, o, &ns, ri, rule, &mut compiled);
+        bad |= !compile_rule(b, o, &ns, ri, rule, &mut compiled, &mut refs);
     }
     if bad {
         return;
     }
+    b.statuses.push(route_status(o, &outcomes, refs.as_ref()));
     if targets.is_empty() {
         b.warnings.push(format!("HTTPRoute {ns}/{}: not attached to any listener (sectionName, port, allowedRoutes or hostnames do not match)", o.name()));
     }
     for (i, hosts) in targets {
+        listeners[i].attached += 1;
         for h in hosts {
             for m in &compiled {
                 listeners[i]
@@ -448,6 +544,7 @@ fn compile_rule(
     ri: usize,
     rule: &HttpRouteRule,
     out: &mut Vec<CompiledMatch>,
+    refs: &mut Option<Problem>,
 ) -> bool {
     let field = format!("spec.rules[{ri}]");
     let errors_before = b.errors.len();
@@ -599,7 +696,7 @@ fn compile_rule(
     } else {
         ActionKind::Forward {
             rewrite,
-            backends: backend_set(b, o, ns, &field, rule),
+            backends: backend_set(b, o, ns, &field, rule, refs),
         }
     };
     // Matches are compiled even for a rule with errors, so all errors surface at once.
@@ -774,6 +871,7 @@ fn backend_set(
     ns: &str,
     field: &str,
     rule: &HttpRouteRule,
+    refs: &mut Option<Problem>,
 ) -> BackendSet {
     let mut set = BackendSet::default();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
@@ -782,28 +880,45 @@ fn backend_set(
             continue;
         }
         let target_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
-        let problem = if !r.group.as_deref().unwrap_or("").is_empty()
+        let problem: Option<Problem> = if !r.group.as_deref().unwrap_or("").is_empty()
             || r.kind.as_deref().unwrap_or("Service") != "Service"
         {
-            Some(format!(
-                "backend kind {:?} is not supported",
-                r.kind.as_deref().unwrap_or("Service")
+            Some((
+                "InvalidKind",
+                format!(
+                    "backend kind {:?} is not supported",
+                    r.kind.as_deref().unwrap_or("Service")
+                ),
             ))
         } else if r.port.is_none() {
-            Some("port is required for a Service backend".to_string())
+            Some((
+                "UnsupportedValue",
+                "port is required for a Service backend".to_string(),
+            ))
         } else if target_ns != ns
             && !reference_granted(b, "HTTPRoute", ns, "Service", &target_ns, &r.name)
         {
-            Some(format!(
-                "no ReferenceGrant in {target_ns} allows HTTPRoutes in {ns} to use Service {}",
-                r.name
+            Some((
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in {target_ns} allows HTTPRoutes in {ns} to use Service {}",
+                    r.name
+                ),
             ))
         } else {
             None
         };
         let target = match problem {
             Some(p) => Err(p),
-            None => resolve(b, &target_ns, &r.name, PortRef::Number(r.port.unwrap_or(0))),
+            None => resolve(b, &target_ns, &r.name, PortRef::Number(r.port.unwrap_or(0)))
+                .map_err(|e| ("BackendNotFound", e)),
+        };
+        let target = match target {
+            Ok(c) => Ok(c),
+            Err((reason, msg)) => {
+                refs.get_or_insert((reason, msg.clone()));
+                Err(msg)
+            }
         };
         let target = match target {
             Ok(c) => BackendTarget::Cluster(c),

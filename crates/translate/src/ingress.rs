@@ -8,6 +8,7 @@ use crate::routes::{PathMatch, RouteEntry};
 use crate::snapshot::{
     ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend,
 };
+use gatehouse_model::status::StatusUpdate;
 use gatehouse_model::{Object, StoredObject, INGRESS_CONTROLLER};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use std::collections::HashSet;
@@ -104,6 +105,24 @@ pub fn translate(b: &mut Builder<'_>) {
         };
         b.summary.ingresses += 1;
         let ns = o.namespace().to_string();
+        if !b.opts.publish_addresses.is_empty() {
+            let addresses: Vec<serde_json::Value> = b
+                .opts
+                .publish_addresses
+                .iter()
+                .map(|a| match a.parse::<std::net::IpAddr>() {
+                    Ok(_) => serde_json::json!({"ip": a}),
+                    Err(_) => serde_json::json!({"hostname": a}),
+                })
+                .collect();
+            b.statuses.push(StatusUpdate {
+                api_version: "networking.k8s.io/v1",
+                kind: "Ingress",
+                namespace: Some(ns.clone()),
+                name: o.name().to_string(),
+                status: serde_json::json!({"loadBalancer": {"ingress": addresses}}),
+            });
+        }
         let id = format!("ingress/{ns}/{}", o.name());
         let Some(spec) = &ing.spec else { continue };
         let mut hostless_tls = false;

@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod duration;
 pub mod gateway;
+pub mod gateway_status;
 pub mod hosts;
 pub mod ingress;
 pub mod labels;
@@ -26,6 +27,8 @@ pub struct TranslateOptions {
     pub https_addr: SocketAddr,
     pub gateway_host: std::net::IpAddr,
     pub listen_map: Vec<ListenMapEntry>,
+    /// Addresses (IPs or hostnames) to publish in Ingress and Gateway status.
+    pub publish_addresses: Vec<String>,
 }
 
 impl Default for TranslateOptions {
@@ -35,6 +38,7 @@ impl Default for TranslateOptions {
             https_addr: SocketAddr::from(([0, 0, 0, 0], 8443)),
             gateway_host: std::net::IpAddr::from([0, 0, 0, 0]),
             listen_map: Vec::new(),
+            publish_addresses: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use crate::hosts::HostTable;
 use crate::routes::RouteTable;
 use crate::tls::SniTable;
+use gatehouse_model::status::StatusUpdate;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ pub struct Snapshot {
     /// Things that do not reject the config but a user should know (unresolved refs).
     pub warnings: Vec<String>,
     pub summary: Summary,
+    /// Status for the objects translated (Ingress addresses, Gateway API conditions).
+    pub statuses: Vec<StatusUpdate>,
 }
 
 impl Snapshot {
@@ -35,6 +38,7 @@ impl Snapshot {
             route_names: Vec::new(),
             warnings: Vec::new(),
             summary: Summary::default(),
+            statuses: Vec::new(),
         }
     }
 

@@ -1,0 +1,91 @@
+//! Publishes the status translation computed (Ingress load-balancer addresses, Gateway
+//! API conditions) to the API server with merge patches on the `status` subresource.
+//! Only what changed since this writer last wrote is sent; condition transition times
+//! are kept while a condition keeps its value.
+
+use crate::kubernetes::WATCHED;
+use gatehouse_model::status::{stamp_conditions, without_times, StatusUpdate};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Client;
+use std::collections::HashMap;
+
+type Key = (&'static str, Option<String>, String);
+
+pub struct StatusWriter {
+    client: Client,
+    field_manager: String,
+    /// Last status written per object: (without times, as written).
+    written: HashMap<Key, (serde_json::Value, serde_json::Value)>,
+}
+
+/// The current time as the API server writes it (RFC 3339, whole seconds).
+pub fn now_rfc3339() -> String {
+    let now = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(now.as_second())
+        .unwrap_or(now)
+        .to_string()
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, field_manager: &str) -> Self {
+        StatusWriter {
+            client,
+            field_manager: field_manager.to_string(),
+            written: HashMap::new(),
+        }
+    }
+
+    /// Forgets what was written, so everything is written again (a new leadership term).
+    pub fn forget(&mut self) {
+        self.written.clear();
+    }
+
+    /// Writes every status that differs from the last one written; returns how many
+    /// objects were patched.
+    pub async fn publish(&mut self, updates: &[StatusUpdate]) -> usize {
+        let now = now_rfc3339();
+        let mut count = 0;
+        for u in updates {
+            let key: Key = (u.kind, u.namespace.clone(), u.name.clone());
+            let plain = without_times(&u.status);
+            let previous = self.written.get(&key);
+            if previous.is_some_and(|(p, _)| *p == plain) {
+                continue;
+            }
+            let mut status = u.status.clone();
+            stamp_conditions(&mut status, previous.map(|(_, w)| w), &now);
+            let Some(api) = self.api(u) else { continue };
+            let params = PatchParams {
+                field_manager: Some(self.field_manager.clone()),
+                ..Default::default()
+            };
+            let patch = Patch::Merge(serde_json::json!({ "status": status }));
+            match api.patch_status(&u.name, &params, &patch).await {
+                Ok(_) => {
+                    count += 1;
+                    self.written.insert(key, (plain, status));
+                }
+                Err(e) => {
+                    tracing::warn!(kind = u.kind, name = %u.name, error = %e, "status write failed")
+                }
+            }
+        }
+        count
+    }
+
+    fn api(&self, u: &StatusUpdate) -> Option<Api<DynamicObject>> {
+        let k = WATCHED.iter().find(|k| k.kind == u.kind)?;
+        let (group, version) = u
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", u.api_version));
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, u.kind),
+            k.plural,
+        );
+        Some(match &u.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
+        })
+    }
+}
