@@ -250,6 +250,8 @@ pub async fn start_kubernetes(
         let dp = dp.clone();
         let version = version.clone();
         let mut changes = store.subscribe();
+        // The watchers may have synced before this subscription: look at least once.
+        changes.mark_changed();
         tokio::spawn(async move {
             let mut retry = false;
             loop {

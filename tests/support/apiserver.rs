@@ -41,6 +41,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
         "ReferenceGrant" => "referencegrants",
+        "Lease" => "leases",
         other => panic!("test API server does not know kind {other}"),
     };
     (prefix, plural)
@@ -74,6 +75,43 @@ struct State {
     /// How many list and watch requests were served, by resource.
     lists: HashMap<String, usize>,
     watches: HashMap<String, usize>,
+    /// Status patches served: (resource, namespace, name).
+    status_patches: Vec<(String, String, String)>,
+}
+
+impl State {
+    /// Stores an object under a new resourceVersion and records the event.
+    fn store(&mut self, resource: &str, mut object: Value) -> Event {
+        self.rv += 1;
+        let rv = self.rv;
+        let ns = meta_str(&object, "namespace").to_string();
+        let name = meta_str(&object, "name").to_string();
+        let objects = self.objects.entry(resource.to_string()).or_default();
+        let existing = objects.get(&(ns.clone(), name.clone()));
+        let uid = existing
+            .map(|e| e["metadata"]["uid"].clone())
+            .unwrap_or_else(|| format!("uid-{rv}").into());
+        let kind = if existing.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        if let Some(meta) = object["metadata"].as_object_mut() {
+            meta.insert("resourceVersion".into(), rv.to_string().into());
+            meta.insert("uid".into(), uid);
+            meta.entry("creationTimestamp")
+                .or_insert_with(|| "2026-01-01T00:00:00Z".into());
+        }
+        objects.insert((ns, name), object.clone());
+        let ev = Event {
+            resource: resource.to_string(),
+            rv,
+            kind,
+            object,
+        };
+        self.history.push(ev.clone());
+        ev
+    }
 }
 
 pub struct ApiServer {
@@ -117,7 +155,7 @@ impl ApiServer {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let (st, sig, dn) = (st.clone(), sig.clone(), dn.clone());
-                        async move { Ok::<_, Infallible>(handle(&st, &sig, &dn, req)) }
+                        async move { Ok::<_, Infallible>(handle(&st, &sig, &dn, req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
@@ -142,44 +180,34 @@ impl ApiServer {
     }
 
     /// Creates or replaces an object (ADDED or MODIFIED), like a server-side apply.
-    pub fn apply(&self, mut object: Value) {
+    pub fn apply(&self, object: Value) {
         let api_version = object["apiVersion"]
             .as_str()
             .expect("apiVersion")
             .to_string();
         let kind = object["kind"].as_str().expect("kind").to_string();
         let (prefix, plural) = resource_of(&api_version, &kind);
-        let resource = format!("{prefix}/{plural}");
-        let ns = meta_str(&object, "namespace").to_string();
-        let name = meta_str(&object, "name").to_string();
-        let mut st = self.state.lock().expect("lock");
-        st.rv += 1;
-        let rv = st.rv;
-        let objects = st.objects.entry(resource.clone()).or_default();
-        let existing = objects.get(&(ns.clone(), name.clone()));
-        let meta = object["metadata"].as_object_mut().expect("metadata");
-        meta.insert("resourceVersion".into(), rv.to_string().into());
-        let uid = existing
-            .map(|e| e["metadata"]["uid"].clone())
-            .unwrap_or_else(|| format!("uid-{rv}").into());
-        meta.insert("uid".into(), uid);
-        meta.entry("creationTimestamp")
-            .or_insert_with(|| "2026-01-01T00:00:00Z".into());
-        let kind_word = if existing.is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        objects.insert((ns, name), object.clone());
-        let ev = Event {
-            resource,
-            rv,
-            kind: kind_word,
-            object,
-        };
-        st.history.push(ev.clone());
-        drop(st);
+        let ev = self
+            .state
+            .lock()
+            .expect("lock")
+            .store(&format!("{prefix}/{plural}"), object);
         let _ = self.signals.send(Signal::Event(ev));
+    }
+
+    /// The stored object, as a client would GET it.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let (prefix, plural) = resource_of(api_version, kind);
+        let st = self.state.lock().expect("lock");
+        st.objects
+            .get(&format!("{prefix}/{plural}"))?
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// How many status patches were served.
+    pub fn status_patches(&self) -> usize {
+        self.state.lock().expect("lock").status_patches.len()
     }
 
     /// Deletes an object (DELETED carries its last state).
@@ -257,22 +285,67 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
 }
 
-/// Splits `/api/v1/namespaces/ns/services` into (resource key, namespace).
-fn parse_path(path: &str) -> Option<(String, Option<String>)> {
+/// A request path: resource key, namespace, object name and subresource.
+struct Target {
+    resource: String,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+/// Splits `/api/v1/namespaces/ns/services/web/status` into its parts.
+fn parse_path(path: &str) -> Option<Target> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (prefix_len, rest) = match segs.first() {
-        Some(&"api") => (2, &segs[2.min(segs.len())..]),
-        Some(&"apis") => (3, &segs[3.min(segs.len())..]),
+    let prefix_len = match segs.first() {
+        Some(&"api") => 2,
+        Some(&"apis") => 3,
         _ => return None,
     };
-    if segs.len() < prefix_len {
+    if segs.len() <= prefix_len {
         return None;
     }
     let prefix = segs[..prefix_len].join("/");
-    match rest {
-        [plural] => Some((format!("{prefix}/{plural}"), None)),
-        ["namespaces", ns, plural] => Some((format!("{prefix}/{plural}"), Some(ns.to_string()))),
-        _ => None,
+    let rest = &segs[prefix_len..];
+    let (namespace, rest): (Option<String>, Vec<&str>) = match rest {
+        ["namespaces", ns, plural, more @ ..] => {
+            let mut v = vec![*plural];
+            v.extend_from_slice(more);
+            (Some(ns.to_string()), v)
+        }
+        _ => (None, rest.to_vec()),
+    };
+    let (plural, name, sub) = match rest.as_slice() {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] => (*plural, Some(name.to_string()), Some(sub.to_string())),
+        _ => return None,
+    };
+    Some(Target {
+        resource: format!("{prefix}/{plural}"),
+        namespace,
+        name,
+        subresource: sub,
+    })
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
     }
 }
 
@@ -296,7 +369,7 @@ fn matches(obj: &Value, ns: &Option<String>, field: &Option<(String, String)>) -
     true
 }
 
-fn handle(
+async fn handle(
     state: &Arc<Mutex<State>>,
     signals: &broadcast::Sender<Signal>,
     down: &AtomicBool,
@@ -308,12 +381,20 @@ fn handle(
             &status(503, "ServiceUnavailable", "the test API server is down"),
         );
     }
-    let Some((resource, ns)) = parse_path(req.uri().path()) else {
+    let Some(target) = parse_path(req.uri().path()) else {
         return json_response(
             StatusCode::NOT_FOUND,
             &status(404, "NotFound", "no such path"),
         );
     };
+    if target.name.is_some() || req.method() != http::Method::GET {
+        return object_request(state, signals, target, req).await;
+    }
+    let Target {
+        resource,
+        namespace: ns,
+        ..
+    } = target;
     let query: HashMap<String, String> = req.uri().query().map(url_pairs).unwrap_or_default();
     let field = query
         .get("fieldSelector")
@@ -497,4 +578,107 @@ fn watch(
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// GET, PUT and PATCH (including the status subresource) of one object; POST to a
+/// collection creates one.
+async fn object_request(
+    state: &Arc<Mutex<State>>,
+    signals: &broadcast::Sender<Signal>,
+    t: Target,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let method = req.method().clone();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let ns = t.namespace.clone().unwrap_or_default();
+    let mut st = state.lock().expect("lock");
+    let name = match (&method, &t.name) {
+        (&http::Method::POST, None) => meta_str(&sent, "name").to_string(),
+        (_, Some(n)) => n.clone(),
+        _ => {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &status(405, "MethodNotAllowed", ""),
+            )
+        }
+    };
+    let key = (ns.clone(), name.clone());
+    let current = st
+        .objects
+        .get(&t.resource)
+        .and_then(|m| m.get(&key))
+        .cloned();
+    let not_found = || {
+        json_response(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", &format!("{name} not found")),
+        )
+    };
+    let ev = match method {
+        http::Method::GET => {
+            return current
+                .map(|o| json_response(StatusCode::OK, &o))
+                .unwrap_or_else(not_found)
+        }
+        http::Method::POST => {
+            if current.is_some() {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &status(409, "AlreadyExists", &format!("{name} already exists")),
+                );
+            }
+            let mut obj = sent;
+            if t.namespace.is_some() {
+                obj["metadata"]["namespace"] = ns.clone().into();
+            }
+            st.store(&t.resource, obj)
+        }
+        http::Method::PUT => {
+            let Some(cur) = current else {
+                return not_found();
+            };
+            let want = meta_str(&sent, "resourceVersion");
+            if !want.is_empty() && want != meta_str(&cur, "resourceVersion") {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &status(409, "Conflict", "the object has been modified"),
+                );
+            }
+            st.store(&t.resource, sent)
+        }
+        http::Method::PATCH => {
+            let Some(mut cur) = current else {
+                return not_found();
+            };
+            if t.subresource.as_deref() == Some("status") {
+                merge_patch(&mut cur["status"], &sent["status"]);
+                st.status_patches
+                    .push((t.resource.clone(), ns.clone(), name.clone()));
+            } else {
+                merge_patch(&mut cur, &sent);
+            }
+            st.store(&t.resource, cur)
+        }
+        _ => {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &status(405, "MethodNotAllowed", ""),
+            )
+        }
+    };
+    drop(st);
+    let object = ev.object.clone();
+    let _ = signals.send(Signal::Event(ev));
+    let code = if method == http::Method::POST {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json_response(code, &object)
 }

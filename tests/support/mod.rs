@@ -30,17 +30,21 @@ metadata: {name: gatehouse}
 spec: {controllerName: gatehouse.dev/gateway-controller}
 ";
 
-/// A free loopback address (bound then released). Never the same port twice in one
-/// test process, so tests running in parallel do not race for a port.
+/// A free loopback address for a server under test. It is chosen below the kernel's
+/// ephemeral range (32768 and up by default), so that no client connection or port-0
+/// bind elsewhere in the test can take it between now and when the server binds it,
+/// and it is never handed out twice in one test process.
 pub fn free_addr() -> SocketAddr {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
+        let port = fastrand::u16(20000..32000);
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&addr.port()) {
-            given.push(addr.port());
-            return addr;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return SocketAddr::from(([127, 0, 0, 1], port));
         }
     }
 }
