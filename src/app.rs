@@ -272,6 +272,25 @@ pub async fn start_kubernetes(
                 if !store.synced() {
                     continue;
                 }
+                // Only EndpointSlices changed: swap endpoints in place, no new Snapshot.
+                let dirty = store.take_dirty();
+                if !retry
+                    && version.load(Ordering::Acquire) > 0
+                    && !dirty.is_empty()
+                    && dirty.iter().all(|k| *k == "EndpointSlice")
+                {
+                    let active = dp.current();
+                    let started = Instant::now();
+                    let n = store.read(|s| {
+                        gatehouse_translate::backends::refresh_endpoints(s, &active.snapshot)
+                    });
+                    tracing::debug!(
+                        clusters = n,
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "endpoints updated in place"
+                    );
+                    continue;
+                }
                 let objects = store.snapshot();
                 let topts = opts.translate.clone();
                 let result =

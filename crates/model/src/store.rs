@@ -86,9 +86,16 @@ impl ObjectStore {
         &'a self,
         kind: &'static str,
     ) -> impl Iterator<Item = &'a StoredObject> + 'a {
+        // Keys sort by kind first, so one kind is one contiguous range.
+        let start = ObjectKey {
+            kind,
+            namespace: None,
+            name: String::new(),
+        };
         self.objects
-            .values()
-            .filter(move |o| o.object.kind() == kind)
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
+            .map(|(_, o)| o)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &StoredObject> {

@@ -10,6 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -126,6 +127,8 @@ pub struct KubeStore {
     store: Arc<Mutex<ObjectStore>>,
     changes: Arc<watch::Sender<u64>>,
     synced: Arc<AtomicUsize>,
+    /// Kinds changed since the last `take_dirty`.
+    dirty: Arc<Mutex<BTreeSet<&'static str>>>,
 }
 
 impl KubeStore {
@@ -144,7 +147,22 @@ impl KubeStore {
         self.synced.load(Ordering::Acquire) >= WATCHED.len()
     }
 
-    fn changed(&self) {
+    /// The kinds that changed since the last call (so a caller can tell an
+    /// endpoint-only change from one that needs a full translation).
+    pub fn take_dirty(&self) -> BTreeSet<&'static str> {
+        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` on the store in place (no copy); keep it short, watchers wait.
+    pub fn read<R>(&self, f: impl FnOnce(&ObjectStore) -> R) -> R {
+        f(&self.store.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn changed(&self, kind: &'static str) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kind);
         self.changes.send_modify(|v| *v += 1);
     }
 
@@ -198,6 +216,7 @@ pub fn start(client: Client, opts: KubeOptions) -> KubeStore {
         store: Arc::new(Mutex::new(ObjectStore::new())),
         changes: Arc::new(watch::channel(0).0),
         synced: Arc::new(AtomicUsize::new(0)),
+        dirty: Arc::new(Mutex::new(BTreeSet::new())),
     };
     for k in WATCHED {
         tokio::spawn(watch_kind(
@@ -244,10 +263,10 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                     first_sync = false;
                     store.synced.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(kind = k.kind, objects = count, "initial list synced");
-                    store.changed();
+                    store.changed(k.kind);
                 } else if changed {
                     tracing::info!(kind = k.kind, objects = count, "re-listed");
-                    store.changed();
+                    store.changed(k.kind);
                 }
             }
             Ok(Event::Apply(obj)) => {
@@ -258,13 +277,13 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                     None => store.with_store(|s| s.remove(&key).is_some()),
                 };
                 if changed {
-                    store.changed();
+                    store.changed(k.kind);
                 }
             }
             Ok(Event::Delete(obj)) => {
                 let key = key_of(&k, &obj);
                 if store.with_store(|s| s.remove(&key).is_some()) {
-                    store.changed();
+                    store.changed(k.kind);
                 }
             }
             Err(e) => {

@@ -2,9 +2,12 @@
 //! ready endpoint addresses, shared by every route that names the same Service port.
 
 use crate::builder::Builder;
-use crate::snapshot::{Cluster, UpstreamProtocol};
-use gatehouse_model::{Object, ObjectKey};
+use crate::snapshot::{Cluster, ClusterSource, Snapshot, UpstreamProtocol};
+use gatehouse_model::{Object, ObjectKey, ObjectStore};
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -59,76 +62,135 @@ pub fn resolve(
         }
         _ => UpstreamProtocol::Http1,
     };
-    let sp_name = sp.name.as_deref().unwrap_or("");
-    let mut ready = Vec::new();
-    let mut serving = Vec::new();
-    for o in b.store.of_kind("EndpointSlice") {
-        let Object::EndpointSlice(es) = &o.object else {
-            continue;
-        };
-        if o.namespace() != namespace
-            || es
+    let endpoints = b.endpoint_index.endpoints(namespace, name, sp);
+    let cluster = Arc::new(Cluster::new(
+        cluster_name.clone(),
+        ClusterSource {
+            namespace: namespace.to_string(),
+            service: name.to_string(),
+            port: sp.port,
+        },
+        protocol,
+        endpoints,
+    ));
+    b.clusters.insert(cluster_name, cluster.clone());
+    Ok(cluster)
+}
+
+/// EndpointSlices by (namespace, Service name), built once per translation so that
+/// resolving a cluster never scans every slice.
+#[derive(Default)]
+pub struct EndpointIndex<'a> {
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> EndpointIndex<'a> {
+    pub fn build(store: &'a ObjectStore) -> Self {
+        let mut slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>> = HashMap::new();
+        for o in store.of_kind("EndpointSlice") {
+            let Object::EndpointSlice(es) = &o.object else {
+                continue;
+            };
+            let Some(svc) = es
                 .metadata
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                != Some(name)
-        {
-            continue;
+            else {
+                continue;
+            };
+            slices
+                .entry((o.namespace(), svc.as_str()))
+                .or_default()
+                .push(es);
         }
-        let slice_port = es
-            .ports
-            .as_ref()
-            .and_then(|ps| {
-                ps.iter()
-                    .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
-                    .or_else(|| match &sp.target_port {
-                        Some(IntOrString::String(tp)) => {
-                            ps.iter().find(|p| p.name.as_deref() == Some(tp))
-                        }
-                        _ => None,
-                    })
-            })
-            .and_then(|p| p.port);
-        let port_num = match (slice_port, &sp.target_port) {
-            (Some(p), _) => p,
-            (None, Some(IntOrString::Int(p))) => *p,
-            (None, None) => sp.port,
-            (None, Some(IntOrString::String(_))) => continue,
-        };
-        let Ok(port_num) = u16::try_from(port_num) else {
-            continue;
-        };
-        for ep in es.endpoints.iter().flatten() {
-            let cond = ep.conditions.as_ref();
-            let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
-            let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
-            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-            for a in &ep.addresses {
-                let Ok(ip) = a.parse::<IpAddr>() else {
-                    continue;
-                };
-                let addr = SocketAddr::new(ip, port_num);
-                if is_ready && !terminating {
-                    ready.push(addr);
-                } else if is_serving {
-                    serving.push(addr);
+        EndpointIndex { slices }
+    }
+
+    /// Ready endpoints of a Service port (serving-but-terminating ones only when none is
+    /// ready, as kube-proxy does), sorted and deduplicated.
+    pub fn endpoints(&self, namespace: &str, service: &str, sp: &ServicePort) -> Vec<SocketAddr> {
+        let sp_name = sp.name.as_deref().unwrap_or("");
+        let mut ready = Vec::new();
+        let mut serving = Vec::new();
+        for es in self.slices.get(&(namespace, service)).into_iter().flatten() {
+            let slice_port = es
+                .ports
+                .as_ref()
+                .and_then(|ps| {
+                    ps.iter()
+                        .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
+                        .or_else(|| match &sp.target_port {
+                            Some(IntOrString::String(tp)) => {
+                                ps.iter().find(|p| p.name.as_deref() == Some(tp))
+                            }
+                            _ => None,
+                        })
+                })
+                .and_then(|p| p.port);
+            let port_num = match (slice_port, &sp.target_port) {
+                (Some(p), _) => p,
+                (None, Some(IntOrString::Int(p))) => *p,
+                (None, None) => sp.port,
+                (None, Some(IntOrString::String(_))) => continue,
+            };
+            let Ok(port_num) = u16::try_from(port_num) else {
+                continue;
+            };
+            for ep in es.endpoints.iter().flatten() {
+                let cond = ep.conditions.as_ref();
+                let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                for a in &ep.addresses {
+                    let Ok(ip) = a.parse::<IpAddr>() else {
+                        continue;
+                    };
+                    let addr = SocketAddr::new(ip, port_num);
+                    if is_ready && !terminating {
+                        ready.push(addr);
+                    } else if is_serving {
+                        serving.push(addr);
+                    }
                 }
             }
         }
+        let mut endpoints = if ready.is_empty() { serving } else { ready };
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints
     }
-    // As kube-proxy does: fall back to serving-but-terminating endpoints only when no
-    // endpoint is ready.
-    let mut endpoints = if ready.is_empty() { serving } else { ready };
-    endpoints.sort();
-    endpoints.dedup();
-    let cluster = Arc::new(Cluster {
-        name: cluster_name.clone(),
-        endpoints,
-        protocol,
-        next: Default::default(),
-    });
-    b.clusters.insert(cluster_name, cluster.clone());
-    Ok(cluster)
+}
+
+/// Recomputes every cluster's endpoints of `snapshot` from `store` and swaps the ones
+/// that changed in place; routes are untouched. For changes that touch only
+/// EndpointSlices, this replaces a whole translation. Returns how many changed.
+pub fn refresh_endpoints(store: &ObjectStore, snapshot: &Snapshot) -> usize {
+    let index = EndpointIndex::build(store);
+    let mut changed = 0;
+    for c in snapshot.clusters.values() {
+        let src = &c.source;
+        let key = ObjectKey {
+            kind: "Service",
+            namespace: Some(src.namespace.clone()),
+            name: src.service.clone(),
+        };
+        let sp = match store.get(&key).map(|o| &o.object) {
+            Some(Object::Service(svc)) => svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|ps| ps.iter().find(|p| p.port == src.port)),
+            _ => None,
+        };
+        let fresh = match sp {
+            Some(sp) => index.endpoints(&src.namespace, &src.service, sp),
+            None => Vec::new(),
+        };
+        if *c.endpoints() != fresh {
+            c.set_endpoints(fresh);
+            changed += 1;
+        }
+    }
+    changed
 }

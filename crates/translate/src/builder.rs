@@ -1,6 +1,7 @@
 //! The mutable state of one translation run: errors, warnings, clusters, certificates
 //! and ports under construction. `finish` freezes it into a Snapshot.
 
+use crate::backends::EndpointIndex;
 use crate::hosts::{HostTable, WildcardMode};
 use crate::routes::{RouteEntry, RouteTable};
 use crate::snapshot::{BoundPort, Cluster, RouteAction, Section, Snapshot, Summary};
@@ -23,6 +24,7 @@ pub struct Builder<'a> {
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
     pub statuses: Vec<StatusUpdate>,
+    pub endpoint_index: EndpointIndex<'a>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -80,6 +82,7 @@ impl<'a> Builder<'a> {
             route_names: Vec::new(),
             summary: Summary::default(),
             statuses: Vec::new(),
+            endpoint_index: EndpointIndex::build(store),
             ports: BTreeMap::new(),
         }
     }

@@ -144,12 +144,12 @@ fn endpoints_follow_conditions_ports_and_app_protocol() {
     let s = run(&yaml).expect("valid");
     let http = &s.clusters["default/web:80"];
     // 10.0.0.3 has no conditions (ready by default); 10.0.0.2 is terminating.
-    let eps: Vec<String> = http.endpoints.iter().map(|e| e.to_string()).collect();
+    let eps: Vec<String> = http.endpoints().iter().map(|e| e.to_string()).collect();
     assert_eq!(eps, ["10.0.0.1:8080", "10.0.0.3:8080"]);
     assert_eq!(http.protocol, UpstreamProtocol::Http1);
     let grpc = &s.clusters["default/web:81"];
     assert_eq!(grpc.protocol, UpstreamProtocol::Http2);
-    assert_eq!(grpc.endpoints.len(), 2);
+    assert_eq!(grpc.endpoints().len(), 2);
     // When nothing is ready, serving-but-terminating endpoints are used.
     let draining = SVC
         .replace("- addresses: [10.0.0.1]\n  conditions: {ready: true}\n", "")
@@ -162,7 +162,7 @@ fn endpoints_follow_conditions_ports_and_app_protocol() {
     .concat())
     .expect("valid");
     let eps: Vec<String> = s.clusters["default/web:80"]
-        .endpoints
+        .endpoints()
         .iter()
         .map(|e| e.to_string())
         .collect();
