@@ -276,13 +276,14 @@ pub async fn start_kubernetes(
                 let dirty = store.take_dirty();
                 if !retry
                     && version.load(Ordering::Acquire) > 0
-                    && !dirty.is_empty()
-                    && dirty.iter().all(|k| *k == "EndpointSlice")
+                    && !dirty.kinds.is_empty()
+                    && dirty.kinds.iter().all(|k| *k == "EndpointSlice")
                 {
                     let active = dp.current();
                     let started = Instant::now();
+                    let only = (!dirty.all_services).then_some(&dirty.services);
                     let n = store.read(|s| {
-                        gatehouse_translate::backends::refresh_endpoints(s, &active.snapshot)
+                        gatehouse_translate::backends::refresh_endpoints(s, &active.snapshot, only)
                     });
                     tracing::debug!(
                         clusters = n,

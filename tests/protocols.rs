@@ -34,81 +34,59 @@ fn channel_body(rx: mpsc::Receiver<FrameResult>) -> TestBody {
 /// arrives (prefixed messages pass through unchanged); when the request ends it sends
 /// trailers `grpc-status: 0`.
 async fn grpc_backend() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
+    listen(|s| async move {
+        let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+            assert_eq!(
+                req.headers().get("content-type").map(|v| v.as_bytes()),
+                Some(&b"application/grpc"[..])
+            );
+            let authority = req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            let (tx, rx) = mpsc::channel::<FrameResult>(16);
+            let mut body = req.into_body();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
-                    assert_eq!(
-                        req.headers().get("content-type").map(|v| v.as_bytes()),
-                        Some(&b"application/grpc"[..])
-                    );
-                    let authority = req
-                        .uri()
-                        .authority()
-                        .map(|a| a.to_string())
-                        .unwrap_or_default();
-                    let (tx, rx) = mpsc::channel::<FrameResult>(16);
-                    let mut body = req.into_body();
-                    tokio::spawn(async move {
-                        while let Some(Ok(frame)) = body.frame().await {
-                            if let Ok(data) = frame.into_data() {
-                                let _ = tx.send(Ok(Frame::data(data))).await;
-                            }
-                        }
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        trailers.insert("grpc-message", http::HeaderValue::from_static("done"));
-                        let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-                    });
-                    let mut resp = http::Response::new(channel_body(rx));
-                    resp.headers_mut().insert(
-                        "content-type",
-                        http::HeaderValue::from_static("application/grpc"),
-                    );
-                    if let Ok(v) = http::HeaderValue::from_str(&authority) {
-                        resp.headers_mut().insert("x-seen-authority", v);
+                while let Some(Ok(frame)) = body.frame().await {
+                    if let Ok(data) = frame.into_data() {
+                        let _ = tx.send(Ok(Frame::data(data))).await;
                     }
-                    Ok::<_, Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+                }
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                trailers.insert("grpc-message", http::HeaderValue::from_static("done"));
+                let _ = tx.send(Ok(Frame::trailers(trailers))).await;
             });
-        }
-    });
-    addr
+            let mut resp = http::Response::new(channel_body(rx));
+            resp.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&authority) {
+                resp.headers_mut().insert("x-seen-authority", v);
+            }
+            Ok::<_, Infallible>(resp)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(s), svc)
+            .await;
+    })
+    .await
 }
 
 async fn ws_backend() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        let _ = ws.send(msg).await;
-                    }
-                }
-            });
+    listen(|s| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(s).await else {
+            return;
+        };
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                let _ = ws.send(msg).await;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 fn ingress(host: &str, svc: &str) -> String {

@@ -413,17 +413,12 @@ async fn handle(
     let mut st = state.lock().expect("lock");
     *st.lists.entry(resource.clone()).or_default() += 1;
     let rv = st.rv;
-    let items: Vec<Value> = st
+    // Only the page is copied (a real API server pages from its cache the same way).
+    let items: Vec<&Value> = st
         .objects
         .get(&resource)
-        .map(|m| {
-            m.values()
-                .filter(|o| matches(o, &ns, &field))
-                .cloned()
-                .collect()
-        })
+        .map(|m| m.values().filter(|o| matches(o, &ns, &field)).collect())
         .unwrap_or_default();
-    drop(st);
     let offset: usize = query
         .get("continue")
         .and_then(|c| c.parse().ok())
@@ -438,7 +433,7 @@ async fn handle(
         .iter()
         .map(|o| {
             // Like the real API server, list items carry no apiVersion/kind.
-            let mut o = o.clone();
+            let mut o = (*o).clone();
             if let Some(m) = o.as_object_mut() {
                 m.remove("apiVersion");
                 m.remove("kind");
@@ -446,10 +441,12 @@ async fn handle(
             o
         })
         .collect();
+    let total = items.len();
+    drop(st);
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if end < items.len() {
+    if end < total {
         metadata["continue"] = end.to_string().into();
-        metadata["remainingItemCount"] = (items.len() - end).into();
+        metadata["remainingItemCount"] = (total - end).into();
     }
     json_response(
         StatusCode::OK,

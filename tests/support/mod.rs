@@ -235,6 +235,11 @@ pub async fn h2c_get(addr: SocketAddr, host: &str, path: &str) -> Resp {
         .body(Full::new(Bytes::new()))
         .expect("request");
     let resp = sender.send_request(req).await.expect("response");
+    read(resp).await
+}
+
+/// Reads a whole response.
+pub async fn read(resp: http::Response<hyper::body::Incoming>) -> Resp {
     let status = resp.status().as_u16();
     let version = resp.version();
     let headers = resp.headers().clone();
@@ -245,6 +250,27 @@ pub async fn h2c_get(addr: SocketAddr, host: &str, path: &str) -> Resp {
         body: String::from_utf8_lossy(&body).into_owned(),
         version,
     }
+}
+
+/// A test server on a new loopback port: `serve` runs in its own task for every
+/// accepted connection.
+pub async fn listen<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            if let Ok((s, _)) = l.accept().await {
+                tokio::spawn(serve(s));
+            }
+        }
+    });
+    addr
 }
 
 /// Sends a request to `addr` with `host` and extra headers; reads the whole answer.
@@ -265,16 +291,7 @@ pub async fn send(
     }
     let req = b.body(Full::new(Bytes::new())).expect("request");
     let resp = c.request(req).await.expect("response");
-    let status = resp.status().as_u16();
-    let version = resp.version();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-        version,
-    }
+    read(resp).await
 }
 
 pub async fn get(c: &TestClient, addr: SocketAddr, host: &str, path: &str) -> Resp {

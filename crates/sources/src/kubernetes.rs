@@ -127,8 +127,29 @@ pub struct KubeStore {
     store: Arc<Mutex<ObjectStore>>,
     changes: Arc<watch::Sender<u64>>,
     synced: Arc<AtomicUsize>,
-    /// Kinds changed since the last `take_dirty`.
-    dirty: Arc<Mutex<BTreeSet<&'static str>>>,
+    /// What changed since the last `take_dirty`.
+    dirty: Arc<Mutex<Dirty>>,
+}
+
+/// What changed since the last look: kinds, and the Services whose EndpointSlices
+/// changed (all of them after a re-list), so endpoint-only changes touch only those.
+#[derive(Debug, Default, Clone)]
+pub struct Dirty {
+    pub kinds: BTreeSet<&'static str>,
+    pub services: BTreeSet<(String, String)>,
+    pub all_services: bool,
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+fn slice_service(o: &gatehouse_model::StoredObject) -> Option<(String, String)> {
+    let svc = o
+        .object
+        .metadata()
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?;
+    Some((o.namespace().to_string(), svc.clone()))
 }
 
 impl KubeStore {
@@ -149,7 +170,7 @@ impl KubeStore {
 
     /// The kinds that changed since the last call (so a caller can tell an
     /// endpoint-only change from one that needs a full translation).
-    pub fn take_dirty(&self) -> BTreeSet<&'static str> {
+    pub fn take_dirty(&self) -> Dirty {
         std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -162,8 +183,18 @@ impl KubeStore {
         self.dirty
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .kinds
             .insert(kind);
         self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// Notes the Services of EndpointSlices that changed (None: all, after a re-list).
+    fn slices_changed(&self, services: Option<Vec<(String, String)>>) {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        match services {
+            Some(s) => d.services.extend(s),
+            None => d.all_services = true,
+        }
     }
 
     fn with_store<R>(&self, f: impl FnOnce(&mut ObjectStore) -> R) -> R {
@@ -216,7 +247,7 @@ pub fn start(client: Client, opts: KubeOptions) -> KubeStore {
         store: Arc::new(Mutex::new(ObjectStore::new())),
         changes: Arc::new(watch::channel(0).0),
         synced: Arc::new(AtomicUsize::new(0)),
-        dirty: Arc::new(Mutex::new(BTreeSet::new())),
+        dirty: Arc::new(Mutex::new(Dirty::default())),
     };
     for k in WATCHED {
         tokio::spawn(watch_kind(
@@ -266,23 +297,37 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                     store.changed(k.kind);
                 } else if changed {
                     tracing::info!(kind = k.kind, objects = count, "re-listed");
+                    store.slices_changed(None);
                     store.changed(k.kind);
                 }
             }
             Ok(Event::Apply(obj)) => {
                 let key = key_of(&k, &obj);
-                let changed = match convert(&k, obj) {
-                    Some(o) => store.with_store(|s| s.upsert(o)),
-                    // An object that no longer converts must not keep its old version.
-                    None => store.with_store(|s| s.remove(&key).is_some()),
-                };
+                let new = convert(&k, obj);
+                let (changed, services) = store.with_store(|s| {
+                    // The Services of the old and the new version of a slice.
+                    let services: Vec<_> = s
+                        .get(&key)
+                        .and_then(slice_service)
+                        .into_iter()
+                        .chain(new.as_ref().and_then(slice_service))
+                        .collect();
+                    let changed = match new {
+                        Some(o) => s.upsert(o),
+                        // An object that no longer converts must not keep its old version.
+                        None => s.remove(&key).is_some(),
+                    };
+                    (changed, services)
+                });
                 if changed {
+                    store.slices_changed(Some(services));
                     store.changed(k.kind);
                 }
             }
             Ok(Event::Delete(obj)) => {
                 let key = key_of(&k, &obj);
-                if store.with_store(|s| s.remove(&key).is_some()) {
+                if let Some(old) = store.with_store(|s| s.remove(&key)) {
+                    store.slices_changed(Some(slice_service(&old).into_iter().collect()));
                     store.changed(k.kind);
                 }
             }

@@ -165,11 +165,19 @@ impl<'a> EndpointIndex<'a> {
 /// Recomputes every cluster's endpoints of `snapshot` from `store` and swaps the ones
 /// that changed in place; routes are untouched. For changes that touch only
 /// EndpointSlices, this replaces a whole translation. Returns how many changed.
-pub fn refresh_endpoints(store: &ObjectStore, snapshot: &Snapshot) -> usize {
+/// `only`: the (namespace, Service) pairs to look at; None for every cluster.
+pub fn refresh_endpoints(
+    store: &ObjectStore,
+    snapshot: &Snapshot,
+    only: Option<&std::collections::BTreeSet<(String, String)>>,
+) -> usize {
     let index = EndpointIndex::build(store);
     let mut changed = 0;
     for c in snapshot.clusters.values() {
         let src = &c.source;
+        if only.is_some_and(|o| !o.contains(&(src.namespace.clone(), src.service.clone()))) {
+            continue;
+        }
         let key = ObjectKey {
             kind: "Service",
             namespace: Some(src.namespace.clone()),
