@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUST_LOG="${RUST_LOG:-error}" cargo test --release --test kube_scale -- --ignored --nocapture 2>&1 |
-  grep -E '^(---|initial|process|new route|endpoint|burst|requests|test result)|panicked'
+  grep -E '^(---|initial|one full|process|new route|endpoint|burst|requests|failed request|test result)|panicked'
