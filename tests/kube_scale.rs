@@ -89,7 +89,10 @@ async fn answer(cl: &TestClient, http: SocketAddr, host: &str) -> Result<String,
         .map_err(|e| e.to_string())?
         .to_bytes();
     if status != 200 {
-        return Err(format!("{status}: {}", String::from_utf8_lossy(&body).trim()));
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
     }
     let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     v["service"]
@@ -167,7 +170,11 @@ async fn kubernetes_source_at_scale() {
                 "EndpointSlice" => format!("svc-{i}-1"),
                 _ => format!("ing-{i}"),
             };
-            let ns = if kind == "IngressClass" { "" } else { "default" };
+            let ns = if kind == "IngressClass" {
+                ""
+            } else {
+                "default"
+            };
             if let Some(v) = api.get(api_version, kind, ns, &name) {
                 if let Ok(Some(o)) = gatehouse_model::manifest::object_from_value(v) {
                     store.upsert(o);
@@ -176,7 +183,8 @@ async fn kubernetes_source_at_scale() {
         }
     }
     let t = Instant::now();
-    let snapshot = gatehouse_translate::translate(&store, &TranslateOptions::default(), 1).expect("translates");
+    let snapshot = gatehouse_translate::translate(&store, &TranslateOptions::default(), 1)
+        .expect("translates");
     let translate_time = t.elapsed();
     let t = Instant::now();
     let copy = store.clone();

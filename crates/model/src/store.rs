@@ -2,12 +2,15 @@
 
 use crate::object::{ObjectKey, StoredObject};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// All objects currently known, from whichever source. Ordered, so that translation
 /// sees objects in a stable order and produces the same Snapshot for the same input.
+/// Objects are shared, so copying the store (to translate it off the watchers' lock)
+/// copies keys and pointers, not objects.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectStore {
-    objects: BTreeMap<ObjectKey, StoredObject>,
+    objects: BTreeMap<ObjectKey, Arc<StoredObject>>,
 }
 
 impl ObjectStore {
@@ -30,7 +33,7 @@ impl ObjectStore {
         match self.objects.get(&key) {
             Some(old) if old.object == object.object => false,
             _ => {
-                self.objects.insert(key, object);
+                self.objects.insert(key, Arc::new(object));
                 true
             }
         }
@@ -57,7 +60,7 @@ impl ObjectStore {
             match fresh.remove(k) {
                 Some(new) => {
                     if new.object != old.object {
-                        *old = new;
+                        *old = Arc::new(new);
                         changed = true;
                     }
                     true
@@ -69,16 +72,17 @@ impl ObjectStore {
             }
         });
         changed |= !fresh.is_empty();
-        self.objects.extend(fresh);
+        self.objects
+            .extend(fresh.into_iter().map(|(k, o)| (k, Arc::new(o))));
         changed
     }
 
-    pub fn remove(&mut self, key: &ObjectKey) -> Option<StoredObject> {
+    pub fn remove(&mut self, key: &ObjectKey) -> Option<Arc<StoredObject>> {
         self.objects.remove(key)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {
-        self.objects.get(key)
+        self.objects.get(key).map(|o| &**o)
     }
 
     /// Objects of one kind, in key order.
@@ -95,11 +99,11 @@ impl ObjectStore {
         self.objects
             .range(start..)
             .take_while(move |(k, _)| k.kind == kind)
-            .map(|(_, o)| o)
+            .map(|(_, o)| &**o)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &StoredObject> {
-        self.objects.values()
+        self.objects.values().map(|o| &**o)
     }
 
     pub fn len(&self) -> usize {
