@@ -11,7 +11,7 @@ use crate::snapshot::{
 use gatehouse_model::status::StatusUpdate;
 use gatehouse_model::{Object, StoredObject, INGRESS_CONTROLLER};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
@@ -24,7 +24,9 @@ struct PendingEntry {
     key: SortKey,
     path: PathMatch,
     action: Arc<RouteAction>,
-    redirect: Option<Arc<RouteAction>>,
+    /// The owning Ingress's id when it redirects plain HTTP to HTTPS for TLS hosts; the
+    /// redirect action is made only if one of its hosts turns out to have TLS.
+    redirect: Option<Arc<str>>,
     /// The Ingress has a TLS entry without hosts (so all its rules are TLS).
     hostless_tls: bool,
 }
@@ -133,21 +135,7 @@ pub fn translate(b: &mut Builder<'_>) {
             .and_then(|a| a.get(SSL_REDIRECT_ANNOTATION))
             .map(String::as_str)
             != Some("false");
-        let redirect = b.action(RouteAction {
-            id: 0,
-            name: Arc::from(format!("{id}/https-redirect")),
-            request_headers: None,
-            response_headers: None,
-            kind: ActionKind::Redirect(Redirect {
-                scheme: Some("https".into()),
-                hostname: None,
-                path: None,
-                port: (https_port != 443).then_some(https_port),
-                status: 308,
-            }),
-            timeout: None,
-            backend_timeout: None,
-        });
+        let redirect: Option<Arc<str>> = ssl_redirect.then(|| Arc::from(id.as_str()));
         for (ti, t) in spec.tls.iter().flatten().enumerate() {
             let Some(secret) = &t.secret_name else {
                 continue;
@@ -233,7 +221,7 @@ pub fn translate(b: &mut Builder<'_>) {
                     ),
                     path,
                     action,
-                    redirect: ssl_redirect.then(|| redirect.clone()),
+                    redirect: redirect.clone(),
                     hostless_tls: false,
                 });
             }
@@ -245,6 +233,7 @@ pub fn translate(b: &mut Builder<'_>) {
     }
     let mut http = SectionRoutes::default();
     let mut https = SectionRoutes::default();
+    let mut redirects: HashMap<Arc<str>, Arc<RouteAction>> = HashMap::new();
     for e in pending {
         let has_cert = |h: &str| match h.starts_with("*.") {
             true => tls_hosts.contains_key(Some(h)),
@@ -252,7 +241,26 @@ pub fn translate(b: &mut Builder<'_>) {
         };
         let tls = e.hostless_tls || e.host.as_deref().is_some_and(has_cert);
         let plain_action = match (&e.redirect, tls) {
-            (Some(r), true) => r.clone(),
+            (Some(id), true) => redirects
+                .entry(id.clone())
+                .or_insert_with(|| {
+                    b.action(RouteAction {
+                        id: 0,
+                        name: Arc::from(format!("{id}/https-redirect")),
+                        request_headers: None,
+                        response_headers: None,
+                        kind: ActionKind::Redirect(Redirect {
+                            scheme: Some("https".into()),
+                            hostname: None,
+                            path: None,
+                            port: (https_port != 443).then_some(https_port),
+                            status: 308,
+                        }),
+                        timeout: None,
+                        backend_timeout: None,
+                    })
+                })
+                .clone(),
             _ => e.action.clone(),
         };
         let entry = |action| RouteEntry {
