@@ -5,7 +5,7 @@ use anyhow::{anyhow, Context};
 use gatehouse_model::ConfigError;
 use gatehouse_proxy::{DataPlane, ProxyConfig};
 use gatehouse_sources::{load_dir_partial, watch_dir};
-use gatehouse_translate::{translate, Snapshot, TranslateOptions};
+use gatehouse_translate::{translate, translate_lenient, Snapshot, TranslateOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -294,8 +294,16 @@ pub async fn start_kubernetes(
                 }
                 let objects = store.snapshot();
                 let topts = opts.translate.clone();
-                let result =
-                    install(&dp, &version, move |next| translate(&objects, &topts, next)).await;
+                // On a cluster, an invalid object is left out (and told so in its
+                // status) rather than blocking everyone else's changes.
+                let result = install(&dp, &version, move |next| {
+                    let (snapshot, rejected) = translate_lenient(&objects, &topts, next);
+                    for e in &rejected {
+                        tracing::warn!("object left out: {e}");
+                    }
+                    snapshot
+                })
+                .await;
                 retry = result == Installed::NotApplied;
                 if result == Installed::Applied {
                     let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));

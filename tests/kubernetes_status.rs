@@ -218,6 +218,41 @@ async fn status_is_written_with_the_reasons_the_spec_names() {
         "NoMatchingParent"
     );
 
+    // An invalid route is left out and told why; everything else keeps applying.
+    api.apply(json!({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "bad-regex", "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [{
+            "matches": [{"path": {"type": "RegularExpression", "value": "/a("}}],
+            "backendRefs": [{"name": "web", "port": 80}]}]}}));
+    let bad = wait_for(
+        &api,
+        GW,
+        "HTTPRoute",
+        "default",
+        "bad-regex",
+        "Accepted=False",
+        |o| condition(&parent_conditions(o), "Accepted")["status"] == "False",
+    )
+    .await;
+    let msg = condition(&parent_conditions(&bad), "Accepted")["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        msg.contains("spec.rules[0].matches[0].path.value") && msg.contains("regular expression"),
+        "{msg}"
+    );
+    api.apply(route("after-bad", None, "web"));
+    wait_for(
+        &api,
+        GW,
+        "HTTPRoute",
+        "default",
+        "after-bad",
+        "Accepted despite another invalid route",
+        |o| condition(&parent_conditions(o), "Accepted")["status"] == "True",
+    )
+    .await;
+
     // Nothing changes, so nothing is written again.
     let writes = api.status_patches();
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -115,3 +115,116 @@ pub fn translate(
 }
 
 pub mod builder;
+
+/// Translation for a live cluster, where one team's invalid object must not hold back
+/// everyone else's changes: objects with errors are left out (and the translation run
+/// again without them). Returns the Snapshot (or the errors no object can be blamed
+/// for) and the errors of the objects left out. Rejected Gateways and HTTPRoutes get an
+/// `Accepted=False` status naming the error.
+pub fn translate_lenient(
+    store: &ObjectStore,
+    opts: &TranslateOptions,
+    version: u64,
+) -> (Result<Snapshot, Vec<ConfigError>>, Vec<ConfigError>) {
+    let mut rejected: Vec<ConfigError> = Vec::new();
+    let mut remaining = store.clone();
+    // Each round removes at least one object, so this ends; one or two rounds suffice
+    // in practice, since errors rarely depend on each other.
+    loop {
+        match translate(&remaining, opts, version) {
+            Ok(mut snapshot) => {
+                snapshot
+                    .statuses
+                    .extend(rejected_statuses(store, &rejected));
+                return (Ok(snapshot), rejected);
+            }
+            Err(errors) => {
+                let mut removed = false;
+                for e in &errors {
+                    if let Some(key) = object_key(e) {
+                        removed |= remaining.remove(&key).is_some();
+                    }
+                }
+                if !removed {
+                    return (Err(errors), rejected);
+                }
+                rejected.extend(errors);
+            }
+        }
+    }
+}
+
+fn static_kind(kind: &str) -> Option<&'static str> {
+    [
+        "Ingress",
+        "IngressClass",
+        "Service",
+        "EndpointSlice",
+        "Secret",
+        "GatewayClass",
+        "Gateway",
+        "HTTPRoute",
+        "ReferenceGrant",
+        "Namespace",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+}
+
+fn object_key(e: &ConfigError) -> Option<gatehouse_model::ObjectKey> {
+    Some(gatehouse_model::ObjectKey {
+        kind: static_kind(&e.kind)?,
+        namespace: e.namespace.clone(),
+        name: e.name.clone(),
+    })
+}
+
+fn rejected_statuses(
+    store: &ObjectStore,
+    rejected: &[ConfigError],
+) -> Vec<gatehouse_model::status::StatusUpdate> {
+    use gatehouse_model::status::{condition, StatusUpdate};
+    use gatehouse_model::Object;
+    let mut out: Vec<StatusUpdate> = Vec::new();
+    for e in rejected {
+        let Some(key) = object_key(e) else { continue };
+        if out
+            .iter()
+            .any(|u| u.kind == key.kind && u.namespace == key.namespace && u.name == key.name)
+        {
+            continue;
+        }
+        let Some(o) = store.get(&key) else { continue };
+        let g = o.object.metadata().generation;
+        let message = format!("rejected: field {}: {}", e.field, e.message);
+        let status = match &o.object {
+            Object::Gateway(_) => serde_json::json!({"conditions": [
+                condition("Accepted", false, "Invalid", &message, g),
+                condition("Programmed", false, "Invalid", &message, g)]}),
+            Object::HttpRoute(r) => {
+                let parents: Vec<serde_json::Value> = r
+                    .spec
+                    .parent_refs
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "parentRef": p,
+                            "controllerName": gatehouse_model::GATEWAY_CONTROLLER,
+                            "conditions": [condition("Accepted", false, "UnsupportedValue", &message, g)],
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "parents": parents })
+            }
+            _ => continue,
+        };
+        out.push(StatusUpdate {
+            api_version: "gateway.networking.k8s.io/v1",
+            kind: key.kind,
+            namespace: key.namespace,
+            name: key.name,
+            status,
+        });
+    }
+    out
+}

@@ -371,3 +371,49 @@ fn translation_is_deterministic() {
         b.clusters.keys().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn lenient_translation_leaves_invalid_objects_out() {
+    let bad_route = gateway_with(
+        "  - {name: http, protocol: HTTP, port: 80}\n",
+        "  - matches: [{path: {type: RegularExpression, value: \"/a(\"}}]\n    backendRefs: [{name: web, port: 80}]\n",
+    );
+    let yaml = [
+        CLASSES,
+        SVC,
+        &ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}"),
+        &bad_route,
+    ]
+    .concat();
+    let objects = store(&yaml);
+    assert!(
+        translate(&objects, &TranslateOptions::default(), 1).is_err(),
+        "strict translation rejects all"
+    );
+    let (snapshot, rejected) =
+        gatehouse_translate::translate_lenient(&objects, &TranslateOptions::default(), 1);
+    let snapshot = snapshot.expect("the rest translates");
+    assert_eq!(rejected.len(), 1);
+    assert!(
+        rejected[0]
+            .to_string()
+            .contains("HTTPRoute default/r: field spec.rules[0].matches[0].path.value"),
+        "{}",
+        rejected[0]
+    );
+    let http = TranslateOptions::default().http_addr;
+    assert_eq!(
+        route_name(&snapshot, http, "a.example", "/").as_deref(),
+        Some("ingress/default/a")
+    );
+    let status = snapshot
+        .statuses
+        .iter()
+        .find(|s| s.kind == "HTTPRoute" && s.name == "r")
+        .expect("status for the rejected route");
+    assert_eq!(
+        status.status["parents"][0]["conditions"][0]["status"],
+        "False"
+    );
+    assert_eq!(status.status["parents"][0]["parentRef"]["name"], "gw");
+}
