@@ -49,7 +49,12 @@ impl Addrs {
             https_addr: self.https_addr,
             gateway_host: self.gateway_host,
             listen_map: self.listen_map.clone(),
-            publish_addresses: self.publish_addresses.clone(),
+            publish_addresses: self
+                .publish_addresses
+                .iter()
+                .filter(|a| !a.is_empty())
+                .cloned()
+                .collect(),
         }
     }
 }

@@ -1,0 +1,176 @@
+//! The Helm chart in `deploy/helm/gatehouse`: every template renders (with the chart's
+//! own values) to valid YAML, and the objects say what the code needs. The RBAC rules
+//! cover every kind the Kubernetes source watches and every status it writes, and the
+//! classes name Gatehouse's controllers. No `helm` binary can be installed here, so the
+//! templates keep to plain value substitution, which this test renders.
+
+use gatehouse_sources::kubernetes::WATCHED;
+use serde_json::Value;
+use std::path::Path;
+
+const CHART: &str = "deploy/helm/gatehouse";
+
+fn yaml(text: &str) -> Value {
+    serde_saphyr::from_str::<Value>(text).unwrap_or_else(|e| panic!("invalid YAML: {e}\n{text}"))
+}
+
+fn lookup<'a>(values: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(values, |v, k| &v[k])
+}
+
+/// Renders `{{ .Values.x }}`, `{{ .Release.Name }}`, `{{ .Release.Namespace }}` and the
+/// `| quote` pipe; anything else is a test failure.
+fn render(template: &str, values: &Value) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").expect("closed action") + start;
+        let action = rest[start + 2..end].trim();
+        let (expr, quote) = match action.split_once('|') {
+            Some((e, pipe)) => {
+                assert_eq!(pipe.trim(), "quote", "unsupported pipe in {action:?}");
+                (e.trim(), true)
+            }
+            None => (action, false),
+        };
+        let text = match expr {
+            ".Release.Name" => "gatehouse".to_string(),
+            ".Release.Namespace" => "gatehouse-system".to_string(),
+            e if e.starts_with(".Values.") => match lookup(values, &e[".Values.".len()..]) {
+                Value::String(s) => s.clone(),
+                Value::Null => panic!("{e} is not in values.yaml"),
+                v => v.to_string(),
+            },
+            other => panic!("unsupported template action {other:?}"),
+        };
+        if quote {
+            out.push_str(&format!("{text:?}"));
+        } else {
+            out.push_str(&text);
+        }
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn rendered() -> Vec<Value> {
+    let values =
+        yaml(&std::fs::read_to_string(Path::new(CHART).join("values.yaml")).expect("values"));
+    let chart =
+        yaml(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).expect("Chart.yaml"));
+    assert_eq!(chart["apiVersion"], "v2");
+    assert_eq!(chart["name"], "gatehouse");
+    let mut objects = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(Path::new(CHART).join("templates"))
+        .expect("templates")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    for path in names {
+        let text = render(&std::fs::read_to_string(&path).expect("template"), &values);
+        for doc in text.split("\n---\n") {
+            let v = yaml(doc);
+            if !v.is_null() {
+                assert!(
+                    v["apiVersion"].is_string() && v["kind"].is_string(),
+                    "{}: {v}",
+                    path.display()
+                );
+                objects.push(v);
+            }
+        }
+    }
+    objects
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    rules.as_array().into_iter().flatten().any(|r| {
+        let has = |field: &str, want: &str| {
+            r[field]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == want))
+        };
+        has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+    })
+}
+
+#[test]
+fn chart_renders_and_grants_what_the_code_needs() {
+    let objects = rendered();
+    let cluster_role = find(&objects, "ClusterRole");
+    let rules = &cluster_role[0]["rules"];
+    for k in WATCHED {
+        for verb in ["list", "watch"] {
+            assert!(
+                allows(rules, k.group, k.plural, verb),
+                "ClusterRole must allow {verb} on {}/{}",
+                k.group,
+                k.plural
+            );
+        }
+    }
+    for (group, resource) in [
+        ("networking.k8s.io", "ingresses/status"),
+        ("gateway.networking.k8s.io", "gatewayclasses/status"),
+        ("gateway.networking.k8s.io", "gateways/status"),
+        ("gateway.networking.k8s.io", "httproutes/status"),
+    ] {
+        assert!(
+            allows(rules, group, resource, "patch"),
+            "status writes need patch on {resource}"
+        );
+    }
+    assert!(
+        !allows(rules, "", "secrets", "update"),
+        "no write access beyond status"
+    );
+    let role = find(&objects, "Role");
+    for verb in ["get", "create", "update"] {
+        assert!(
+            allows(&role[0]["rules"], "coordination.k8s.io", "leases", verb),
+            "leader election needs {verb} on leases"
+        );
+    }
+    let deployment = find(&objects, "Deployment")[0];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.contains(&"run") && args.contains(&"--kubernetes"),
+        "{args:?}"
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        "gatehouse"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let service = find(&objects, "Service")[0];
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        find(&objects, "IngressClass")[0]["spec"]["controller"],
+        gatehouse_model::INGRESS_CONTROLLER
+    );
+    assert_eq!(
+        find(&objects, "GatewayClass")[0]["spec"]["controllerName"],
+        gatehouse_model::GATEWAY_CONTROLLER
+    );
+    // The classes the chart installs convert like any other manifest.
+    for o in objects
+        .iter()
+        .filter(|o| o["kind"] == "IngressClass" || o["kind"] == "GatewayClass")
+    {
+        let converted = gatehouse_model::manifest::object_from_value(o.clone());
+        assert!(matches!(converted, Ok(Some(_))), "{o}: {converted:?}");
+    }
+}
