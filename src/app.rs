@@ -98,12 +98,21 @@ impl Running {
     }
 }
 
+/// A new data plane with its admin listener bound; returns the admin address.
+async fn data_plane(
+    proxy: &ProxyConfig,
+    admin: SocketAddr,
+) -> anyhow::Result<(Arc<DataPlane>, SocketAddr)> {
+    let dp = DataPlane::new(proxy.clone());
+    let addr = gatehouse_proxy::admin::serve(dp.clone(), admin)
+        .await
+        .with_context(|| format!("cannot listen on admin address {admin}"))?;
+    Ok((dp, addr))
+}
+
 /// Starts serving: the first load must succeed; later reloads keep the last good config.
 pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
-    let dp = DataPlane::new(opts.proxy.clone());
-    let admin_addr = gatehouse_proxy::admin::serve(dp.clone(), opts.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
+    let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
     let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1).map_err(|errors| {
         let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         anyhow!(
@@ -234,10 +243,7 @@ pub async fn start_kubernetes(
     client: kube::Client,
     opts: KubeRunOptions,
 ) -> anyhow::Result<Running> {
-    let dp = DataPlane::new(opts.proxy.clone());
-    let admin_addr = gatehouse_proxy::admin::serve(dp.clone(), opts.admin_addr)
-        .await
-        .with_context(|| format!("cannot listen on admin address {}", opts.admin_addr))?;
+    let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
     let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
     let version = Arc::new(AtomicU64::new(0));
     // The latest applied statuses, for the status writer.

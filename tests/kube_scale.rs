@@ -5,7 +5,7 @@
 //! numbers and asserts correctness only (no failed requests, nothing lost), never time.
 
 mod support;
-use gatehouse::app::{start_kubernetes, KubeRunOptions};
+use gatehouse::app::start_kubernetes;
 use gatehouse_translate::TranslateOptions;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -134,18 +134,7 @@ async fn kubernetes_source_at_scale() {
     }
     let rss_before = rss_mib();
     let http = free_addr();
-    let opts = KubeRunOptions {
-        kube: Default::default(),
-        translate: TranslateOptions {
-            http_addr: http,
-            https_addr: free_addr(),
-            ..TranslateOptions::default()
-        },
-        proxy: Default::default(),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        debounce: Duration::from_millis(5),
-        status: None,
-    };
+    let opts = kube_options(loopback_translate(http, vec![]), None);
     let started = Instant::now();
     let running = start_kubernetes(api.client(), opts).await.expect("start");
     let cl = client();

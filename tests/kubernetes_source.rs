@@ -4,8 +4,8 @@
 //! Secret field selector.
 
 mod support;
-use gatehouse::app::{start_kubernetes, KubeRunOptions, Running};
-use gatehouse_translate::{ListenMapEntry, TranslateOptions};
+use gatehouse::app::{start_kubernetes, Running};
+use gatehouse_translate::ListenMapEntry;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,20 +46,7 @@ async fn start(api: &ApiServer, listen_map: Vec<ListenMapEntry>) -> (Running, So
         .with_test_writer()
         .try_init();
     let http = free_addr();
-    let opts = KubeRunOptions {
-        kube: Default::default(),
-        translate: TranslateOptions {
-            http_addr: http,
-            https_addr: free_addr(),
-            gateway_host: "127.0.0.1".parse().expect("ip"),
-            listen_map,
-            ..TranslateOptions::default()
-        },
-        proxy: Default::default(),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        debounce: Duration::from_millis(5),
-        status: None,
-    };
+    let opts = kube_options(loopback_translate(http, listen_map), None);
     (
         start_kubernetes(api.client(), opts).await.expect("start"),
         http,

@@ -3,9 +3,9 @@
 //! and a leader handover between two controller instances.
 
 mod support;
-use gatehouse::app::{start_kubernetes, KubeRunOptions, Running};
+use gatehouse::app::{start_kubernetes, Running};
 use gatehouse_sources::lease::LeaseConfig;
-use gatehouse_translate::{ListenMapEntry, TranslateOptions};
+use gatehouse_translate::ListenMapEntry;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
@@ -24,24 +24,16 @@ fn lease(identity: &str) -> LeaseConfig {
 }
 
 async fn controller(api: &ApiServer, identity: &str) -> Running {
-    let opts = KubeRunOptions {
-        kube: Default::default(),
-        translate: TranslateOptions {
-            http_addr: free_addr(),
-            https_addr: free_addr(),
-            gateway_host: "127.0.0.1".parse().expect("ip"),
-            listen_map: vec![ListenMapEntry {
-                gateway: None,
-                port: 80,
-                addr: free_addr(),
-            }],
-            publish_addresses: vec!["203.0.113.7".into()],
-        },
-        proxy: Default::default(),
-        admin_addr: "127.0.0.1:0".parse().expect("addr"),
-        debounce: Duration::from_millis(5),
-        status: Some(lease(identity)),
-    };
+    let mut translate = loopback_translate(
+        free_addr(),
+        vec![ListenMapEntry {
+            gateway: None,
+            port: 80,
+            addr: free_addr(),
+        }],
+    );
+    translate.publish_addresses = vec!["203.0.113.7".into()];
+    let opts = kube_options(translate, Some(lease(identity)));
     start_kubernetes(api.client(), opts).await.expect("start")
 }
 

@@ -307,3 +307,30 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Translate options for a test: Ingress ports and Gateway listeners on free loopback
+/// addresses (Gateway listener ports rebound by `listen_map`).
+pub fn loopback_translate(http: SocketAddr, listen_map: Vec<ListenMapEntry>) -> TranslateOptions {
+    TranslateOptions {
+        http_addr: http,
+        https_addr: free_addr(),
+        gateway_host: "127.0.0.1".parse().expect("ip"),
+        listen_map,
+        ..TranslateOptions::default()
+    }
+}
+
+/// Kubernetes-mode options for a test: admin on a free port, 5 ms debounce.
+pub fn kube_options(
+    translate: TranslateOptions,
+    status: Option<gatehouse_sources::lease::LeaseConfig>,
+) -> gatehouse::app::KubeRunOptions {
+    gatehouse::app::KubeRunOptions {
+        kube: Default::default(),
+        translate,
+        proxy: Default::default(),
+        admin_addr: "127.0.0.1:0".parse().expect("addr"),
+        debounce: Duration::from_millis(5),
+        status,
+    }
+}

@@ -26,6 +26,25 @@ pub enum Object {
     Namespace(Namespace),
 }
 
+/// The kind names of every [`Object`] variant.
+pub const KINDS: [&str; 10] = [
+    "Ingress",
+    "IngressClass",
+    "Service",
+    "EndpointSlice",
+    "Secret",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "ReferenceGrant",
+    "Namespace",
+];
+
+/// The `'static` kind name equal to `kind`, if it is one of ours.
+pub fn static_kind(kind: &str) -> Option<&'static str> {
+    KINDS.into_iter().find(|k| *k == kind)
+}
+
 impl Object {
     pub fn kind(&self) -> &'static str {
         match self {

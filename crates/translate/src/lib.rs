@@ -154,26 +154,9 @@ pub fn translate_lenient(
     }
 }
 
-fn static_kind(kind: &str) -> Option<&'static str> {
-    [
-        "Ingress",
-        "IngressClass",
-        "Service",
-        "EndpointSlice",
-        "Secret",
-        "GatewayClass",
-        "Gateway",
-        "HTTPRoute",
-        "ReferenceGrant",
-        "Namespace",
-    ]
-    .into_iter()
-    .find(|k| *k == kind)
-}
-
 fn object_key(e: &ConfigError) -> Option<gatehouse_model::ObjectKey> {
     Some(gatehouse_model::ObjectKey {
-        kind: static_kind(&e.kind)?,
+        kind: gatehouse_model::object::static_kind(&e.kind)?,
         namespace: e.namespace.clone(),
         name: e.name.clone(),
     })
