@@ -4,4 +4,5 @@
 
 pub mod app;
 pub mod banner;
+pub mod cluster;
 pub mod echo;

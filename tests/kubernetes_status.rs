@@ -245,6 +245,39 @@ async fn status_is_written_with_the_reasons_the_spec_names() {
     )
     .await;
 
+    // A route with a hostname is compiled incrementally: its own status comes at once,
+    // and the reconciling full pass that follows counts it on the Gateway's listener.
+    let incremental = |running: &Running| {
+        running
+            .dataplane
+            .metrics
+            .counters
+            .config_incremental_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = incremental(&running);
+    let mut named = route("named", Some("http"), "web");
+    named["spec"]["hostnames"] = json!(["named.example"]);
+    api.apply(named);
+    wait_for(&api, GW, "HTTPRoute", "default", "named", "Accepted", |o| {
+        condition(&parent_conditions(o), "Accepted")["status"] == "True"
+    })
+    .await;
+    assert!(
+        incremental(&running) > before,
+        "the named route took the incremental path"
+    );
+    wait_for(
+        &api,
+        GW,
+        "Gateway",
+        "default",
+        "gw",
+        "attachedRoutes 4",
+        |o| o["status"]["listeners"][0]["attachedRoutes"] == 4,
+    )
+    .await;
+
     // Nothing changes, so nothing is written again.
     let writes = api.status_patches();
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -1,7 +1,7 @@
 //! `ObjectStore`: the typed objects every source feeds, keyed by kind, namespace and name.
 
 use crate::object::{ObjectKey, StoredObject};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// All objects currently known, from whichever source. Ordered, so that translation
@@ -11,6 +11,26 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default)]
 pub struct ObjectStore {
     objects: BTreeMap<ObjectKey, Arc<StoredObject>>,
+    /// EndpointSlice names by (namespace, Service), from the `kubernetes.io/service-name`
+    /// label, so a Service's endpoints are found without scanning every slice.
+    slices: HashMap<(String, String), BTreeSet<String>>,
+}
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The (namespace, Service) an EndpointSlice belongs to.
+pub fn slice_service(o: &StoredObject) -> Option<(String, String)> {
+    if o.object.kind() != "EndpointSlice" {
+        return None;
+    }
+    let svc = o
+        .object
+        .metadata()
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?;
+    Some((o.namespace().to_string(), svc.clone()))
 }
 
 impl ObjectStore {
@@ -33,10 +53,57 @@ impl ObjectStore {
         match self.objects.get(&key) {
             Some(old) if old.object == object.object => false,
             _ => {
-                self.objects.insert(key, Arc::new(object));
+                self.insert(key, Arc::new(object));
                 true
             }
         }
+    }
+
+    fn insert(&mut self, key: ObjectKey, object: Arc<StoredObject>) {
+        if let Some(old) = self.objects.insert(key, object.clone()) {
+            self.index(&old, false);
+        }
+        self.index(&object, true);
+    }
+
+    /// Adds (or removes) an EndpointSlice's entry in the Service index.
+    fn index(&mut self, o: &StoredObject, add: bool) {
+        let Some(svc) = slice_service(o) else { return };
+        if add {
+            self.slices
+                .entry(svc)
+                .or_default()
+                .insert(o.name().to_string());
+        } else if let Some(names) = self.slices.get_mut(&svc) {
+            names.remove(o.name());
+            if names.is_empty() {
+                self.slices.remove(&svc);
+            }
+        }
+    }
+
+    /// The EndpointSlices of Service `namespace/service`.
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a StoredObject> + 'a {
+        let names = self
+            .slices
+            .get(&(namespace.to_string(), service.to_string()));
+        let namespace = namespace.to_string();
+        names.into_iter().flatten().filter_map(move |name| {
+            self.get(&ObjectKey {
+                kind: "EndpointSlice",
+                namespace: Some(namespace.clone()),
+                name: name.clone(),
+            })
+        })
+    }
+
+    /// The object under `key`, shared.
+    pub fn get_shared(&self, key: &ObjectKey) -> Option<Arc<StoredObject>> {
+        self.objects.get(key).cloned()
     }
 
     /// Replaces every object of `kind` (within `namespace`, when given) with `objects`,
@@ -74,11 +141,27 @@ impl ObjectStore {
         changed |= !fresh.is_empty();
         self.objects
             .extend(fresh.into_iter().map(|(k, o)| (k, Arc::new(o))));
+        if changed && kind == "EndpointSlice" {
+            self.reindex();
+        }
         changed
     }
 
+    /// Rebuilds the Service index of EndpointSlices from scratch.
+    fn reindex(&mut self) {
+        let mut slices: HashMap<(String, String), BTreeSet<String>> = HashMap::new();
+        for o in self.of_kind("EndpointSlice") {
+            if let Some(svc) = slice_service(o) {
+                slices.entry(svc).or_default().insert(o.name().to_string());
+            }
+        }
+        self.slices = slices;
+    }
+
     pub fn remove(&mut self, key: &ObjectKey) -> Option<Arc<StoredObject>> {
-        self.objects.remove(key)
+        let old = self.objects.remove(key)?;
+        self.index(&old, false);
+        Some(old)
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&StoredObject> {

@@ -152,7 +152,23 @@ impl DataPlane {
             }
         }
         let version = snapshot.version;
-        let stats = self.metrics.stats_for(&snapshot.route_names);
+        let stats = {
+            // An incremental Snapshot keeps the previous route names and appends its
+            // own: keep their stats and look up only the new ones.
+            let current = self.current();
+            let old = &current.snapshot.route_names;
+            let names = &snapshot.route_names;
+            let shared = old.len() <= names.len()
+                && current.stats.len() == old.len()
+                && old.iter().zip(names).all(|(a, b)| Arc::ptr_eq(a, b));
+            if shared {
+                let mut stats = current.stats.clone();
+                stats.extend(self.metrics.stats_for(&names[old.len()..]));
+                stats
+            } else {
+                self.metrics.stats_for(names)
+            }
+        };
         self.state.store(Arc::new(Active {
             snapshot: Arc::new(snapshot),
             stats,

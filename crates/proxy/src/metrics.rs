@@ -47,6 +47,10 @@ pub struct Counters {
     pub tls_handshake_errors_total: AtomicU64,
     pub config_reloads_total: AtomicU64,
     pub config_rejected_total: AtomicU64,
+    /// Snapshots built by recompiling only the hosts a change touched.
+    pub config_incremental_total: AtomicU64,
+    /// Endpoint-only changes applied in place, without a new Snapshot.
+    pub endpoint_updates_total: AtomicU64,
     pub config_version: AtomicU64,
     pub upstream_errors_total: AtomicU64,
 }
@@ -104,6 +108,20 @@ impl Metrics {
             "counter",
             "Configurations rejected as invalid.",
             c.config_rejected_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_config_incremental_total",
+            "counter",
+            "Snapshots built by recompiling only the hosts a change touched.",
+            c.config_incremental_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_endpoint_updates_total",
+            "counter",
+            "Endpoint-only changes applied in place, without a new Snapshot.",
+            c.endpoint_updates_total.load(Relaxed),
         );
         scalar(
             &mut out,

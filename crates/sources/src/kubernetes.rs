@@ -10,7 +10,7 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
@@ -131,26 +131,22 @@ pub struct KubeStore {
     dirty: Arc<Mutex<Dirty>>,
 }
 
-/// What changed since the last look: kinds, and the Services whose EndpointSlices
-/// changed (all of them after a re-list), so endpoint-only changes touch only those.
+/// What changed since the last look: kinds, the Services whose EndpointSlices changed
+/// (all of them after a re-list), so endpoint-only changes touch only those, and each
+/// changed object with the version it had at the last look, so a translation can be
+/// limited to what the change touches.
 #[derive(Debug, Default, Clone)]
 pub struct Dirty {
     pub kinds: BTreeSet<&'static str>,
     pub services: BTreeSet<(String, String)>,
     pub all_services: bool,
+    /// Changed objects and their version at the last look (None: it did not exist).
+    pub objects: BTreeMap<ObjectKey, Option<Arc<StoredObject>>>,
+    /// A kind was (re-)listed: the changes are not known one by one.
+    pub relisted: bool,
 }
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-fn slice_service(o: &gatehouse_model::StoredObject) -> Option<(String, String)> {
-    let svc = o
-        .object
-        .metadata()
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?;
-    Some((o.namespace().to_string(), svc.clone()))
-}
+use gatehouse_model::store::slice_service;
 
 impl KubeStore {
     /// A copy of the store as it is now.
@@ -193,8 +189,18 @@ impl KubeStore {
         let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
         match services {
             Some(s) => d.services.extend(s),
-            None => d.all_services = true,
+            None => {
+                d.all_services = true;
+                d.relisted = true;
+            }
         }
+    }
+
+    /// Notes that `key` changed; `old` is its version before (kept from the first change
+    /// since the last look).
+    fn object_changed(&self, key: ObjectKey, old: Option<Arc<StoredObject>>) {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        d.objects.entry(key).or_insert(old);
     }
 
     fn with_store<R>(&self, f: impl FnOnce(&mut ObjectStore) -> R) -> R {
@@ -292,6 +298,11 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                 let changed = store.with_store(|s| s.replace_kind(k.kind, scope, objects));
                 if first_sync {
                     first_sync = false;
+                    store
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .relisted = true;
                     store.synced.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(kind = k.kind, objects = count, "initial list synced");
                     store.changed(k.kind);
@@ -304,10 +315,11 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
             Ok(Event::Apply(obj)) => {
                 let key = key_of(&k, &obj);
                 let new = convert(&k, obj);
-                let (changed, services) = store.with_store(|s| {
+                let (changed, services, old) = store.with_store(|s| {
+                    let old = s.get_shared(&key);
                     // The Services of the old and the new version of a slice.
-                    let services: Vec<_> = s
-                        .get(&key)
+                    let services: Vec<_> = old
+                        .as_deref()
                         .and_then(slice_service)
                         .into_iter()
                         .chain(new.as_ref().and_then(slice_service))
@@ -317,10 +329,11 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                         // An object that no longer converts must not keep its old version.
                         None => s.remove(&key).is_some(),
                     };
-                    (changed, services)
+                    (changed, services, old)
                 });
                 if changed {
                     store.slices_changed(Some(services));
+                    store.object_changed(key, old);
                     store.changed(k.kind);
                 }
             }
@@ -328,6 +341,7 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                 let key = key_of(&k, &obj);
                 if let Some(old) = store.with_store(|s| s.remove(&key)) {
                     store.slices_changed(Some(slice_service(&old).into_iter().collect()));
+                    store.object_changed(key, Some(old));
                     store.changed(k.kind);
                 }
             }

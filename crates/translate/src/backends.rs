@@ -1,13 +1,11 @@
-//! Backend resolution: a Service port and its EndpointSlices become a [`Cluster`] of
+//! Backend resolution: a Service port and its EndpointSlices (found through the store's Service index) become a [`Cluster`] of
 //! ready endpoint addresses, shared by every route that names the same Service port.
 
 use crate::builder::Builder;
 use crate::snapshot::{Cluster, ClusterSource, Snapshot, UpstreamProtocol};
 use gatehouse_model::{Object, ObjectKey, ObjectStore};
 use k8s_openapi::api::core::v1::ServicePort;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -17,8 +15,6 @@ pub enum PortRef<'a> {
     Number(i32),
     Name(&'a str),
 }
-
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Resolves `namespace/name` at `port` to a cluster, or says why it cannot.
 pub fn resolve(
@@ -56,13 +52,17 @@ pub fn resolve(
     if let Some(c) = b.clusters.get(&cluster_name) {
         return Ok(c.clone());
     }
+    if let Some(c) = b.reusable_cluster(namespace, name, &cluster_name) {
+        b.clusters.insert(cluster_name, c.clone());
+        return Ok(c);
+    }
     let protocol = match sp.app_protocol.as_deref() {
         Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => {
             UpstreamProtocol::Http2
         }
         _ => UpstreamProtocol::Http1,
     };
-    let endpoints = b.endpoint_index.endpoints(namespace, name, sp);
+    let endpoints = endpoints(b.store, namespace, name, sp);
     let cluster = Arc::new(Cluster::new(
         cluster_name.clone(),
         ClusterSource {
@@ -77,89 +77,66 @@ pub fn resolve(
     Ok(cluster)
 }
 
-/// EndpointSlices by (namespace, Service name), built once per translation so that
-/// resolving a cluster never scans every slice.
-#[derive(Default)]
-pub struct EndpointIndex<'a> {
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-}
-
-impl<'a> EndpointIndex<'a> {
-    pub fn build(store: &'a ObjectStore) -> Self {
-        let mut slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>> = HashMap::new();
-        for o in store.of_kind("EndpointSlice") {
-            let Object::EndpointSlice(es) = &o.object else {
-                continue;
-            };
-            let Some(svc) = es
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            else {
-                continue;
-            };
-            slices
-                .entry((o.namespace(), svc.as_str()))
-                .or_default()
-                .push(es);
-        }
-        EndpointIndex { slices }
-    }
-
-    /// Ready endpoints of a Service port (serving-but-terminating ones only when none is
-    /// ready, as kube-proxy does), sorted and deduplicated.
-    pub fn endpoints(&self, namespace: &str, service: &str, sp: &ServicePort) -> Vec<SocketAddr> {
-        let sp_name = sp.name.as_deref().unwrap_or("");
-        let mut ready = Vec::new();
-        let mut serving = Vec::new();
-        for es in self.slices.get(&(namespace, service)).into_iter().flatten() {
-            let slice_port = es
-                .ports
-                .as_ref()
-                .and_then(|ps| {
-                    ps.iter()
-                        .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
-                        .or_else(|| match &sp.target_port {
-                            Some(IntOrString::String(tp)) => {
-                                ps.iter().find(|p| p.name.as_deref() == Some(tp))
-                            }
-                            _ => None,
-                        })
-                })
-                .and_then(|p| p.port);
-            let port_num = match (slice_port, &sp.target_port) {
-                (Some(p), _) => p,
-                (None, Some(IntOrString::Int(p))) => *p,
-                (None, None) => sp.port,
-                (None, Some(IntOrString::String(_))) => continue,
-            };
-            let Ok(port_num) = u16::try_from(port_num) else {
-                continue;
-            };
-            for ep in es.endpoints.iter().flatten() {
-                let cond = ep.conditions.as_ref();
-                let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
-                let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
-                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-                for a in &ep.addresses {
-                    let Ok(ip) = a.parse::<IpAddr>() else {
-                        continue;
-                    };
-                    let addr = SocketAddr::new(ip, port_num);
-                    if is_ready && !terminating {
-                        ready.push(addr);
-                    } else if is_serving {
-                        serving.push(addr);
-                    }
+/// Ready endpoints of a Service port (serving-but-terminating ones only when none is
+/// ready, as kube-proxy does), sorted and deduplicated.
+pub fn endpoints(
+    store: &ObjectStore,
+    namespace: &str,
+    service: &str,
+    sp: &ServicePort,
+) -> Vec<SocketAddr> {
+    let sp_name = sp.name.as_deref().unwrap_or("");
+    let mut ready = Vec::new();
+    let mut serving = Vec::new();
+    for o in store.slices_of(namespace, service) {
+        let Object::EndpointSlice(es) = &o.object else {
+            continue;
+        };
+        let slice_port = es
+            .ports
+            .as_ref()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p.name.as_deref().unwrap_or("") == sp_name)
+                    .or_else(|| match &sp.target_port {
+                        Some(IntOrString::String(tp)) => {
+                            ps.iter().find(|p| p.name.as_deref() == Some(tp))
+                        }
+                        _ => None,
+                    })
+            })
+            .and_then(|p| p.port);
+        let port_num = match (slice_port, &sp.target_port) {
+            (Some(p), _) => p,
+            (None, Some(IntOrString::Int(p))) => *p,
+            (None, None) => sp.port,
+            (None, Some(IntOrString::String(_))) => continue,
+        };
+        let Ok(port_num) = u16::try_from(port_num) else {
+            continue;
+        };
+        for ep in es.endpoints.iter().flatten() {
+            let cond = ep.conditions.as_ref();
+            let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
+            let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &ep.addresses {
+                let Ok(ip) = a.parse::<IpAddr>() else {
+                    continue;
+                };
+                let addr = SocketAddr::new(ip, port_num);
+                if is_ready && !terminating {
+                    ready.push(addr);
+                } else if is_serving {
+                    serving.push(addr);
                 }
             }
         }
-        let mut endpoints = if ready.is_empty() { serving } else { ready };
-        endpoints.sort();
-        endpoints.dedup();
-        endpoints
     }
+    let mut endpoints = if ready.is_empty() { serving } else { ready };
+    endpoints.sort();
+    endpoints.dedup();
+    endpoints
 }
 
 /// Recomputes every cluster's endpoints of `snapshot` from `store` and swaps the ones
@@ -171,7 +148,6 @@ pub fn refresh_endpoints(
     snapshot: &Snapshot,
     only: Option<&std::collections::BTreeSet<(String, String)>>,
 ) -> usize {
-    let index = EndpointIndex::build(store);
     let mut changed = 0;
     for c in snapshot.clusters.values() {
         let src = &c.source;
@@ -192,7 +168,7 @@ pub fn refresh_endpoints(
             _ => None,
         };
         let fresh = match sp {
-            Some(sp) => index.endpoints(&src.namespace, &src.service, sp),
+            Some(sp) => endpoints(store, &src.namespace, &src.service, sp),
             None => Vec::new(),
         };
         if *c.endpoints() != fresh {

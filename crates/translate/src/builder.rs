@@ -1,8 +1,8 @@
 //! The mutable state of one translation run: errors, warnings, clusters, certificates
 //! and ports under construction. `finish` freezes it into a Snapshot.
 
-use crate::backends::EndpointIndex;
 use crate::hosts::{HostTable, WildcardMode};
+use crate::incremental::Scope;
 use crate::routes::{RouteEntry, RouteTable};
 use crate::snapshot::{BoundPort, Cluster, RouteAction, Section, Snapshot, Summary};
 use crate::tls::{load_certs, SniTable};
@@ -24,7 +24,10 @@ pub struct Builder<'a> {
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
     pub statuses: Vec<StatusUpdate>,
-    pub endpoint_index: EndpointIndex<'a>,
+    /// Set for an incremental run: only these hostnames are compiled.
+    pub scope: Option<&'a Scope>,
+    /// Clusters of the previous Snapshot, reused for Services that did not change.
+    reuse: Option<&'a BTreeMap<String, Arc<Cluster>>>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -82,9 +85,54 @@ impl<'a> Builder<'a> {
             route_names: Vec::new(),
             summary: Summary::default(),
             statuses: Vec::new(),
-            endpoint_index: EndpointIndex::build(store),
+            scope: None,
+            reuse: None,
             ports: BTreeMap::new(),
         }
+    }
+
+    /// A builder for an incremental run over `scope`, on top of `prev`: route ids
+    /// continue after `prev`'s, and unchanged Services keep their clusters. Errors of
+    /// TLS Secrets are not this run's business (Secrets have not changed since the last
+    /// full translation, which judged them).
+    pub fn scoped(
+        store: &'a ObjectStore,
+        opts: &'a TranslateOptions,
+        scope: &'a Scope,
+        prev: &'a Snapshot,
+    ) -> Self {
+        let mut b = Builder::new(store, opts);
+        b.errors.clear();
+        b.scope = Some(scope);
+        b.reuse = Some(&prev.clusters);
+        b.route_names = prev.route_names.clone();
+        b
+    }
+
+    /// Whether routes for `host` are compiled in this run (always, unless incremental).
+    pub fn in_scope(&self, host: Option<&str>) -> bool {
+        match (self.scope, host) {
+            (None, _) => true,
+            (Some(s), Some(h)) => s.contains_host(h),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The previous Snapshot's cluster `name`, if its Service has not changed.
+    pub fn reusable_cluster(
+        &self,
+        namespace: &str,
+        service: &str,
+        name: &str,
+    ) -> Option<Arc<Cluster>> {
+        let scope = self.scope?;
+        if scope
+            .services
+            .contains(&(namespace.to_string(), service.to_string()))
+        {
+            return None;
+        }
+        self.reuse?.get(name).cloned()
     }
 
     /// Allocates a route id and wraps the action.

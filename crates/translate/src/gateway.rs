@@ -59,7 +59,7 @@ pub fn translate(b: &mut Builder<'_>) {
         .map(|o| o.name().to_string())
         .collect();
     for o in b.store.of_kind("GatewayClass") {
-        if classes.contains(o.name()) {
+        if classes.contains(o.name()) && b.scope.is_none() {
             b.statuses.push(gateway_class_status(o));
         }
     }
@@ -134,6 +134,11 @@ pub fn translate(b: &mut Builder<'_>) {
                 state.conflicted = Some(e);
             }
         }
+    }
+    // An incremental run sees only some routes, so it cannot count attached routes:
+    // Gateway status waits for the next full translation.
+    if b.scope.is_some() {
+        return;
     }
     let addresses = b.opts.publish_addresses.clone();
     for g in &states {
@@ -418,6 +423,18 @@ fn attach_route(
     }
     if outcomes.is_empty() {
         return;
+    }
+    // An incremental run compiles only the routes (and hosts) in scope.
+    if let Some(scope) = b.scope {
+        targets.retain_mut(|(_, hosts)| {
+            hosts.retain(|h| b.in_scope(h.as_deref()));
+            !hosts.is_empty()
+        });
+        // A changed route is judged (and its status written) even when it attaches to
+        // no host any more.
+        if targets.is_empty() && !scope.objects.contains(&o.key()) {
+            return;
+        }
     }
     b.summary.http_routes += 1;
     let mut bad = false;

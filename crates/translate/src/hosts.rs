@@ -95,6 +95,34 @@ impl<T> HostTable<T> {
         }
     }
 
+    /// The value stored under this exact key (not a match).
+    pub fn get(&self, host: Option<&str>) -> Option<&T> {
+        match host {
+            None | Some("*") | Some("") => self.any.as_ref(),
+            Some(h) if h.starts_with("*.") => {
+                let suffix = h[1..].to_ascii_lowercase();
+                self.wildcard
+                    .iter()
+                    .find(|(s, _)| *s == suffix)
+                    .map(|(_, v)| v)
+            }
+            Some(h) => self.exact.get(&h.to_ascii_lowercase()),
+        }
+    }
+
+    /// Removes the value stored under this exact key.
+    pub fn remove(&mut self, host: Option<&str>) -> Option<T> {
+        match host {
+            None | Some("*") | Some("") => self.any.take(),
+            Some(h) if h.starts_with("*.") => {
+                let suffix = h[1..].to_ascii_lowercase();
+                let i = self.wildcard.iter().position(|(s, _)| *s == suffix)?;
+                Some(self.wildcard.remove(i).1)
+            }
+            Some(h) => self.exact.remove(&h.to_ascii_lowercase()),
+        }
+    }
+
     pub fn get_mut(&mut self, host: Option<&str>) -> Option<&mut T> {
         match host {
             None | Some("*") | Some("") => self.any.as_mut(),

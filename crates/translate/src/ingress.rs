@@ -107,7 +107,15 @@ pub fn translate(b: &mut Builder<'_>) {
         };
         b.summary.ingresses += 1;
         let ns = o.namespace().to_string();
-        if !b.opts.publish_addresses.is_empty() {
+        // An incremental run compiles only the rules of hosts in scope, but still reads
+        // every Ingress's TLS hosts, which decide the HTTP→HTTPS redirects.
+        let in_scope = b.scope.is_none_or(|s| s.objects.contains(&o.key()))
+            || ing
+                .spec
+                .iter()
+                .flat_map(|s| s.rules.iter().flatten())
+                .any(|r| b.in_scope(r.host.as_deref().filter(|h| !h.is_empty())));
+        if in_scope && !b.opts.publish_addresses.is_empty() {
             let addresses: Vec<serde_json::Value> = b
                 .opts
                 .publish_addresses
@@ -141,6 +149,9 @@ pub fn translate(b: &mut Builder<'_>) {
                 continue;
             };
             let Some(key) = b.certs.get(&(ns.clone(), secret.clone())).cloned() else {
+                if !in_scope {
+                    continue;
+                }
                 b.warnings.push(format!("Ingress {ns}/{}: spec.tls[{ti}].secretName: TLS Secret {ns}/{secret} not found", o.name()));
                 continue;
             };
@@ -155,7 +166,12 @@ pub fn translate(b: &mut Builder<'_>) {
                 certs.push((Some(h), key.clone()));
             }
         }
-        if let Some(db) = &spec.default_backend {
+        if !in_scope {
+            continue;
+        }
+        // An incremental run keeps the previous fallback (a change to a defaultBackend
+        // always takes a full translation).
+        if let Some(db) = spec.default_backend.as_ref().filter(|_| b.scope.is_none()) {
             let action = backend_action(b, o, db, "spec.defaultBackend", format!("{id}/default"));
             match (&fallback, action) {
                 (None, Some(a)) => fallback = Some(a),
@@ -169,6 +185,9 @@ pub fn translate(b: &mut Builder<'_>) {
         let mut own_rules = Vec::new();
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
             let host = rule.host.clone().filter(|h| !h.is_empty());
+            if !b.in_scope(host.as_deref()) {
+                continue;
+            }
             if let Some(h) = &host {
                 if !valid_hostname(h, true) {
                     b.errors.push(o.error(

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod gateway;
 pub mod gateway_status;
 pub mod hosts;
+pub mod incremental;
 pub mod ingress;
 pub mod labels;
 pub mod routes;
@@ -127,11 +128,13 @@ pub fn translate_lenient(
     version: u64,
 ) -> (Result<Snapshot, Vec<ConfigError>>, Vec<ConfigError>) {
     let mut rejected: Vec<ConfigError> = Vec::new();
-    let mut remaining = store.clone();
+    // Most of the time nothing is wrong: the store is copied only to leave objects out.
+    let mut remaining: Option<ObjectStore> = None;
+    let mut result = translate(store, opts, version);
     // Each round removes at least one object, so this ends; one or two rounds suffice
     // in practice, since errors rarely depend on each other.
     loop {
-        match translate(&remaining, opts, version) {
+        match result {
             Ok(mut snapshot) => {
                 snapshot
                     .statuses
@@ -139,6 +142,7 @@ pub fn translate_lenient(
                 return (Ok(snapshot), rejected);
             }
             Err(errors) => {
+                let remaining = remaining.get_or_insert_with(|| store.clone());
                 let mut removed = false;
                 for e in &errors {
                     if let Some(key) = object_key(e) {
@@ -149,6 +153,7 @@ pub fn translate_lenient(
                     return (Err(errors), rejected);
                 }
                 rejected.extend(errors);
+                result = translate(remaining, opts, version);
             }
         }
     }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Certificates of one bound TLS port, by server name.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SniTable {
     pub certs: HostTable<Arc<CertifiedKey>>,
     pub default: Option<Arc<CertifiedKey>>,

@@ -1,0 +1,285 @@
+//! Serving from the Kubernetes API (`gatehouse run --kubernetes`): watchers fill the
+//! store, a sync loop turns changes into Snapshots (in place for endpoints, scoped to
+//! the hosts touched for route changes, full otherwise), and the elected replica
+//! writes status back.
+
+use crate::app::{apply_built, data_plane, install, Installed, Running, APPLY_RETRY};
+use anyhow::Context;
+use gatehouse_model::status::StatusUpdate;
+use gatehouse_proxy::{DataPlane, ProxyConfig};
+use gatehouse_sources::kubernetes::{Dirty, KubeStore};
+use gatehouse_translate::backends::refresh_endpoints;
+use gatehouse_translate::incremental::{plan, translate_scoped};
+use gatehouse_translate::{translate_lenient, TranslateOptions};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of the Kubernetes source.
+#[derive(Debug, Clone)]
+pub struct KubeRunOptions {
+    pub kube: gatehouse_sources::kubernetes::KubeOptions,
+    pub translate: TranslateOptions,
+    pub proxy: ProxyConfig,
+    pub admin_addr: SocketAddr,
+    /// How long to let a burst of watch events settle before translating.
+    pub debounce: Duration,
+    /// Write status back, as the replica elected by this Lease (None: never write).
+    pub status: Option<gatehouse_sources::lease::LeaseConfig>,
+}
+
+/// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
+/// changes becomes one new Snapshot. Until the first full sync, `/readyz` says not
+/// ready; if the API server goes away, the last good config keeps serving while the
+/// watchers retry with backoff.
+pub async fn start_kubernetes(
+    client: kube::Client,
+    opts: KubeRunOptions,
+) -> anyhow::Result<Running> {
+    let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
+    let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
+    let version = Arc::new(AtomicU64::new(0));
+    // The latest applied statuses, for the status writer.
+    let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let status_task = opts
+        .status
+        .clone()
+        .map(|lease| tokio::spawn(write_status(client, lease, statuses_rx)));
+    let task = {
+        let dp = dp.clone();
+        let version = version.clone();
+        tokio::spawn(sync_loop(store, dp, version, opts, statuses_tx))
+    };
+    Ok(Running {
+        dataplane: dp,
+        admin_addr,
+        version,
+        reload_task: Some(task),
+        status_task,
+    })
+}
+
+/// How long changes must pause after an incremental update before a full translation
+/// brings what only it computes (Gateway attached-route counts, totals, unused clusters
+/// dropped) up to date; and the most it waits while changes keep coming.
+const RECONCILE_QUIET: Duration = Duration::from_secs(1);
+const RECONCILE_MAX: Duration = Duration::from_secs(30);
+
+/// Turns store changes into Snapshots: endpoint-only changes swap endpoints in place;
+/// route changes recompile only the hosts they touch; anything else (and, once things
+/// settle, a reconciling pass after incremental updates) is a full translation.
+async fn sync_loop(
+    store: KubeStore,
+    dp: Arc<DataPlane>,
+    version: Arc<AtomicU64>,
+    opts: KubeRunOptions,
+    statuses_tx: tokio::sync::watch::Sender<Arc<Vec<StatusUpdate>>>,
+) {
+    let mut changes = store.subscribe();
+    // The watchers may have synced before this subscription: look at least once.
+    changes.mark_changed();
+    // Whether the next pass must translate everything, and when a reconciling full
+    // pass is due after incremental ones.
+    let mut need_full = true;
+    let mut retry = false;
+    let mut incremental_since: Option<Instant> = None;
+    let mut last_change = Instant::now();
+    loop {
+        // Wait for a change, or retry a config that failed to apply for reasons outside
+        // the objects (a port in use, say), or reconcile after incremental updates.
+        let deadline = match (retry, incremental_since) {
+            (true, _) => Some(Instant::now() + APPLY_RETRY),
+            (false, Some(since)) => {
+                Some((last_change + RECONCILE_QUIET).min(since + RECONCILE_MAX))
+            }
+            (false, None) => None,
+        };
+        let woke = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), changes.changed()).await,
+            None => Ok(changes.changed().await),
+        };
+        match woke {
+            Ok(Err(_)) => break,
+            Ok(Ok(())) => {
+                last_change = Instant::now();
+                // Coalesce a burst: whatever arrives while we wait is in the same pass.
+                tokio::time::sleep(opts.debounce).await;
+                changes.borrow_and_update();
+            }
+            // Time to retry or reconcile.
+            Err(_) => need_full = true,
+        }
+        if !store.synced() {
+            continue;
+        }
+        let dirty = store.take_dirty();
+        need_full |= dirty.relisted || retry || version.load(Ordering::Acquire) == 0;
+        if !need_full && dirty.kinds.is_empty() {
+            continue;
+        }
+        if !need_full
+            && !dirty.kinds.is_empty()
+            && dirty.kinds.iter().all(|k| *k == "EndpointSlice")
+        {
+            update_endpoints(&store, &dp, &dirty);
+            continue;
+        }
+        if !need_full && !dirty.objects.is_empty() {
+            match incremental(&store, &dp, &version, &opts.translate, dirty).await {
+                Ok(()) => {
+                    incremental_since.get_or_insert_with(Instant::now);
+                    let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));
+                    continue;
+                }
+                Err(why) => tracing::debug!(%why, "full translation"),
+            }
+        }
+        let objects = store.snapshot();
+        let topts = opts.translate.clone();
+        // On a cluster, an invalid object is left out (and told so in its status)
+        // rather than blocking everyone else's changes.
+        let result = install(&dp, &version, move |next| {
+            let (snapshot, rejected) = translate_lenient(&objects, &topts, next);
+            for e in &rejected {
+                tracing::warn!("object left out: {e}");
+            }
+            snapshot
+        })
+        .await;
+        retry = result == Installed::NotApplied;
+        // Until a full pass succeeds, the Snapshot served does not stand for a known
+        // version of the store, so nothing can be applied on top of it.
+        need_full = result != Installed::Applied;
+        if result == Installed::Applied {
+            incremental_since = None;
+            let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));
+        }
+    }
+}
+
+/// Only EndpointSlices changed: swap the endpoints of the affected clusters in place.
+fn update_endpoints(store: &KubeStore, dp: &DataPlane, dirty: &Dirty) {
+    let active = dp.current();
+    let started = Instant::now();
+    let only = (!dirty.all_services).then_some(&dirty.services);
+    let n = store.read(|s| refresh_endpoints(s, &active.snapshot, only));
+    dp.metrics
+        .counters
+        .endpoint_updates_total
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        clusters = n,
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "endpoints updated in place"
+    );
+}
+
+/// Recompiles only the hosts the changes touch and installs the result; `Err` says why
+/// a full translation is needed instead.
+async fn incremental(
+    store: &KubeStore,
+    dp: &Arc<DataPlane>,
+    version: &AtomicU64,
+    topts: &TranslateOptions,
+    dirty: Dirty,
+) -> Result<(), String> {
+    let started = Instant::now();
+    let prev = dp.current().snapshot.clone();
+    let next = version.load(Ordering::Acquire) + 1;
+    let (store2, topts) = (store.clone(), topts.clone());
+    let snapshot = tokio::task::spawn_blocking(move || {
+        // In place under the store's lock: a scoped pass is short, and a copy of a
+        // large store would cost more than the pass.
+        store2.read(|s| {
+            let scope = plan(s, &dirty.objects)?;
+            let snapshot = translate_scoped(s, &topts, &prev, &scope, next)?;
+            // Reused clusters whose slices changed in the same burst.
+            refresh_endpoints(s, &snapshot, Some(&dirty.services));
+            Ok::<_, String>((snapshot, scope.hosts.len()))
+        })
+    })
+    .await
+    .map_err(|e| format!("incremental task failed: {e}"))?;
+    let (snapshot, hosts) = snapshot?;
+    match apply_built(dp, version, snapshot, started).await {
+        Installed::Applied => {
+            dp.metrics
+                .counters
+                .config_incremental_total
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                hosts,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "hosts recompiled"
+            );
+            Ok(())
+        }
+        other => Err(format!("incremental Snapshot not applied: {other:?}")),
+    }
+}
+
+/// Writes the latest statuses while this replica leads; a new term writes all again.
+async fn write_status(
+    client: kube::Client,
+    lease: gatehouse_sources::lease::LeaseConfig,
+    mut statuses: tokio::sync::watch::Receiver<Arc<Vec<gatehouse_model::status::StatusUpdate>>>,
+) {
+    let identity = lease.identity.clone();
+    let mut writer =
+        gatehouse_sources::status_writer::StatusWriter::new(client.clone(), "gatehouse");
+    let election = gatehouse_sources::lease::elect(client, lease);
+    let mut leader = election.leader.clone();
+    let _election = ElectionGuard(Some(election));
+    loop {
+        if *leader.borrow_and_update() {
+            let latest = statuses.borrow_and_update().clone();
+            let n = writer.publish(&latest).await;
+            if n > 0 {
+                tracing::debug!(%identity, objects = n, "status written");
+            }
+        } else {
+            writer.forget();
+        }
+        tokio::select! {
+            r = leader.changed() => if r.is_err() { break },
+            r = statuses.changed() => if r.is_err() { break },
+        }
+    }
+}
+
+/// Resigns the election when the status task ends (shutdown, or aborted).
+struct ElectionGuard(Option<gatehouse_sources::lease::Election>);
+
+impl Drop for ElectionGuard {
+    fn drop(&mut self) {
+        if let Some(e) = self.0.take() {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(e.resign());
+            }
+        }
+    }
+}
+
+/// A kube client from `--kubeconfig`/`--context`, else `KUBECONFIG`, else in-cluster.
+pub async fn kube_client(
+    kubeconfig: Option<&Path>,
+    context: Option<String>,
+) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context,
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if options.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer().await?,
+    };
+    kube::Client::try_from(config).context("cannot build the Kubernetes client")
+}
