@@ -75,7 +75,7 @@ async fn sync_loop(
     dp: Arc<DataPlane>,
     version: Arc<AtomicU64>,
     opts: KubeRunOptions,
-    statuses_tx: tokio::sync::watch::Sender<Arc<Vec<StatusUpdate>>>,
+    statuses_tx: tokio::sync::watch::Sender<Arc<Vec<Arc<StatusUpdate>>>>,
 ) {
     let mut changes = store.subscribe();
     // The watchers may have synced before this subscription: look at least once.
@@ -224,7 +224,7 @@ async fn incremental(
 async fn write_status(
     client: kube::Client,
     lease: gatehouse_sources::lease::LeaseConfig,
-    mut statuses: tokio::sync::watch::Receiver<Arc<Vec<gatehouse_model::status::StatusUpdate>>>,
+    mut statuses: tokio::sync::watch::Receiver<Arc<Vec<Arc<StatusUpdate>>>>,
 ) {
     let identity = lease.identity.clone();
     let mut writer =

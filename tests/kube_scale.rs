@@ -1,12 +1,13 @@
 //! Benchmark (ignored by default; `bash bench/kube_scale.sh` runs it in release): the
-//! Kubernetes source at scale against the in-test API server: 10,000 Ingresses with
-//! Services and 100,000 endpoints. Measures initial sync to serving, a new route among
-//! them under load, endpoint changes, a burst of 1,000 changes, and memory. It prints
-//! numbers and asserts correctness only (no failed requests, nothing lost), never time.
+//! Kubernetes source at scale against the in-test API server: 7,000 Ingresses and 3,000
+//! HTTPRoutes, each with its Service, and 100,000 endpoints. Measures initial sync to
+//! serving, a new HTTPRoute among the 3,000 and a new Ingress (with its Service) under
+//! load, endpoint changes, a burst of 1,000 changes, and memory. It prints numbers and
+//! asserts correctness only (no failed requests, nothing lost), never time.
 
 mod support;
 use gatehouse::app::start_kubernetes;
-use gatehouse_translate::TranslateOptions;
+use gatehouse_translate::{ListenMapEntry, TranslateOptions};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,7 +16,10 @@ use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
 use support::*;
 
+/// Routes in all; the last `HTTP_ROUTES` of them are HTTPRoutes, the rest Ingresses.
 const ROUTES: usize = 10_000;
+const HTTP_ROUTES: usize = 3_000;
+const GW: &str = "gateway.networking.k8s.io/v1";
 const ENDPOINTS_PER_SERVICE: usize = 10;
 
 fn rss_mib() -> f64 {
@@ -52,8 +56,9 @@ async fn echo_fleet(name: &str) -> u16 {
     }
 }
 
-fn objects(i: usize, port: u16, service_suffix: &str) -> [Value; 3] {
-    let svc = format!("svc-{i}{service_suffix}");
+/// Service `svc-{i}` and its EndpointSlice.
+fn service(i: usize, port: u16) -> [Value; 2] {
+    let svc = format!("svc-{i}");
     let addrs: Vec<Value> = (1..=ENDPOINTS_PER_SERVICE)
         .map(|a| json!({"addresses": [format!("127.0.0.{a}")], "conditions": {"ready": true}}))
         .collect();
@@ -63,10 +68,40 @@ fn objects(i: usize, port: u16, service_suffix: &str) -> [Value; 3] {
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": format!("{svc}-1"), "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
             "addressType": "IPv4", "ports": [{"name": "http", "port": port}], "endpoints": addrs}),
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": format!("ing-{i}"), "namespace": "default"},
-            "spec": {"rules": [{"host": format!("h{i}.example"), "http": {"paths": [
-                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}}),
     ]
+}
+
+/// Ingress `ing-{i}` for host `h{i}.example`, to Service `svc-{i}`.
+fn ingress(i: usize) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": format!("ing-{i}"), "namespace": "default"},
+        "spec": {"rules": [{"host": format!("h{i}.example"), "http": {"paths": [
+            {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": format!("svc-{i}"), "port": {"number": 80}}}}]}}]}})
+}
+
+/// HTTPRoute `route-{i}` for host `r{i}.example`, to Service `svc-{svc}`.
+fn http_route(i: usize, svc: usize) -> Value {
+    json!({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": format!("route-{i}"), "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [format!("r{i}.example")],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": format!("svc-{svc}"), "port": 80}]}]}})
+}
+
+/// Everything for route `i`: its Service, EndpointSlice, and Ingress or HTTPRoute.
+fn objects(i: usize, port: u16) -> Vec<Value> {
+    let mut v = service(i, port).to_vec();
+    v.push(match i >= ROUTES - HTTP_ROUTES && i < ROUTES {
+        true => http_route(i, i),
+        false => ingress(i),
+    });
+    v
+}
+
+/// Where a route's host is served: HTTPRoutes on the Gateway, Ingresses on the Ingress port.
+fn host_of(i: usize) -> String {
+    match i >= ROUTES - HTTP_ROUTES && i < ROUTES {
+        true => format!("r{i}.example"),
+        false => format!("h{i}.example"),
+    }
 }
 
 async fn served_by(cl: &TestClient, http: SocketAddr, host: &str) -> Option<String> {
@@ -124,53 +159,46 @@ async fn kubernetes_source_at_scale() {
     let api = ApiServer::start().await;
     let port = echo_fleet("main").await;
     let other_port = echo_fleet("moved").await;
-    api.apply(json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": "gatehouse", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
-        "spec": {"controller": "gatehouse.dev/ingress-controller"}}));
+    let mut all: Vec<Value> = vec![
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "gatehouse", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "gatehouse.dev/ingress-controller"}}),
+        json!({"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": "gatehouse"},
+            "spec": {"controllerName": "gatehouse.dev/gateway-controller"}}),
+        json!({"apiVersion": GW, "kind": "Gateway", "metadata": {"name": "gw", "namespace": "default"},
+            "spec": {"gatewayClassName": "gatehouse", "listeners": [{"name": "http", "protocol": "HTTP", "port": 8000}]}}),
+    ];
     for i in 0..ROUTES {
-        for o in objects(i, port, "") {
-            api.apply(o);
-        }
+        all.extend(objects(i, port));
+    }
+    for o in &all {
+        api.apply(o.clone());
     }
     let rss_before = rss_mib();
     let http = free_addr();
-    let opts = kube_options(loopback_translate(http, vec![]), None);
+    let gateway = free_addr();
+    let listen = vec![ListenMapEntry {
+        gateway: None,
+        port: 8000,
+        addr: gateway,
+    }];
+    let addr_of = |host: &str| if host.starts_with('r') { gateway } else { http };
+    let opts = kube_options(loopback_translate(http, listen), None);
     let started = Instant::now();
     let running = start_kubernetes(api.client(), opts).await.expect("start");
     let cl = client();
-    until_served(&cl, http, &format!("h{}.example", ROUTES - 1), "main").await;
+    let last = host_of(ROUTES - 1);
+    until_served(&cl, addr_of(&last), &last, "main").await;
+    let first = host_of(0);
+    until_served(&cl, addr_of(&first), &first, "main").await;
     let sync = started.elapsed();
     let rss_after = rss_mib();
-    // Translation alone, on a copy of what the API server holds.
-    let mut store = gatehouse_model::ObjectStore::new();
-    for kind in ["IngressClass", "Service", "EndpointSlice", "Ingress"] {
-        let (api_version, plural) = match kind {
-            "IngressClass" => ("networking.k8s.io/v1", "ingressclasses"),
-            "Ingress" => ("networking.k8s.io/v1", "ingresses"),
-            "Service" => ("v1", "services"),
-            _ => ("discovery.k8s.io/v1", "endpointslices"),
-        };
-        let _ = plural;
-        for i in 0..ROUTES + 1 {
-            let name = match kind {
-                "IngressClass" if i == 0 => "gatehouse".to_string(),
-                "IngressClass" => continue,
-                "Service" => format!("svc-{i}"),
-                "EndpointSlice" => format!("svc-{i}-1"),
-                _ => format!("ing-{i}"),
-            };
-            let ns = if kind == "IngressClass" {
-                ""
-            } else {
-                "default"
-            };
-            if let Some(v) = api.get(api_version, kind, ns, &name) {
-                if let Ok(Some(o)) = gatehouse_model::manifest::object_from_value(v) {
-                    store.upsert(o);
-                }
-            }
-        }
-    }
+    // Translation alone, of the same objects.
+    let store = gatehouse_model::ObjectStore::from_objects(all.iter().filter_map(|v| {
+        gatehouse_model::manifest::object_from_value(v.clone())
+            .ok()
+            .flatten()
+    }));
     let t = Instant::now();
     let snapshot = gatehouse_translate::translate(&store, &TranslateOptions::default(), 1)
         .expect("translates");
@@ -180,7 +208,7 @@ async fn kubernetes_source_at_scale() {
     let clone_time = t.elapsed();
     drop((snapshot, copy));
 
-    // Load on existing routes while routes are added.
+    // Load on existing routes, Ingresses and HTTPRoutes, while routes are added.
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(AtomicUsize::new(0));
@@ -191,8 +219,11 @@ async fn kubernetes_source_at_scale() {
             let cl = client();
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {
-                // Hosts 1000..1500: never touched by the changes below.
-                match answer(&cl, http, &format!("h{}.example", 1000 + i % 500)).await {
+                // Routes 1000..1500 and the HTTPRoutes 9000..9500: never touched below.
+                let n = if i % 2 == 0 { 1000 } else { 9000 } + i % 500;
+                let host = host_of(n);
+                let addr = if host.starts_with('r') { gateway } else { http };
+                match answer(&cl, addr, &host).await {
                     Ok(s) if s == "main" => {}
                     other => {
                         if failures.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -205,19 +236,30 @@ async fn kubernetes_source_at_scale() {
             }
         }));
     }
-    let mut route_changes = Vec::new();
+    // A new HTTPRoute among the 3,000, to an existing Service.
+    let mut http_route_changes = Vec::new();
+    for n in 0..20 {
+        let i = ROUTES + 50_000 + n;
+        let t = Instant::now();
+        api.apply(http_route(i, n));
+        until_served(&cl, gateway, &format!("r{i}.example"), "main").await;
+        http_route_changes.push(t.elapsed());
+    }
+    // A new Ingress with its new Service and EndpointSlice (three watch events).
+    let mut ingress_changes = Vec::new();
     for n in 0..10 {
         let i = ROUTES + n;
         let t = Instant::now();
-        for o in objects(i, port, "") {
+        for o in service(i, port) {
             api.apply(o);
         }
+        api.apply(ingress(i));
         until_served(&cl, http, &format!("h{i}.example"), "main").await;
-        route_changes.push(t.elapsed());
+        ingress_changes.push(t.elapsed());
     }
     let mut endpoint_changes = Vec::new();
     for n in 0..20 {
-        let [_, slice, _] = objects(n, other_port, "");
+        let [_, slice] = service(n, other_port);
         let t = Instant::now();
         api.apply(slice);
         until_served(&cl, http, &format!("h{n}.example"), "moved").await;
@@ -228,13 +270,15 @@ async fn kubernetes_source_at_scale() {
         l.await.expect("load");
     }
 
-    // A burst of 1,000 new routes, coalesced.
+    // A burst of 1,000 new routes (Service, EndpointSlice, Ingress), coalesced.
     let v0 = running.version();
     let t = Instant::now();
     for n in 0..1000 {
-        for o in objects(ROUTES + 100 + n, port, "") {
+        let i = ROUTES + 100 + n;
+        for o in service(i, port) {
             api.apply(o);
         }
+        api.apply(ingress(i));
     }
     until_served(
         &cl,
@@ -255,18 +299,28 @@ async fn kubernetes_source_at_scale() {
             lost += 1;
         }
     }
+    let counters = &running.dataplane.metrics.counters;
+    let incremental = counters.config_incremental_total.load(Ordering::Relaxed);
+    let reloads = counters.config_reloads_total.load(Ordering::Relaxed);
 
     println!(
-        "--- kube scale: {ROUTES} Ingresses, {} endpoints ---",
+        "--- kube scale: {} Ingresses, {HTTP_ROUTES} HTTPRoutes, {} endpoints ---",
+        ROUTES - HTTP_ROUTES,
         ROUTES * ENDPOINTS_PER_SERVICE
     );
     println!("initial sync to serving: {sync:?}");
     println!("one full translation of {} objects: {translate_time:?}; one copy of the store: {clone_time:?}", store.len());
     println!("process RSS: {rss_before:.0} MiB before the controller started (test API server and its objects), {rss_after:.0} MiB after sync (+{:.0} MiB)", rss_after - rss_before);
     println!(
-        "new route to serving (10 runs): median {:?}, max {:?}",
-        pct(route_changes.clone(), 0.5),
-        pct(route_changes, 1.0)
+        "new HTTPRoute among {HTTP_ROUTES} to serving (20 runs): median {:?}, p90 {:?}, max {:?}",
+        pct(http_route_changes.clone(), 0.5),
+        pct(http_route_changes.clone(), 0.9),
+        pct(http_route_changes, 1.0)
+    );
+    println!(
+        "new Ingress + Service + EndpointSlice to serving (10 runs): median {:?}, max {:?}",
+        pct(ingress_changes.clone(), 0.5),
+        pct(ingress_changes, 1.0)
     );
     println!(
         "endpoint change to serving (20 runs): median {:?}, p99 {:?}",
@@ -274,6 +328,7 @@ async fn kubernetes_source_at_scale() {
         pct(endpoint_changes, 0.99)
     );
     println!("burst of 1000 new routes: all serving after {burst:?}, in {swaps} Snapshot swaps");
+    println!("snapshots installed: {reloads}, of which incremental: {incremental}");
     println!(
         "requests on other routes during changes: {} ({} failed)",
         total.load(Ordering::Relaxed),

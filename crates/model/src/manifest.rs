@@ -1,7 +1,7 @@
 //! Manifest parsing: multi-document YAML (YAML 1.2 booleans), JSON and `kind: List`, into
 //! typed objects, with errors that name the file, line, object and field.
 
-use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::object::{Object, Origin, StoredObject};
 use crate::ConfigError;
 use k8s_openapi::ByteString;
@@ -218,7 +218,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         ("networking.k8s.io", "Ingress" | "IngressClass") => &["networking.k8s.io/v1"],
         ("", "Service" | "Secret" | "Namespace") => &["v1"],
         ("discovery.k8s.io", "EndpointSlice") => &["discovery.k8s.io/v1"],
-        ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute") => &[
+        ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute") => &[
             "gateway.networking.k8s.io/v1",
             "gateway.networking.k8s.io/v1beta1",
         ],
@@ -272,6 +272,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "GatewayClass" => Object::GatewayClass(typed::<GatewayClass>(value, origin)?),
         "Gateway" => Object::Gateway(typed::<Gateway>(value, origin)?),
         "HTTPRoute" => Object::HttpRoute(typed::<HttpRoute>(value, origin)?),
+        "GRPCRoute" => Object::GrpcRoute(typed::<GrpcRoute>(value, origin)?),
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
         _ => return Ok(None),
     };

@@ -1,6 +1,6 @@
 //! `Object`: one typed Kubernetes object of a kind Gatehouse reads, with where it came from.
 
-use crate::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::locate::locate;
 use crate::ConfigError;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -22,12 +22,13 @@ pub enum Object {
     GatewayClass(GatewayClass),
     Gateway(Gateway),
     HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -36,6 +37,7 @@ pub const KINDS: [&str; 10] = [
     "GatewayClass",
     "Gateway",
     "HTTPRoute",
+    "GRPCRoute",
     "ReferenceGrant",
     "Namespace",
 ];
@@ -56,6 +58,7 @@ impl Object {
             Object::GatewayClass(_) => "GatewayClass",
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
+            Object::GrpcRoute(_) => "GRPCRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Namespace(_) => "Namespace",
         }
@@ -71,6 +74,7 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
         }

@@ -7,7 +7,8 @@ use crate::kubernetes::WATCHED;
 use gatehouse_model::status::{stamp_conditions, without_times, StatusUpdate};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Client;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 type Key = (&'static str, Option<String>, String);
 
@@ -16,6 +17,11 @@ pub struct StatusWriter {
     field_manager: String,
     /// Last status written per object: (without times, as written).
     written: HashMap<Key, (serde_json::Value, serde_json::Value)>,
+    /// Updates already written (or found equal) by the last call, by address; kept
+    /// alive in `seen_keep` so an address cannot be reused. Snapshots share unchanged
+    /// updates, so most of a large list is skipped without comparing any JSON.
+    seen: HashSet<usize>,
+    seen_keep: Vec<Arc<StatusUpdate>>,
 }
 
 /// The current time as the API server writes it (RFC 3339, whole seconds).
@@ -32,24 +38,39 @@ impl StatusWriter {
             client,
             field_manager: field_manager.to_string(),
             written: HashMap::new(),
+            seen: HashSet::new(),
+            seen_keep: Vec::new(),
         }
     }
 
     /// Forgets what was written, so everything is written again (a new leadership term).
     pub fn forget(&mut self) {
         self.written.clear();
+        self.seen.clear();
+        self.seen_keep.clear();
     }
 
     /// Writes every status that differs from the last one written; returns how many
     /// objects were patched.
-    pub async fn publish(&mut self, updates: &[StatusUpdate]) -> usize {
+    pub async fn publish(&mut self, updates: &[Arc<StatusUpdate>]) -> usize {
         let now = now_rfc3339();
         let mut count = 0;
-        for u in updates {
+        let mut seen = HashSet::with_capacity(updates.len());
+        let mut seen_keep = Vec::with_capacity(updates.len());
+        for shared in updates {
+            let addr = Arc::as_ptr(shared) as usize;
+            if self.seen.contains(&addr) {
+                seen.insert(addr);
+                seen_keep.push(shared.clone());
+                continue;
+            }
+            let u: &StatusUpdate = shared;
             let key: Key = (u.kind, u.namespace.clone(), u.name.clone());
             let plain = without_times(&u.status);
             let previous = self.written.get(&key);
             if previous.is_some_and(|(p, _)| *p == plain) {
+                seen.insert(addr);
+                seen_keep.push(shared.clone());
                 continue;
             }
             let mut status = u.status.clone();
@@ -64,12 +85,16 @@ impl StatusWriter {
                 Ok(_) => {
                     count += 1;
                     self.written.insert(key, (plain, status));
+                    seen.insert(addr);
+                    seen_keep.push(shared.clone());
                 }
                 Err(e) => {
                     tracing::warn!(kind = u.kind, name = %u.name, error = %e, "status write failed")
                 }
             }
         }
+        self.seen = seen;
+        self.seen_keep = seen_keep;
         count
     }
 

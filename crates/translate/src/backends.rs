@@ -49,11 +49,11 @@ pub fn resolve(
         return Err(format!("Service {namespace}/{name} has no port {want}"));
     };
     let cluster_name = format!("{namespace}/{name}:{}", sp.port);
-    if let Some(c) = b.clusters.get(&cluster_name) {
+    if let Some(c) = b.clusters.get(cluster_name.as_str()) {
         return Ok(c.clone());
     }
     if let Some(c) = b.reusable_cluster(namespace, name, &cluster_name) {
-        b.clusters.insert(cluster_name, c.clone());
+        b.clusters.insert(Arc::from(cluster_name), c.clone());
         return Ok(c);
     }
     let protocol = match sp.app_protocol.as_deref() {
@@ -73,7 +73,7 @@ pub fn resolve(
         protocol,
         endpoints,
     ));
-    b.clusters.insert(cluster_name, cluster.clone());
+    b.clusters.insert(Arc::from(cluster_name), cluster.clone());
     Ok(cluster)
 }
 

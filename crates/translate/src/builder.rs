@@ -20,14 +20,14 @@ pub struct Builder<'a> {
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
     pub certs: HashMap<(String, String), Arc<CertifiedKey>>,
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
     pub statuses: Vec<StatusUpdate>,
     /// Set for an incremental run: only these hostnames are compiled.
     pub scope: Option<&'a Scope>,
     /// Clusters of the previous Snapshot, reused for Services that did not change.
-    reuse: Option<&'a BTreeMap<String, Arc<Cluster>>>,
+    reuse: Option<&'a BTreeMap<Arc<str>, Arc<Cluster>>>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -224,7 +224,7 @@ impl<'a> Builder<'a> {
             route_names: self.route_names,
             warnings: self.warnings,
             summary,
-            statuses: self.statuses,
+            statuses: self.statuses.into_iter().map(Arc::new).collect(),
         })
     }
 }

@@ -9,7 +9,7 @@ use crate::gateway_status::{
     gateway_class_status, route_status, GatewayState, ListenerState, ParentOutcome, Problem,
 };
 use crate::hosts::{intersect, valid_hostname, WildcardMode};
-use crate::ingress::created;
+use crate::ingress::{created, oldest_first};
 use crate::labels::selector_matches;
 use crate::routes::{PathMatch, RouteEntry, StrMatch};
 use crate::snapshot::{
@@ -100,8 +100,12 @@ pub fn translate(b: &mut Builder<'_>) {
         .iter()
         .map(|g| (g.namespace.clone(), g.name.clone()))
         .collect();
-    let mut routes: Vec<&StoredObject> = b.store.of_kind("HTTPRoute").collect();
-    routes.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
+    let mut routes: Vec<&StoredObject> = b
+        .store
+        .of_kind("HTTPRoute")
+        .filter(|o| route_may_be_in_scope(b, o))
+        .collect();
+    routes.sort_by(|a, b| oldest_first(a, b));
     for o in routes {
         let Object::HttpRoute(route) = &o.object else {
             continue;
@@ -144,6 +148,22 @@ pub fn translate(b: &mut Builder<'_>) {
     for g in &states {
         b.statuses.push(g.status(&addresses));
     }
+}
+
+/// Whether a route could land under a host an incremental run compiles: it names one,
+/// or it has no exact hostnames (and so may take a listener's name). Always true in a
+/// full run.
+fn route_may_be_in_scope(b: &Builder<'_>, o: &StoredObject) -> bool {
+    let Some(scope) = b.scope else { return true };
+    let hostnames = match &o.object {
+        Object::HttpRoute(r) => &r.spec.hostnames,
+        _ => return true,
+    };
+    hostnames.is_empty()
+        || hostnames
+            .iter()
+            .any(|h| h.contains('*') || scope.contains_host(h))
+        || scope.changed(o)
 }
 
 fn listener(
@@ -432,7 +452,7 @@ fn attach_route(
         });
         // A changed route is judged (and its status written) even when it attaches to
         // no host any more.
-        if targets.is_empty() && !scope.objects.contains(&o.key()) {
+        if targets.is_empty() && !scope.changed(o) {
             return;
         }
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// How a `*.example.com` wildcard matches: Ingress allows one label only, Gateway API
 /// any number of labels.
@@ -16,7 +17,8 @@ pub enum WildcardMode {
 /// suffixes from the most specific, then the catch-all.
 #[derive(Debug, Clone)]
 pub struct HostTable<T> {
-    exact: HashMap<String, T>,
+    /// Shared keys: copying a table (as an incremental update does) copies pointers.
+    exact: HashMap<Arc<str>, T>,
     /// (suffix including the leading dot, value), longest suffix first.
     wildcard: Vec<(String, T)>,
     any: Option<T>,
@@ -52,10 +54,10 @@ impl<T> HostTable<T> {
             }
             Some(h) => {
                 let h = h.to_ascii_lowercase();
-                if self.exact.contains_key(&h) {
+                if self.exact.contains_key(h.as_str()) {
                     return false;
                 }
-                self.exact.insert(h, value);
+                self.exact.insert(Arc::from(h), value);
             }
         }
         true
@@ -91,7 +93,7 @@ impl<T> HostTable<T> {
                 let suffix = h[1..].to_ascii_lowercase();
                 self.wildcard.iter().any(|(s, _)| *s == suffix)
             }
-            Some(h) => self.exact.contains_key(&h.to_ascii_lowercase()),
+            Some(h) => self.exact.contains_key(h.to_ascii_lowercase().as_str()),
         }
     }
 
@@ -106,7 +108,7 @@ impl<T> HostTable<T> {
                     .find(|(s, _)| *s == suffix)
                     .map(|(_, v)| v)
             }
-            Some(h) => self.exact.get(&h.to_ascii_lowercase()),
+            Some(h) => self.exact.get(lowercase(h).as_ref()),
         }
     }
 
@@ -119,7 +121,7 @@ impl<T> HostTable<T> {
                 let i = self.wildcard.iter().position(|(s, _)| *s == suffix)?;
                 Some(self.wildcard.remove(i).1)
             }
-            Some(h) => self.exact.remove(&h.to_ascii_lowercase()),
+            Some(h) => self.exact.remove(lowercase(h).as_ref()),
         }
     }
 
@@ -133,13 +135,14 @@ impl<T> HostTable<T> {
                     .find(|(s, _)| *s == suffix)
                     .map(|(_, v)| v)
             }
-            Some(h) => self.exact.get_mut(&h.to_ascii_lowercase()),
+            Some(h) => self.exact.get_mut(h.to_ascii_lowercase().as_str()),
         }
     }
 
     /// All entries as (hostname, value), `*` for the catch-all.
     pub fn entries(&self) -> Vec<(String, &T)> {
-        let mut out: Vec<(String, &T)> = self.exact.iter().map(|(k, v)| (k.clone(), v)).collect();
+        let mut out: Vec<(String, &T)> =
+            self.exact.iter().map(|(k, v)| (k.to_string(), v)).collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.extend(self.wildcard.iter().map(|(s, v)| (format!("*{s}"), v)));
         out.extend(self.any.iter().map(|v| ("*".to_string(), v)));
@@ -148,6 +151,14 @@ impl<T> HostTable<T> {
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_none()
+    }
+}
+
+/// `h` in lower case, copied only when it has upper-case letters.
+fn lowercase(h: &str) -> Cow<'_, str> {
+    match h.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(h.to_ascii_lowercase()),
+        false => Cow::Borrowed(h),
     }
 }
 

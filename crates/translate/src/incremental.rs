@@ -28,6 +28,17 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Whether the object `kind namespace/name` is one of the changed ones (without
+    /// building a key: this is asked of every route in the store).
+    pub fn changed(&self, o: &StoredObject) -> bool {
+        let kind = o.object.kind();
+        self.objects.iter().any(|k| {
+            k.kind == kind
+                && k.name == o.name()
+                && k.namespace.as_deref().is_none_or(|ns| ns == o.namespace())
+        })
+    }
+
     pub fn contains_host(&self, host: &str) -> bool {
         if host.bytes().any(|b| b.is_ascii_uppercase()) {
             self.hosts.contains(&host.to_ascii_lowercase())
@@ -245,10 +256,15 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
                 .map(|k| (k.kind, k.namespace.as_deref(), k.name.as_str())),
         )
         .collect();
+    // Most statuses are kept: compare names only when one of that name was redone.
+    let names: HashSet<&str> = redone.iter().map(|r| r.2).collect();
     let mut statuses: Vec<_> = prev
         .statuses
         .iter()
-        .filter(|s| !redone.contains(&(s.kind, s.namespace.as_deref(), s.name.as_str())))
+        .filter(|s| {
+            !names.contains(s.name.as_str())
+                || !redone.contains(&(s.kind, s.namespace.as_deref(), s.name.as_str()))
+        })
         .cloned()
         .collect();
     statuses.extend(part.statuses.iter().cloned());

@@ -57,15 +57,16 @@ fn is_ours(ing: &Ingress, classes: &HashSet<String>, has_default: bool) -> Optio
     let class = ing
         .spec
         .as_ref()
-        .and_then(|s| s.ingress_class_name.clone())
+        .and_then(|s| s.ingress_class_name.as_deref())
         .or_else(|| {
             ing.metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION).cloned())
+                .and_then(|a| a.get(LEGACY_CLASS_ANNOTATION))
+                .map(String::as_str)
         });
     match class {
-        Some(c) => Some(classes.contains(&c)),
+        Some(c) => Some(classes.contains(c)),
         None if has_default => Some(true),
         None => None,
     }
@@ -74,12 +75,20 @@ fn is_ours(ing: &Ingress, classes: &HashSet<String>, has_default: bool) -> Optio
 pub fn translate(b: &mut Builder<'_>) {
     let (classes, has_default) = our_classes(b);
     let mut ingresses: Vec<&StoredObject> = Vec::new();
+    let mut any_ours = false;
     for o in b.store.of_kind("Ingress") {
         let Object::Ingress(ing) = &o.object else {
             continue;
         };
         match is_ours(ing, &classes, has_default) {
-            Some(true) => ingresses.push(o),
+            Some(true) => {
+                any_ours = true;
+                // An incremental run needs only the Ingresses in scope, and the TLS
+                // hosts of all (they decide the HTTP→HTTPS redirects).
+                if b.scope.is_none() || has_tls(ing) || ingress_in_scope(b, o, ing) {
+                    ingresses.push(o);
+                }
+            }
             Some(false) => {}
             None => b.warnings.push(format!(
                 "Ingress {}/{} has no ingressClassName and no default IngressClass for {INGRESS_CONTROLLER}; ignored",
@@ -89,10 +98,10 @@ pub fn translate(b: &mut Builder<'_>) {
         }
     }
     // Oldest first: ties between equal paths go to the oldest Ingress.
-    ingresses.sort_by_key(|o| (created(o), o.namespace().to_string(), o.name().to_string()));
+    ingresses.sort_by(|a, b| oldest_first(a, b));
     // The Ingress HTTP port stays bound while an IngressClass of ours exists, even
     // with no Ingress yet, so clients get a 404 rather than a refused connection.
-    if ingresses.is_empty() && classes.is_empty() {
+    if !any_ours && classes.is_empty() {
         return;
     }
     let https_port = b.opts.https_addr.port();
@@ -109,12 +118,7 @@ pub fn translate(b: &mut Builder<'_>) {
         let ns = o.namespace().to_string();
         // An incremental run compiles only the rules of hosts in scope, but still reads
         // every Ingress's TLS hosts, which decide the HTTP→HTTPS redirects.
-        let in_scope = b.scope.is_none_or(|s| s.objects.contains(&o.key()))
-            || ing
-                .spec
-                .iter()
-                .flat_map(|s| s.rules.iter().flatten())
-                .any(|r| b.in_scope(r.host.as_deref().filter(|h| !h.is_empty())));
+        let in_scope = ingress_in_scope(b, o, ing);
         if in_scope && !b.opts.publish_addresses.is_empty() {
             let addresses: Vec<serde_json::Value> = b
                 .opts
@@ -321,6 +325,28 @@ pub fn translate(b: &mut Builder<'_>) {
                 .push(format!("Ingress HTTPS listener not bound: {e}"));
         }
     }
+}
+
+fn has_tls(ing: &Ingress) -> bool {
+    ing.spec
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .is_some_and(|t| !t.is_empty())
+}
+
+/// Whether an incremental run compiles (some of) this Ingress; always in a full run.
+fn ingress_in_scope(b: &Builder<'_>, o: &StoredObject, ing: &Ingress) -> bool {
+    let Some(scope) = b.scope else { return true };
+    ing.spec
+        .iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .any(|r| b.in_scope(r.host.as_deref().filter(|h| !h.is_empty())))
+        || scope.changed(o)
+}
+
+/// Oldest first, then by namespace and name: the order ties are broken in.
+pub fn oldest_first(a: &StoredObject, b: &StoredObject) -> std::cmp::Ordering {
+    (created(a), a.namespace(), a.name()).cmp(&(created(b), b.namespace(), b.name()))
 }
 
 /// Creation time in seconds since the epoch (0 when unset), for oldest-first ordering.

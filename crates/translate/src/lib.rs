@@ -19,6 +19,7 @@ pub mod tls;
 use gatehouse_model::{ConfigError, ObjectStore};
 pub use snapshot::*;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// Where listeners bind. Ingresses use `http_addr`/`https_addr`; Gateway listeners bind
 /// their manifest's port on `gateway_host`, unless `listen_map` rebinds them.
@@ -136,9 +137,11 @@ pub fn translate_lenient(
     loop {
         match result {
             Ok(mut snapshot) => {
-                snapshot
-                    .statuses
-                    .extend(rejected_statuses(store, &rejected));
+                snapshot.statuses.extend(
+                    rejected_statuses(store, &rejected)
+                        .into_iter()
+                        .map(Arc::new),
+                );
                 return (Ok(snapshot), rejected);
             }
             Err(errors) => {

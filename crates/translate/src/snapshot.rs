@@ -19,14 +19,15 @@ pub struct Snapshot {
     pub version: u64,
     /// One entry per bind address, sorted by address.
     pub ports: Vec<Arc<BoundPort>>,
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
     /// Route names by route id (for metrics and logs).
     pub route_names: Vec<Arc<str>>,
     /// Things that do not reject the config but a user should know (unresolved refs).
     pub warnings: Vec<String>,
     pub summary: Summary,
     /// Status for the objects translated (Ingress addresses, Gateway API conditions).
-    pub statuses: Vec<StatusUpdate>,
+    /// Shared, so that Snapshots built incrementally and the status writer reuse them.
+    pub statuses: Vec<Arc<StatusUpdate>>,
 }
 
 impl Snapshot {
