@@ -89,7 +89,7 @@ fn http_route(i: usize, svc: usize) -> Value {
 /// Everything for route `i`: its Service, EndpointSlice, and Ingress or HTTPRoute.
 fn objects(i: usize, port: u16) -> Vec<Value> {
     let mut v = service(i, port).to_vec();
-    v.push(match i >= ROUTES - HTTP_ROUTES && i < ROUTES {
+    v.push(match (ROUTES - HTTP_ROUTES..ROUTES).contains(&i) {
         true => http_route(i, i),
         false => ingress(i),
     });
@@ -98,7 +98,7 @@ fn objects(i: usize, port: u16) -> Vec<Value> {
 
 /// Where a route's host is served: HTTPRoutes on the Gateway, Ingresses on the Ingress port.
 fn host_of(i: usize) -> String {
-    match i >= ROUTES - HTTP_ROUTES && i < ROUTES {
+    match (ROUTES - HTTP_ROUTES..ROUTES).contains(&i) {
         true => format!("r{i}.example"),
         false => format!("h{i}.example"),
     }
