@@ -5,7 +5,7 @@
 
 use crate::app::{apply_built, data_plane, install, Installed, Running, APPLY_RETRY};
 use anyhow::Context;
-use gatehouse_model::status::StatusUpdate;
+use gatehouse_model::status::Statuses;
 use gatehouse_proxy::{DataPlane, ProxyConfig};
 use gatehouse_sources::kubernetes::{Dirty, KubeStore};
 use gatehouse_translate::backends::refresh_endpoints;
@@ -42,7 +42,7 @@ pub async fn start_kubernetes(
     let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
     let version = Arc::new(AtomicU64::new(0));
     // The latest applied statuses, for the status writer.
-    let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Arc::new(Vec::new()));
+    let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Statuses::new());
     let status_task = opts
         .status
         .clone()
@@ -75,7 +75,7 @@ async fn sync_loop(
     dp: Arc<DataPlane>,
     version: Arc<AtomicU64>,
     opts: KubeRunOptions,
-    statuses_tx: tokio::sync::watch::Sender<Arc<Vec<Arc<StatusUpdate>>>>,
+    statuses_tx: tokio::sync::watch::Sender<Statuses>,
 ) {
     let mut changes = store.subscribe();
     // The watchers may have synced before this subscription: look at least once.
@@ -130,7 +130,7 @@ async fn sync_loop(
             match incremental(&store, &dp, &version, &opts.translate, dirty).await {
                 Ok(()) => {
                     incremental_since.get_or_insert_with(Instant::now);
-                    let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));
+                    let _ = statuses_tx.send(dp.current().snapshot.statuses.clone());
                     continue;
                 }
                 Err(why) => tracing::debug!(%why, "full translation"),
@@ -154,7 +154,7 @@ async fn sync_loop(
         need_full = result != Installed::Applied;
         if result == Installed::Applied {
             incremental_since = None;
-            let _ = statuses_tx.send(Arc::new(dp.current().snapshot.statuses.clone()));
+            let _ = statuses_tx.send(dp.current().snapshot.statuses.clone());
         }
     }
 }
@@ -224,7 +224,7 @@ async fn incremental(
 async fn write_status(
     client: kube::Client,
     lease: gatehouse_sources::lease::LeaseConfig,
-    mut statuses: tokio::sync::watch::Receiver<Arc<Vec<Arc<StatusUpdate>>>>,
+    mut statuses: tokio::sync::watch::Receiver<Statuses>,
 ) {
     let identity = lease.identity.clone();
     let mut writer =

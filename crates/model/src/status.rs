@@ -15,6 +15,19 @@ pub struct StatusUpdate {
     pub status: Value,
 }
 
+/// Which object a status is for: kind, namespace, name.
+pub type StatusKey = (&'static str, Option<String>, String);
+
+/// Statuses by object. A persistent map: Snapshots built incrementally share the
+/// unchanged entries with the one before.
+pub type Statuses = imbl::OrdMap<StatusKey, std::sync::Arc<StatusUpdate>>;
+
+impl StatusUpdate {
+    pub fn key(&self) -> StatusKey {
+        (self.kind, self.namespace.clone(), self.name.clone())
+    }
+}
+
 /// A metav1.Condition without its lastTransitionTime.
 pub fn condition(
     type_: &str,

@@ -4,7 +4,7 @@
 //! are kept while a condition keeps its value.
 
 use crate::kubernetes::WATCHED;
-use gatehouse_model::status::{stamp_conditions, without_times, StatusUpdate};
+use gatehouse_model::status::{stamp_conditions, without_times, StatusUpdate, Statuses};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Client;
 use std::collections::{HashMap, HashSet};
@@ -52,12 +52,12 @@ impl StatusWriter {
 
     /// Writes every status that differs from the last one written; returns how many
     /// objects were patched.
-    pub async fn publish(&mut self, updates: &[Arc<StatusUpdate>]) -> usize {
+    pub async fn publish(&mut self, updates: &Statuses) -> usize {
         let now = now_rfc3339();
         let mut count = 0;
         let mut seen = HashSet::with_capacity(updates.len());
         let mut seen_keep = Vec::with_capacity(updates.len());
-        for shared in updates {
+        for shared in updates.values() {
             let addr = Arc::as_ptr(shared) as usize;
             if self.seen.contains(&addr) {
                 seen.insert(addr);

@@ -4,7 +4,7 @@
 use crate::hosts::{HostTable, WildcardMode};
 use crate::incremental::Scope;
 use crate::routes::{RouteEntry, RouteTable};
-use crate::snapshot::{BoundPort, Cluster, RouteAction, Section, Snapshot, Summary};
+use crate::snapshot::{BoundPort, Cluster, Clusters, RouteAction, Section, Snapshot, Summary};
 use crate::tls::{load_certs, SniTable};
 use crate::TranslateOptions;
 use gatehouse_model::status::StatusUpdate;
@@ -20,14 +20,14 @@ pub struct Builder<'a> {
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
     pub certs: HashMap<(String, String), Arc<CertifiedKey>>,
-    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    pub clusters: Clusters,
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
     pub statuses: Vec<StatusUpdate>,
     /// Set for an incremental run: only these hostnames are compiled.
     pub scope: Option<&'a Scope>,
     /// Clusters of the previous Snapshot, reused for Services that did not change.
-    reuse: Option<&'a BTreeMap<Arc<str>, Arc<Cluster>>>,
+    reuse: Option<&'a Clusters>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -81,7 +81,7 @@ impl<'a> Builder<'a> {
             errors,
             warnings: Vec::new(),
             certs,
-            clusters: BTreeMap::new(),
+            clusters: Clusters::new(),
             route_names: Vec::new(),
             summary: Summary::default(),
             statuses: Vec::new(),
@@ -202,9 +202,12 @@ impl<'a> Builder<'a> {
             return Err(self.errors);
         }
         let mut summary = self.summary;
-        summary.services = self.store.of_kind("Service").count();
-        summary.endpoint_slices = self.store.of_kind("EndpointSlice").count();
-        summary.secrets = self.store.of_kind("Secret").count();
+        // Counting walks the store; an incremental run keeps the previous counts.
+        if self.scope.is_none() {
+            summary.services = self.store.of_kind("Service").count();
+            summary.endpoint_slices = self.store.of_kind("EndpointSlice").count();
+            summary.secrets = self.store.of_kind("Secret").count();
+        }
         let ports = self
             .ports
             .into_iter()
@@ -224,7 +227,11 @@ impl<'a> Builder<'a> {
             route_names: self.route_names,
             warnings: self.warnings,
             summary,
-            statuses: self.statuses.into_iter().map(Arc::new).collect(),
+            statuses: self
+                .statuses
+                .into_iter()
+                .map(|u| (u.key(), Arc::new(u)))
+                .collect(),
         })
     }
 }

@@ -100,9 +100,8 @@ pub fn translate(b: &mut Builder<'_>) {
         .iter()
         .map(|g| (g.namespace.clone(), g.name.clone()))
         .collect();
-    let mut routes: Vec<&StoredObject> = b
-        .store
-        .of_kind("HTTPRoute")
+    let mut routes: Vec<&StoredObject> = route_candidates(b, "HTTPRoute")
+        .into_iter()
         .filter(|o| route_may_be_in_scope(b, o))
         .collect();
     routes.sort_by(|a, b| oldest_first(a, b));
@@ -148,6 +147,26 @@ pub fn translate(b: &mut Builder<'_>) {
     for g in &states {
         b.statuses.push(g.status(&addresses));
     }
+}
+
+/// The routes of `kind` a run looks at: all of them, or in an incremental run those
+/// naming a host in scope, those without exact hostnames, and those that changed.
+fn route_candidates<'a>(b: &Builder<'a>, kind: &'static str) -> Vec<&'a StoredObject> {
+    let Some(scope) = b.scope else {
+        return b.store.of_kind(kind).collect();
+    };
+    let store = b.store;
+    let mut v: Vec<&'a StoredObject> = scope
+        .hosts
+        .iter()
+        .flat_map(|h| store.routes_naming(h))
+        .chain(store.open_routes())
+        .chain(scope.objects.iter().filter_map(|k| store.get(k)))
+        .filter(|o| o.object.kind() == kind)
+        .collect();
+    v.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    v.dedup_by(|a, b| std::ptr::eq(*a, *b));
+    v
 }
 
 /// Whether a route could land under a host an incremental run compiles: it names one,

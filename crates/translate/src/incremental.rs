@@ -245,29 +245,11 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
     let mut clusters = prev.clusters.clone();
     clusters.extend(part.clusters);
     // Statuses of the changed routes and of the routes recompiled come from this run.
-    let redone: HashSet<(&str, Option<&str>, &str)> = part
-        .statuses
-        .iter()
-        .map(|s| (s.kind, s.namespace.as_deref(), s.name.as_str()))
-        .chain(
-            scope
-                .objects
-                .iter()
-                .map(|k| (k.kind, k.namespace.as_deref(), k.name.as_str())),
-        )
-        .collect();
-    // Most statuses are kept: compare names only when one of that name was redone.
-    let names: HashSet<&str> = redone.iter().map(|r| r.2).collect();
-    let mut statuses: Vec<_> = prev
-        .statuses
-        .iter()
-        .filter(|s| {
-            !names.contains(s.name.as_str())
-                || !redone.contains(&(s.kind, s.namespace.as_deref(), s.name.as_str()))
-        })
-        .cloned()
-        .collect();
-    statuses.extend(part.statuses.iter().cloned());
+    let mut statuses = prev.statuses.clone();
+    for k in &scope.objects {
+        statuses.remove(&(k.kind, k.namespace.clone(), k.name.clone()));
+    }
+    statuses.extend(part.statuses);
     let mut warnings = prev.warnings.clone();
     let seen: HashSet<&String> = prev.warnings.iter().collect();
     let fresh: Vec<String> = part
@@ -277,9 +259,7 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
         .cloned()
         .collect();
     warnings.extend(fresh);
-    let mut summary = prev.summary.clone();
-    summary.services = part.summary.services;
-    summary.endpoint_slices = part.summary.endpoint_slices;
+    let summary = prev.summary.clone();
     Ok(Snapshot {
         version: part.version,
         ports,

@@ -76,7 +76,7 @@ pub fn translate(b: &mut Builder<'_>) {
     let (classes, has_default) = our_classes(b);
     let mut ingresses: Vec<&StoredObject> = Vec::new();
     let mut any_ours = false;
-    for o in b.store.of_kind("Ingress") {
+    for o in candidates(b) {
         let Object::Ingress(ing) = &o.object else {
             continue;
         };
@@ -325,6 +325,37 @@ pub fn translate(b: &mut Builder<'_>) {
                 .push(format!("Ingress HTTPS listener not bound: {e}"));
         }
     }
+}
+
+/// The Ingresses a run looks at: all of them, or in an incremental run those naming a
+/// host in scope (in a rule, or in TLS entries that cover it) and those that changed.
+fn candidates<'a>(b: &Builder<'a>) -> Vec<&'a StoredObject> {
+    let Some(scope) = b.scope else {
+        return b.store.of_kind("Ingress").collect();
+    };
+    let store = b.store;
+    let mut v: Vec<&'a StoredObject> = Vec::new();
+    for h in &scope.hosts {
+        v.extend(
+            store
+                .routes_naming(h)
+                .filter(|o| o.object.kind() == "Ingress"),
+        );
+        v.extend(store.tls_naming(h));
+        if let Some((_, parent)) = h.split_once('.') {
+            v.extend(store.tls_naming(&format!("*.{parent}")));
+        }
+    }
+    v.extend(
+        scope
+            .objects
+            .iter()
+            .filter(|k| k.kind == "Ingress")
+            .filter_map(|k| store.get(k)),
+    );
+    v.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
+    v.dedup_by(|a, b| std::ptr::eq(*a, *b));
+    v
 }
 
 fn has_tls(ing: &Ingress) -> bool {

@@ -137,11 +137,9 @@ pub fn translate_lenient(
     loop {
         match result {
             Ok(mut snapshot) => {
-                snapshot.statuses.extend(
-                    rejected_statuses(store, &rejected)
-                        .into_iter()
-                        .map(Arc::new),
-                );
+                for u in rejected_statuses(store, &rejected) {
+                    snapshot.statuses.insert(u.key(), Arc::new(u));
+                }
                 return (Ok(snapshot), rejected);
             }
             Err(errors) => {

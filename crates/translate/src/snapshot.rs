@@ -5,9 +5,8 @@ use crate::hosts::HostTable;
 use crate::routes::RouteTable;
 use crate::tls::SniTable;
 use arc_swap::ArcSwap;
-use gatehouse_model::status::StatusUpdate;
+use gatehouse_model::status::Statuses;
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -19,7 +18,8 @@ pub struct Snapshot {
     pub version: u64,
     /// One entry per bind address, sorted by address.
     pub ports: Vec<Arc<BoundPort>>,
-    pub clusters: BTreeMap<Arc<str>, Arc<Cluster>>,
+    /// A persistent map, shared with the Snapshots built incrementally from this one.
+    pub clusters: Clusters,
     /// Route names by route id (for metrics and logs).
     pub route_names: Vec<Arc<str>>,
     /// Things that do not reject the config but a user should know (unresolved refs).
@@ -27,7 +27,7 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Status for the objects translated (Ingress addresses, Gateway API conditions).
     /// Shared, so that Snapshots built incrementally and the status writer reuse them.
-    pub statuses: Vec<Arc<StatusUpdate>>,
+    pub statuses: Statuses,
 }
 
 impl Snapshot {
@@ -36,11 +36,11 @@ impl Snapshot {
         Snapshot {
             version: 0,
             ports: Vec::new(),
-            clusters: BTreeMap::new(),
+            clusters: Clusters::new(),
             route_names: Vec::new(),
             warnings: Vec::new(),
             summary: Summary::default(),
-            statuses: Vec::new(),
+            statuses: Statuses::new(),
         }
     }
 
@@ -48,6 +48,9 @@ impl Snapshot {
         self.ports.iter().find(|p| p.addr == addr)
     }
 }
+
+/// Clusters by name.
+pub type Clusters = imbl::OrdMap<Arc<str>, Arc<Cluster>>;
 
 /// Object counts, for `/config` and logs.
 #[derive(Debug, Default, Clone, Serialize)]

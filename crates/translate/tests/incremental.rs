@@ -154,7 +154,7 @@ fn describe(s: &Snapshot) -> BTreeMap<String, String> {
 fn route_statuses(s: &Snapshot) -> Vec<String> {
     let mut v: Vec<String> = s
         .statuses
-        .iter()
+        .values()
         .filter(|u| matches!(u.kind, "HTTPRoute" | "Ingress"))
         .map(|u| format!("{} {:?} {} {}", u.kind, u.namespace, u.name, u.status))
         .collect();

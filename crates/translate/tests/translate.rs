@@ -408,7 +408,7 @@ fn lenient_translation_leaves_invalid_objects_out() {
     );
     let status = snapshot
         .statuses
-        .iter()
+        .values()
         .find(|s| s.kind == "HTTPRoute" && s.name == "r")
         .expect("status for the rejected route");
     assert_eq!(
