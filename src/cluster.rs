@@ -24,7 +24,9 @@ pub struct KubeRunOptions {
     pub translate: TranslateOptions,
     pub proxy: ProxyConfig,
     pub admin_addr: SocketAddr,
-    /// How long to let a burst of watch events settle before translating.
+    /// The least time between two passes over the store's changes: a burst of watch
+    /// events within it coalesces into one pass (the first change after a quiet spell
+    /// is not held back).
     pub debounce: Duration,
     /// Write status back, as the replica elected by this Lease (None: never write).
     pub status: Option<gatehouse_sources::lease::LeaseConfig>,
@@ -86,6 +88,7 @@ async fn sync_loop(
     let mut retry = false;
     let mut incremental_since: Option<Instant> = None;
     let mut last_change = Instant::now();
+    let mut last_pass = Instant::now();
     loop {
         // Wait for a change, or retry a config that failed to apply for reasons outside
         // the objects (a port in use, say), or reconcile after incremental updates.
@@ -104,8 +107,13 @@ async fn sync_loop(
             Ok(Err(_)) => break,
             Ok(Ok(())) => {
                 last_change = Instant::now();
-                // Coalesce a burst: whatever arrives while we wait is in the same pass.
-                tokio::time::sleep(opts.debounce).await;
+                // A change after a quiet spell applies at once; changes that follow
+                // within the debounce window of the last pass wait out the window, so
+                // a burst coalesces into a few passes.
+                let since = last_pass.elapsed();
+                if since < opts.debounce {
+                    tokio::time::sleep(opts.debounce - since).await;
+                }
                 changes.borrow_and_update();
             }
             // Time to retry or reconcile.
@@ -115,6 +123,7 @@ async fn sync_loop(
             continue;
         }
         let dirty = store.take_dirty();
+        last_pass = Instant::now();
         need_full |= dirty.relisted || retry || version.load(Ordering::Acquire) == 0;
         if !need_full && dirty.kinds.is_empty() {
             continue;
@@ -194,15 +203,23 @@ async fn incremental(
         // large store would cost more than the pass.
         store2.read(|s| {
             let scope = plan(s, &dirty.objects)?;
+            if scope.hosts.is_empty() {
+                // No route uses what changed (a Service nobody routes to yet, say):
+                // at most some endpoints to refresh.
+                refresh_endpoints(s, &prev, Some(&dirty.services));
+                return Ok(None);
+            }
             let snapshot = translate_scoped(s, &topts, &prev, &scope, next)?;
             // Reused clusters whose slices changed in the same burst.
             refresh_endpoints(s, &snapshot, Some(&dirty.services));
-            Ok::<_, String>((snapshot, scope.hosts.len()))
+            Ok::<_, String>(Some((snapshot, scope.hosts.len())))
         })
     })
     .await
     .map_err(|e| format!("incremental task failed: {e}"))?;
-    let (snapshot, hosts) = snapshot?;
+    let Some((snapshot, hosts)) = snapshot? else {
+        return Ok(());
+    };
     match apply_built(dp, version, snapshot, started).await {
         Installed::Applied => {
             dp.metrics
