@@ -162,6 +162,10 @@ async fn sync_loop(
         // version of the store, so nothing can be applied on top of it.
         need_full = result != Installed::Applied;
         if result == Installed::Applied {
+            dp.metrics
+                .counters
+                .config_full_total
+                .fetch_add(1, Ordering::Relaxed);
             incremental_since = None;
             let _ = statuses_tx.send(dp.current().snapshot.statuses.clone());
         }

@@ -8,6 +8,7 @@ use gatehouse::app::{start_kubernetes, Running};
 use gatehouse_translate::ListenMapEntry;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
 use support::*;
@@ -114,17 +115,31 @@ async fn kubernetes_source_follows_the_api_through_churn_expiry_and_outage() {
 
     // Endpoint churn: svc-b's endpoints move to backend a's address and back. Only
     // EndpointSlices change, so endpoints swap in place with no new Snapshot.
-    let before = running.version();
+    let counters = &running.dataplane.metrics.counters;
+    let count = || {
+        (
+            running.version(),
+            counters.config_full_total.load(Ordering::Relaxed),
+            counters.config_incremental_total.load(Ordering::Relaxed),
+            counters.endpoint_updates_total.load(Ordering::Relaxed),
+        )
+    };
+    let before = count();
     api.apply(endpoints("svc-b", &[a]));
     let took = eventually(http, "app.example", "a", Duration::from_secs(5)).await;
     println!("endpoint change to serving: {took:?}");
     api.apply(endpoints("svc-b", &[b]));
     eventually(http, "app.example", "b", Duration::from_secs(5)).await;
+    let after = count();
+    // The only new Snapshot allowed is the reconciling full pass that follows the
+    // incremental update above, which may land meanwhile.
     assert_eq!(
-        running.version(),
-        before,
-        "endpoint-only changes patch the Snapshot in place"
+        after.0 - before.0,
+        after.1 - before.1,
+        "endpoint-only changes patch the Snapshot in place: {before:?} -> {after:?}"
     );
+    assert_eq!(after.2, before.2, "no incremental Snapshot either");
+    assert!(after.3 >= before.3 + 2, "both changes went in place");
 
     // Delete.
     api.delete("networking.k8s.io/v1", "Ingress", "default", "app");
@@ -210,5 +225,39 @@ async fn gateway_api_kinds_and_tls_secrets_from_the_api() {
     );
     eventually(gw_addr, "new.example", "web", Duration::from_secs(5)).await;
     eventually(gw_addr, "gw.example", "web", Duration::from_secs(1)).await;
+
+    // GRPCRoutes are watched too: added, then deleted.
+    let grpc_routes = |running: &Running| {
+        let running_admin = running.admin_addr;
+        async move {
+            get(&client(), running_admin, "admin", "/config")
+                .await
+                .json()["summary"]["grpc_routes"]
+                .as_u64()
+        }
+    };
+    api.apply(
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": "g", "namespace": "default"},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["grpc.example"],
+            "rules": [{"matches": [{"method": {"service": "echo.Echo"}}],
+                "backendRefs": [{"name": "web", "port": 80}]}]}}),
+    );
+    let t = std::time::Instant::now();
+    while grpc_routes(&running).await != Some(1) {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "GRPCRoute never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    api.delete("gateway.networking.k8s.io/v1", "GRPCRoute", "default", "g");
+    while grpc_routes(&running).await != Some(0) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "GRPCRoute never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     running.shutdown().await;
 }

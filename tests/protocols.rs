@@ -1,6 +1,6 @@
 //! Protocols through the proxy over real sockets: h2c prior knowledge downstream, gRPC
-//! (unary and bidirectional streaming, with trailers) to an HTTP/2 backend, and
-//! WebSocket upgrades.
+//! (unary and bidirectional streaming, with trailers) to an HTTP/2 backend, GRPCRoute
+//! routing by service and method, and WebSocket upgrades.
 
 mod support;
 use bytes::{Buf, Bytes};
@@ -32,10 +32,14 @@ fn channel_body(rx: mpsc::Receiver<FrameResult>) -> TestBody {
 
 /// A gRPC-shaped HTTP/2 backend: every data frame it receives is echoed back as it
 /// arrives (prefixed messages pass through unchanged); when the request ends it sends
-/// trailers `grpc-status: 0`.
+/// trailers `grpc-status: 0`. Its name comes back in `x-backend`.
 async fn grpc_backend() -> SocketAddr {
-    listen(|s| async move {
-        let svc = hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+    named_grpc_backend("grpc").await
+}
+
+async fn named_grpc_backend(name: &'static str) -> SocketAddr {
+    listen(move |s| async move {
+        let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| async move {
             assert_eq!(
                 req.headers().get("content-type").map(|v| v.as_bytes()),
                 Some(&b"application/grpc"[..])
@@ -66,6 +70,8 @@ async fn grpc_backend() -> SocketAddr {
             if let Ok(v) = http::HeaderValue::from_str(&authority) {
                 resp.headers_mut().insert("x-seen-authority", v);
             }
+            resp.headers_mut()
+                .insert("x-backend", http::HeaderValue::from_static(name));
             Ok::<_, Infallible>(resp)
         });
         let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -201,4 +207,122 @@ async fn h2c_grpc_and_websocket_end_to_end() {
     }
     ws.close(None).await.expect("close");
     p.running.shutdown().await;
+}
+
+/// One unary gRPC call over `sender`: (HTTP status, backend name, grpc-status).
+async fn unary(
+    sender: &mut hyper::client::conn::http2::SendRequest<TestBody>,
+    host: &str,
+    path: &str,
+    extra: Option<(&str, &str)>,
+) -> (u16, String, String) {
+    let mut req = http::Request::post(format!("http://{host}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some((k, v)) = extra {
+        req = req.header(k, v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(grpc_frame(b"hi")).boxed_unsync())
+        .expect("req");
+    let resp = sender.send_request(req).await.expect("response");
+    let status = resp.status().as_u16();
+    let backend = resp
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let collected = resp.into_body().collect().await.expect("body");
+    let grpc_status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, backend, grpc_status)
+}
+
+#[tokio::test]
+async fn grpc_route_routes_by_service_and_method() {
+    let (unary_be, chat_be, admin_be, other_be) = (
+        named_grpc_backend("unary").await,
+        named_grpc_backend("chat").await,
+        named_grpc_backend("admin").await,
+        named_grpc_backend("tenant").await,
+    );
+    // No appProtocol on the Services: a GRPCRoute backend speaks HTTP/2 regardless.
+    let gateway = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{name: h2c, protocol: HTTP, port: 9090}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example]
+  rules:
+  - matches: [{method: {service: echo.Echo}}]
+    backendRefs: [{name: chat, port: 80}]
+  - matches: [{method: {service: echo.Echo, method: Unary}}]
+    backendRefs: [{name: unary, port: 80}]
+  - matches: [{method: {type: RegularExpression, method: 'Admin.*'}}]
+    backendRefs: [{name: admin, port: 80}]
+  - matches: [{method: {service: echo.Echo}, headers: [{name: x-tenant, value: blue}]}]
+    backendRefs: [{name: tenant, port: 80}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-route, value: tenant}]}
+";
+    let all = [
+        service("default", "unary", unary_be, None),
+        service("default", "chat", chat_be, None),
+        service("default", "admin", admin_be, None),
+        service("default", "tenant", other_be, None),
+        gateway.to_string(),
+    ]
+    .concat();
+    let (_p, ports) = start_proxy(&[("classes.yaml", CLASSES), ("all.yaml", &all)], &[9090]).await;
+    let tcp = tokio::net::TcpStream::connect(ports[0])
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2");
+    tokio::spawn(conn);
+    let h = "grpc.example";
+    // Service and method beat service alone, whatever the rule order.
+    assert_eq!(
+        unary(&mut sender, h, "/echo.Echo/Unary", None).await,
+        (200, "unary".into(), "0".into())
+    );
+    assert_eq!(
+        unary(&mut sender, h, "/echo.Echo/Chat", None).await,
+        (200, "chat".into(), "0".into())
+    );
+    // A header match beats the same service without one.
+    assert_eq!(
+        unary(
+            &mut sender,
+            h,
+            "/echo.Echo/Chat",
+            Some(("x-tenant", "blue"))
+        )
+        .await,
+        (200, "tenant".into(), "0".into())
+    );
+    assert_eq!(
+        unary(&mut sender, h, "/ops.Admin/AdminReset", None).await,
+        (200, "admin".into(), "0".into())
+    );
+    let (status, backend, _) = unary(&mut sender, h, "/ops.Admin/Reset", None).await;
+    assert_eq!((status, backend.as_str()), (404, ""), "no rule matches");
+    let (status, _, _) = unary(&mut sender, "other.example", "/echo.Echo/Chat", None).await;
+    assert_eq!(status, 404, "hostnames apply to GRPCRoutes");
 }

@@ -40,6 +40,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "GatewayClass" => "gatewayclasses",
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
+        "GRPCRoute" => "grpcroutes",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",
         other => panic!("test API server does not know kind {other}"),

@@ -25,6 +25,8 @@ pub struct ObjectStore {
     /// Gateway API routes without hostnames or with a wildcard one: they may land under
     /// any listener's hostname.
     open_routes: OrdSet<ObjectKey>,
+    /// Route objects by each (namespace, Service) they send traffic to.
+    backend_users: SharedMap<(String, String), OrdSet<ObjectKey>>,
 }
 
 /// The label that ties an EndpointSlice to its Service.
@@ -69,6 +71,50 @@ pub fn route_hostnames(o: &StoredObject) -> (Vec<String>, Vec<String>, bool) {
         Object::GrpcRoute(r) => gateway_route_hosts(&r.spec.hostnames),
         _ => (Vec::new(), Vec::new(), false),
     }
+}
+
+/// The (namespace, Service) pairs a route object sends traffic to.
+pub fn route_backends(o: &StoredObject) -> Vec<(String, String)> {
+    let ns = o.namespace();
+    let svc = |name: &str| (ns.to_string(), name.to_string());
+    match &o.object {
+        Object::Ingress(ing) => {
+            let Some(spec) = &ing.spec else {
+                return Vec::new();
+            };
+            let paths = spec
+                .rules
+                .iter()
+                .flatten()
+                .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
+                .map(|p| &p.backend);
+            spec.default_backend
+                .iter()
+                .chain(paths)
+                .filter_map(|b| b.service.as_ref().map(|s| svc(&s.name)))
+                .collect()
+        }
+        Object::HttpRoute(r) => service_refs(ns, r.spec.rules.iter().flat_map(|r| &r.backend_refs)),
+        Object::GrpcRoute(r) => service_refs(ns, r.spec.rules.iter().flat_map(|r| &r.backend_refs)),
+        _ => Vec::new(),
+    }
+}
+
+fn service_refs<'a>(
+    ns: &str,
+    refs: impl Iterator<Item = &'a crate::gateway::HttpBackendRef>,
+) -> Vec<(String, String)> {
+    refs.filter(|b| {
+        b.kind.as_deref().unwrap_or("Service") == "Service"
+            && b.group.as_deref().unwrap_or("").is_empty()
+    })
+    .map(|b| {
+        (
+            b.namespace.clone().unwrap_or_else(|| ns.to_string()),
+            b.name.clone(),
+        )
+    })
+    .collect()
 }
 
 fn gateway_route_hosts(hostnames: &[String]) -> (Vec<String>, Vec<String>, bool) {
@@ -163,6 +209,12 @@ impl ObjectStore {
                 false => self.open_routes.remove(key),
             };
         }
+        for svc in route_backends(o) {
+            match add {
+                true => set_add(&mut self.backend_users, svc, key.clone()),
+                false => set_remove(&mut self.backend_users, &svc, key),
+            }
+        }
     }
 
     /// The EndpointSlices of Service `namespace/service`.
@@ -192,6 +244,18 @@ impl ObjectStore {
     /// Ingresses whose TLS entries name `host` (lower case, possibly a wildcard).
     pub fn tls_naming<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a StoredObject> + 'a {
         self.keyed(self.tls_hosts.get(host))
+    }
+
+    /// Route objects that send traffic to Service `namespace/name`.
+    pub fn routes_using<'a>(
+        &'a self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Iterator<Item = &'a StoredObject> + 'a {
+        self.keyed(
+            self.backend_users
+                .get(&(namespace.to_string(), name.to_string())),
+        )
     }
 
     /// Gateway API routes without exact hostnames.
@@ -297,10 +361,8 @@ mod tests {
     fn indexes_follow_changes() {
         let obj = |v| object_from_value(v).ok().flatten().expect("object");
         let ing = |hosts: &[&str], tls: &[&str]| {
-            let rules: Vec<_> = hosts
-                .iter()
-                .map(|h| serde_json::json!({"host": h}))
-                .collect();
+            let rules: Vec<_> = hosts.iter().map(|h| serde_json::json!({"host": h, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "svc", "port": {"number": 80}}}}]}})).collect();
             obj(
                 serde_json::json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                 "metadata": {"name": "i", "namespace": "a"},
@@ -332,6 +394,7 @@ mod tests {
         assert_eq!(names(s.tls_naming("*.example")), ["Ingress a/i"]);
         assert_eq!(names(s.open_routes()), Vec::<String>::new());
         assert_eq!(names(s.slices_of("a", "x")), ["EndpointSlice a/x-1"]);
+        assert_eq!(names(s.routes_using("a", "svc")), ["Ingress a/i"]);
         // A copy keeps what it saw while the original changes.
         let copy = s.clone();
         s.upsert(ing(&["three.example"], &[]));
@@ -339,6 +402,7 @@ mod tests {
         s.upsert(slice("y"));
         assert_eq!(names(s.routes_naming("one.example")), Vec::<String>::new());
         assert_eq!(names(s.routes_naming("three.example")), ["Ingress a/i"]);
+        assert_eq!(names(s.routes_using("a", "svc")), ["Ingress a/i"]);
         assert_eq!(names(s.tls_naming("*.example")), Vec::<String>::new());
         assert_eq!(names(s.open_routes()), ["HTTPRoute a/r"]);
         assert_eq!(names(s.slices_of("a", "x")), Vec::<String>::new());

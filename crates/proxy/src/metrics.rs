@@ -49,6 +49,8 @@ pub struct Counters {
     pub config_rejected_total: AtomicU64,
     /// Snapshots built by recompiling only the hosts a change touched.
     pub config_incremental_total: AtomicU64,
+    /// Snapshots built by translating everything (from the Kubernetes source).
+    pub config_full_total: AtomicU64,
     /// Endpoint-only changes applied in place, without a new Snapshot.
     pub endpoint_updates_total: AtomicU64,
     pub config_version: AtomicU64,
@@ -115,6 +117,13 @@ impl Metrics {
             "counter",
             "Snapshots built by recompiling only the hosts a change touched.",
             c.config_incremental_total.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_config_full_total",
+            "counter",
+            "Snapshots built by translating everything (Kubernetes source).",
+            c.config_full_total.load(Relaxed),
         );
         scalar(
             &mut out,

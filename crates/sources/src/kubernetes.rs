@@ -90,6 +90,13 @@ pub const WATCHED: &[WatchedKind] = &[
     ),
     kind(
         "gateway.networking.k8s.io",
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        true,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
         "v1beta1",
         "ReferenceGrant",
         "referencegrants",

@@ -23,6 +23,18 @@ pub fn resolve(
     name: &str,
     port: PortRef<'_>,
 ) -> Result<Arc<Cluster>, String> {
+    resolve_with(b, namespace, name, port, None)
+}
+
+/// `resolve`, with the upstream protocol forced (gRPC routes need HTTP/2 whatever the
+/// Service port's appProtocol says).
+pub fn resolve_with(
+    b: &mut Builder<'_>,
+    namespace: &str,
+    name: &str,
+    port: PortRef<'_>,
+    force: Option<UpstreamProtocol>,
+) -> Result<Arc<Cluster>, String> {
     let key = ObjectKey {
         kind: "Service",
         namespace: Some(namespace.to_string()),
@@ -48,7 +60,17 @@ pub fn resolve(
         };
         return Err(format!("Service {namespace}/{name} has no port {want}"));
     };
-    let cluster_name = format!("{namespace}/{name}:{}", sp.port);
+    let native = match sp.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => {
+            UpstreamProtocol::Http2
+        }
+        _ => UpstreamProtocol::Http1,
+    };
+    let protocol = force.unwrap_or(native);
+    let cluster_name = match protocol == native {
+        true => format!("{namespace}/{name}:{}", sp.port),
+        false => format!("{namespace}/{name}:{}/h2c", sp.port),
+    };
     if let Some(c) = b.clusters.get(cluster_name.as_str()) {
         return Ok(c.clone());
     }
@@ -56,12 +78,6 @@ pub fn resolve(
         b.clusters.insert(Arc::from(cluster_name), c.clone());
         return Ok(c);
     }
-    let protocol = match sp.app_protocol.as_deref() {
-        Some("kubernetes.io/h2c" | "h2c" | "grpc" | "http2" | "kubernetes.io/grpc") => {
-            UpstreamProtocol::Http2
-        }
-        _ => UpstreamProtocol::Http1,
-    };
     let endpoints = endpoints(b.store, namespace, name, sp);
     let cluster = Arc::new(Cluster::new(
         cluster_name.clone(),

@@ -2,16 +2,18 @@
 //! attachment (parentRefs, sectionName, port, allowedRoutes, hostname intersection),
 //! matches with spec precedence, the core filters, weighted backendRefs, ReferenceGrant.
 
-use crate::backends::{resolve, PortRef};
+use crate::backends::{resolve_with, PortRef};
 use crate::builder::{Builder, SectionRoutes, SortKey};
 use crate::duration::parse_duration;
 use crate::gateway_status::{
     gateway_class_status, route_status, GatewayState, ListenerState, ParentOutcome, Problem,
 };
+use crate::grpc_route::{as_http_route, MatchRanks};
 use crate::hosts::{intersect, valid_hostname, WildcardMode};
 use crate::ingress::{created, oldest_first};
 use crate::labels::selector_matches;
 use crate::routes::{PathMatch, RouteEntry, StrMatch};
+use crate::snapshot::UpstreamProtocol;
 use crate::snapshot::{
     ActionKind, BackendSet, BackendTarget, HeaderModifier, PathModifier, Redirect, RouteAction,
     Section, UrlRewrite, WeightedBackend,
@@ -102,14 +104,20 @@ pub fn translate(b: &mut Builder<'_>) {
         .collect();
     let mut routes: Vec<&StoredObject> = route_candidates(b, "HTTPRoute")
         .into_iter()
+        .chain(route_candidates(b, "GRPCRoute"))
         .filter(|o| route_may_be_in_scope(b, o))
         .collect();
     routes.sort_by(|a, b| oldest_first(a, b));
     for o in routes {
-        let Object::HttpRoute(route) = &o.object else {
-            continue;
-        };
-        attach_route(b, o, route, &mut listeners, &ours);
+        match &o.object {
+            Object::HttpRoute(route) => attach_route(b, o, route, None, &mut listeners, &ours),
+            Object::GrpcRoute(g) => {
+                if let Some((route, ranks)) = as_http_route(b, o, g) {
+                    attach_route(b, o, &route, Some(&ranks), &mut listeners, &ours);
+                }
+            }
+            _ => {}
+        }
     }
     for l in listeners {
         let (hosts, n) = l.routes.build(WildcardMode::MultiLabel);
@@ -176,6 +184,7 @@ fn route_may_be_in_scope(b: &Builder<'_>, o: &StoredObject) -> bool {
     let Some(scope) = b.scope else { return true };
     let hostnames = match &o.object {
         Object::HttpRoute(r) => &r.spec.hostnames,
+        Object::GrpcRoute(r) => &r.spec.hostnames,
         _ => return true,
     };
     hostnames.is_empty()
@@ -231,6 +240,7 @@ fn listener(
             return None;
         }
     };
+    state.kinds = route_kinds(l, state);
     let mut certs = Vec::new();
     if https {
         let Some(tls) = &l.tls else {
@@ -318,6 +328,44 @@ fn listener(
     })
 }
 
+/// Route kinds served on HTTP and HTTPS listeners.
+const HTTP_ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// The kinds a listener takes: those its allowedRoutes.kinds name that are served on
+/// its protocol (the others make ResolvedRefs false), or all of those.
+fn route_kinds(
+    l: &gatehouse_model::gateway::Listener,
+    state: &mut ListenerState,
+) -> Vec<&'static str> {
+    let Some(wanted) = l
+        .allowed_routes
+        .as_ref()
+        .map(|a| &a.kinds)
+        .filter(|k| !k.is_empty())
+    else {
+        return HTTP_ROUTE_KINDS.to_vec();
+    };
+    let mut kinds = Vec::new();
+    for k in wanted {
+        let served = HTTP_ROUTE_KINDS
+            .into_iter()
+            .find(|s| *s == k.kind && k.group.as_deref().unwrap_or(GROUP) == GROUP);
+        match served {
+            Some(s) => kinds.push(s),
+            None => {
+                state.bad_refs.get_or_insert((
+                    "InvalidRouteKinds",
+                    format!(
+                        "route kind {} is not served on {} listeners",
+                        k.kind, l.protocol
+                    ),
+                ));
+            }
+        }
+    }
+    kinds
+}
+
 /// Whether a ReferenceGrant in `to_ns` lets `from_kind` objects in `from_ns` refer to
 /// the `to_kind` named `to_name`.
 fn reference_granted(
@@ -345,8 +393,8 @@ fn reference_granted(
     })
 }
 
-/// Whether a listener's allowedRoutes admit an HTTPRoute from `route_ns`.
-fn allowed(b: &Builder<'_>, l: &ListenerInfo, route_ns: &str) -> bool {
+/// Whether a listener's allowedRoutes admit a route of `kind` from `route_ns`.
+fn allowed(b: &Builder<'_>, l: &ListenerInfo, kind: &str, route_ns: &str) -> bool {
     let Some(a) = &l.allowed else {
         return route_ns == l.gw_ns;
     };
@@ -354,7 +402,7 @@ fn allowed(b: &Builder<'_>, l: &ListenerInfo, route_ns: &str) -> bool {
         && !a
             .kinds
             .iter()
-            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP)
+            .any(|k| k.kind == kind && k.group.as_deref().unwrap_or(GROUP) == GROUP)
     {
         return false;
     }
@@ -385,14 +433,18 @@ fn allowed(b: &Builder<'_>, l: &ListenerInfo, route_ns: &str) -> bool {
     }
 }
 
+/// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form, with the precedence of
+/// its matches in `grpc`) to the listeners its parentRefs name.
 fn attach_route(
     b: &mut Builder<'_>,
     o: &StoredObject,
     route: &HttpRoute,
+    grpc: Option<&MatchRanks>,
     listeners: &mut [ListenerInfo],
     ours: &HashSet<(String, String)>,
 ) {
     let ns = o.namespace().to_string();
+    let kind = o.object.kind();
     // Which listeners this route attaches to, under which hostnames, and why each of
     // our parentRefs did or did not accept it.
     let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
@@ -418,7 +470,7 @@ fn attach_route(
                 continue;
             }
             section_ok = true;
-            if !allowed(b, l, &ns) {
+            if !allowed(b, l, kind, &ns) {
                 continue;
             }
             allowed_ok = true;
@@ -475,7 +527,10 @@ fn attach_route(
             return;
         }
     }
-    b.summary.http_routes += 1;
+    match kind {
+        "GRPCRoute" => b.summary.grpc_routes += 1,
+        _ => b.summary.http_routes += 1,
+    }
     let mut bad = false;
     for (hi, h) in route.spec.hostnames.iter().enumerate() {
         if !valid_hostname(h, true) {
@@ -489,14 +544,22 @@ fn attach_route(
     let mut compiled = Vec::new();
     let mut refs = None;
     for (ri, rule) in route.spec.rules.iter().enumerate() {
-        bad |= !compile_rule(b, o, &ns, ri, rule, &mut compiled, &mut refs);
+        let first = compiled.len();
+        let ok = compile_rule(b, o, &ns, ri, rule, &mut compiled, &mut refs);
+        bad |= !ok;
+        // A GRPCRoute ranks its matches by service and method, not by path.
+        if let (true, Some(ranks)) = (ok, grpc.and_then(|g| g.get(ri))) {
+            for (m, rank) in compiled[first..].iter_mut().zip(ranks) {
+                m.key.0 = rank.clone();
+            }
+        }
     }
     if bad {
         return;
     }
     b.statuses.push(route_status(o, &outcomes, refs.as_ref()));
     if targets.is_empty() {
-        b.warnings.push(format!("HTTPRoute {ns}/{}: not attached to any listener (sectionName, port, allowedRoutes or hostnames do not match)", o.name()));
+        b.warnings.push(format!("{kind} {ns}/{}: not attached to any listener (sectionName, port, allowedRoutes or hostnames do not match)", o.name()));
     }
     for (i, hosts) in targets {
         listeners[i].attached += 1;
@@ -700,7 +763,8 @@ fn compile_rule(
                 });
             }
             "RequestMirror" => b.warnings.push(format!(
-                "HTTPRoute {ns}/{} {ff}: RequestMirror is not supported yet; ignored",
+                "{} {ns}/{} {ff}: RequestMirror is not supported yet; ignored",
+                o.object.kind(),
                 o.name()
             )),
             "ExtensionRef" => fixed = Some((500, "ExtensionRef filters are not supported".into())),
@@ -870,7 +934,11 @@ fn compile_rule(
     }
     let action = b.action(RouteAction {
         id: 0,
-        name: Arc::from(format!("httproute/{ns}/{}/rule/{ri}", o.name())),
+        name: Arc::from(format!(
+            "{}/{ns}/{}/rule/{ri}",
+            o.object.kind().to_ascii_lowercase(),
+            o.name()
+        )),
         request_headers,
         response_headers,
         kind,
@@ -952,12 +1020,13 @@ fn backend_set(
                 "port is required for a Service backend".to_string(),
             ))
         } else if target_ns != ns
-            && !reference_granted(b, "HTTPRoute", ns, "Service", &target_ns, &r.name)
+            && !reference_granted(b, o.object.kind(), ns, "Service", &target_ns, &r.name)
         {
             Some((
                 "RefNotPermitted",
                 format!(
-                    "no ReferenceGrant in {target_ns} allows HTTPRoutes in {ns} to use Service {}",
+                    "no ReferenceGrant in {target_ns} allows {}s in {ns} to use Service {}",
+                    o.object.kind(),
                     r.name
                 ),
             ))
@@ -966,8 +1035,12 @@ fn backend_set(
         };
         let target = match problem {
             Some(p) => Err(p),
-            None => resolve(b, &target_ns, &r.name, PortRef::Number(r.port.unwrap_or(0)))
-                .map_err(|e| ("BackendNotFound", e)),
+            None => {
+                // gRPC needs HTTP/2 to the backend, whatever the Service port says.
+                let h2 = (o.object.kind() == "GRPCRoute").then_some(UpstreamProtocol::Http2);
+                let port = PortRef::Number(r.port.unwrap_or(0));
+                resolve_with(b, &target_ns, &r.name, port, h2).map_err(|e| ("BackendNotFound", e))
+            }
         };
         let target = match target {
             Ok(c) => Ok(c),
@@ -980,7 +1053,8 @@ fn backend_set(
             Ok(c) => BackendTarget::Cluster(c),
             Err(reason) => {
                 b.warnings.push(format!(
-                    "HTTPRoute {ns}/{} {field}.backendRefs[{bi}]: {reason}",
+                    "{} {ns}/{} {field}.backendRefs[{bi}]: {reason}",
+                    o.object.kind(),
                     o.name()
                 ));
                 BackendTarget::Invalid {
@@ -991,7 +1065,8 @@ fn backend_set(
         };
         if !r.filters.is_empty() {
             b.warnings.push(format!(
-                "HTTPRoute {ns}/{} {field}.backendRefs[{bi}].filters: not supported yet; ignored",
+                "{} {ns}/{} {field}.backendRefs[{bi}].filters: not supported yet; ignored",
+                o.object.kind(),
                 o.name()
             ));
         }

@@ -1,6 +1,6 @@
 //! Gateway API status as translation sees it: GatewayClass acceptance, Gateway and
 //! listener conditions (Accepted, Programmed, ResolvedRefs, Conflicted, attached route
-//! counts) and HTTPRoute parent conditions (Accepted, ResolvedRefs), with the reasons
+//! counts) and HTTPRoute/GRPCRoute parent conditions (Accepted, ResolvedRefs), with the reasons
 //! the spec names.
 
 use gatehouse_model::gateway::ParentReference;
@@ -23,6 +23,9 @@ pub struct ListenerState {
     pub conflicted: Option<String>,
     pub programmed: bool,
     pub attached: u32,
+    /// Route kinds the listener takes: those of allowedRoutes.kinds that Gatehouse
+    /// serves on its protocol, or all of those.
+    pub kinds: Vec<&'static str>,
 }
 
 /// What translation learned about one Gateway of ours.
@@ -73,10 +76,13 @@ impl GatewayState {
                         g,
                     )
                 };
-                let kinds = if l.supported {
-                    vec![json!({"group": GROUP, "kind": "HTTPRoute"})]
-                } else {
-                    vec![]
+                let kinds: Vec<Value> = match l.supported {
+                    true => l
+                        .kinds
+                        .iter()
+                        .map(|k| json!({"group": GROUP, "kind": k}))
+                        .collect(),
+                    false => vec![],
                 };
                 json!({
                     "name": l.name,
@@ -149,7 +155,7 @@ pub fn route_status(
         .collect();
     StatusUpdate {
         api_version: "gateway.networking.k8s.io/v1",
-        kind: "HTTPRoute",
+        kind: o.object.kind(),
         namespace: Some(o.namespace().to_string()),
         name: o.name().to_string(),
         status: json!({"parents": parents}),

@@ -1,4 +1,5 @@
-//! Incremental translation. When a change touches only routes (Ingress, HTTPRoute),
+//! Incremental translation. When a change touches only routes (Ingress, HTTPRoute,
+//! GRPCRoute),
 //! Services and EndpointSlices, only the hostnames it touches are compiled again and
 //! spliced into the previous Snapshot; every other host keeps its compiled route table.
 //! Anything else (classes, Gateways, Secrets, grants, TLS or default backends of
@@ -73,7 +74,7 @@ pub fn plan(store: &ObjectStore, changes: &Changes) -> Result<Scope, String> {
                 }
                 scope.objects.insert(key.clone());
             }
-            "HTTPRoute" => {
+            "HTTPRoute" | "GRPCRoute" => {
                 for o in [old, new].into_iter().flatten() {
                     route_hosts(o, &mut scope.hosts)?;
                 }
@@ -115,56 +116,38 @@ fn ingress_hosts(o: &StoredObject, hosts: &mut HashSet<String>) -> Result<(), St
 }
 
 fn route_hosts(o: &StoredObject, hosts: &mut HashSet<String>) -> Result<(), String> {
-    let Object::HttpRoute(r) = &o.object else {
-        return Ok(());
+    let hostnames = match &o.object {
+        Object::HttpRoute(r) => &r.spec.hostnames,
+        Object::GrpcRoute(r) => &r.spec.hostnames,
+        _ => return Ok(()),
     };
     // Without hostnames, or with wildcards, a route lands under the listeners' names.
-    if r.spec.hostnames.is_empty() || r.spec.hostnames.iter().any(|h| h.contains('*')) {
+    if hostnames.is_empty() || hostnames.iter().any(|h| h.contains('*')) {
         return Err(format!("{}: no exact hostnames", o.key()));
     }
-    hosts.extend(r.spec.hostnames.iter().map(|h| h.to_ascii_lowercase()));
+    hosts.extend(hostnames.iter().map(|h| h.to_ascii_lowercase()));
     Ok(())
 }
 
 /// Adds the hosts of every route that uses a changed Service.
 fn users_of_services(store: &ObjectStore, scope: &mut Scope) -> Result<(), String> {
-    let uses = |ns: &str, name: &str| scope.services.contains(&(ns.to_string(), name.to_string()));
     let mut hosts = HashSet::new();
-    for o in store.of_kind("Ingress") {
-        let Object::Ingress(ing) = &o.object else {
-            continue;
-        };
-        let Some(spec) = &ing.spec else { continue };
-        let ns = o.namespace();
-        let names = |b: &IngressBackend| b.service.as_ref().is_some_and(|s| uses(ns, &s.name));
-        if spec.default_backend.as_ref().is_some_and(names) {
-            return Err(format!(
-                "{}: defaultBackend uses a changed Service",
-                o.key()
-            ));
-        }
-        let used = spec
-            .rules
-            .iter()
-            .flatten()
-            .flat_map(|r| r.http.iter().flat_map(|h| h.paths.iter()))
-            .any(|p| names(&p.backend));
-        if used {
-            ingress_hosts(o, &mut hosts)?;
-        }
-    }
-    for o in store.of_kind("HTTPRoute") {
-        let Object::HttpRoute(r) = &o.object else {
-            continue;
-        };
-        let ns = o.namespace();
-        let used = r.spec.rules.iter().flat_map(|r| &r.backend_refs).any(|b| {
-            b.kind.as_deref().unwrap_or("Service") == "Service"
-                && b.group.as_deref().unwrap_or("").is_empty()
-                && uses(b.namespace.as_deref().unwrap_or(ns), &b.name)
-        });
-        if used {
-            route_hosts(o, &mut hosts)?;
+    for (ns, name) in &scope.services {
+        for o in store.routes_using(ns, name) {
+            match &o.object {
+                Object::Ingress(ing) => {
+                    let default = ing.spec.as_ref().and_then(|s| s.default_backend.as_ref());
+                    let svc = default.and_then(|d| d.service.as_ref());
+                    if svc.is_some_and(|s| s.name == *name && o.namespace() == ns) {
+                        return Err(format!(
+                            "{}: defaultBackend uses a changed Service",
+                            o.key()
+                        ));
+                    }
+                    ingress_hosts(o, &mut hosts)?;
+                }
+                _ => route_hosts(o, &mut hosts)?,
+            }
         }
     }
     scope.hosts.extend(hosts);
@@ -187,7 +170,7 @@ pub fn translate_scoped(
     // Errors of objects outside the scope (a Gateway, say) were judged by the last full
     // translation; the listeners check below catches any effect they would have.
     b.errors
-        .retain(|e| matches!(e.kind.as_str(), "Ingress" | "HTTPRoute"));
+        .retain(|e| matches!(e.kind.as_str(), "Ingress" | "HTTPRoute" | "GRPCRoute"));
     let part = b.finish(version).map_err(|errors| {
         format!(
             "{} error(s) in the changed routes, first: {}",

@@ -8,6 +8,7 @@ pub mod backends;
 pub mod duration;
 pub mod gateway;
 pub mod gateway_status;
+pub mod grpc_route;
 pub mod hosts;
 pub mod incremental;
 pub mod ingress;
@@ -190,10 +191,13 @@ fn rejected_statuses(
             Object::Gateway(_) => serde_json::json!({"conditions": [
                 condition("Accepted", false, "Invalid", &message, g),
                 condition("Programmed", false, "Invalid", &message, g)]}),
-            Object::HttpRoute(r) => {
-                let parents: Vec<serde_json::Value> = r
-                    .spec
-                    .parent_refs
+            Object::HttpRoute(_) | Object::GrpcRoute(_) => {
+                let parent_refs = match &o.object {
+                    Object::HttpRoute(r) => &r.spec.parent_refs,
+                    Object::GrpcRoute(r) => &r.spec.parent_refs,
+                    _ => continue,
+                };
+                let parents: Vec<serde_json::Value> = parent_refs
                     .iter()
                     .map(|p| {
                         serde_json::json!({

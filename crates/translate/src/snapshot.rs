@@ -58,6 +58,7 @@ pub struct Summary {
     pub ingresses: usize,
     pub gateways: usize,
     pub http_routes: usize,
+    pub grpc_routes: usize,
     pub services: usize,
     pub endpoint_slices: usize,
     pub secrets: usize,

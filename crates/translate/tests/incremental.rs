@@ -53,12 +53,17 @@ addressType: IPv4
 ports: [{name: http, port: 8080}]
 endpoints: [{addresses: [10.0.0.2]}]
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: dflt, namespace: default}
+spec: {ports: [{name: http, port: 80}]}
+---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: one, namespace: default, creationTimestamp: '2026-01-01T00:00:00Z'}
 spec:
   ingressClassName: gatehouse
-  defaultBackend: {service: {name: b, port: {number: 80}}}
+  defaultBackend: {service: {name: dflt, port: {number: 80}}}
   tls: [{hosts: [secure.example], secretName: missing}]
   rules:
   - host: one.example
@@ -227,6 +232,24 @@ spec:
 }
 
 #[test]
+fn new_grpc_route_sharing_a_host_with_an_http_route() {
+    check(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [r1.example]
+  rules:
+  - matches: [{method: {service: pkg.Svc, method: Get}}]
+    backendRefs: [{name: b, port: 80}]
+",
+        &[],
+    )
+    .expect("scoped");
+}
+
+#[test]
 fn new_http_route_sharing_a_host_takes_precedence_into_account() {
     check(
         "apiVersion: gateway.networking.k8s.io/v1
@@ -346,12 +369,12 @@ spec:
     let default_backend = check(
         "apiVersion: v1
 kind: Service
-metadata: {name: b, namespace: default}
+metadata: {name: dflt, namespace: default}
 spec: {ports: [{name: http, port: 81}]}
 ",
         &[],
     )
-    .expect_err("Service b is the defaultBackend");
+    .expect_err("Service dflt is the defaultBackend");
     assert!(
         default_backend.contains("defaultBackend"),
         "{default_backend}"

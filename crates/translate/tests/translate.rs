@@ -283,6 +283,98 @@ fn httproute_errors_name_the_field() {
     );
 }
 
+fn grpc_route(rules: &str) -> String {
+    format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: g, namespace: default}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+{rules}"
+    )
+}
+
+#[test]
+fn grpcroute_errors_name_the_field() {
+    let gw = gateway_with(
+        "  - {name: http, protocol: HTTP, port: 80}
+",
+        "  - backendRefs: [{name: web, port: 80}]
+",
+    );
+    let cases: &[(&str, &str)] = &[
+        ("  - matches: [{method: {service: \"bad service\"}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method.service: invalid gRPC service name"),
+        ("  - matches: [{method: {service: a.B, method: \"9x\"}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method.method: invalid gRPC method name"),
+        ("  - matches: [{method: {type: Exact}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method: an Exact method match needs service or method"),
+        ("  - matches: [{method: {type: RegularExpression, method: \"(\"}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method.method: invalid regular expression"),
+        ("  - matches: [{method: {type: Prefix, service: a.B}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].matches[0].method.type: unsupported method match type"),
+        ("  - filters: [{type: URLRewrite, urlRewrite: {hostname: x}}]\n    backendRefs: [{name: web, port: 80}]\n", "spec.rules[0].filters[0].type: filter type \"URLRewrite\" is not allowed in a GRPCRoute"),
+    ];
+    for (rules, want) in cases {
+        let errs = errors(&[CLASSES, SVC, &gw, &grpc_route(rules)].concat());
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("GRPCRoute default/g: field ") && e.contains(want)),
+            "want {want:?}, got {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn grpcroute_status_kinds_and_h2_backends() {
+    let gw = gateway_with(
+        "  - {name: http, protocol: HTTP, port: 80}
+  - {name: only-http, protocol: HTTP, port: 81, allowedRoutes: {kinds: [{kind: HTTPRoute}]}}
+  - {name: tcp-kind, protocol: HTTP, port: 82, allowedRoutes: {kinds: [{kind: TCPRoute}]}}
+",
+        "  - backendRefs: [{name: web, port: 80}]
+",
+    );
+    let grpc = grpc_route(
+        "  - matches: [{method: {service: echo.Echo}}]
+    backendRefs: [{name: web, port: 80}]
+",
+    );
+    let s = run(&[CLASSES, SVC, &gw, &grpc].concat()).expect("translates");
+    let status = |kind: &str, name: &str| {
+        s.statuses
+            .values()
+            .find(|u| u.kind == kind && u.name == name)
+            .map(|u| u.status.clone())
+            .unwrap_or_default()
+    };
+    let listeners = &status("Gateway", "gw")["listeners"];
+    let kinds = |i: usize| -> Vec<String> {
+        listeners[i]["supportedKinds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|k| k["kind"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(kinds(0), ["HTTPRoute", "GRPCRoute"]);
+    assert_eq!(kinds(1), ["HTTPRoute"]);
+    assert_eq!(kinds(2), Vec::<String>::new());
+    assert_eq!(listeners[2]["conditions"][2]["reason"], "InvalidRouteKinds");
+    assert_eq!(
+        listeners[0]["attachedRoutes"], 2,
+        "the HTTPRoute and the GRPCRoute"
+    );
+    assert_eq!(listeners[1]["attachedRoutes"], 1, "only the HTTPRoute");
+    let g = status("GRPCRoute", "g");
+    assert_eq!(g["parents"][0]["conditions"][0]["status"], "True", "{g}");
+    // The Service port has no appProtocol; the GRPCRoute's cluster speaks HTTP/2.
+    let h2 = s
+        .clusters
+        .values()
+        .find(|c| c.name.ends_with("/h2c"))
+        .expect("an HTTP/2 cluster for the GRPCRoute");
+    assert_eq!(h2.protocol, UpstreamProtocol::Http2);
+    assert_eq!(s.summary.grpc_routes, 1);
+}
+
 #[test]
 fn conflicting_listeners_warn_and_keep_the_first() {
     let second = "---
