@@ -99,7 +99,10 @@ fn setup(api: &ApiServer, backend: std::net::SocketAddr) {
         "spec": {"gatewayClassName": "gatehouse", "listeners": [
             {"name": "http", "protocol": "HTTP", "port": 80},
             {"name": "udp", "protocol": "UDP", "port": 5353}]}}));
-    api.apply(route("good", None, "web"));
+    let mut good = route("good", None, "web");
+    good["status"] = json!({"parents": [{"parentRef": {"name": "theirs"},
+        "controllerName": "example.com/other", "conditions": []}]});
+    api.apply(good);
     api.apply(route("missing-backend", Some("http"), "nope"));
     api.apply(route("wrong-section", Some("https"), "web"));
 }
@@ -164,14 +167,33 @@ async fn status_is_written_with_the_reasons_the_spec_names() {
         "False"
     );
 
-    let parent_conditions = |o: &Value| o["status"]["parents"][0]["conditions"].clone();
+    let ours = |o: &Value| -> Value {
+        o["status"]["parents"]
+            .as_array()
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| p["controllerName"] == "gatehouse.dev/gateway-controller")
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let parent_conditions = |o: &Value| ours(o)["conditions"].clone();
     let good = wait_for(&api, GW, "HTTPRoute", "default", "good", "Accepted", |o| {
         condition(&parent_conditions(o), "Accepted")["status"] == "True"
     })
     .await;
-    assert_eq!(
-        good["status"]["parents"][0]["controllerName"],
-        "gatehouse.dev/gateway-controller"
+    // Another controller's entry for its own parent stays beside ours.
+    let parents = good["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(parents.len(), 2, "{parents:?}");
+    assert!(
+        parents
+            .iter()
+            .any(|p| p["controllerName"] == "example.com/other"
+                && p["parentRef"]["name"] == "theirs"),
+        "{parents:?}"
     );
     assert_eq!(
         condition(&parent_conditions(&good), "ResolvedRefs")["status"],

@@ -654,6 +654,14 @@ async fn object_request(
             let Some(mut cur) = current else {
                 return not_found();
             };
+            // A resourceVersion in a merge patch is a precondition, as on a real server.
+            let want = meta_str(&sent, "resourceVersion");
+            if !want.is_empty() && want != meta_str(&cur, "resourceVersion") {
+                return json_response(
+                    StatusCode::CONFLICT,
+                    &status(409, "Conflict", "the object has been modified"),
+                );
+            }
             if t.subresource.as_deref() == Some("status") {
                 merge_patch(&mut cur["status"], &sent["status"]);
                 st.status_patches

@@ -1,10 +1,12 @@
 //! Publishes the status translation computed (Ingress load-balancer addresses, Gateway
 //! API conditions) to the API server with merge patches on the `status` subresource.
 //! Only what changed since this writer last wrote is sent; condition transition times
-//! are kept while a condition keeps its value.
+//! are kept while a condition keeps its value. Route statuses keep the `parents`
+//! entries of other controllers.
 
 use crate::kubernetes::WATCHED;
 use gatehouse_model::status::{stamp_conditions, without_times, StatusUpdate, Statuses};
+use gatehouse_model::GATEWAY_CONTROLLER;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Client;
 use std::collections::{HashMap, HashSet};
@@ -22,6 +24,53 @@ pub struct StatusWriter {
     /// updates, so most of a large list is skipped without comparing any JSON.
     seen: HashSet<usize>,
     seen_keep: Vec<Arc<StatusUpdate>>,
+}
+
+/// Writes our `parents` entries of a route's status, keeping those other controllers
+/// wrote: read, merge, then patch with the resourceVersion read as a precondition, and
+/// read again if someone wrote in between.
+async fn patch_route_status(
+    api: &Api<DynamicObject>,
+    name: &str,
+    params: &PatchParams,
+    ours: &serde_json::Value,
+) -> kube::Result<()> {
+    let mut attempt = 0;
+    loop {
+        let current = api.get_status(name).await?;
+        let theirs = current
+            .data
+            .get("status")
+            .and_then(|s| s.get("parents"))
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| {
+                p.get("controllerName").and_then(serde_json::Value::as_str)
+                    != Some(GATEWAY_CONTROLLER)
+            })
+            .cloned();
+        let mut status = ours.clone();
+        let parents: Vec<serde_json::Value> = theirs
+            .chain(
+                ours.get("parents")
+                    .and_then(serde_json::Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            )
+            .collect();
+        status["parents"] = parents.into();
+        let patch = Patch::Merge(serde_json::json!({
+            "metadata": {"resourceVersion": current.metadata.resource_version},
+            "status": status,
+        }));
+        match api.patch_status(name, params, &patch).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 3 => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The current time as the API server writes it (RFC 3339, whole seconds).
@@ -80,8 +129,18 @@ impl StatusWriter {
                 field_manager: Some(self.field_manager.clone()),
                 ..Default::default()
             };
-            let patch = Patch::Merge(serde_json::json!({ "status": status }));
-            match api.patch_status(&u.name, &params, &patch).await {
+            let written = match u.kind {
+                // Route status lists one entry per parent and controller: other
+                // controllers' entries stay.
+                "HTTPRoute" | "GRPCRoute" => {
+                    patch_route_status(&api, &u.name, &params, &status).await
+                }
+                _ => {
+                    let patch = Patch::Merge(serde_json::json!({ "status": status }));
+                    api.patch_status(&u.name, &params, &patch).await.map(|_| ())
+                }
+            };
+            match written {
                 Ok(_) => {
                     count += 1;
                     self.written.insert(key, (plain, status));
