@@ -24,9 +24,9 @@ pub struct KubeRunOptions {
     pub translate: TranslateOptions,
     pub proxy: ProxyConfig,
     pub admin_addr: SocketAddr,
-    /// The least time between two passes over the store's changes: a burst of watch
-    /// events within it coalesces into one pass (the first change after a quiet spell
-    /// is not held back).
+    /// The least time between two passes over the store's changes: watch events within
+    /// it coalesce into one pass. The first change after a quiet spell is not held
+    /// back; during a long burst the window doubles, up to 100 ms.
     pub debounce: Duration,
     /// Write status back, as the replica elected by this Lease (None: never write).
     pub status: Option<gatehouse_sources::lease::LeaseConfig>,
@@ -69,6 +69,9 @@ pub async fn start_kubernetes(
 const RECONCILE_QUIET: Duration = Duration::from_secs(1);
 const RECONCILE_MAX: Duration = Duration::from_secs(30);
 
+/// The longest a change waits while a burst of changes goes on.
+const MAX_WINDOW: Duration = Duration::from_millis(100);
+
 /// Turns store changes into Snapshots: endpoint-only changes swap endpoints in place;
 /// route changes recompile only the hosts they touch; anything else (and, once things
 /// settle, a reconciling pass after incremental updates) is a full translation.
@@ -89,6 +92,7 @@ async fn sync_loop(
     let mut incremental_since: Option<Instant> = None;
     let mut last_change = Instant::now();
     let mut last_pass = Instant::now();
+    let mut window = opts.debounce;
     loop {
         // Wait for a change, or retry a config that failed to apply for reasons outside
         // the objects (a port in use, say), or reconcile after incremental updates.
@@ -107,12 +111,17 @@ async fn sync_loop(
             Ok(Err(_)) => break,
             Ok(Ok(())) => {
                 last_change = Instant::now();
-                // A change after a quiet spell applies at once; changes that follow
-                // within the debounce window of the last pass wait out the window, so
-                // a burst coalesces into a few passes.
+                // A change after a quiet spell applies at once. Changes that keep
+                // coming wait for a window after the last pass that doubles while
+                // they do (up to MAX_WINDOW), so a long burst costs a few passes.
                 let since = last_pass.elapsed();
-                if since < opts.debounce {
-                    tokio::time::sleep(opts.debounce - since).await;
+                if since > window * 2 {
+                    window = opts.debounce;
+                } else {
+                    if since < window {
+                        tokio::time::sleep(window - since).await;
+                    }
+                    window = (window * 2).min(MAX_WINDOW.max(opts.debounce));
                 }
                 changes.borrow_and_update();
             }

@@ -59,58 +59,68 @@ impl Addrs {
     }
 }
 
+/// Settings of `run` and `controller`.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Directory of Kubernetes manifests (YAML or JSON).
+    #[arg(long, default_value = "examples/quickstart")]
+    config: PathBuf,
+    #[command(flatten)]
+    addrs: Addrs,
+    /// Admin listener: /healthz, /readyz, /config, /metrics.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin_addr: SocketAddr,
+    /// Start an echo server for every loopback endpoint in the manifests.
+    #[arg(long)]
+    demo_backends: bool,
+    /// Do not watch the directory for changes.
+    #[arg(long)]
+    no_watch: bool,
+    /// Merge duplicate slashes in request paths before routing.
+    #[arg(long)]
+    merge_slashes: bool,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 100 * 1024 * 1024)]
+    max_body_bytes: u64,
+    /// Seconds in-flight requests may run after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    drain_timeout: u64,
+    /// Seconds to wait for upstream response headers when the route sets no timeout.
+    #[arg(long, default_value_t = 60)]
+    upstream_timeout: u64,
+    /// Read objects from the Kubernetes API instead of a directory.
+    #[arg(long)]
+    kubernetes: bool,
+    /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long)]
+    context: Option<String>,
+    /// Watch one namespace only (default: all).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Do not write status back to the API server.
+    #[arg(long)]
+    no_status: bool,
+    /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else default).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
+    #[arg(long)]
+    identity: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the manifests in a directory (the embedded default), reloading on change.
-    Run {
-        /// Directory of Kubernetes manifests (YAML or JSON).
-        #[arg(long, default_value = "examples/quickstart")]
-        config: PathBuf,
-        #[command(flatten)]
-        addrs: Addrs,
-        /// Admin listener: /healthz, /readyz, /config, /metrics.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin_addr: SocketAddr,
-        /// Start an echo server for every loopback endpoint in the manifests.
-        #[arg(long)]
-        demo_backends: bool,
-        /// Do not watch the directory for changes.
-        #[arg(long)]
-        no_watch: bool,
-        /// Merge duplicate slashes in request paths before routing.
-        #[arg(long)]
-        merge_slashes: bool,
-        /// Largest request body accepted, in bytes.
-        #[arg(long, default_value_t = 100 * 1024 * 1024)]
-        max_body_bytes: u64,
-        /// Seconds in-flight requests may run after SIGTERM.
-        #[arg(long, default_value_t = 30)]
-        drain_timeout: u64,
-        /// Seconds to wait for upstream response headers when the route sets no timeout.
-        #[arg(long, default_value_t = 60)]
-        upstream_timeout: u64,
-        /// Read objects from the Kubernetes API instead of a directory.
-        #[arg(long)]
-        kubernetes: bool,
-        /// Kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
-        #[arg(long, requires = "kubernetes")]
-        kubeconfig: Option<PathBuf>,
-        /// Kubeconfig context to use.
-        #[arg(long, requires = "kubernetes")]
-        context: Option<String>,
-        /// Watch one namespace only (default: all).
-        #[arg(long, requires = "kubernetes")]
-        namespace: Option<String>,
-        /// Do not write status back to the API server.
-        #[arg(long, requires = "kubernetes")]
-        no_status: bool,
-        /// Namespace of the leader-election Lease (default: POD_NAMESPACE, else default).
-        #[arg(long, requires = "kubernetes")]
-        lease_namespace: Option<String>,
-        /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
-        #[arg(long, requires = "kubernetes")]
-        identity: Option<String>,
-    },
+    /// Serve the manifests in a directory (the embedded default), reloading on change;
+    /// with --kubernetes, serve what the Kubernetes API holds instead.
+    Run(RunArgs),
+    /// Run as the cluster's controller: watch the Kubernetes API (in-cluster config, or
+    /// --kubeconfig/KUBECONFIG), serve it, and write status. `run --kubernetes` alike.
+    Controller(RunArgs),
+    /// Print Gatehouse's CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
+    Crds,
     /// Check a directory of manifests; exits non-zero with every error found.
     Validate {
         #[arg(default_value = "examples/quickstart")]
@@ -175,89 +185,118 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Run {
-            config,
-            addrs,
-            admin_addr,
-            demo_backends,
-            no_watch,
-            merge_slashes,
-            max_body_bytes,
-            drain_timeout,
-            upstream_timeout,
-            kubernetes,
-            kubeconfig,
-            context,
-            namespace,
-            no_status,
-            lease_namespace,
-            identity,
-        } => {
-            let proxy = ProxyConfig {
-                merge_slashes,
-                max_body_bytes,
-                drain_timeout: Duration::from_secs(drain_timeout),
-                upstream_timeout: Duration::from_secs(upstream_timeout),
-                ..ProxyConfig::default()
-            };
-            if kubernetes {
-                let client = app::kube_client(kubeconfig.as_deref(), context).await?;
-                let opts = app::KubeRunOptions {
-                    kube: gatehouse_sources::kubernetes::KubeOptions { namespace },
-                    translate: addrs.translate(),
-                    proxy,
-                    admin_addr,
-                    debounce: Duration::from_millis(5),
-                    status: (!no_status).then(|| gatehouse_sources::lease::LeaseConfig {
-                        namespace: lease_namespace
-                            .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                            .unwrap_or_else(|| "default".into()),
-                        name: "gatehouse-leader".into(),
-                        identity: identity
-                            .or_else(|| std::env::var("POD_NAME").ok())
-                            .unwrap_or_else(|| {
-                                let host =
-                                    std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                                format!("{}-{}", host.trim(), std::process::id())
-                            }),
-                        duration: Duration::from_secs(15),
-                        renew_every: Duration::from_secs(5),
-                    }),
-                };
-                let running = app::start_kubernetes(client, opts).await?;
-                println!(
-                    "Gatehouse is watching the Kubernetes API; admin: http://{0}/readyz http://{0}/config",
-                    running.admin_addr
-                );
-                shutdown_signal().await;
-                tracing::info!("shutting down: draining in-flight requests");
-                running.shutdown().await;
-                return Ok(());
-            }
-            let opts = RunOptions {
-                config_dir: config.clone(),
-                translate: addrs.translate(),
-                proxy,
-                admin_addr,
-                watch: !no_watch,
-                demo_backends,
-            };
-            let running = app::start(opts).await?;
-            let active = running.dataplane.current();
-            println!(
+        Command::Crds => {
+            print!(
                 "{}",
-                gatehouse::banner::banner(
-                    &config.display().to_string(),
-                    &active.snapshot,
-                    running.admin_addr
-                )
+                gatehouse_model::policy::crds_yaml().map_err(anyhow::Error::msg)?
             );
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining in-flight requests");
-            running.shutdown().await;
             Ok(())
         }
+        Command::Controller(mut args) => {
+            args.kubernetes = true;
+            serve(args).await
+        }
+        Command::Run(args) => serve(args).await,
     }
+}
+
+/// `run` and `controller`: serve a manifest directory or the Kubernetes API.
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        config,
+        addrs,
+        admin_addr,
+        demo_backends,
+        no_watch,
+        merge_slashes,
+        max_body_bytes,
+        drain_timeout,
+        upstream_timeout,
+        kubernetes,
+        kubeconfig,
+        context,
+        namespace,
+        no_status,
+        lease_namespace,
+        identity,
+    } = args;
+    if !kubernetes {
+        let kube_only = [
+            ("--kubeconfig", kubeconfig.is_some()),
+            ("--context", context.is_some()),
+            ("--namespace", namespace.is_some()),
+            ("--no-status", no_status),
+            ("--lease-namespace", lease_namespace.is_some()),
+            ("--identity", identity.is_some()),
+        ];
+        if let Some((flag, _)) = kube_only.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "{flag} reads the Kubernetes API: add --kubernetes, or use `gatehouse controller`"
+            );
+        }
+    }
+    let proxy = ProxyConfig {
+        merge_slashes,
+        max_body_bytes,
+        drain_timeout: Duration::from_secs(drain_timeout),
+        upstream_timeout: Duration::from_secs(upstream_timeout),
+        ..ProxyConfig::default()
+    };
+    if kubernetes {
+        let client = app::kube_client(kubeconfig.as_deref(), context).await?;
+        let opts = app::KubeRunOptions {
+            kube: gatehouse_sources::kubernetes::KubeOptions { namespace },
+            translate: addrs.translate(),
+            proxy,
+            admin_addr,
+            debounce: Duration::from_millis(5),
+            status: (!no_status).then(|| gatehouse_sources::lease::LeaseConfig {
+                namespace: lease_namespace
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".into()),
+                name: "gatehouse-leader".into(),
+                identity: identity
+                    .or_else(|| std::env::var("POD_NAME").ok())
+                    .unwrap_or_else(|| {
+                        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                        format!("{}-{}", host.trim(), std::process::id())
+                    }),
+                duration: Duration::from_secs(15),
+                renew_every: Duration::from_secs(5),
+            }),
+        };
+        let running = app::start_kubernetes(client, opts).await?;
+        println!(
+            "Gatehouse is watching the Kubernetes API; admin: http://{0}/readyz http://{0}/config",
+            running.admin_addr
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        running.shutdown().await;
+        return Ok(());
+    }
+    let opts = RunOptions {
+        config_dir: config.clone(),
+        translate: addrs.translate(),
+        proxy,
+        admin_addr,
+        watch: !no_watch,
+        demo_backends,
+    };
+    let running = app::start(opts).await?;
+    let active = running.dataplane.current();
+    println!(
+        "{}",
+        gatehouse::banner::banner(
+            &config.display().to_string(),
+            &active.snapshot,
+            running.admin_addr
+        )
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -120,6 +120,7 @@ fn chart_renders_and_grants_what_the_code_needs() {
         ("gateway.networking.k8s.io", "gatewayclasses/status"),
         ("gateway.networking.k8s.io", "gateways/status"),
         ("gateway.networking.k8s.io", "httproutes/status"),
+        ("gateway.networking.k8s.io", "grpcroutes/status"),
     ] {
         assert!(
             allows(rules, group, resource, "patch"),
@@ -145,10 +146,7 @@ fn chart_renders_and_grants_what_the_code_needs() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(
-        args.contains(&"run") && args.contains(&"--kubernetes"),
-        "{args:?}"
-    );
+    assert_eq!(args.first(), Some(&"controller"), "{args:?}");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(
         deployment["spec"]["template"]["spec"]["serviceAccountName"],
@@ -173,4 +171,69 @@ fn chart_renders_and_grants_what_the_code_needs() {
         let converted = gatehouse_model::manifest::object_from_value(o.clone());
         assert!(matches!(converted, Ok(Some(_))), "{o}: {converted:?}");
     }
+}
+
+#[test]
+fn crds_are_generated_from_the_types_and_match_the_chart() {
+    let generated = gatehouse_model::policy::crds_yaml().expect("CRDs serialize");
+    let chart = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/helm/gatehouse/crds/gatehouse.dev.yaml"),
+    )
+    .expect("chart CRDs");
+    assert_eq!(
+        chart, generated,
+        "deploy/helm/gatehouse/crds is stale: regenerate it with `gatehouse crds`"
+    );
+    let docs: Vec<Value> = generated
+        .split("\n---\n")
+        .map(|d| d.trim_start_matches("---\n"))
+        .filter(|d| !d.trim().is_empty())
+        .map(yaml)
+        .collect();
+    assert!(!docs.is_empty());
+    for crd in &docs {
+        assert_eq!(crd["kind"], "CustomResourceDefinition");
+        let spec = &crd["spec"];
+        assert_eq!(spec["group"], gatehouse_model::policy::GROUP);
+        let kind = spec["names"]["kind"].as_str().expect("kind");
+        let plural = spec["names"]["plural"].as_str().expect("plural");
+        assert_eq!(
+            crd["metadata"]["name"],
+            format!("{plural}.{}", gatehouse_model::policy::GROUP)
+        );
+        let version = &spec["versions"][0];
+        assert_eq!(version["served"], true);
+        assert_eq!(version["storage"], true);
+        let columns = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("printer columns");
+        assert!(columns
+            .iter()
+            .all(|c| c["jsonPath"].is_string() && c["name"].is_string()));
+        let schema = &version["schema"]["openAPIV3Schema"];
+        assert_eq!(
+            schema["properties"]["spec"]["type"], "object",
+            "{kind}: {schema}"
+        );
+        // The controller watches it, and the chart lets it.
+        let watched = WATCHED
+            .iter()
+            .find(|k| k.kind == kind)
+            .unwrap_or_else(|| panic!("{kind} is not watched"));
+        assert_eq!(watched.plural, plural);
+        assert!(watched.optional, "a cluster may lack the CRD");
+        let objects = rendered();
+        let rules = &find(&objects, "ClusterRole")[0]["rules"];
+        assert!(allows(
+            rules,
+            gatehouse_model::policy::GROUP,
+            plural,
+            "watch"
+        ));
+    }
+    let btp = &docs[0]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(btp["required"][0], "targetRefs", "{btp}");
+    assert!(btp["properties"]["circuitBreaker"]["properties"]["maxRequests"].is_object());
+    assert!(btp["properties"]["loadBalancer"]["properties"]["type"].is_object());
 }

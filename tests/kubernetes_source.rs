@@ -261,3 +261,91 @@ async fn gateway_api_kinds_and_tls_secrets_from_the_api() {
     }
     running.shutdown().await;
 }
+
+/// An HTTP/1.1 backend that answers every request after `delay`.
+async fn slow_backend(delay: Duration) -> SocketAddr {
+    listen(move |mut s| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+            let body = r#"{"service":"slow"}"#;
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_crds_do_not_block_sync_and_policies_apply_once_installed() {
+    let api = ApiServer::start().await;
+    // A cluster with neither Gatehouse's CRDs nor GRPCRoute installed.
+    api.set_served("gatehouse.dev/v1alpha1", "BackendTrafficPolicy", false);
+    api.set_served("gateway.networking.k8s.io/v1", "GRPCRoute", false);
+    let slow = slow_backend(Duration::from_millis(400)).await;
+    api.apply(ingress_class());
+    api.apply(service("slow"));
+    api.apply(endpoints("slow", &[slow]));
+    api.apply(ingress("slow", "slow.example", "slow"));
+    let (running, http) = start(&api, vec![]).await;
+    eventually(http, "slow.example", "slow", Duration::from_secs(10)).await;
+    assert_eq!(
+        get(&client(), running.admin_addr, "admin", "/readyz")
+            .await
+            .status,
+        200,
+        "ready although two kinds are not served"
+    );
+
+    // The CRD is installed and a policy caps requests in flight to the Service at 1.
+    api.set_served("gatehouse.dev/v1alpha1", "BackendTrafficPolicy", true);
+    api.apply(
+        json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "BackendTrafficPolicy",
+        "metadata": {"name": "cap", "namespace": "default"},
+        "spec": {"targetRefs": [{"kind": "Service", "name": "slow"}],
+            "loadBalancer": {"type": "LeastRequest"}, "circuitBreaker": {"maxRequests": 1}}}),
+    );
+    let t = Instant::now();
+    loop {
+        let config = get(&client(), running.admin_addr, "admin", "/config")
+            .await
+            .json();
+        let policy = config["clusters"][0]["policy"].clone();
+        if policy["max_requests"] == 1 {
+            assert_eq!(policy["balancer"], "LeastRequest");
+            assert_eq!(policy["from"], "default/cap");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the policy never applied: {config}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two requests at once: one goes through, the other is refused at once.
+    let (a, b) = tokio::join!(
+        async { get(&client(), http, "slow.example", "/").await },
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            get(&client(), http, "slow.example", "/").await
+        }
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(b.status, 503);
+    assert_eq!(
+        b.header("x-gatehouse-reason").as_deref(),
+        Some("circuit-breaker-max-requests")
+    );
+    // Once the first has finished, the next is admitted.
+    assert_eq!(get(&client(), http, "slow.example", "/").await.status, 200);
+    running.shutdown().await;
+}

@@ -24,6 +24,10 @@ fn lease(identity: &str) -> LeaseConfig {
 }
 
 async fn controller(api: &ApiServer, identity: &str) -> Running {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
     let mut translate = loopback_translate(
         free_addr(),
         vec![ListenMapEntry {

@@ -41,6 +41,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
         "GRPCRoute" => "grpcroutes",
+        "BackendTrafficPolicy" => "backendtrafficpolicies",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",
         other => panic!("test API server does not know kind {other}"),
@@ -78,6 +79,8 @@ struct State {
     watches: HashMap<String, usize>,
     /// Status patches served: (resource, namespace, name).
     status_patches: Vec<(String, String, String)>,
+    /// Resources answered with 404, as for a CRD that is not installed.
+    unserved: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -254,6 +257,18 @@ impl ApiServer {
         let _ = self.signals.send(Signal::Bookmark);
     }
 
+    /// Serves `kind` or answers 404 for it, as when its CRD is installed or not.
+    pub fn set_served(&self, api_version: &str, kind: &str, served: bool) {
+        let (prefix, plural) = resource_of(api_version, kind);
+        let resource = format!("{prefix}/{plural}");
+        let mut st = self.state.lock().expect("lock");
+        if served {
+            st.unserved.remove(&resource);
+        } else {
+            st.unserved.insert(resource);
+        }
+    }
+
     /// While down, every request answers 503 and open watches are dropped.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -388,6 +403,21 @@ async fn handle(
             &status(404, "NotFound", "no such path"),
         );
     };
+    if state
+        .lock()
+        .expect("lock")
+        .unserved
+        .contains(&target.resource)
+    {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
+    }
     if target.name.is_some() || req.method() != http::Method::GET {
         return object_request(state, signals, target, req).await;
     }

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod locate;
 pub mod manifest;
 pub mod object;
+pub mod policy;
 pub mod status;
 pub mod store;
 

@@ -226,6 +226,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
             "gateway.networking.k8s.io/v1beta1",
             "gateway.networking.k8s.io/v1",
         ],
+        ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
         _ => return Ok(None),
     };
     if !known_versions.contains(&api.as_str()) {
@@ -274,6 +275,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "HTTPRoute" => Object::HttpRoute(typed::<HttpRoute>(value, origin)?),
         "GRPCRoute" => Object::GrpcRoute(typed::<GrpcRoute>(value, origin)?),
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
+        "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
         _ => return Ok(None),
     };
     Ok(Some(StoredObject {

@@ -2,6 +2,7 @@
 
 use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::locate::locate;
+use crate::policy::BackendTrafficPolicy;
 use crate::ConfigError;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -25,10 +26,11 @@ pub enum Object {
     GrpcRoute(GrpcRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
+    BackendTrafficPolicy(BackendTrafficPolicy),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -40,6 +42,7 @@ pub const KINDS: [&str; 11] = [
     "GRPCRoute",
     "ReferenceGrant",
     "Namespace",
+    "BackendTrafficPolicy",
 ];
 
 /// The `'static` kind name equal to `kind`, if it is one of ours.
@@ -61,6 +64,7 @@ impl Object {
             Object::GrpcRoute(_) => "GRPCRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Namespace(_) => "Namespace",
+            Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
         }
     }
 
@@ -77,6 +81,7 @@ impl Object {
             Object::GrpcRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
+            Object::BackendTrafficPolicy(o) => &o.metadata,
         }
     }
 

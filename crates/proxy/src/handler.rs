@@ -9,6 +9,8 @@ use crate::metrics::RouteStats;
 use crate::normalize::normalize_path;
 use crate::redirect::{location, RedirectInput};
 use crate::upstream::UpstreamError;
+use bytes::Bytes;
+use gatehouse_translate::cluster::{InFlight, Refused};
 use gatehouse_translate::hosts::strip_port;
 use gatehouse_translate::routes::{modify_path, RequestView};
 use gatehouse_translate::{ActionKind, BackendTarget, RouteAction, UpstreamProtocol};
@@ -236,9 +238,24 @@ impl Forward<'_> {
             }) => return error(status(*code), reason),
             Some(BackendTarget::Cluster(c)) => c,
         };
-        let Some(endpoint) = cluster.pick() else {
-            let msg = format!("no ready endpoints for {}", cluster.name);
-            return error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+        let (endpoint, in_flight) = match cluster.admit() {
+            Ok(a) => (a.addr, a.guard),
+            Err(Refused::NoEndpoints) => {
+                let msg = format!("no ready endpoints for {}", cluster.name);
+                return error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+            }
+            Err(Refused::MaxRequests(max)) => {
+                let msg = format!(
+                    "circuit breaker: {} has {max} requests in flight",
+                    cluster.name
+                );
+                let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, &msg);
+                resp.headers_mut().insert(
+                    X_GATEHOUSE_REASON.clone(),
+                    HeaderValue::from_static("circuit-breaker-max-requests"),
+                );
+                return resp;
+            }
         };
         let (mut parts, incoming) = req.into_parts();
         let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
@@ -372,7 +389,44 @@ impl Forward<'_> {
         } else {
             strip_hop_by_hop(resp.headers_mut(), false);
         }
-        resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync())
+        // The request stays in flight (for the balancer and the circuit breaker) until
+        // its response body ends.
+        resp.map(|b| {
+            InFlightBody {
+                inner: b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+                _in_flight: in_flight,
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+/// Why Gatehouse itself refused a request, for clients and logs.
+static X_GATEHOUSE_REASON: http::HeaderName = http::HeaderName::from_static("x-gatehouse-reason");
+
+/// A response body that holds its request's in-flight guard until it ends.
+struct InFlightBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for InFlightBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -25,6 +25,9 @@ pub struct WatchedKind {
     pub namespaced: bool,
     /// Server-side field selector (e.g. only TLS Secrets).
     pub fields: Option<&'static str>,
+    /// Served only when its CRD is installed (Gateway API, Gatehouse's own kinds): while
+    /// the API server answers 404, the kind counts as synced and empty.
+    pub optional: bool,
 }
 
 const fn kind(
@@ -41,6 +44,21 @@ const fn kind(
         plural,
         namespaced,
         fields: None,
+        optional: false,
+    }
+}
+
+/// A kind defined by a CRD, which a cluster may not have installed.
+const fn crd(
+    group: &'static str,
+    version: &'static str,
+    kind_name: &'static str,
+    plural: &'static str,
+    namespaced: bool,
+) -> WatchedKind {
+    WatchedKind {
+        optional: true,
+        ..kind(group, version, kind_name, plural, namespaced)
     }
 }
 
@@ -67,39 +85,46 @@ pub const WATCHED: &[WatchedKind] = &[
         ..kind("", "v1", "Secret", "secrets", true)
     },
     kind("", "v1", "Namespace", "namespaces", false),
-    kind(
+    crd(
         "gateway.networking.k8s.io",
         "v1",
         "GatewayClass",
         "gatewayclasses",
         false,
     ),
-    kind(
+    crd(
         "gateway.networking.k8s.io",
         "v1",
         "Gateway",
         "gateways",
         true,
     ),
-    kind(
+    crd(
         "gateway.networking.k8s.io",
         "v1",
         "HTTPRoute",
         "httproutes",
         true,
     ),
-    kind(
+    crd(
         "gateway.networking.k8s.io",
         "v1",
         "GRPCRoute",
         "grpcroutes",
         true,
     ),
-    kind(
+    crd(
         "gateway.networking.k8s.io",
         "v1beta1",
         "ReferenceGrant",
         "referencegrants",
+        true,
+    ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "BackendTrafficPolicy",
+        "backendtrafficpolicies",
         true,
     ),
 ];
@@ -223,9 +248,14 @@ fn convert(k: &WatchedKind, obj: DynamicObject) -> Option<StoredObject> {
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), k.api_version().into());
         map.insert("kind".into(), k.kind.into());
-        // Translation reads spec, not status; dropping status also keeps our own status
+        // Translation reads spec, not status; dropping status (and the bookkeeping a
+        // status write changes: resourceVersion, managedFields) keeps our own status
         // writes from coming back as changes to translate again.
         map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
     }
     match object_from_value(value) {
         Ok(o) => o,
@@ -349,6 +379,26 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                 if let Some(old) = store.with_store(|s| s.remove(&key)) {
                     store.slices_changed(Some(slice_service(&old).into_iter().collect()));
                     store.object_changed(key, Some(old));
+                    store.changed(k.kind);
+                }
+            }
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))
+                if s.code == 404 && k.optional =>
+            {
+                // The CRD is not installed: nothing of this kind exists. Keep trying
+                // (with backoff) so objects appear once it is.
+                if first_sync {
+                    first_sync = false;
+                    tracing::warn!(
+                        kind = k.kind,
+                        "the API server does not serve this kind (CRD not installed?); treating it as empty"
+                    );
+                    store
+                        .dirty
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .relisted = true;
+                    store.synced.fetch_add(1, Ordering::AcqRel);
                     store.changed(k.kind);
                 }
             }

@@ -87,6 +87,7 @@ pub fn resolve_with(
             port: sp.port,
         },
         protocol,
+        b.policies.for_service(namespace, name),
         endpoints,
     ));
     b.clusters.insert(Arc::from(cluster_name), cluster.clone());

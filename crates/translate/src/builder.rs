@@ -3,6 +3,7 @@
 
 use crate::hosts::{HostTable, WildcardMode};
 use crate::incremental::Scope;
+use crate::policy::Policies;
 use crate::routes::{RouteEntry, RouteTable};
 use crate::snapshot::{BoundPort, Cluster, Clusters, RouteAction, Section, Snapshot, Summary};
 use crate::tls::{load_certs, SniTable};
@@ -24,6 +25,8 @@ pub struct Builder<'a> {
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
     pub statuses: Vec<StatusUpdate>,
+    /// BackendTrafficPolicies by the Services they govern.
+    pub policies: Policies,
     /// Set for an incremental run: only these hostnames are compiled.
     pub scope: Option<&'a Scope>,
     /// Clusters of the previous Snapshot, reused for Services that did not change.
@@ -74,12 +77,15 @@ impl SectionRoutes {
 impl<'a> Builder<'a> {
     pub fn new(store: &'a ObjectStore, opts: &'a TranslateOptions) -> Self {
         let mut errors = Vec::new();
+        let mut warnings = Vec::new();
         let certs = load_certs(store, &mut errors);
+        let policies = Policies::load(store, &mut errors, &mut warnings);
         Builder {
             store,
             opts,
             errors,
-            warnings: Vec::new(),
+            warnings,
+            policies,
             certs,
             clusters: Clusters::new(),
             route_names: Vec::new(),

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backends;
+pub mod cluster;
 pub mod duration;
 pub mod gateway;
 pub mod gateway_status;
@@ -13,6 +14,7 @@ pub mod hosts;
 pub mod incremental;
 pub mod ingress;
 pub mod labels;
+pub mod policy;
 pub mod routes;
 pub mod snapshot;
 pub mod tls;

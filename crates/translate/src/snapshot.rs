@@ -4,11 +4,9 @@
 use crate::hosts::HostTable;
 use crate::routes::RouteTable;
 use crate::tls::SniTable;
-use arc_swap::ArcSwap;
 use gatehouse_model::status::Statuses;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -201,64 +199,4 @@ impl BackendSet {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum UpstreamProtocol {
-    Http1,
-    /// HTTP/2 with prior knowledge (appProtocol `kubernetes.io/h2c`, `grpc`, `http2`).
-    Http2,
-}
-
-/// Which Service port a cluster stands for, to recompute its endpoints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterSource {
-    pub namespace: String,
-    pub service: String,
-    pub port: i32,
-}
-
-/// A Service port and its ready endpoints. The endpoints can be swapped in place, so an
-/// endpoint-only change needs no new Snapshot.
-#[derive(Debug)]
-pub struct Cluster {
-    pub name: String,
-    pub source: ClusterSource,
-    pub protocol: UpstreamProtocol,
-    endpoints: ArcSwap<Vec<SocketAddr>>,
-    next: AtomicUsize,
-}
-
-impl Cluster {
-    pub fn new(
-        name: String,
-        source: ClusterSource,
-        protocol: UpstreamProtocol,
-        endpoints: Vec<SocketAddr>,
-    ) -> Self {
-        Cluster {
-            name,
-            source,
-            protocol,
-            endpoints: ArcSwap::from_pointee(endpoints),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// The endpoints now.
-    pub fn endpoints(&self) -> Arc<Vec<SocketAddr>> {
-        self.endpoints.load_full()
-    }
-
-    pub fn set_endpoints(&self, endpoints: Vec<SocketAddr>) {
-        self.endpoints.store(Arc::new(endpoints));
-    }
-
-    /// Round-robin pick over ready endpoints.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        let eps = self.endpoints.load();
-        if eps.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Some(eps[i % eps.len()])
-    }
-}
+pub use crate::cluster::{Cluster, ClusterSource, UpstreamProtocol};

@@ -3,6 +3,7 @@
 
 use gatehouse_model::manifest::parse_manifest;
 use gatehouse_model::{ConfigError, ObjectStore};
+use gatehouse_translate::cluster::Balancer;
 use gatehouse_translate::routes::RequestView;
 use gatehouse_translate::{
     translate, ListenMapEntry, Snapshot, TranslateOptions, UpstreamProtocol,
@@ -373,6 +374,82 @@ fn grpcroute_status_kinds_and_h2_backends() {
         .expect("an HTTP/2 cluster for the GRPCRoute");
     assert_eq!(h2.protocol, UpstreamProtocol::Http2);
     assert_eq!(s.summary.grpc_routes, 1);
+}
+
+fn btp(name: &str, created: &str, spec: &str) -> String {
+    format!(
+        "---
+apiVersion: gatehouse.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {{name: {name}, namespace: default, creationTimestamp: '{created}'}}
+spec:
+{spec}"
+    )
+}
+
+#[test]
+fn backend_traffic_policy_sets_cluster_policy_and_names_bad_fields() {
+    let ing = ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}");
+    let good = btp(
+        "p",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: LeastRequest}\n  circuitBreaker: {maxRequests: 7}\n",
+    );
+    let later = btp(
+        "q",
+        "2026-02-01T00:00:00Z",
+        "  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: Random}\n",
+    );
+    let s = run(&[CLASSES, SVC, &ing, &good, &later].concat()).expect("translates");
+    let c = s.clusters.values().next().expect("a cluster");
+    assert_eq!(c.policy.balancer, Balancer::LeastRequest);
+    assert_eq!(c.policy.max_requests, Some(7));
+    assert_eq!(
+        c.policy.from.as_deref(),
+        Some("default/p"),
+        "the oldest wins"
+    );
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("BackendTrafficPolicy default/q")
+                && w.contains("already has policy default/p")),
+        "{:?}",
+        s.warnings
+    );
+    let cases: &[(&str, &str)] = &[
+        (
+            "  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: Fastest}\n",
+            "spec.loadBalancer.type: unknown load balancer \"Fastest\"",
+        ),
+        (
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n",
+            "spec.targetRefs[0].kind: unsupported target gateway.networking.k8s.io/HTTPRoute",
+        ),
+        (
+            "  targetRefs: [{kind: Service, name: web}]\n  circuitBreaker: {maxRequests: 0}\n",
+            "spec.circuitBreaker.maxRequests: must be at least 1",
+        ),
+        (
+            "  targetRefs: []\n",
+            "spec.targetRefs: at least one target is required",
+        ),
+    ];
+    for (spec, want) in cases {
+        let errs = errors(
+            &[
+                CLASSES,
+                SVC,
+                &ing,
+                &btp("bad", "2026-01-01T00:00:00Z", spec),
+            ]
+            .concat(),
+        );
+        assert!(
+            errs.iter().any(|e| e.contains("BackendTrafficPolicy default/bad: field ") && e.contains(want)),
+            "want {want:?}, got {errs:?}"
+        );
+    }
 }
 
 #[test]
