@@ -26,7 +26,7 @@ pub struct KubeRunOptions {
     pub admin_addr: SocketAddr,
     /// The least time between two passes over the store's changes: watch events within
     /// it coalesce into one pass. The first change after a quiet spell is not held
-    /// back; during a long burst the window doubles, up to 100 ms.
+    /// back; while changes pour in, the window doubles, up to 100 ms.
     pub debounce: Duration,
     /// Write status back, as the replica elected by this Lease (None: never write).
     pub status: Option<gatehouse_sources::lease::LeaseConfig>,
@@ -71,6 +71,8 @@ const RECONCILE_MAX: Duration = Duration::from_secs(30);
 
 /// The longest a change waits while a burst of changes goes on.
 const MAX_WINDOW: Duration = Duration::from_millis(100);
+/// More changes than this since the last pass make a burst.
+const BURST: u64 = 8;
 
 /// Turns store changes into Snapshots: endpoint-only changes swap endpoints in place;
 /// route changes recompile only the hosts they touch; anything else (and, once things
@@ -93,6 +95,8 @@ async fn sync_loop(
     let mut last_change = Instant::now();
     let mut last_pass = Instant::now();
     let mut window = opts.debounce;
+    // The change counter as of the last pass.
+    let mut seen = 0u64;
     loop {
         // Wait for a change, or retry a config that failed to apply for reasons outside
         // the objects (a port in use, say), or reconcile after incremental updates.
@@ -111,19 +115,20 @@ async fn sync_loop(
             Ok(Err(_)) => break,
             Ok(Ok(())) => {
                 last_change = Instant::now();
-                // A change after a quiet spell applies at once. Changes that keep
-                // coming wait for a window after the last pass that doubles while
-                // they do (up to MAX_WINDOW), so a long burst costs a few passes.
+                // Passes are at least a window apart, so what arrives meanwhile
+                // coalesces; the first change after a quiet spell goes at once. The
+                // window doubles (up to MAX_WINDOW) while changes pour in faster than
+                // BURST per pass, and shrinks back once they come a few at a time.
+                let pending = changes.borrow().saturating_sub(seen);
+                window = match pending > BURST {
+                    true => (window * 2).min(MAX_WINDOW.max(opts.debounce)),
+                    false => opts.debounce,
+                };
                 let since = last_pass.elapsed();
-                if since > window * 2 {
-                    window = opts.debounce;
-                } else {
-                    if since < window {
-                        tokio::time::sleep(window - since).await;
-                    }
-                    window = (window * 2).min(MAX_WINDOW.max(opts.debounce));
+                if since < window {
+                    tokio::time::sleep(window - since).await;
                 }
-                changes.borrow_and_update();
+                seen = *changes.borrow_and_update();
             }
             // Time to retry or reconcile.
             Err(_) => need_full = true,

@@ -41,6 +41,8 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
         "GRPCRoute" => "grpcroutes",
+        "TCPRoute" => "tcproutes",
+        "TLSRoute" => "tlsroutes",
         "BackendTrafficPolicy" => "backendtrafficpolicies",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",

@@ -227,6 +227,11 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
             "gateway.networking.k8s.io/v1",
         ],
         ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
+        ("gateway.networking.k8s.io", "TCPRoute") => &["gateway.networking.k8s.io/v1alpha2"],
+        ("gateway.networking.k8s.io", "TLSRoute") => &[
+            "gateway.networking.k8s.io/v1alpha2",
+            "gateway.networking.k8s.io/v1alpha3",
+        ],
         _ => return Ok(None),
     };
     if !known_versions.contains(&api.as_str()) {
@@ -274,6 +279,8 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "Gateway" => Object::Gateway(typed::<Gateway>(value, origin)?),
         "HTTPRoute" => Object::HttpRoute(typed::<HttpRoute>(value, origin)?),
         "GRPCRoute" => Object::GrpcRoute(typed::<GrpcRoute>(value, origin)?),
+        "TCPRoute" => Object::TcpRoute(typed(value, origin)?),
+        "TLSRoute" => Object::TlsRoute(typed(value, origin)?),
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
         "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
         _ => return Ok(None),

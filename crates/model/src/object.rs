@@ -1,6 +1,6 @@
 //! `Object`: one typed Kubernetes object of a kind Gatehouse reads, with where it came from.
 
-use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
+use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
 use crate::locate::locate;
 use crate::policy::BackendTrafficPolicy;
 use crate::ConfigError;
@@ -24,13 +24,15 @@ pub enum Object {
     Gateway(Gateway),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
+    TcpRoute(TcpRoute),
+    TlsRoute(TlsRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
     BackendTrafficPolicy(BackendTrafficPolicy),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 12] = [
+pub const KINDS: [&str; 14] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -40,6 +42,8 @@ pub const KINDS: [&str; 12] = [
     "Gateway",
     "HTTPRoute",
     "GRPCRoute",
+    "TCPRoute",
+    "TLSRoute",
     "ReferenceGrant",
     "Namespace",
     "BackendTrafficPolicy",
@@ -62,6 +66,8 @@ impl Object {
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::GrpcRoute(_) => "GRPCRoute",
+            Object::TcpRoute(_) => "TCPRoute",
+            Object::TlsRoute(_) => "TLSRoute",
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Namespace(_) => "Namespace",
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
@@ -79,6 +85,8 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::BackendTrafficPolicy(o) => &o.metadata,

@@ -121,6 +121,20 @@ pub const WATCHED: &[WatchedKind] = &[
         true,
     ),
     crd(
+        "gateway.networking.k8s.io",
+        "v1alpha2",
+        "TCPRoute",
+        "tcproutes",
+        true,
+    ),
+    crd(
+        "gateway.networking.k8s.io",
+        "v1alpha2",
+        "TLSRoute",
+        "tlsroutes",
+        true,
+    ),
+    crd(
         "gatehouse.dev",
         "v1alpha1",
         "BackendTrafficPolicy",
