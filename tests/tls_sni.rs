@@ -6,41 +6,8 @@ mod support;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use support::tls::{handshake, Ca};
 use support::*;
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let issuer =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca");
-        Ca { issuer }
-    }
-
-    /// A leaf for `names`: (cert PEM, key PEM, DER).
-    fn leaf(&self, names: &[&str]) -> (String, String, CertificateDer<'static>) {
-        let key = KeyPair::generate().expect("key");
-        let params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem(), cert.der().clone())
-    }
-
-    fn roots(&self) -> rustls::RootCertStore {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.issuer.der().clone()).expect("root");
-        roots
-    }
-}
 
 fn tls_secret(name: &str, cert: &str, key: &str) -> String {
     let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
@@ -49,37 +16,6 @@ fn tls_secret(name: &str, cert: &str, key: &str) -> String {
         indent(cert),
         indent(key)
     )
-}
-
-/// Connects with TLS, sending `sni`, verifying against the CA; returns the served leaf
-/// and the negotiated ALPN protocol.
-async fn handshake(
-    ca: &Ca,
-    addr: SocketAddr,
-    sni: &str,
-    alpn: &[&[u8]],
-) -> (
-    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    CertificateDer<'static>,
-) {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(ca.roots())
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from(sni.to_string()).expect("name");
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .expect("handshake verifies against the CA");
-    let leaf = tls.get_ref().1.peer_certificates().expect("certs")[0]
-        .clone()
-        .into_owned();
-    (tls, leaf)
 }
 
 #[tokio::test]

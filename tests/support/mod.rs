@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod tls;
 
 use bytes::Bytes;
 use gatehouse::app::{start, RunOptions, Running};

@@ -1,6 +1,8 @@
 //! `Object`: one typed Kubernetes object of a kind Gatehouse reads, with where it came from.
 
-use crate::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute};
+use crate::gateway::{
+    Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute,
+};
 use crate::locate::locate;
 use crate::policy::BackendTrafficPolicy;
 use crate::ConfigError;

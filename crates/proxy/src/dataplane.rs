@@ -3,6 +3,7 @@
 //! a request loads the Snapshot once and keeps it to the end, so a swap never tears it.
 
 use crate::config::ProxyConfig;
+use crate::listener::Mode;
 use crate::listener::{self, ListenerHandle};
 use crate::metrics::{Metrics, RouteStats};
 use crate::upstream::Upstreams;
@@ -57,6 +58,25 @@ impl ConnTracker {
     }
 }
 
+/// What a bound port speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http,
+    Https,
+    /// TCP or TLS passthrough, routed at L4.
+    L4,
+}
+
+impl Protocol {
+    fn of(p: &gatehouse_translate::BoundPort) -> Self {
+        match (&p.l4, &p.tls) {
+            (Some(_), _) => Protocol::L4,
+            (None, Some(_)) => Protocol::Https,
+            (None, None) => Protocol::Http,
+        }
+    }
+}
+
 pub struct DataPlane {
     pub(crate) state: Arc<ArcSwap<Active>>,
     pub metrics: Metrics,
@@ -64,8 +84,8 @@ pub struct DataPlane {
     pub cfg: ProxyConfig,
     pub(crate) no_route: Arc<RouteStats>,
     pub(crate) server: auto::Builder<TokioExecutor>,
-    /// Bound listeners by address, with whether they speak TLS.
-    listeners: tokio::sync::Mutex<HashMap<SocketAddr, (bool, ListenerHandle)>>,
+    /// Bound listeners by address, with what they speak.
+    listeners: tokio::sync::Mutex<HashMap<SocketAddr, (Protocol, ListenerHandle)>>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) conns: ConnTracker,
     ready: AtomicBool,
@@ -119,29 +139,30 @@ impl DataPlane {
     /// A port that switches between plain text and TLS is closed and bound again.
     pub async fn apply(self: &Arc<Self>, snapshot: Snapshot) -> Result<(), String> {
         let mut listeners = self.listeners.lock().await;
-        let desired: HashMap<SocketAddr, bool> = snapshot
+        let desired: HashMap<SocketAddr, Protocol> = snapshot
             .ports
             .iter()
-            .map(|p| (p.addr, p.tls.is_some()))
+            .map(|p| (p.addr, Protocol::of(p)))
             .collect();
         let mut bound = Vec::new();
         for (&addr, &tls) in &desired {
             if listeners.get(&addr).is_some_and(|(t, _)| *t == tls) {
                 continue;
             }
-            let acceptor = match tls {
-                true => Some(
+            let mode = match tls {
+                Protocol::Https => Mode::Https(
                     listener::acceptor(self, addr)
                         .map_err(|e| format!("TLS setup for {addr}: {e}"))?,
                 ),
-                false => None,
+                Protocol::Http => Mode::Http,
+                Protocol::L4 => Mode::L4,
             };
             if let Some((_, old)) = listeners.remove(&addr) {
-                tracing::info!(%addr, tls, "listener changes protocol; rebinding");
+                tracing::info!(%addr, ?tls, "listener changes protocol; rebinding");
                 old.close().await;
             }
             match listener::bind(addr) {
-                Ok(l) => bound.push((addr, tls, l, acceptor)),
+                Ok(l) => bound.push((addr, tls, l, mode)),
                 Err(e) => {
                     self.metrics
                         .counters
@@ -173,12 +194,9 @@ impl DataPlane {
             snapshot: Arc::new(snapshot),
             stats,
         }));
-        for (addr, tls, l, acceptor) in bound {
-            tracing::info!(%addr, tls, "listening");
-            listeners.insert(
-                addr,
-                (tls, listener::spawn(self.clone(), l, addr, acceptor)),
-            );
+        for (addr, tls, l, mode) in bound {
+            tracing::info!(%addr, ?tls, "listening");
+            listeners.insert(addr, (tls, listener::spawn(self.clone(), l, addr, mode)));
         }
         listeners.retain(|addr, (_, handle)| {
             let keep = desired.contains_key(addr);

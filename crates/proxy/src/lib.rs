@@ -8,6 +8,7 @@ pub mod config;
 pub mod dataplane;
 pub mod handler;
 pub mod headers;
+pub mod l4;
 pub mod listener;
 pub mod metrics;
 pub mod normalize;

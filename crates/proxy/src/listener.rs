@@ -59,11 +59,20 @@ pub fn acceptor(dp: &DataPlane, addr: SocketAddr) -> Result<TlsAcceptor, rustls:
     )?)))
 }
 
+/// How a listener serves its connections.
+#[derive(Clone)]
+pub enum Mode {
+    Http,
+    Https(TlsAcceptor),
+    /// TCP or TLS passthrough (see [`crate::l4`]).
+    L4,
+}
+
 pub fn spawn(
     dp: Arc<DataPlane>,
     listener: TcpListener,
     addr: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+    mode: Mode,
 ) -> ListenerHandle {
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
     let mut shutdown = dp.shutdown.subscribe();
@@ -74,7 +83,7 @@ pub fn spawn(
                 _ = shutdown.changed() => break,
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
-                        tokio::spawn(serve_connection(dp.clone(), stream, peer, addr, acceptor.clone()));
+                        tokio::spawn(serve_connection(dp.clone(), stream, peer, addr, mode.clone()));
                     }
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -102,15 +111,16 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     addr: SocketAddr,
-    acceptor: Option<TlsAcceptor>,
+    mode: Mode,
 ) {
     let _guard = dp.conns.enter();
     let counters = &dp.metrics.counters;
     counters.connections_total.fetch_add(1, Relaxed);
     counters.connections_active.fetch_add(1, Relaxed);
     let _ = stream.set_nodelay(true);
-    match acceptor {
-        Some(acceptor) => {
+    match mode {
+        Mode::L4 => crate::l4::serve(dp.clone(), stream, peer, addr).await,
+        Mode::Https(acceptor) => {
             match tokio::time::timeout(dp.cfg.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
@@ -131,7 +141,7 @@ async fn serve_connection(
                 }
             }
         }
-        None => {
+        Mode::Http => {
             let info = ConnInfo {
                 peer,
                 listener: addr,

@@ -5,7 +5,9 @@ use crate::hosts::{HostTable, WildcardMode};
 use crate::incremental::Scope;
 use crate::policy::Policies;
 use crate::routes::{RouteEntry, RouteTable};
-use crate::snapshot::{BoundPort, Cluster, Clusters, RouteAction, Section, Snapshot, Summary};
+use crate::snapshot::{
+    BackendSet, BoundPort, Cluster, Clusters, L4Routes, RouteAction, Section, Snapshot, Summary,
+};
 use crate::tls::{load_certs, SniTable};
 use crate::TranslateOptions;
 use gatehouse_model::status::StatusUpdate;
@@ -36,9 +38,17 @@ pub struct Builder<'a> {
 
 struct PortBuilder {
     tls: Option<SniTable>,
+    l4: Option<L4Routes>,
     hostless_default: bool,
     sections: HostTable<Arc<Section>>,
     owners: Vec<String>,
+}
+
+/// What an L4 listener brings to its port.
+pub enum L4Listener {
+    Tcp(Arc<BackendSet>),
+    /// Backends by hostname (None: any name, or no SNI).
+    Tls(Vec<(Option<String>, Arc<BackendSet>)>),
 }
 
 /// Precedence key of a route entry; smaller sorts first and wins.
@@ -162,11 +172,12 @@ impl<'a> Builder<'a> {
         let https = section.https;
         let port = self.ports.entry(addr).or_insert_with(|| PortBuilder {
             tls: https.then(SniTable::new),
+            l4: None,
             hostless_default: false,
             sections: HostTable::new(WildcardMode::MultiLabel),
             owners: Vec::new(),
         });
-        if port.tls.is_some() != https {
+        if port.tls.is_some() != https || port.l4.is_some() {
             return Err(format!(
                 "{addr} is already bound by {} with another protocol",
                 port.owners.join(", ")
@@ -203,6 +214,51 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// Adds an L4 listener to the port at `addr`: a TCP one takes the whole port; TLS
+    /// passthrough ones share it by hostname. Returns an error text on a conflict.
+    pub fn add_l4(
+        &mut self,
+        addr: SocketAddr,
+        hostname: Option<&str>,
+        routes: L4Listener,
+        owner: String,
+    ) -> Result<(), String> {
+        let fresh = !self.ports.contains_key(&addr);
+        let port = self.ports.entry(addr).or_insert_with(|| PortBuilder {
+            tls: None,
+            l4: None,
+            hostless_default: false,
+            sections: HostTable::new(WildcardMode::MultiLabel),
+            owners: Vec::new(),
+        });
+        let taken = || format!("{addr} is already bound by {}", port.owners.join(", "));
+        match (&mut port.l4, routes) {
+            (None, routes) if fresh => {
+                port.l4 = Some(match routes {
+                    L4Listener::Tcp(set) => L4Routes::Tcp(set),
+                    L4Listener::Tls(hosts) => {
+                        let mut table = HostTable::new(WildcardMode::MultiLabel);
+                        for (h, set) in hosts {
+                            table.insert(h.as_deref(), set);
+                        }
+                        L4Routes::Tls(Arc::new(table))
+                    }
+                });
+            }
+            (Some(L4Routes::Tls(table)), L4Listener::Tls(hosts))
+                if !table.contains_key(hostname) =>
+            {
+                let table = Arc::make_mut(table);
+                for (h, set) in hosts {
+                    table.insert(h.as_deref(), set);
+                }
+            }
+            _ => return Err(taken()),
+        }
+        port.owners.push(owner);
+        Ok(())
+    }
+
     pub fn finish(self, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
         if !self.errors.is_empty() {
             return Err(self.errors);
@@ -220,6 +276,7 @@ impl<'a> Builder<'a> {
             .map(|(addr, p)| {
                 Arc::new(BoundPort {
                     addr,
+                    l4: p.l4,
                     tls: p.tls,
                     sections: p.sections,
                     owners: p.owners,

@@ -3,7 +3,7 @@
 //! matches with spec precedence, the core filters, weighted backendRefs, ReferenceGrant.
 
 use crate::backends::{resolve_with, PortRef};
-use crate::builder::{Builder, SectionRoutes, SortKey};
+use crate::builder::{Builder, L4Listener, SectionRoutes, SortKey};
 use crate::duration::parse_duration;
 use crate::gateway_status::{
     gateway_class_status, route_status, GatewayState, ListenerState, ParentOutcome, Problem,
@@ -19,7 +19,7 @@ use crate::snapshot::{
     Section, UrlRewrite, WeightedBackend,
 };
 use gatehouse_model::gateway::{
-    AllowedRoutes, HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteRule,
+    AllowedRoutes, HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteRule, L4RouteSpec,
 };
 use gatehouse_model::{Object, ObjectKey, StoredObject, GATEWAY_CONTROLLER};
 use regex::Regex;
@@ -41,10 +41,22 @@ struct ListenerInfo {
     hostname: Option<String>,
     port: u16,
     https: bool,
+    /// TCP or TLS passthrough: routed at L4, by TCPRoutes or TLSRoutes.
+    l4: Option<L4Kind>,
+    /// Route kinds it takes.
+    kinds: Vec<&'static str>,
     addr: SocketAddr,
     allowed: Option<AllowedRoutes>,
     certs: Vec<(Option<String>, Arc<CertifiedKey>)>,
     routes: SectionRoutes,
+    /// L4 backends: all connections (TCP), or by hostname (TLS), first route wins.
+    l4_routes: Vec<(Option<String>, Arc<BackendSet>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L4Kind {
+    Tcp,
+    TlsPassthrough,
 }
 
 /// A compiled match of one rule, ready to be placed under any hostname.
@@ -107,6 +119,11 @@ pub fn translate(b: &mut Builder<'_>) {
         .chain(route_candidates(b, "GRPCRoute"))
         .filter(|o| route_may_be_in_scope(b, o))
         .collect();
+    // L4 routes: their changes always take a full translation.
+    if b.scope.is_none() {
+        routes.extend(b.store.of_kind("TCPRoute"));
+        routes.extend(b.store.of_kind("TLSRoute"));
+    }
     routes.sort_by(|a, b| oldest_first(a, b));
     for o in routes {
         match &o.object {
@@ -116,10 +133,35 @@ pub fn translate(b: &mut Builder<'_>) {
                     attach_route(b, o, &route, Some(&ranks), &mut listeners, &ours);
                 }
             }
+            Object::TcpRoute(r) => attach_l4_route(b, o, &r.spec, &mut listeners, &ours),
+            Object::TlsRoute(r) => attach_l4_route(b, o, &r.spec, &mut listeners, &ours),
             _ => {}
         }
     }
     for l in listeners {
+        if let Some(kind) = l.l4 {
+            let owner = format!("Gateway {}/{} listener {}", l.gw_ns, l.gw_name, l.name);
+            let state = &mut states[l.gw].listeners[l.idx];
+            state.attached = l.attached;
+            let routes = match kind {
+                L4Kind::Tcp => L4Listener::Tcp(
+                    l.l4_routes
+                        .into_iter()
+                        .next()
+                        .map(|(_, set)| set)
+                        .unwrap_or_default(),
+                ),
+                L4Kind::TlsPassthrough => L4Listener::Tls(l.l4_routes),
+            };
+            match b.add_l4(l.addr, l.hostname.as_deref(), routes, owner.clone()) {
+                Ok(()) => state.programmed = true,
+                Err(e) => {
+                    b.warnings.push(format!("{owner} not programmed: {e}"));
+                    state.conflicted = Some(e);
+                }
+            }
+            continue;
+        }
         let (hosts, n) = l.routes.build(WildcardMode::MultiLabel);
         b.summary.routes += n;
         let section = Section {
@@ -223,9 +265,31 @@ fn listener(
         ));
         return None;
     };
-    let https = match l.protocol.as_str() {
-        "HTTP" => false,
-        "HTTPS" => true,
+    let (https, l4) = match l.protocol.as_str() {
+        "HTTP" => (false, None),
+        "HTTPS" => (true, None),
+        "TCP" => (false, Some(L4Kind::Tcp)),
+        "TLS" => {
+            let mode = l
+                .tls
+                .as_ref()
+                .and_then(|t| t.mode.as_deref())
+                .unwrap_or("Terminate");
+            if mode != "Passthrough" {
+                b.warnings.push(format!(
+                    "Gateway {ns}/{} listener {}: TLS listeners support tls.mode Passthrough only; not programmed",
+                    o.name(),
+                    l.name
+                ));
+                state.kinds = Vec::new();
+                state.not_accepted = Some((
+                    "UnsupportedValue",
+                    format!("tls.mode {mode} is not supported on TLS listeners: use Passthrough (or an HTTPS listener to terminate)"),
+                ));
+                return None;
+            }
+            (false, Some(L4Kind::TlsPassthrough))
+        }
         other => {
             b.warnings.push(format!(
                 "Gateway {ns}/{} listener {}: protocol {other} is not supported yet; not programmed",
@@ -321,10 +385,13 @@ fn listener(
         hostname: l.hostname.as_ref().map(|h| h.to_ascii_lowercase()),
         port,
         https,
+        l4,
+        kinds: state.kinds.clone(),
         addr: b.opts.gateway_bind(ns, o.name(), port),
         allowed: l.allowed_routes.clone(),
         certs,
         routes: SectionRoutes::default(),
+        l4_routes: Vec::new(),
     })
 }
 
@@ -337,18 +404,24 @@ fn route_kinds(
     l: &gatehouse_model::gateway::Listener,
     state: &mut ListenerState,
 ) -> Vec<&'static str> {
+    let served_here: &[&'static str] = match l.protocol.as_str() {
+        "TCP" => &["TCPRoute"],
+        "TLS" => &["TLSRoute"],
+        _ => &HTTP_ROUTE_KINDS,
+    };
     let Some(wanted) = l
         .allowed_routes
         .as_ref()
         .map(|a| &a.kinds)
         .filter(|k| !k.is_empty())
     else {
-        return HTTP_ROUTE_KINDS.to_vec();
+        return served_here.to_vec();
     };
     let mut kinds = Vec::new();
     for k in wanted {
-        let served = HTTP_ROUTE_KINDS
-            .into_iter()
+        let served = served_here
+            .iter()
+            .copied()
             .find(|s| *s == k.kind && k.group.as_deref().unwrap_or(GROUP) == GROUP);
         match served {
             Some(s) => kinds.push(s),
@@ -395,6 +468,9 @@ fn reference_granted(
 
 /// Whether a listener's allowedRoutes admit a route of `kind` from `route_ns`.
 fn allowed(b: &Builder<'_>, l: &ListenerInfo, kind: &str, route_ns: &str) -> bool {
+    if !l.kinds.contains(&kind) {
+        return false;
+    }
     let Some(a) = &l.allowed else {
         return route_ns == l.gw_ns;
     };
@@ -433,23 +509,22 @@ fn allowed(b: &Builder<'_>, l: &ListenerInfo, kind: &str, route_ns: &str) -> boo
     }
 }
 
-/// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form, with the precedence of
-/// its matches in `grpc`) to the listeners its parentRefs name.
-fn attach_route(
-    b: &mut Builder<'_>,
+/// Which listeners a route attaches to (under which hostnames), and why each of our
+/// parentRefs did or did not accept it.
+#[allow(clippy::type_complexity)]
+fn attachments<'r>(
+    b: &Builder<'_>,
     o: &StoredObject,
-    route: &HttpRoute,
-    grpc: Option<&MatchRanks>,
-    listeners: &mut [ListenerInfo],
+    parent_refs: &'r [gatehouse_model::gateway::ParentReference],
+    hostnames: &[String],
+    listeners: &[ListenerInfo],
     ours: &HashSet<(String, String)>,
-) {
+) -> (Vec<(usize, Vec<Option<String>>)>, Vec<ParentOutcome<'r>>) {
     let ns = o.namespace().to_string();
     let kind = o.object.kind();
-    // Which listeners this route attaches to, under which hostnames, and why each of
-    // our parentRefs did or did not accept it.
     let mut targets: Vec<(usize, Vec<Option<String>>)> = Vec::new();
-    let mut outcomes: Vec<ParentOutcome<'_>> = Vec::new();
-    for pr in &route.spec.parent_refs {
+    let mut outcomes: Vec<ParentOutcome<'r>> = Vec::new();
+    for pr in parent_refs {
         if pr.group.as_deref().unwrap_or(GROUP) != GROUP
             || pr.kind.as_deref().unwrap_or("Gateway") != "Gateway"
         {
@@ -474,12 +549,10 @@ fn attach_route(
                 continue;
             }
             allowed_ok = true;
-            let hosts: Vec<Option<String>> = if route.spec.hostnames.is_empty() {
+            let hosts: Vec<Option<String>> = if hostnames.is_empty() {
                 vec![l.hostname.clone()]
             } else {
-                route
-                    .spec
-                    .hostnames
+                hostnames
                     .iter()
                     .filter_map(|h| intersect(l.hostname.as_deref(), h))
                     .map(Some)
@@ -512,9 +585,99 @@ fn attach_route(
             not_accepted,
         });
     }
+    (targets, outcomes)
+}
+
+/// Attaches a TCPRoute or TLSRoute to the L4 listeners its parentRefs name: a TCP
+/// listener takes the oldest route's backends; a TLS passthrough listener, the oldest
+/// route's for each hostname.
+fn attach_l4_route(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    spec: &L4RouteSpec,
+    listeners: &mut [ListenerInfo],
+    ours: &HashSet<(String, String)>,
+) {
+    let ns = o.namespace().to_string();
+    let kind = o.object.kind();
+    let (targets, outcomes) =
+        attachments(b, o, &spec.parent_refs, &spec.hostnames, listeners, ours);
     if outcomes.is_empty() {
         return;
     }
+    for (hi, h) in spec.hostnames.iter().enumerate() {
+        if !valid_hostname(h, true) {
+            b.errors.push(o.error(
+                &format!("spec.hostnames[{hi}]"),
+                format!("invalid hostname {h:?}"),
+            ));
+            return;
+        }
+    }
+    if spec.rules.is_empty() {
+        b.errors.push(o.error(
+            "spec.rules",
+            "at least one rule with backendRefs is required",
+        ));
+        return;
+    }
+    // Rules have no matches at L4: their backends make one weighted set.
+    let rule = HttpRouteRule {
+        backend_refs: spec
+            .rules
+            .iter()
+            .flat_map(|r| r.backend_refs.clone())
+            .collect(),
+        ..Default::default()
+    };
+    let mut refs = None;
+    let set = Arc::new(backend_set(b, o, &ns, "spec.rules", &rule, &mut refs));
+    b.statuses.push(route_status(o, &outcomes, refs.as_ref()));
+    match kind {
+        "TCPRoute" => b.summary.tcp_routes += 1,
+        _ => b.summary.tls_routes += 1,
+    }
+    for (i, hosts) in targets {
+        let l = &mut listeners[i];
+        l.attached += 1;
+        for h in hosts {
+            match l.l4_routes.iter().find(|(k, _)| *k == h) {
+                Some(_) => b.warnings.push(format!(
+                    "{kind} {ns}/{}: listener {} already routes {} to an older route; ignored there",
+                    o.name(),
+                    l.name,
+                    h.as_deref().unwrap_or("every connection")
+                )),
+                None => l.l4_routes.push((h, set.clone())),
+            }
+        }
+    }
+}
+
+/// Attaches an HTTPRoute (or a GRPCRoute in its HTTPRoute form, with the precedence of
+/// its matches in `grpc`) to the listeners its parentRefs name.
+fn attach_route(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    route: &HttpRoute,
+    grpc: Option<&MatchRanks>,
+    listeners: &mut [ListenerInfo],
+    ours: &HashSet<(String, String)>,
+) {
+    let ns = o.namespace().to_string();
+    let kind = o.object.kind();
+    let (mut targets, outcomes) = attachments(
+        b,
+        o,
+        &route.spec.parent_refs,
+        &route.spec.hostnames,
+        listeners,
+        ours,
+    );
+    if outcomes.is_empty() {
+        return;
+    }
+
     // An incremental run compiles only the routes (and hosts) in scope.
     if let Some(scope) = b.scope {
         targets.retain_mut(|(_, hosts)| {

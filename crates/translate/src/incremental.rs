@@ -188,7 +188,10 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
     }
     let mut ports = Vec::with_capacity(prev.ports.len());
     for (old, new) in prev.ports.iter().zip(&part.ports) {
-        if old.addr != new.addr || old.tls.is_some() != new.tls.is_some() {
+        if old.addr != new.addr
+            || old.tls.is_some() != new.tls.is_some()
+            || old.l4.is_some() != new.l4.is_some()
+        {
             return Err(format!("listener {} changed", old.addr));
         }
         let old_sections = old.sections.entries();
@@ -220,6 +223,7 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
         }
         ports.push(Arc::new(BoundPort {
             addr: old.addr,
+            l4: old.l4.clone(),
             tls: old.tls.clone(),
             sections,
             owners: old.owners.clone(),

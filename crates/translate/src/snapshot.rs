@@ -57,6 +57,8 @@ pub struct Summary {
     pub gateways: usize,
     pub http_routes: usize,
     pub grpc_routes: usize,
+    pub tcp_routes: usize,
+    pub tls_routes: usize,
     pub services: usize,
     pub endpoint_slices: usize,
     pub secrets: usize,
@@ -72,6 +74,17 @@ pub struct BoundPort {
     pub sections: HostTable<Arc<Section>>,
     /// Human-readable owners (`Ingress http`, `Gateway ns/name listener`).
     pub owners: Vec<String>,
+    /// Set on TCP and TLS-passthrough ports: connections are routed at L4.
+    pub l4: Option<L4Routes>,
+}
+
+/// L4 routing of a port.
+#[derive(Debug, Clone)]
+pub enum L4Routes {
+    /// TCPRoute: every connection goes to these backends.
+    Tcp(Arc<BackendSet>),
+    /// TLSRoute with TLS passthrough: backends by the ClientHello's server name.
+    Tls(Arc<HostTable<Arc<BackendSet>>>),
 }
 
 /// One listener's routing: a host table of route tables, and a fallback action used

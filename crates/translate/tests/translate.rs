@@ -453,6 +453,68 @@ fn backend_traffic_policy_sets_cluster_policy_and_names_bad_fields() {
 }
 
 #[test]
+fn l4_listeners_take_only_l4_routes() {
+    let gw = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  gatewayClassName: gatehouse
+  listeners:
+  - {name: tcp, protocol: TCP, port: 5432}
+  - {name: term, protocol: TLS, port: 8443, tls: {mode: Terminate}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: t, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: h, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+";
+    let s = run(&[CLASSES, SVC, gw].concat()).expect("translates");
+    let status = |kind: &str, name: &str| {
+        s.statuses
+            .values()
+            .find(|u| u.kind == kind && u.name == name)
+            .map(|u| u.status.clone())
+            .unwrap_or_default()
+    };
+    let g = status("Gateway", "gw");
+    assert_eq!(g["listeners"][0]["supportedKinds"][0]["kind"], "TCPRoute");
+    assert_eq!(g["listeners"][0]["attachedRoutes"], 1);
+    assert_eq!(
+        g["listeners"][1]["conditions"][0]["reason"],
+        "UnsupportedValue"
+    );
+    assert_eq!(
+        status("TCPRoute", "t")["parents"][0]["conditions"][0]["status"],
+        "True"
+    );
+    let h = status("HTTPRoute", "h");
+    assert_eq!(
+        h["parents"][0]["conditions"][0]["reason"], "NotAllowedByListeners",
+        "{h}"
+    );
+    let port = s
+        .ports
+        .iter()
+        .find(|p| p.addr.port() == 5432)
+        .expect("TCP port bound");
+    assert!(matches!(
+        port.l4,
+        Some(gatehouse_translate::L4Routes::Tcp(_))
+    ));
+    assert_eq!(s.summary.tcp_routes, 1);
+}
+
+#[test]
 fn conflicting_listeners_warn_and_keep_the_first() {
     let second = "---
 apiVersion: gateway.networking.k8s.io/v1
