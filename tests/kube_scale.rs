@@ -20,6 +20,8 @@ use support::*;
 const ROUTES: usize = 10_000;
 const HTTP_ROUTES: usize = 3_000;
 const GW: &str = "gateway.networking.k8s.io/v1";
+/// Pause before each timed change.
+const SPACING: Duration = Duration::from_millis(25);
 const ENDPOINTS_PER_SERVICE: usize = 10;
 
 fn rss_mib() -> f64 {
@@ -240,6 +242,9 @@ async fn kubernetes_source_at_scale() {
     let mut http_route_changes = Vec::new();
     for n in 0..20 {
         let i = ROUTES + 50_000 + n;
+        // Changes a moment apart, not back to back with the previous pass (which would
+        // time the coalescing window rather than the path from the watch event).
+        tokio::time::sleep(SPACING).await;
         let t = Instant::now();
         api.apply(http_route(i, n));
         until_served(&cl, gateway, &format!("r{i}.example"), "main").await;
@@ -249,6 +254,7 @@ async fn kubernetes_source_at_scale() {
     let mut ingress_changes = Vec::new();
     for n in 0..10 {
         let i = ROUTES + n;
+        tokio::time::sleep(SPACING).await;
         let t = Instant::now();
         for o in service(i, port) {
             api.apply(o);
@@ -260,6 +266,7 @@ async fn kubernetes_source_at_scale() {
     let mut endpoint_changes = Vec::new();
     for n in 0..20 {
         let [_, slice] = service(n, other_port);
+        tokio::time::sleep(SPACING).await;
         let t = Instant::now();
         api.apply(slice);
         until_served(&cl, http, &format!("h{n}.example"), "moved").await;

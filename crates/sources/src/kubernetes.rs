@@ -249,6 +249,13 @@ impl KubeStore {
         d.objects.entry(key).or_insert(old);
     }
 
+    /// A kind has its first full picture (its first list, or a 404 for a missing CRD).
+    fn first_synced(&self, kind: &'static str) {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).relisted = true;
+        self.synced.fetch_add(1, Ordering::AcqRel);
+        self.changed(kind);
+    }
+
     fn with_store<R>(&self, f: impl FnOnce(&mut ObjectStore) -> R) -> R {
         f(&mut self.store.lock().unwrap_or_else(|e| e.into_inner()))
     }
@@ -349,14 +356,8 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                 let changed = store.with_store(|s| s.replace_kind(k.kind, scope, objects));
                 if first_sync {
                     first_sync = false;
-                    store
-                        .dirty
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .relisted = true;
-                    store.synced.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(kind = k.kind, objects = count, "initial list synced");
-                    store.changed(k.kind);
+                    store.first_synced(k.kind);
                 } else if changed {
                     tracing::info!(kind = k.kind, objects = count, "re-listed");
                     store.slices_changed(None);
@@ -407,13 +408,7 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
                         kind = k.kind,
                         "the API server does not serve this kind (CRD not installed?); treating it as empty"
                     );
-                    store
-                        .dirty
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .relisted = true;
-                    store.synced.fetch_add(1, Ordering::AcqRel);
-                    store.changed(k.kind);
+                    store.first_synced(k.kind);
                 }
             }
             Err(e) => {
