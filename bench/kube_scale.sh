@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 RUST_LOG="${RUST_LOG:-error}" cargo test --release --test kube_scale -- --ignored --nocapture 2>&1 |
-  grep -E '^(---|initial|one full|process|new |endpoint|burst|snapshots|requests|failed request|test result)|panicked'
+  grep -E '^(---|initial|one full|process|new |  in the|endpoint|burst|snapshots|requests|failed request|test result)|panicked'

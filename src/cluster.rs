@@ -137,6 +137,13 @@ async fn sync_loop(
             continue;
         }
         let dirty = store.take_dirty();
+        let since = dirty.since;
+        // Time from the first change of this pass reaching the store to it being served.
+        let served = |dp: &DataPlane| {
+            if let Some(t) = since {
+                dp.metrics.propagation.record(t.elapsed());
+            }
+        };
         last_pass = Instant::now();
         need_full |= dirty.relisted || retry || version.load(Ordering::Acquire) == 0;
         if !need_full && dirty.kinds.is_empty() {
@@ -147,11 +154,13 @@ async fn sync_loop(
             && dirty.kinds.iter().all(|k| *k == "EndpointSlice")
         {
             update_endpoints(&store, &dp, &dirty);
+            served(&dp);
             continue;
         }
         if !need_full && !dirty.objects.is_empty() {
             match incremental(&store, &dp, &version, &opts.translate, dirty).await {
                 Ok(()) => {
+                    served(&dp);
                     incremental_since.get_or_insert_with(Instant::now);
                     let _ = statuses_tx.send(dp.current().snapshot.statuses.clone());
                     continue;
@@ -176,6 +185,7 @@ async fn sync_loop(
         // version of the store, so nothing can be applied on top of it.
         need_full = result != Installed::Applied;
         if result == Installed::Applied {
+            served(&dp);
             dp.metrics
                 .counters
                 .config_full_total

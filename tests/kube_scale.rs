@@ -150,6 +150,41 @@ async fn until_served(cl: &TestClient, http: SocketAddr, host: &str, want: &str)
     t.elapsed()
 }
 
+type Histogram = (
+    [u64; gatehouse_proxy::metrics::PROPAGATION_BUCKETS.len()],
+    u64,
+    u64,
+);
+
+/// The controller's own view between two readings of its propagation histogram (from
+/// a change reaching the store to it being served): passes, mean, and the bucket
+/// bounds that hold the median and the 90th percentile.
+fn propagation(before: &Histogram, after: &Histogram) -> String {
+    let bounds = gatehouse_proxy::metrics::PROPAGATION_BUCKETS;
+    let counts: Vec<u64> = after.0.iter().zip(before.0).map(|(a, b)| a - b).collect();
+    let n = after.2 - before.2;
+    if n == 0 {
+        return "no passes".into();
+    }
+    let mean = (after.1 - before.1) as f64 / n as f64 / 1000.0;
+    let quantile = |q: f64| {
+        let want = (n as f64 * q).ceil() as u64;
+        let mut cum = 0;
+        for (c, b) in counts.iter().zip(bounds) {
+            cum += c;
+            if cum >= want {
+                return format!("<= {} ms", b * 1000.0);
+            }
+        }
+        "> 5 s".to_string()
+    };
+    format!(
+        "{n} passes, mean {mean:.2} ms, p50 {}, p90 {}",
+        quantile(0.5),
+        quantile(0.9)
+    )
+}
+
 fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -239,6 +274,8 @@ async fn kubernetes_source_at_scale() {
         }));
     }
     // A new HTTPRoute among the 3,000, to an existing Service.
+    let hist = || running.dataplane.metrics.propagation.read();
+    let h0 = hist();
     let mut http_route_changes = Vec::new();
     for n in 0..20 {
         let i = ROUTES + 50_000 + n;
@@ -250,6 +287,7 @@ async fn kubernetes_source_at_scale() {
         until_served(&cl, gateway, &format!("r{i}.example"), "main").await;
         http_route_changes.push(t.elapsed());
     }
+    let h1 = hist();
     // A new Ingress with its new Service and EndpointSlice (three watch events).
     let mut ingress_changes = Vec::new();
     for n in 0..10 {
@@ -263,6 +301,7 @@ async fn kubernetes_source_at_scale() {
         until_served(&cl, http, &format!("h{i}.example"), "main").await;
         ingress_changes.push(t.elapsed());
     }
+    let h2 = hist();
     let mut endpoint_changes = Vec::new();
     for n in 0..20 {
         let [_, slice] = service(n, other_port);
@@ -272,6 +311,7 @@ async fn kubernetes_source_at_scale() {
         until_served(&cl, http, &format!("h{n}.example"), "moved").await;
         endpoint_changes.push(t.elapsed());
     }
+    let h3 = hist();
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.expect("load");
@@ -325,14 +365,26 @@ async fn kubernetes_source_at_scale() {
         pct(http_route_changes, 1.0)
     );
     println!(
+        "  in the controller, store to serving: {}",
+        propagation(&h0, &h1)
+    );
+    println!(
         "new Ingress + Service + EndpointSlice to serving (10 runs): median {:?}, max {:?}",
         pct(ingress_changes.clone(), 0.5),
         pct(ingress_changes, 1.0)
     );
     println!(
+        "  in the controller, store to serving: {}",
+        propagation(&h1, &h2)
+    );
+    println!(
         "endpoint change to serving (20 runs): median {:?}, p99 {:?}",
         pct(endpoint_changes.clone(), 0.5),
         pct(endpoint_changes, 0.99)
+    );
+    println!(
+        "  in the controller, store to serving: {}",
+        propagation(&h2, &h3)
     );
     println!("burst of 1000 new routes: all serving after {burst:?}, in {swaps} Snapshot swaps");
     println!("snapshots installed: {reloads}, of which incremental: {incremental}");

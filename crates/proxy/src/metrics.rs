@@ -62,6 +62,56 @@ pub struct Counters {
 pub struct Metrics {
     routes: Mutex<HashMap<Arc<str>, Arc<RouteStats>>>,
     pub counters: Counters,
+    /// From a change reaching the object store to the data plane serving it.
+    pub propagation: Propagation,
+}
+
+/// Upper bounds (seconds) of the config propagation histogram.
+pub const PROPAGATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// How long changes take to be served: a histogram, its sum and its count.
+#[derive(Default)]
+pub struct Propagation {
+    buckets: [AtomicU64; PROPAGATION_BUCKETS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Propagation {
+    pub fn record(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = PROPAGATION_BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// (per-bucket counts, not cumulative; sum in microseconds; count).
+    pub fn read(&self) -> ([u64; PROPAGATION_BUCKETS.len()], u64, u64) {
+        let mut b = [0; PROPAGATION_BUCKETS.len()];
+        for (i, v) in self.buckets.iter().enumerate() {
+            b[i] = v.load(Relaxed);
+        }
+        (b, self.sum_micros.load(Relaxed), self.count.load(Relaxed))
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "gatehouse_config_propagation_seconds";
+        let _ = writeln!(out, "# HELP {name} From a change reaching the object store to the data plane serving it.\n# TYPE {name} histogram");
+        let (buckets, sum, count) = self.read();
+        let mut cum = 0;
+        for (b, bound) in buckets.iter().zip(PROPAGATION_BUCKETS) {
+            cum += b;
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cum}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", sum as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 impl Metrics {
@@ -97,6 +147,7 @@ impl Metrics {
             "Version of the Snapshot being served.",
             c.config_version.load(Relaxed),
         );
+        self.propagation.render(&mut out);
         scalar(
             &mut out,
             "gatehouse_config_reloads_total",

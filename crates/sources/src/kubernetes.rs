@@ -190,6 +190,8 @@ pub struct Dirty {
     pub objects: BTreeMap<ObjectKey, Option<Arc<StoredObject>>>,
     /// A kind was (re-)listed: the changes are not known one by one.
     pub relisted: bool,
+    /// When the first of these changes reached the store.
+    pub since: Option<std::time::Instant>,
 }
 
 use gatehouse_model::store::slice_service;
@@ -222,11 +224,10 @@ impl KubeStore {
     }
 
     fn changed(&self, kind: &'static str) {
-        self.dirty
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .kinds
-            .insert(kind);
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        d.kinds.insert(kind);
+        d.since.get_or_insert_with(std::time::Instant::now);
+        drop(d);
         self.changes.send_modify(|v| *v += 1);
     }
 
@@ -251,7 +252,10 @@ impl KubeStore {
 
     /// A kind has its first full picture (its first list, or a 404 for a missing CRD).
     fn first_synced(&self, kind: &'static str) {
-        self.dirty.lock().unwrap_or_else(|e| e.into_inner()).relisted = true;
+        self.dirty
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .relisted = true;
         self.synced.fetch_add(1, Ordering::AcqRel);
         self.changed(kind);
     }
