@@ -22,7 +22,9 @@ pub struct Builder<'a> {
     pub opts: &'a TranslateOptions,
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
-    pub certs: HashMap<(String, String), Arc<CertifiedKey>>,
+    /// TLS keys by Secret: all of them in a full run; looked up as needed in an
+    /// incremental one (see [`Builder::cert`]).
+    certs: HashMap<(String, String), Arc<CertifiedKey>>,
     pub clusters: Clusters,
     pub route_names: Vec<Arc<str>>,
     pub summary: Summary,
@@ -86,9 +88,17 @@ impl SectionRoutes {
 
 impl<'a> Builder<'a> {
     pub fn new(store: &'a ObjectStore, opts: &'a TranslateOptions) -> Self {
+        Builder::with_certs(store, opts, true)
+    }
+
+    /// A builder; `all_certs` parses (and judges) every TLS Secret up front.
+    fn with_certs(store: &'a ObjectStore, opts: &'a TranslateOptions, all_certs: bool) -> Self {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let certs = load_certs(store, &mut errors);
+        let certs = match all_certs {
+            true => load_certs(store, &mut errors),
+            false => HashMap::new(),
+        };
         let policies = Policies::load(store, &mut errors, &mut warnings);
         Builder {
             store,
@@ -117,12 +127,25 @@ impl<'a> Builder<'a> {
         scope: &'a Scope,
         prev: &'a Snapshot,
     ) -> Self {
-        let mut b = Builder::new(store, opts);
+        let mut b = Builder::with_certs(store, opts, false);
         b.errors.clear();
         b.scope = Some(scope);
         b.reuse = Some(&prev.clusters);
         b.route_names = prev.route_names.clone();
         b
+    }
+
+    /// The key of TLS Secret `namespace/name`, if it exists and is valid.
+    pub fn cert(&mut self, namespace: &str, name: &str) -> Option<Arc<CertifiedKey>> {
+        let key = (namespace.to_string(), name.to_string());
+        if let Some(c) = self.certs.get(&key) {
+            return Some(c.clone());
+        }
+        // A full run loaded every valid key up front.
+        self.scope?;
+        let c = crate::tls::cert_of(self.store, namespace, name)?;
+        self.certs.insert(key, c.clone());
+        Some(c)
     }
 
     /// Whether routes for `host` are compiled in this run (always, unless incremental).

@@ -354,8 +354,8 @@ fn listener(
                 state.bad_refs.get_or_insert((reason, p));
                 continue;
             }
-            match b.certs.get(&(target_ns.clone(), r.name.clone())) {
-                Some(k) => certs.push((l.hostname.clone(), k.clone())),
+            match b.cert(&target_ns, &r.name) {
+                Some(k) => certs.push((l.hostname.clone(), k)),
                 None => {
                     let msg = format!("TLS Secret {target_ns}/{} not found or invalid", r.name);
                     b.warnings.push(format!(

@@ -152,7 +152,7 @@ pub fn translate(b: &mut Builder<'_>) {
             let Some(secret) = &t.secret_name else {
                 continue;
             };
-            let Some(key) = b.certs.get(&(ns.clone(), secret.clone())).cloned() else {
+            let Some(key) = b.cert(&ns, secret) else {
                 if !in_scope {
                     continue;
                 }

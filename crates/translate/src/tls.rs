@@ -72,9 +72,65 @@ pub fn certified_key(secret: &StoredObject) -> Result<Arc<CertifiedKey>, ConfigE
     Ok(Arc::new(ck))
 }
 
+/// Keys parsed before, by Secret, with a hash of the PEM they came from: translations
+/// run again and again over mostly unchanged Secrets, and parsing (and checking) a key
+/// costs far more than hashing its PEM.
+static PARSED: std::sync::LazyLock<std::sync::Mutex<ParsedKeys>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Parsed keys by (namespace, name), with the hash of their PEM.
+type ParsedKeys = HashMap<(String, String), (u64, Arc<CertifiedKey>)>;
+
+fn pem_hash(secret: &StoredObject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Object::Secret(s) = &secret.object {
+        for k in ["tls.crt", "tls.key"] {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| &b.0)
+                .hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// `certified_key`, from the cache when the Secret's PEM has not changed.
+pub fn cached_key(secret: &StoredObject) -> Result<Arc<CertifiedKey>, ConfigError> {
+    let key = (secret.namespace().to_string(), secret.name().to_string());
+    let hash = pem_hash(secret);
+    if let Some((h, k)) = PARSED.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if *h == hash {
+            return Ok(k.clone());
+        }
+    }
+    let parsed = certified_key(secret)?;
+    PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, (hash, parsed.clone()));
+    Ok(parsed)
+}
+
+/// The TLS Secret `namespace/name`'s key, if it exists and is valid.
+pub fn cert_of(store: &ObjectStore, namespace: &str, name: &str) -> Option<Arc<CertifiedKey>> {
+    let key = gatehouse_model::ObjectKey {
+        kind: "Secret",
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    };
+    let o = store.get(&key)?;
+    match &o.object {
+        Object::Secret(s) if s.type_.as_deref() == Some("kubernetes.io/tls") => cached_key(o).ok(),
+        _ => None,
+    }
+}
+
 /// Parses every Secret of type `kubernetes.io/tls`, referenced or not, so a broken
 /// certificate is caught when it is written rather than when a route first uses it.
-/// Returns the good ones by (namespace, name).
+/// Returns the good ones by (namespace, name). Keys already parsed come from a cache,
+/// which forgets Secrets that are gone.
 pub fn load_certs(
     store: &ObjectStore,
     errors: &mut Vec<ConfigError>,
@@ -83,7 +139,7 @@ pub fn load_certs(
     for o in store.of_kind("Secret") {
         if let Object::Secret(s) = &o.object {
             if s.type_.as_deref() == Some("kubernetes.io/tls") {
-                match certified_key(o) {
+                match cached_key(o) {
                     Ok(k) => {
                         out.insert((o.namespace().to_string(), o.name().to_string()), k);
                     }
@@ -92,5 +148,9 @@ pub fn load_certs(
             }
         }
     }
+    PARSED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|k, _| out.contains_key(k));
     out
 }

@@ -250,6 +250,49 @@ spec:
 }
 
 #[test]
+fn a_new_host_under_another_ingress_wildcard_tls_redirects_to_https() {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["*.tls.example".to_string()]).expect("certificate");
+    let indent = |s: String| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let secure = format!(
+        "apiVersion: v1
+kind: Secret
+metadata: {{name: wild, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}  tls.key: |
+{}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: secure, namespace: default, creationTimestamp: '2026-01-01T00:00:00Z'}}
+spec:
+  ingressClassName: gatehouse
+  tls: [{{hosts: ['*.tls.example'], secretName: wild}}]
+  rules:
+  - host: a.tls.example
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}]}}
+",
+        indent(ck.cert.pem()),
+        indent(ck.signing_key.serialize_pem())
+    );
+    check_on(
+        &secure,
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: plain, namespace: default}
+spec:
+  ingressClassName: gatehouse
+  rules:
+  - host: b.tls.example
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 80}}}}]}
+",
+        &[],
+    )
+    .expect("scoped");
+}
+
+#[test]
 fn new_http_route_sharing_a_host_takes_precedence_into_account() {
     check(
         "apiVersion: gateway.networking.k8s.io/v1
