@@ -158,7 +158,7 @@ impl DataPlane {
                 Protocol::L4 => Mode::L4,
             };
             if let Some((_, old)) = listeners.remove(&addr) {
-                tracing::info!(%addr, ?tls, "listener changes protocol; rebinding");
+                tracing::info!(%addr, protocol = ?tls, "listener changes protocol; rebinding");
                 old.close().await;
             }
             match listener::bind(addr) {
@@ -195,7 +195,7 @@ impl DataPlane {
             stats,
         }));
         for (addr, tls, l, mode) in bound {
-            tracing::info!(%addr, ?tls, "listening");
+            tracing::info!(%addr, protocol = ?tls, "listening");
             listeners.insert(addr, (tls, listener::spawn(self.clone(), l, addr, mode)));
         }
         listeners.retain(|addr, (_, handle)| {
