@@ -269,20 +269,25 @@ impl KubeStore {
 /// they are set from the watched kind. Objects that do not convert are logged and
 /// skipped (the API server validated them; a type mismatch here is ours to report).
 fn convert(k: &WatchedKind, obj: DynamicObject) -> Option<StoredObject> {
-    let mut value = serde_json::to_value(obj).ok()?;
-    if let Some(map) = value.as_object_mut() {
-        map.insert("apiVersion".into(), k.api_version().into());
-        map.insert("kind".into(), k.kind.into());
-        // Translation reads spec, not status; dropping status (and the bookkeeping a
-        // status write changes: resourceVersion, managedFields) keeps our own status
-        // writes from coming back as changes to translate again.
-        map.remove("status");
-        if let Some(meta) = map.get_mut("metadata").and_then(|m| m.as_object_mut()) {
-            meta.remove("resourceVersion");
-            meta.remove("managedFields");
-        }
-    }
-    match object_from_value(value) {
+    // The object's fields are moved, not copied, into the value the typed conversion
+    // reads: only the metadata is serialized again.
+    let DynamicObject {
+        mut metadata, data, ..
+    } = obj;
+    // Translation reads spec, not status; dropping status (and the bookkeeping a status
+    // write changes: resourceVersion, managedFields) keeps our own status writes from
+    // coming back as changes to translate again.
+    metadata.resource_version = None;
+    metadata.managed_fields = None;
+    let mut map = match data {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    map.remove("status");
+    map.insert("metadata".into(), serde_json::to_value(metadata).ok()?);
+    map.insert("apiVersion".into(), k.api_version().into());
+    map.insert("kind".into(), k.kind.into());
+    match object_from_value(serde_json::Value::Object(map)) {
         Ok(o) => o,
         Err(e) => {
             tracing::warn!("ignoring object from the API server: {e}");
