@@ -34,6 +34,27 @@ pub struct BackendTrafficPolicySpec {
     pub load_balancer: Option<LoadBalancer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+/// Passive health checking: an endpoint that fails several requests in a row (a 5xx
+/// answer, a refused or reset connection, a timeout) is taken out of rotation for a
+/// while, longer each time it happens again.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    /// Failures in a row that eject an endpoint (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_errors: Option<u32>,
+    /// How long a first ejection lasts (default 30s); the n-th in a row lasts n times it,
+    /// up to 300 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection_time: Option<String>,
+    /// Most endpoints ejected at once, in percent of the Service's endpoints (default 10;
+    /// one endpoint can always be ejected). If every endpoint is ejected, all are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejection_percent: Option<u32>,
 }
 
 /// A local reference to the object a policy applies to.

@@ -343,7 +343,11 @@ impl Forward<'_> {
                 upstreams.send_h1(req).await
             }
         };
-        let mut resp = match tokio::time::timeout(timeout, exchange).await {
+        let result = tokio::time::timeout(timeout, exchange).await;
+        // Outlier detection: 5xx answers, failed connections and timeouts count against
+        // the endpoint.
+        in_flight.outcome(matches!(&result, Ok(Ok(r)) if !r.status().is_server_error()));
+        let mut resp = match result {
             Err(_) => {
                 counters
                     .upstream_errors_total

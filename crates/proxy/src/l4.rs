@@ -85,9 +85,12 @@ async fn forward(set: &BackendSet, mut down: TcpStream, first: Vec<u8>) -> std::
             std::io::Error::other(format!("circuit breaker: {m} connections in flight"))
         }
     })?;
-    let mut up = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(admitted.addr))
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(admitted.addr))
         .await
-        .map_err(|_| std::io::Error::other("upstream connect timed out"))??;
+        .map_err(|_| std::io::Error::other("upstream connect timed out"))
+        .and_then(|r| r);
+    admitted.guard.outcome(connected.is_ok());
+    let mut up = connected?;
     let _ = up.set_nodelay(true);
     let _ = down.set_nodelay(true);
     if !first.is_empty() {

@@ -1,13 +1,15 @@
 //! A cluster: one Service port's endpoints, with the policy that governs traffic to it
-//! (how an endpoint is chosen, how many requests may be in flight). Endpoints are
-//! swapped in place when only they change; requests in flight are counted per cluster
-//! and per endpoint by a guard that lives as long as the request.
+//! (how an endpoint is chosen, how many requests may be in flight, when a failing
+//! endpoint is ejected). Endpoints are swapped in place when only they change, keeping
+//! their state; requests in flight are counted per cluster and per endpoint by a guard
+//! that lives as long as the request, and whose outcome feeds outlier detection.
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum UpstreamProtocol {
@@ -35,12 +37,24 @@ pub enum Balancer {
     LeastRequest,
 }
 
+/// Passive health checking (outlier detection) of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierPolicy {
+    /// Failures in a row that eject an endpoint.
+    pub consecutive_errors: u32,
+    /// How long a first ejection lasts; the n-th in a row lasts n times it (to 300 s).
+    pub base_ejection: Duration,
+    /// Most endpoints ejected at once, in percent (at least one may always be).
+    pub max_ejection_percent: u32,
+}
+
 /// What a BackendTrafficPolicy sets for a Service's clusters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterPolicy {
     pub balancer: Balancer,
     /// Most requests in flight to the cluster; more get 503 at once.
     pub max_requests: Option<u32>,
+    pub outlier: Option<OutlierPolicy>,
     /// The policy this came from (`namespace/name`), for errors and `/config`.
     pub from: Option<String>,
 }
@@ -48,8 +62,30 @@ pub struct ClusterPolicy {
 #[derive(Debug, Clone)]
 struct Endpoint {
     addr: SocketAddr,
-    in_flight: Arc<AtomicU32>,
+    state: Arc<EndpointState>,
 }
+
+/// What the data plane knows of one endpoint.
+#[derive(Debug, Default)]
+struct EndpointState {
+    in_flight: AtomicU32,
+    /// Failures in a row.
+    failures: AtomicU32,
+    /// Milliseconds since `EPOCH` until which the endpoint is ejected (0: never was).
+    ejected_until: AtomicU64,
+    /// Ejections in a row: the next one lasts this many times the base, plus one.
+    ejections: AtomicU32,
+}
+
+/// The zero of the ejection clock.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+/// Longest ejection, however many in a row.
+const MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// A Service port, its ready endpoints and its policy.
 #[derive(Debug)]
@@ -61,6 +97,8 @@ pub struct Cluster {
     endpoints: ArcSwap<Vec<Endpoint>>,
     next: AtomicUsize,
     in_flight: AtomicU32,
+    /// Endpoints ejected by outlier detection so far.
+    ejections_total: AtomicU64,
 }
 
 /// Why a request was not admitted to a cluster.
@@ -83,13 +121,59 @@ pub struct Admitted {
 #[derive(Debug)]
 pub struct InFlight {
     cluster: Arc<Cluster>,
-    endpoint: Arc<AtomicU32>,
+    endpoint: Arc<EndpointState>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.endpoint.fetch_sub(1, Ordering::AcqRel);
+        self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.cluster.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// Tells outlier detection how the request went: `false` for a 5xx answer, a
+    /// failed connection or a timeout.
+    pub fn outcome(&self, ok: bool) {
+        let Some(policy) = &self.cluster.policy.outlier else {
+            return;
+        };
+        let e = &self.endpoint;
+        if ok {
+            e.failures.store(0, Ordering::Relaxed);
+            return;
+        }
+        let failures = e.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if failures < policy.consecutive_errors {
+            return;
+        }
+        let now = now_ms();
+        if e.ejected_until.load(Ordering::Acquire) > now {
+            return;
+        }
+        let eps = self.cluster.endpoints.load();
+        let ejected = eps
+            .iter()
+            .filter(|x| x.state.ejected_until.load(Ordering::Acquire) > now)
+            .count();
+        let allowed = match policy.max_ejection_percent {
+            0 => 0,
+            p => (eps.len() * p as usize / 100).max(1),
+        };
+        if ejected >= allowed {
+            return;
+        }
+        // An endpoint that stayed healthy for long starts its backoff over.
+        let last_until = e.ejected_until.load(Ordering::Acquire);
+        let base = policy.base_ejection.as_millis() as u64;
+        if last_until > 0 && now.saturating_sub(last_until) > base * 10 {
+            e.ejections.store(0, Ordering::Relaxed);
+        }
+        let n = e.ejections.fetch_add(1, Ordering::AcqRel) as u64 + 1;
+        let duration = (base * n).min(MAX_EJECTION.as_millis() as u64);
+        e.ejected_until.store(now + duration, Ordering::Release);
+        e.failures.store(0, Ordering::Relaxed);
+        self.cluster.ejections_total.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -109,7 +193,24 @@ impl Cluster {
             endpoints: ArcSwap::from_pointee(endpoints.into_iter().map(Endpoint::new).collect()),
             next: AtomicUsize::new(0),
             in_flight: AtomicU32::new(0),
+            ejections_total: AtomicU64::new(0),
         }
+    }
+
+    /// Endpoints ejected by outlier detection so far.
+    pub fn ejections(&self) -> u64 {
+        self.ejections_total.load(Ordering::Relaxed)
+    }
+
+    /// Endpoints ejected now.
+    pub fn ejected(&self) -> Vec<SocketAddr> {
+        let now = now_ms();
+        self.endpoints
+            .load()
+            .iter()
+            .filter(|e| e.state.ejected_until.load(Ordering::Acquire) > now)
+            .map(|e| e.addr)
+            .collect()
     }
 
     /// The endpoint addresses now, sorted.
@@ -136,7 +237,8 @@ impl Cluster {
     }
 
     /// Admits a request (unless the circuit breaker's limit is reached) and picks its
-    /// endpoint by the cluster's balancer.
+    /// endpoint by the cluster's balancer, among the endpoints not ejected (among all
+    /// of them when every one is).
     pub fn admit(self: &Arc<Self>) -> Result<Admitted, Refused> {
         let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
         let refuse = |why| {
@@ -153,7 +255,7 @@ impl Cluster {
         if n == 0 {
             return refuse(Refused::NoEndpoints);
         }
-        let i = match self.policy.balancer {
+        let first = match self.policy.balancer {
             _ if n == 1 => 0,
             Balancer::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
             Balancer::Random => fastrand::usize(..n),
@@ -163,16 +265,26 @@ impl Cluster {
                 if b >= a {
                     b += 1;
                 }
-                let load = |i: usize| eps[i].in_flight.load(Ordering::Relaxed);
-                if load(b) < load(a) {
-                    b
-                } else {
-                    a
+                let load = |i: usize| eps[i].state.in_flight.load(Ordering::Relaxed);
+                let usable = |i: usize| self.usable(&eps[i]);
+                match (usable(a), usable(b)) {
+                    (true, false) => a,
+                    (false, true) => b,
+                    _ if load(b) < load(a) => b,
+                    _ => a,
                 }
             }
         };
-        let endpoint = eps[i].in_flight.clone();
-        endpoint.fetch_add(1, Ordering::AcqRel);
+        // Skip ejected endpoints (without outlier detection none ever is).
+        let i = match self.policy.outlier.is_some() && !self.usable(&eps[first]) {
+            false => first,
+            true => (1..n)
+                .map(|k| (first + k) % n)
+                .find(|&i| self.usable(&eps[i]))
+                .unwrap_or(first),
+        };
+        let endpoint = eps[i].state.clone();
+        endpoint.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(Admitted {
             addr: eps[i].addr,
             guard: InFlight {
@@ -183,11 +295,17 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    fn usable(&self, e: &Endpoint) -> bool {
+        self.policy.outlier.is_none() || e.state.ejected_until.load(Ordering::Acquire) <= now_ms()
+    }
+}
+
 impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
         Endpoint {
             addr,
-            in_flight: Arc::new(AtomicU32::new(0)),
+            state: Arc::new(EndpointState::default()),
         }
     }
 }
@@ -208,6 +326,7 @@ mod tests {
         let policy = ClusterPolicy {
             balancer,
             max_requests: max,
+            outlier: None,
             from: None,
         };
         Arc::new(Cluster::new(
@@ -269,6 +388,56 @@ mod tests {
         let empty = cluster(Balancer::RoundRobin, None, 0);
         assert_eq!(empty.admit().err(), Some(Refused::NoEndpoints));
         assert_eq!(empty.in_flight(), 0);
+    }
+
+    #[test]
+    fn failing_endpoint_is_ejected_then_returns() {
+        let mut c = Arc::try_unwrap(cluster(Balancer::RoundRobin, None, 3)).expect("unique");
+        c.policy.outlier = Some(OutlierPolicy {
+            consecutive_errors: 2,
+            base_ejection: Duration::from_millis(80),
+            max_ejection_percent: 34,
+        });
+        let c = Arc::new(c);
+        // Endpoint 1 fails twice in a row (successes elsewhere do not reset it).
+        for _ in 0..6 {
+            let a = c.admit().expect("admitted");
+            a.guard.outcome(a.addr.port() != 1);
+        }
+        assert_eq!(c.ejected(), vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
+        for _ in 0..30 {
+            assert_ne!(c.admit().expect("admitted").addr.port(), 1, "ejected");
+        }
+        // 34% of 3: one at a time. Endpoint 2 failing now is not ejected.
+        for _ in 0..6 {
+            let a = c.admit().expect("admitted");
+            a.guard.outcome(a.addr.port() != 2);
+        }
+        assert_eq!(c.ejected().len(), 1);
+        assert_eq!(c.ejections(), 1);
+        // After the ejection time, endpoint 1 is back in rotation.
+        std::thread::sleep(Duration::from_millis(120));
+        let ports: Vec<u16> = (0..3)
+            .map(|_| c.admit().expect("admitted").addr.port())
+            .collect();
+        assert!(ports.contains(&1), "{ports:?}");
+    }
+
+    #[test]
+    fn when_every_endpoint_is_ejected_all_are_used() {
+        let mut c = Arc::try_unwrap(cluster(Balancer::RoundRobin, None, 1)).expect("unique");
+        c.policy.outlier = Some(OutlierPolicy {
+            consecutive_errors: 1,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 100,
+        });
+        let c = Arc::new(c);
+        c.admit().expect("admitted").guard.outcome(false);
+        assert_eq!(c.ejected().len(), 1);
+        assert!(
+            c.admit().is_ok(),
+            "panic mode: the only endpoint still serves"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! balancer and circuit-breaker limits. When two policies target one Service, the
 //! oldest wins and the other gets a warning.
 
-use crate::cluster::{Balancer, ClusterPolicy};
+use crate::cluster::{Balancer, ClusterPolicy, OutlierPolicy};
 use crate::ingress::oldest_first;
 use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
 use std::collections::HashMap;
@@ -111,12 +111,51 @@ fn check(
             "must be at least 1 (leave it out for no limit)",
         ));
     }
+    let outlier = spec.outlier_detection.as_ref().and_then(|od| {
+        let consecutive_errors = od.consecutive_errors.unwrap_or(5);
+        if consecutive_errors == 0 {
+            errors.push(o.error(
+                "spec.outlierDetection.consecutiveErrors",
+                "must be at least 1",
+            ));
+        }
+        let base = match od.base_ejection_time.as_deref() {
+            None => Some(std::time::Duration::from_secs(30)),
+            Some(d) => match crate::duration::parse_duration(d) {
+                Ok(v) if !v.is_zero() => Some(v),
+                Ok(_) => {
+                    errors.push(o.error(
+                        "spec.outlierDetection.baseEjectionTime",
+                        "must be more than zero",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(o.error("spec.outlierDetection.baseEjectionTime", e));
+                    None
+                }
+            },
+        };
+        let max_ejection_percent = od.max_ejection_percent.unwrap_or(10);
+        if max_ejection_percent > 100 {
+            errors.push(o.error(
+                "spec.outlierDetection.maxEjectionPercent",
+                format!("{max_ejection_percent} is more than 100"),
+            ));
+        }
+        Some(OutlierPolicy {
+            consecutive_errors,
+            base_ejection: base?,
+            max_ejection_percent,
+        })
+    });
     if errors.len() > before {
         return None;
     }
     let policy = ClusterPolicy {
         balancer,
         max_requests,
+        outlier,
         from: Some(format!("{}/{}", o.namespace(), o.name())),
     };
     Some((policy, targets))

@@ -434,6 +434,9 @@ fn backend_traffic_policy_sets_cluster_policy_and_names_bad_fields() {
             "  targetRefs: []\n",
             "spec.targetRefs: at least one target is required",
         ),
+        ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {consecutiveErrors: 0}\n", "spec.outlierDetection.consecutiveErrors: must be at least 1"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {baseEjectionTime: soon}\n", "spec.outlierDetection.baseEjectionTime: invalid duration"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {maxEjectionPercent: 150}\n", "spec.outlierDetection.maxEjectionPercent: 150 is more than 100"),
     ];
     for (spec, want) in cases {
         let errs = errors(
