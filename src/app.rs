@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use gatehouse_model::ConfigError;
 use gatehouse_proxy::{DataPlane, ProxyConfig};
 use gatehouse_sources::{load_dir_partial, watch_dir};
-use gatehouse_translate::{translate, Snapshot, TranslateOptions};
+use gatehouse_translate::{translate_after, Snapshot, TranslateOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +30,19 @@ pub fn build_snapshot(
     opts: &TranslateOptions,
     version: u64,
 ) -> Result<Snapshot, Vec<ConfigError>> {
+    build_snapshot_after(dir, opts, version, None)
+}
+
+/// `build_snapshot`, carrying over the cluster state of `prev` (the Snapshot served).
+fn build_snapshot_after(
+    dir: &Path,
+    opts: &TranslateOptions,
+    version: u64,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     // Translate even when some files failed to parse, so every error shows at once.
     let (loaded, mut errors) = load_dir_partial(dir);
-    match translate(&loaded.store, opts, version) {
+    match translate_after(&loaded.store, opts, version, prev) {
         Ok(s) if errors.is_empty() => Ok(s),
         Ok(_) => Err(errors),
         Err(more) => {
@@ -155,7 +165,11 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
 async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
     let dir = opts.config_dir.clone();
     let topts = opts.translate.clone();
-    install(dp, version, move |next| build_snapshot(&dir, &topts, next)).await;
+    let prev = dp.current().snapshot.clone();
+    install(dp, version, move |next| {
+        build_snapshot_after(&dir, &topts, next, Some(&prev))
+    })
+    .await;
 }
 
 /// How long to wait before trying again to install a config that could not be applied

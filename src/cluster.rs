@@ -170,10 +170,11 @@ async fn sync_loop(
         }
         let objects = store.snapshot();
         let topts = opts.translate.clone();
+        let prev = dp.current().snapshot.clone();
         // On a cluster, an invalid object is left out (and told so in its status)
         // rather than blocking everyone else's changes.
         let result = install(&dp, &version, move |next| {
-            let (snapshot, rejected) = translate_lenient(&objects, &topts, next);
+            let (snapshot, rejected) = translate_lenient(&objects, &topts, next, Some(&prev));
             for e in &rejected {
                 tracing::warn!("object left out: {e}");
             }

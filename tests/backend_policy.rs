@@ -87,4 +87,25 @@ spec:
     assert_eq!(cluster["ejected"][0], bad.to_string(), "{cluster}");
     assert_eq!(cluster["ejections_total"], 1);
     assert_eq!(cluster["policy"]["outlier"]["consecutive_errors"], 3);
+
+    // A reload builds new clusters; the ejection carries over to them.
+    write(
+        p.dir.path(),
+        "other.yaml",
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: other, namespace: default}
+spec:
+  rules:
+  - host: other.example
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}]}
+",
+    );
+    p.wait_version(2).await;
+    for _ in 0..6 {
+        assert_eq!(get(&cl, p.http, "app.example", "/").await.status, 200);
+    }
+    let config = get(&cl, p.admin, "admin", "/config").await.json();
+    assert_eq!(config["version"], 2, "{config}");
+    assert_eq!(config["clusters"][0]["ejected"][0], bad.to_string());
 }

@@ -130,9 +130,17 @@ async fn kubernetes_source_follows_the_api_through_churn_expiry_and_outage() {
     println!("endpoint change to serving: {took:?}");
     api.apply(endpoints("svc-b", &[b]));
     eventually(http, "app.example", "b", Duration::from_secs(5)).await;
-    let after = count();
     // The only new Snapshot allowed is the reconciling full pass that follows the
-    // incremental update above, which may land meanwhile.
+    // incremental update above, which may land meanwhile (its version shows a moment
+    // before its count does, so look again if they disagree).
+    let mut after = count();
+    for _ in 0..20 {
+        if after.0 - before.0 == after.1 - before.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        after = count();
+    }
     assert_eq!(
         after.0 - before.0,
         after.1 - before.1,

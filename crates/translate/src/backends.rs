@@ -79,7 +79,7 @@ pub fn resolve_with(
         return Ok(c);
     }
     let endpoints = endpoints(b.store, namespace, name, sp);
-    let cluster = Arc::new(Cluster::new(
+    let mut cluster = Cluster::new(
         cluster_name.clone(),
         ClusterSource {
             namespace: namespace.to_string(),
@@ -89,7 +89,11 @@ pub fn resolve_with(
         protocol,
         b.policies.for_service(namespace, name),
         endpoints,
-    ));
+    );
+    if let Some(prev) = b.previous_cluster(&cluster_name) {
+        cluster.carry_from(&prev);
+    }
+    let cluster = Arc::new(cluster);
     b.clusters.insert(Arc::from(cluster_name), cluster.clone());
     Ok(cluster)
 }

@@ -35,6 +35,8 @@ pub struct Builder<'a> {
     pub scope: Option<&'a Scope>,
     /// Clusters of the previous Snapshot, reused for Services that did not change.
     reuse: Option<&'a Clusters>,
+    /// Clusters of the previous Snapshot whose state new clusters take over.
+    carry: Option<&'a Clusters>,
     ports: BTreeMap<SocketAddr, PortBuilder>,
 }
 
@@ -113,6 +115,7 @@ impl<'a> Builder<'a> {
             statuses: Vec::new(),
             scope: None,
             reuse: None,
+            carry: None,
             ports: BTreeMap::new(),
         }
     }
@@ -155,6 +158,16 @@ impl<'a> Builder<'a> {
             (Some(s), Some(h)) => s.contains_host(h),
             (Some(_), None) => false,
         }
+    }
+
+    /// The previous Snapshot's cluster `name`, whose state a new copy takes over.
+    pub fn previous_cluster(&self, name: &str) -> Option<Arc<Cluster>> {
+        self.carry.or(self.reuse)?.get(name).cloned()
+    }
+
+    /// Lets a full translation carry the state of `prev`'s clusters over.
+    pub fn carry_state_of(&mut self, prev: &'a Snapshot) {
+        self.carry = Some(&prev.clusters);
     }
 
     /// The previous Snapshot's cluster `name`, if its Service has not changed.

@@ -95,6 +95,13 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     pub policy: ClusterPolicy,
     endpoints: ArcSwap<Vec<Endpoint>>,
+    /// Counters that outlive this Snapshot's copy of the cluster (see `carry_from`).
+    shared: Arc<Shared>,
+}
+
+/// A cluster's counters, shared by its copies in successive Snapshots.
+#[derive(Debug, Default)]
+struct Shared {
     next: AtomicUsize,
     in_flight: AtomicU32,
     /// Endpoints ejected by outlier detection so far.
@@ -127,7 +134,7 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.cluster.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.cluster.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -173,7 +180,10 @@ impl InFlight {
         let duration = (base * n).min(MAX_EJECTION.as_millis() as u64);
         e.ejected_until.store(now + duration, Ordering::Release);
         e.failures.store(0, Ordering::Relaxed);
-        self.cluster.ejections_total.fetch_add(1, Ordering::Relaxed);
+        self.cluster
+            .shared
+            .ejections_total
+            .fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -191,15 +201,33 @@ impl Cluster {
             protocol,
             policy,
             endpoints: ArcSwap::from_pointee(endpoints.into_iter().map(Endpoint::new).collect()),
-            next: AtomicUsize::new(0),
-            in_flight: AtomicU32::new(0),
-            ejections_total: AtomicU64::new(0),
+            shared: Arc::new(Shared::default()),
         }
+    }
+
+    /// Takes over the state of `prev`, the same Service port's cluster in the previous
+    /// Snapshot: requests in flight (for the circuit breaker and the balancer), the
+    /// round-robin position, and each endpoint's counts and ejection, for the endpoints
+    /// both know. So a new Snapshot neither forgets an ejected endpoint nor lets a
+    /// burst past the circuit breaker.
+    pub fn carry_from(&mut self, prev: &Cluster) {
+        self.shared = prev.shared.clone();
+        let old = prev.endpoints.load();
+        let fresh: Vec<Endpoint> = self
+            .endpoints
+            .load()
+            .iter()
+            .map(|e| match old.binary_search_by_key(&e.addr, |o| o.addr) {
+                Ok(i) => old[i].clone(),
+                Err(_) => e.clone(),
+            })
+            .collect();
+        self.endpoints.store(Arc::new(fresh));
     }
 
     /// Endpoints ejected by outlier detection so far.
     pub fn ejections(&self) -> u64 {
-        self.ejections_total.load(Ordering::Relaxed)
+        self.shared.ejections_total.load(Ordering::Relaxed)
     }
 
     /// Endpoints ejected now.
@@ -233,16 +261,16 @@ impl Cluster {
 
     /// Requests in flight to the cluster now.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.shared.in_flight.load(Ordering::Acquire)
     }
 
     /// Admits a request (unless the circuit breaker's limit is reached) and picks its
     /// endpoint by the cluster's balancer, among the endpoints not ejected (among all
     /// of them when every one is).
     pub fn admit(self: &Arc<Self>) -> Result<Admitted, Refused> {
-        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let before = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let refuse = |why| {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             Err(why)
         };
         if let Some(max) = self.policy.max_requests {
@@ -257,7 +285,7 @@ impl Cluster {
         }
         let first = match self.policy.balancer {
             _ if n == 1 => 0,
-            Balancer::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Balancer::RoundRobin => self.shared.next.fetch_add(1, Ordering::Relaxed) % n,
             Balancer::Random => fastrand::usize(..n),
             Balancer::LeastRequest => {
                 let a = fastrand::usize(..n);
@@ -438,6 +466,38 @@ mod tests {
             c.admit().is_ok(),
             "panic mode: the only endpoint still serves"
         );
+    }
+
+    #[test]
+    fn a_new_snapshot_carries_counts_and_ejections_over() {
+        let mut old = Arc::try_unwrap(cluster(Balancer::RoundRobin, Some(2), 2)).expect("unique");
+        old.policy.outlier = Some(OutlierPolicy {
+            consecutive_errors: 1,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        });
+        let old = Arc::new(old);
+        let held = old.admit().expect("admitted");
+        let failed = old.admit().expect("admitted");
+        failed.guard.outcome(false);
+        let ejected = old.ejected();
+        assert_eq!(ejected.len(), 1);
+        drop(failed);
+        // The next Snapshot's copy of the cluster: same endpoints plus one.
+        let mut new = Arc::try_unwrap(cluster(Balancer::RoundRobin, Some(2), 3)).expect("unique");
+        new.policy = old.policy.clone();
+        new.carry_from(&old);
+        let new = Arc::new(new);
+        assert_eq!(new.ejected(), ejected, "the ejection carries over");
+        assert_eq!(
+            new.in_flight(),
+            1,
+            "the request held on the old copy counts"
+        );
+        let second = new.admit().expect("admitted");
+        assert_eq!(new.admit().err(), Some(Refused::MaxRequests(2)));
+        drop((held, second));
+        assert_eq!(new.in_flight(), 0);
     }
 
     #[test]

@@ -113,7 +113,21 @@ pub fn translate(
     opts: &TranslateOptions,
     version: u64,
 ) -> Result<Snapshot, Vec<ConfigError>> {
+    translate_after(store, opts, version, None)
+}
+
+/// `translate`, with the clusters taking over the state of `prev`'s (requests in
+/// flight, ejected endpoints), as the Snapshot that replaces `prev` must.
+pub fn translate_after(
+    store: &ObjectStore,
+    opts: &TranslateOptions,
+    version: u64,
+    prev: Option<&Snapshot>,
+) -> Result<Snapshot, Vec<ConfigError>> {
     let mut b = builder::Builder::new(store, opts);
+    if let Some(prev) = prev {
+        b.carry_state_of(prev);
+    }
     ingress::translate(&mut b);
     gateway::translate(&mut b);
     b.finish(version)
@@ -130,11 +144,12 @@ pub fn translate_lenient(
     store: &ObjectStore,
     opts: &TranslateOptions,
     version: u64,
+    prev: Option<&Snapshot>,
 ) -> (Result<Snapshot, Vec<ConfigError>>, Vec<ConfigError>) {
     let mut rejected: Vec<ConfigError> = Vec::new();
     // Most of the time nothing is wrong: the store is copied only to leave objects out.
     let mut remaining: Option<ObjectStore> = None;
-    let mut result = translate(store, opts, version);
+    let mut result = translate_after(store, opts, version, prev);
     // Each round removes at least one object, so this ends; one or two rounds suffice
     // in practice, since errors rarely depend on each other.
     loop {
@@ -157,7 +172,7 @@ pub fn translate_lenient(
                     return (Err(errors), rejected);
                 }
                 rejected.extend(errors);
-                result = translate(remaining, opts, version);
+                result = translate_after(remaining, opts, version, prev);
             }
         }
     }

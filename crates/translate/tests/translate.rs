@@ -625,7 +625,7 @@ fn lenient_translation_leaves_invalid_objects_out() {
         "strict translation rejects all"
     );
     let (snapshot, rejected) =
-        gatehouse_translate::translate_lenient(&objects, &TranslateOptions::default(), 1);
+        gatehouse_translate::translate_lenient(&objects, &TranslateOptions::default(), 1, None);
     let snapshot = snapshot.expect("the rest translates");
     assert_eq!(rejected.len(), 1);
     assert!(
