@@ -91,16 +91,21 @@ fn http_route(i: usize, svc: usize) -> Value {
 /// Everything for route `i`: its Service, EndpointSlice, and Ingress or HTTPRoute.
 fn objects(i: usize, port: u16) -> Vec<Value> {
     let mut v = service(i, port).to_vec();
-    v.push(match (ROUTES - HTTP_ROUTES..ROUTES).contains(&i) {
+    v.push(match is_http_route(i) {
         true => http_route(i, i),
         false => ingress(i),
     });
     v
 }
 
+/// Whether route `i` of the initial set is an HTTPRoute (else an Ingress).
+fn is_http_route(i: usize) -> bool {
+    (ROUTES - HTTP_ROUTES..ROUTES).contains(&i)
+}
+
 /// Where a route's host is served: HTTPRoutes on the Gateway, Ingresses on the Ingress port.
 fn host_of(i: usize) -> String {
-    match (ROUTES - HTTP_ROUTES..ROUTES).contains(&i) {
+    match is_http_route(i) {
         true => format!("r{i}.example"),
         false => format!("h{i}.example"),
     }
@@ -219,7 +224,7 @@ async fn kubernetes_source_at_scale() {
         port: 8000,
         addr: gateway,
     }];
-    let addr_of = |host: &str| if host.starts_with('r') { gateway } else { http };
+    let addr_of = move |host: &str| if host.starts_with('r') { gateway } else { http };
     let opts = kube_options(loopback_translate(http, listen), None);
     let started = Instant::now();
     let running = start_kubernetes(api.client(), opts).await.expect("start");
@@ -259,7 +264,7 @@ async fn kubernetes_source_at_scale() {
                 // Routes 1000..1500 and the HTTPRoutes 9000..9500: never touched below.
                 let n = if i % 2 == 0 { 1000 } else { 9000 } + i % 500;
                 let host = host_of(n);
-                let addr = if host.starts_with('r') { gateway } else { http };
+                let addr = addr_of(&host);
                 match answer(&cl, addr, &host).await {
                     Ok(s) if s == "main" => {}
                     other => {

@@ -397,7 +397,7 @@ impl Forward<'_> {
         // its response body ends.
         resp.map(|b| {
             InFlightBody {
-                inner: b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync(),
+                inner: b,
                 _in_flight: in_flight,
             }
             .boxed_unsync()
@@ -408,9 +408,10 @@ impl Forward<'_> {
 /// Why Gatehouse itself refused a request, for clients and logs.
 static X_GATEHOUSE_REASON: http::HeaderName = http::HeaderName::from_static("x-gatehouse-reason");
 
-/// A response body that holds its request's in-flight guard until it ends.
+/// The upstream response body, holding its request's in-flight guard until it ends
+/// (one box per response: the error is converted here rather than by another layer).
 struct InFlightBody {
-    inner: Body,
+    inner: Incoming,
     _in_flight: InFlight,
 }
 
@@ -422,7 +423,9 @@ impl http_body::Body for InFlightBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(|e| -> BoxError { Box::new(e) })
     }
 
     fn is_end_stream(&self) -> bool {

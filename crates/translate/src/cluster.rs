@@ -259,6 +259,11 @@ impl Cluster {
         self.endpoints.store(Arc::new(fresh));
     }
 
+    /// Whether `e` may take requests: not ejected (or no outlier detection at all).
+    fn usable(&self, e: &Endpoint) -> bool {
+        self.policy.outlier.is_none() || e.state.ejected_until.load(Ordering::Acquire) <= now_ms()
+    }
+
     /// Requests in flight to the cluster now.
     pub fn in_flight(&self) -> u32 {
         self.shared.in_flight.load(Ordering::Acquire)
@@ -320,12 +325,6 @@ impl Cluster {
                 endpoint,
             },
         })
-    }
-}
-
-impl Cluster {
-    fn usable(&self, e: &Endpoint) -> bool {
-        self.policy.outlier.is_none() || e.state.ejected_until.load(Ordering::Acquire) <= now_ms()
     }
 }
 

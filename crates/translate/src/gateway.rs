@@ -117,7 +117,6 @@ pub fn translate(b: &mut Builder<'_>) {
     let mut routes: Vec<&StoredObject> = route_candidates(b, "HTTPRoute")
         .into_iter()
         .chain(route_candidates(b, "GRPCRoute"))
-        .filter(|o| route_may_be_in_scope(b, o))
         .collect();
     // L4 routes: their changes always take a full translation.
     if b.scope.is_none() {
@@ -217,23 +216,6 @@ fn route_candidates<'a>(b: &Builder<'a>, kind: &'static str) -> Vec<&'a StoredOb
     v.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
     v.dedup_by(|a, b| std::ptr::eq(*a, *b));
     v
-}
-
-/// Whether a route could land under a host an incremental run compiles: it names one,
-/// or it has no exact hostnames (and so may take a listener's name). Always true in a
-/// full run.
-fn route_may_be_in_scope(b: &Builder<'_>, o: &StoredObject) -> bool {
-    let Some(scope) = b.scope else { return true };
-    let hostnames = match &o.object {
-        Object::HttpRoute(r) => &r.spec.hostnames,
-        Object::GrpcRoute(r) => &r.spec.hostnames,
-        _ => return true,
-    };
-    hostnames.is_empty()
-        || hostnames
-            .iter()
-            .any(|h| h.contains('*') || scope.contains_host(h))
-        || scope.changed(o)
 }
 
 fn listener(

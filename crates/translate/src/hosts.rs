@@ -65,11 +65,7 @@ impl<T> HostTable<T> {
 
     /// The value for a request host (any case, port already stripped).
     pub fn lookup(&self, host: &str) -> Option<&T> {
-        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(host)
-        };
+        let host = lowercase(host);
         let host = host.trim_end_matches('.');
         if let Some(v) = self.exact.get(host) {
             return Some(v);
@@ -155,7 +151,7 @@ impl<T> HostTable<T> {
 }
 
 /// `h` in lower case, copied only when it has upper-case letters.
-fn lowercase(h: &str) -> Cow<'_, str> {
+pub fn lowercase(h: &str) -> Cow<'_, str> {
     match h.bytes().any(|b| b.is_ascii_uppercase()) {
         true => Cow::Owned(h.to_ascii_lowercase()),
         false => Cow::Borrowed(h),

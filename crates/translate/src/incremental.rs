@@ -12,6 +12,7 @@ use crate::builder::Builder;
 use crate::hosts::{HostTable, WildcardMode};
 use crate::snapshot::{BoundPort, Section, Snapshot};
 use crate::TranslateOptions;
+use gatehouse_model::store::route_hostnames;
 use gatehouse_model::{Object, ObjectKey, ObjectStore, StoredObject};
 use k8s_openapi::api::networking::v1::IngressBackend;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -41,11 +42,7 @@ impl Scope {
     }
 
     pub fn contains_host(&self, host: &str) -> bool {
-        if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            self.hosts.contains(&host.to_ascii_lowercase())
-        } else {
-            self.hosts.contains(host)
-        }
+        self.hosts.contains(crate::hosts::lowercase(host).as_ref())
     }
 }
 
@@ -70,7 +67,7 @@ pub fn plan(store: &ObjectStore, changes: &Changes) -> Result<Scope, String> {
                     return Err(format!("{key}: TLS or defaultBackend changed"));
                 }
                 for o in [old, new].into_iter().flatten() {
-                    ingress_hosts(o, &mut scope.hosts)?;
+                    route_hosts(o, &mut scope.hosts)?;
                 }
                 scope.objects.insert(key.clone());
             }
@@ -102,30 +99,18 @@ fn ingress_globals(o: Option<&StoredObject>) -> (Option<String>, Option<&Ingress
     (tls, spec.and_then(|s| s.default_backend.as_ref()))
 }
 
-fn ingress_hosts(o: &StoredObject, hosts: &mut HashSet<String>) -> Result<(), String> {
-    let Object::Ingress(ing) = &o.object else {
-        return Ok(());
-    };
-    for rule in ing.spec.iter().flat_map(|s| s.rules.iter().flatten()) {
-        match rule.host.as_deref().filter(|h| !h.is_empty()) {
-            Some(h) => hosts.insert(h.to_ascii_lowercase()),
-            None => return Err(format!("{}: a rule without host", o.key())),
-        };
-    }
-    Ok(())
-}
-
+/// Adds the hosts a route object's entries live under, or says why they cannot be named
+/// (an Ingress rule without host, a Gateway API route without exact hostnames: those
+/// land under every listener's name).
 fn route_hosts(o: &StoredObject, hosts: &mut HashSet<String>) -> Result<(), String> {
-    let hostnames = match &o.object {
-        Object::HttpRoute(r) => &r.spec.hostnames,
-        Object::GrpcRoute(r) => &r.spec.hostnames,
-        _ => return Ok(()),
-    };
-    // Without hostnames, or with wildcards, a route lands under the listeners' names.
-    if hostnames.is_empty() || hostnames.iter().any(|h| h.contains('*')) {
+    let (names, _, open) = route_hostnames(o);
+    if open {
         return Err(format!("{}: no exact hostnames", o.key()));
     }
-    hosts.extend(hostnames.iter().map(|h| h.to_ascii_lowercase()));
+    if names.iter().any(String::is_empty) {
+        return Err(format!("{}: a rule without host", o.key()));
+    }
+    hosts.extend(names);
     Ok(())
 }
 
@@ -144,7 +129,7 @@ fn users_of_services(store: &ObjectStore, scope: &mut Scope) -> Result<(), Strin
                             o.key()
                         ));
                     }
-                    ingress_hosts(o, &mut hosts)?;
+                    route_hosts(o, &mut hosts)?;
                 }
                 _ => route_hosts(o, &mut hosts)?,
             }

@@ -83,11 +83,7 @@ pub fn translate(b: &mut Builder<'_>) {
         match is_ours(ing, &classes, has_default) {
             Some(true) => {
                 any_ours = true;
-                // An incremental run needs only the Ingresses in scope, and the TLS
-                // hosts of all (they decide the HTTP→HTTPS redirects).
-                if b.scope.is_none() || has_tls(ing) || ingress_in_scope(b, o, ing) {
-                    ingresses.push(o);
-                }
+                ingresses.push(o);
             }
             Some(false) => {}
             None => b.warnings.push(format!(
@@ -356,13 +352,6 @@ fn candidates<'a>(b: &Builder<'a>) -> Vec<&'a StoredObject> {
     v.sort_by(|a, b| (a.namespace(), a.name()).cmp(&(b.namespace(), b.name())));
     v.dedup_by(|a, b| std::ptr::eq(*a, *b));
     v
-}
-
-fn has_tls(ing: &Ingress) -> bool {
-    ing.spec
-        .as_ref()
-        .and_then(|s| s.tls.as_ref())
-        .is_some_and(|t| !t.is_empty())
 }
 
 /// Whether an incremental run compiles (some of) this Ingress; always in a full run.
