@@ -124,6 +124,18 @@ async fn kubernetes_source_follows_the_api_through_churn_expiry_and_outage() {
             counters.endpoint_updates_total.load(Ordering::Relaxed),
         )
     };
+    // Changes of one step can reach the store before their pass runs (the Ingress's
+    // pass may already see svc-b), so a pass for them may follow "b" being served:
+    // wait for the passes to settle first.
+    let mut settled = count();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = count();
+        if now.0 == settled.0 {
+            break;
+        }
+        settled = now;
+    }
     let before = count();
     api.apply(endpoints("svc-b", &[a]));
     let took = eventually(http, "app.example", "a", Duration::from_secs(5)).await;

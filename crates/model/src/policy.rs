@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 /// API group of Gatehouse's own kinds.
 pub const GROUP: &str = "gatehouse.dev";
 
-/// How traffic to a backend is spread and protected. Attached by `targetRefs` to the
-/// Services it governs; every route that sends traffic to such a Service follows it.
+/// How traffic to a backend is spread and protected. Attached by `targetRefs` to
+/// Services, HTTPRoutes, GRPCRoutes or Gateways. For a backend reached through a route,
+/// the most specific policy wins: one targeting the route, then one targeting the
+/// Service, then one targeting the route's Gateway.
 #[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[kube(
     group = "gatehouse.dev",
@@ -28,14 +30,20 @@ pub const GROUP: &str = "gatehouse.dev";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct BackendTrafficPolicySpec {
-    /// The Services this policy governs (in the policy's namespace).
+    /// What this policy governs, in the policy's namespace.
     pub target_refs: Vec<PolicyTargetRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
 }
 
 /// Passive health checking: an endpoint that fails several requests in a row (a 5xx
@@ -57,14 +65,106 @@ pub struct OutlierDetection {
     pub max_ejection_percent: Option<u32>,
 }
 
-/// A local reference to the object a policy applies to.
+/// Active health checking: every endpoint is probed on an interval; one that fails
+/// `unhealthyThreshold` probes in a row leaves rotation until it passes
+/// `healthyThreshold` in a row.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP` (the default) or `TCP` (a connection that opens is healthy).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Time between probes of one endpoint (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long a probe may take (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Passed probes in a row that bring an endpoint back (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_threshold: Option<u32>,
+    /// Failed probes in a row that take an endpoint out (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_threshold: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpHealthCheck>,
+}
+
+/// What an HTTP probe asks and expects.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpHealthCheck {
+    /// Path of the probe's GET request (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Host header of the probe (default: the endpoint's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Statuses that mean healthy (default 200 to 399).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expected_statuses: Vec<u16>,
+}
+
+/// Retries of failed upstream attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    /// Retries after the first attempt (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// When to retry: `connect-failure` (any method: nothing reached the backend),
+    /// `reset`, `5xx`, `gateway-error` (502, 503, 504), `retriable-status-codes`
+    /// (default: `connect-failure`, `reset`, `gateway-error`). All but
+    /// `connect-failure` retry only idempotent methods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retry_on: Vec<String>,
+    /// Statuses that `retriable-status-codes` retries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retriable_status_codes: Vec<u16>,
+    /// Timeout of each attempt (default: none but the route's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<RetryBackoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RetryBudget>,
+}
+
+/// Exponential backoff with full jitter between attempts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBackoff {
+    /// First backoff ceiling (default 25ms); it doubles each retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_interval: Option<String>,
+    /// Largest backoff ceiling (default 10 times the base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_interval: Option<String>,
+}
+
+/// A cap on retries so that they cannot multiply the load on a failing backend:
+/// over a 10-second window, retries stay under `percent` of requests, plus
+/// `minRetriesPerSecond`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryBudget {
+    /// Retries allowed, in percent of requests (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Retries allowed each second whatever the traffic (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retries_per_second: Option<u32>,
+}
+
+/// A reference to the object a policy applies to, in the policy's namespace.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyTargetRef {
-    /// API group of the target: "" for a Service.
+    /// API group of the target: "" for a Service, `gateway.networking.k8s.io` for
+    /// HTTPRoute, GRPCRoute and Gateway.
     #[serde(default)]
     pub group: String,
-    /// Kind of the target: `Service`.
+    /// Kind of the target: `Service`, `HTTPRoute`, `GRPCRoute` or `Gateway`.
     pub kind: String,
     pub name: String,
 }
@@ -73,10 +173,53 @@ pub struct PolicyTargetRef {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancer {
-    /// `RoundRobin` (the default), `Random`, or `LeastRequest` (the less loaded of two
-    /// endpoints picked at random, by requests in flight).
+    /// `RoundRobin` (the default), `Random`, `LeastRequest` (the better of two endpoints
+    /// picked at random, by requests in flight times a peak-EWMA latency), or
+    /// `ConsistentHash` (Maglev, on `consistentHash`'s key).
     #[serde(rename = "type")]
     pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent_hash: Option<ConsistentHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<SlowStart>,
+}
+
+/// The key a `ConsistentHash` balancer hashes: requests with the same key go to the
+/// same endpoint, and adding or removing one endpoint moves only about 1/N of keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHash {
+    /// `SourceIP` (the default), `Header` or `Cookie`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// The header hashed for `Header`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The cookie hashed for `Cookie`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// New endpoints get a share of traffic that grows over `window`, so a cold backend is
+/// not flooded the moment it becomes ready.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowStart {
+    /// How long the ramp lasts (e.g. `30s`).
+    pub window: String,
+}
+
+/// Sticky sessions by a cookie that the proxy sets: a client that sends it back goes
+/// to the same endpoint while that endpoint is in rotation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPersistence {
+    /// The cookie's name (default `gatehouse-session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie_name: Option<String>,
+    /// The cookie's Max-Age (default: a session cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 /// Limits that protect a backend: requests beyond them get 503 at once, with the
@@ -87,6 +230,13 @@ pub struct CircuitBreaker {
     /// Most requests in flight to the backend (all its endpoints) at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u32>,
+    /// Most open connections to the backend (all its endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection when `maxConnections` are busy
+    /// (default 0 with `maxConnections`: refuse at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
 }
 
 /// The CRDs of every Gatehouse kind, as one multi-document YAML text.

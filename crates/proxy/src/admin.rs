@@ -99,7 +99,7 @@ pub fn config_json(dp: &DataPlane) -> serde_json::Value {
     let clusters: Vec<_> = s
         .clusters
         .values()
-        .map(|c| json!({"name": c.name, "protocol": c.protocol, "policy": c.policy, "in_flight": c.in_flight(), "ejected": c.ejected().iter().map(|e| e.to_string()).collect::<Vec<_>>(), "ejections_total": c.ejections(), "endpoints": c.endpoints().iter().map(|e| e.to_string()).collect::<Vec<_>>()}))
+        .map(|c| json!({"name": c.name, "protocol": c.protocol, "policy": c.policy, "in_flight": c.in_flight(), "ejected": c.ejected().iter().map(|e| e.to_string()).collect::<Vec<_>>(), "ejections_total": c.ejections(), "unhealthy": c.unhealthy().iter().map(|e| e.to_string()).collect::<Vec<_>>(), "open_connections": c.connections().open.load(std::sync::atomic::Ordering::Relaxed), "endpoints": c.endpoints().iter().map(|e| e.to_string()).collect::<Vec<_>>()}))
         .collect();
     json!({
         "version": s.version,

@@ -3,6 +3,7 @@
 //! a request loads the Snapshot once and keeps it to the end, so a swap never tears it.
 
 use crate::config::ProxyConfig;
+use crate::health::HealthCheckers;
 use crate::listener::Mode;
 use crate::listener::{self, ListenerHandle};
 use crate::metrics::{Metrics, RouteStats};
@@ -88,6 +89,7 @@ pub struct DataPlane {
     listeners: tokio::sync::Mutex<HashMap<SocketAddr, (Protocol, ListenerHandle)>>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) conns: ConnTracker,
+    pub(crate) health: HealthCheckers,
     ready: AtomicBool,
 }
 
@@ -121,6 +123,7 @@ impl DataPlane {
             listeners: tokio::sync::Mutex::new(HashMap::new()),
             shutdown: watch::channel(false).0,
             conns: ConnTracker::default(),
+            health: HealthCheckers::default(),
             ready: AtomicBool::new(false),
         })
     }
@@ -206,6 +209,7 @@ impl DataPlane {
             }
             keep
         });
+        HealthCheckers::sync(self);
         let c = &self.metrics.counters;
         c.config_version.store(version, Ordering::Relaxed);
         c.config_reloads_total.fetch_add(1, Ordering::Relaxed);

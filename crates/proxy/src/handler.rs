@@ -2,23 +2,29 @@
 //! loaded Snapshot, then answer (fixed response, redirect) or forward upstream with
 //! header rewriting, timeouts, body limits and WebSocket tunnelling.
 
+use crate::affinity;
 use crate::body::{self, Body, BoxError};
 use crate::dataplane::{Active, DataPlane};
+use crate::h1pool::{Lease, Overflow};
 use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::metrics::RouteStats;
+use crate::mirror;
 use crate::normalize::normalize_path;
 use crate::redirect::{location, RedirectInput};
+use crate::retry::{self, Failure};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
-use gatehouse_translate::cluster::{InFlight, Refused};
+use gatehouse_translate::cluster::{Cluster, InFlight, Refused};
 use gatehouse_translate::hosts::strip_port;
 use gatehouse_translate::routes::{modify_path, RequestView};
 use gatehouse_translate::{ActionKind, BackendTarget, RouteAction, UpstreamProtocol};
-use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,7 +73,7 @@ fn status(code: u16) -> StatusCode {
 }
 
 async fn route(
-    dp: &DataPlane,
+    dp: &Arc<DataPlane>,
     active: &Active,
     conn: &ConnInfo,
     req: Request<Incoming>,
@@ -210,7 +216,7 @@ async fn route(
 }
 
 struct Forward<'a> {
-    dp: &'a DataPlane,
+    dp: &'a Arc<DataPlane>,
     conn: &'a ConnInfo,
     action: &'a RouteAction,
     authority: &'a str,
@@ -220,12 +226,91 @@ struct Forward<'a> {
     prefix_len: usize,
 }
 
+/// Largest request body kept in memory so that it can be sent again (retries) or
+/// copied (mirrors); larger or unsized bodies stream once.
+const REPLAY_LIMIT: u64 = 64 * 1024;
+
+/// What every upstream request of one downstream request shares.
+struct Outgoing {
+    method: Method,
+    /// Path and query.
+    pq: String,
+    /// The upstream Host (HTTP/1.1) or `:authority` (HTTP/2).
+    host: String,
+}
+
+impl Outgoing {
+    /// The request to `cluster`'s endpoint. HTTP/1.1 sends origin-form (the pool dials
+    /// the endpoint; Host carries the name); HTTP/2 carries the real authority.
+    fn request(
+        &self,
+        cluster: &Cluster,
+        mut headers: HeaderMap,
+        body: Body,
+    ) -> Option<Request<Body>> {
+        let h2 = cluster.protocol == UpstreamProtocol::Http2;
+        let uri = match h2 {
+            true => {
+                headers.remove(header::HOST);
+                Uri::builder()
+                    .scheme("http")
+                    .authority(self.host.as_str())
+                    .path_and_query(self.pq.as_str())
+                    .build()
+            }
+            false => Uri::builder().path_and_query(self.pq.as_str()).build(),
+        };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri.ok()?;
+        *req.version_mut() = if h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+}
+
+/// How the attempts at one request ended. (It lives on the stack for one request;
+/// boxing the common variant would cost an allocation per request.)
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Response(Response<Incoming>, Option<Lease>),
+    TimedOut,
+    Connect(String),
+    Exchange(BoxError),
+    Overflow(Overflow),
+}
+
+impl Outcome {
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            Outcome::Response(r, _) => Some(Failure::Status(r.status().as_u16())),
+            Outcome::TimedOut | Outcome::Exchange(_) => Some(Failure::Reset),
+            Outcome::Connect(_) => Some(Failure::Connect),
+            Outcome::Overflow(_) => None,
+        }
+    }
+
+    /// For outlier detection: 5xx answers, failed connections and timeouts count
+    /// against the endpoint (a circuit breaker's refusal does not).
+    fn ok(&self) -> bool {
+        match self {
+            Outcome::Response(r, _) => !r.status().is_server_error(),
+            Outcome::Overflow(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl Forward<'_> {
     async fn send(self, req: Request<Incoming>) -> Response<Body> {
         let ActionKind::Forward { rewrite, backends } = &self.action.kind else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
         };
-        let cluster = match backends.pick(fastrand::u32(..)) {
+        let cluster = match backends.pick() {
             None => {
                 return error(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -237,25 +322,6 @@ impl Forward<'_> {
                 reason,
             }) => return error(status(*code), reason),
             Some(BackendTarget::Cluster(c)) => c,
-        };
-        let (endpoint, in_flight) = match cluster.admit() {
-            Ok(a) => (a.addr, a.guard),
-            Err(Refused::NoEndpoints) => {
-                let msg = format!("no ready endpoints for {}", cluster.name);
-                return error(StatusCode::SERVICE_UNAVAILABLE, &msg);
-            }
-            Err(Refused::MaxRequests(max)) => {
-                let msg = format!(
-                    "circuit breaker: {} has {max} requests in flight",
-                    cluster.name
-                );
-                let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, &msg);
-                resp.headers_mut().insert(
-                    X_GATEHOUSE_REASON.clone(),
-                    HeaderValue::from_static("circuit-breaker-max-requests"),
-                );
-                return resp;
-            }
         };
         let (mut parts, incoming) = req.into_parts();
         let upgrade = parts.version == Version::HTTP_11 && is_upgrade(&parts.headers);
@@ -272,6 +338,7 @@ impl Forward<'_> {
         if length.is_some_and(|l| l > self.dp.cfg.max_body_bytes) {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
+        let mut affinity = affinity::of_request(&cluster.policy, &parts.headers, self.conn.peer);
         strip_hop_by_hop(&mut parts.headers, upgrade);
         if let Some(m) = &self.action.request_headers {
             m.apply(&mut parts.headers);
@@ -288,95 +355,166 @@ impl Forward<'_> {
         }
         add_forwarded(&mut parts.headers, self.conn.peer.ip(), self.conn.https);
         parts.headers.insert(X_REQUEST_ID.clone(), self.rid.clone());
+        if parts.version == Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
         let path = match rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             Some(m) => modify_path(&self.path, m, self.prefix_len),
             None => self.path,
         };
-        let pq = match &self.query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
+        let out = Outgoing {
+            method: parts.method.clone(),
+            pq: match &self.query {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            },
+            host: host.to_string(),
         };
-        // HTTP/1.1: the URI names the endpoint (the pool's key); Host carries the name.
-        // HTTP/2: the URI carries the real authority, and the pool dials the endpoint.
-        let h2 = cluster.protocol == UpstreamProtocol::Http2;
-        let uri = if h2 {
-            parts.headers.remove(header::HOST);
-            Uri::builder()
-                .scheme("http")
-                .authority(host)
-                .path_and_query(pq)
-                .build()
-        } else {
-            Uri::builder()
-                .scheme("http")
-                .authority(endpoint.to_string())
-                .path_and_query(pq)
-                .build()
-        };
-        let Ok(uri) = uri else {
-            return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
-        };
-        parts.uri = uri;
-        if h2 {
-            parts.version = Version::HTTP_2;
-        } else {
-            if parts.version == Version::HTTP_2 {
-                join_cookies(&mut parts.headers);
-            }
-            parts.version = Version::HTTP_11;
-        }
+        // A body that may be sent more than once is read first (up to REPLAY_LIMIT).
+        let retry = cluster.policy.retry.as_ref().filter(|_| !upgrade);
+        let copies = retry.is_some() || !self.action.mirrors.is_empty();
         let max = self.dp.cfg.max_body_bytes as usize;
-        let body: Body = Limited::new(incoming, max).boxed_unsync();
-        // Gateway API: a zero duration disables the timeout.
-        let timeout = match self.action.backend_timeout.or(self.action.timeout) {
-            Some(d) if d.is_zero() => std::time::Duration::from_secs(365 * 24 * 3600),
-            Some(d) => d,
-            None => self.dp.cfg.upstream_timeout,
+        let mut once: Option<Body> = None;
+        let replay: Option<Bytes> = if copies && incoming.is_end_stream() {
+            Some(Bytes::new())
+        } else if copies && length.is_some_and(|l| l <= REPLAY_LIMIT) {
+            match Limited::new(incoming, REPLAY_LIMIT as usize)
+                .collect()
+                .await
+            {
+                Ok(b) => Some(b.to_bytes()),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "request body not received"),
+            }
+        } else {
+            once = Some(Limited::new(incoming, max).boxed_unsync());
+            None
         };
+        if let Some(body) = &replay {
+            for m in &self.action.mirrors {
+                if !mirror::sampled(m.per_million) {
+                    continue;
+                }
+                let headers = parts.headers.clone();
+                let target = m.cluster.clone();
+                let shadow = Outgoing {
+                    method: out.method.clone(),
+                    pq: out.pq.clone(),
+                    host: out.host.clone(),
+                };
+                mirror::spawn(
+                    self.dp.clone(),
+                    target.clone(),
+                    body.clone(),
+                    move |_, b| shadow.request(&target, headers, b),
+                );
+            }
+        }
+        // Gateway API: a zero duration disables a timeout.
+        let forever = std::time::Duration::from_secs(365 * 24 * 3600);
+        let nonzero = |d: std::time::Duration| if d.is_zero() { forever } else { d };
+        let overall = nonzero(self.action.timeout.unwrap_or(self.dp.cfg.upstream_timeout));
+        let per_try = retry
+            .and_then(|r| r.per_try_timeout)
+            .or(self.action.backend_timeout)
+            .map(nonzero);
+        let deadline = Instant::now() + overall;
         let counters = &self.dp.metrics.counters;
-        let upstreams = &self.dp.upstreams;
-        let req = Request::from_parts(parts, body);
-        let exchange = async {
-            if h2 {
-                upstreams.send_h2(endpoint, req).await
-            } else {
-                upstreams.send_h1(req).await
+        let mut attempt = 0;
+        let (outcome, in_flight, set_session, endpoint) = loop {
+            let admitted = match cluster.admit(&affinity) {
+                Ok(a) => a,
+                Err(refused) => return refusal(self.dp, cluster, refused),
+            };
+            if attempt == 0 && retry.is_some() {
+                cluster.retry_budget().record_request();
+            }
+            let more = retry.is_some_and(|r| attempt < r.attempts) && replay.is_some();
+            let body = match (&replay, once.take()) {
+                (Some(b), _) => body::full(b.clone()),
+                (None, Some(b)) => b,
+                (None, None) => body::empty(),
+            };
+            let headers = match more {
+                true => parts.headers.clone(),
+                false => std::mem::take(&mut parts.headers),
+            };
+            let Some(req) = out.request(cluster, headers, body) else {
+                return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limit = per_try.map_or(left, |p| p.min(left));
+            let sent =
+                tokio::time::timeout(limit, self.dp.upstreams.send(cluster, admitted.addr, req));
+            let outcome = match sent.await {
+                Err(_) => Outcome::TimedOut,
+                Ok(Ok((resp, lease))) => Outcome::Response(resp, lease),
+                Ok(Err(UpstreamError::Connect(e))) => Outcome::Connect(e),
+                Ok(Err(UpstreamError::Exchange(e))) => Outcome::Exchange(e),
+                Ok(Err(UpstreamError::Overflow(o))) => Outcome::Overflow(o),
+            };
+            admitted.guard.outcome(outcome.ok());
+            let failure = outcome.failure().filter(|_| !outcome.ok());
+            let again = match (retry, failure) {
+                (Some(r), Some(f)) if more && retry::retriable(r, &out.method, f) => {
+                    let budget = cluster.retry_budget();
+                    let granted = budget.try_retry(r.budget_percent, r.budget_min_per_second);
+                    if !granted {
+                        counters
+                            .retry_budget_exhausted_total
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    granted.then(|| retry::backoff(r, attempt + 1))
+                }
+                _ => None,
+            };
+            match again {
+                Some(wait) if Instant::now() + wait < deadline => {
+                    counters
+                        .upstream_retries_total
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(upstream = %admitted.addr, attempt, ?failure, "retrying");
+                    drop(outcome);
+                    tokio::time::sleep(wait).await;
+                    affinity.avoid = Some(admitted.addr);
+                    attempt += 1;
+                }
+                _ => break (outcome, admitted.guard, admitted.set_session, admitted.addr),
             }
         };
-        let result = tokio::time::timeout(timeout, exchange).await;
-        // Outlier detection: 5xx answers, failed connections and timeouts count against
-        // the endpoint.
-        in_flight.outcome(matches!(&result, Ok(Ok(r)) if !r.status().is_server_error()));
-        let mut resp = match result {
-            Err(_) => {
+        let (mut resp, lease) = match outcome {
+            Outcome::Response(r, lease) => (r, lease),
+            Outcome::TimedOut => {
                 counters
                     .upstream_errors_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream did not respond in time",
                 );
             }
-            Ok(Err(UpstreamError::Connect(e))) => {
+            Outcome::Connect(e) => {
                 counters
                     .upstream_errors_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream connect failed");
                 return error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error");
             }
-            Ok(Err(UpstreamError::Exchange(e))) => {
+            Outcome::Exchange(e) => {
                 counters
                     .upstream_errors_total
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(1, Ordering::Relaxed);
                 if source_is::<http_body_util::LengthLimitError>(e.as_ref()) {
                     return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                 }
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
                 return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
             }
-            Ok(Ok(r)) => r,
+            Outcome::Overflow(o) => return overflow(self.dp, cluster, o),
         };
+        // An upgraded connection never goes back to the pool.
+        let mut lease = lease;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            lease = None;
             match downstream_upgrade {
                 Some(down) => {
                     let up = hyper::upgrade::on(&mut resp);
@@ -393,26 +531,94 @@ impl Forward<'_> {
         } else {
             strip_hop_by_hop(resp.headers_mut(), false);
         }
+        if let (Some(token), Some(s)) = (set_session, &cluster.policy.session) {
+            if let Some(v) = affinity::session_cookie(s, token) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
         // The request stays in flight (for the balancer and the circuit breaker) until
-        // its response body ends.
+        // its response body ends; then its connection goes back to the pool.
         resp.map(|b| {
             InFlightBody {
                 inner: b,
                 _in_flight: in_flight,
+                lease,
+                ended: false,
             }
             .boxed_unsync()
         })
     }
 }
 
+/// The 503 for a request the cluster did not admit.
+fn refusal(dp: &DataPlane, cluster: &Cluster, refused: Refused) -> Response<Body> {
+    match refused {
+        Refused::NoEndpoints => {
+            let msg = format!("no ready endpoints for {}", cluster.name);
+            error(StatusCode::SERVICE_UNAVAILABLE, &msg)
+        }
+        Refused::MaxRequests(max) => {
+            let msg = format!(
+                "circuit breaker: {} has {max} requests in flight",
+                cluster.name
+            );
+            breaker(dp, &msg, "circuit-breaker-max-requests")
+        }
+    }
+}
+
+/// The 503 for a request the connection limit refused.
+fn overflow(dp: &DataPlane, cluster: &Cluster, o: Overflow) -> Response<Body> {
+    match o {
+        Overflow::MaxConnections(max) => {
+            let msg = format!(
+                "circuit breaker: {} has {max} connections open",
+                cluster.name
+            );
+            breaker(dp, &msg, "circuit-breaker-max-connections")
+        }
+        Overflow::MaxPending(max) => {
+            let msg = format!(
+                "circuit breaker: {} has {max} requests waiting for a connection",
+                cluster.name
+            );
+            breaker(dp, &msg, "circuit-breaker-max-pending")
+        }
+    }
+}
+
+fn breaker(dp: &DataPlane, msg: &str, reason: &'static str) -> Response<Body> {
+    dp.metrics
+        .counters
+        .circuit_breaker_open_total
+        .fetch_add(1, Ordering::Relaxed);
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    resp.headers_mut()
+        .insert(X_GATEHOUSE_REASON.clone(), HeaderValue::from_static(reason));
+    resp
+}
+
 /// Why Gatehouse itself refused a request, for clients and logs.
 static X_GATEHOUSE_REASON: http::HeaderName = http::HeaderName::from_static("x-gatehouse-reason");
 
-/// The upstream response body, holding its request's in-flight guard until it ends
-/// (one box per response: the error is converted here rather than by another layer).
+/// The upstream response body, holding its request's in-flight guard until it ends,
+/// and its pooled connection, which goes back to the pool if the body was read to the
+/// end (one box per response: the error is converted here rather than by a layer).
 struct InFlightBody {
     inner: Incoming,
     _in_flight: InFlight,
+    lease: Option<Lease>,
+    ended: bool,
+}
+
+impl Drop for InFlightBody {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if self.ended || self.inner.is_end_stream() {
+                lease.release();
+            }
+        }
+    }
 }
 
 impl http_body::Body for InFlightBody {
@@ -423,13 +629,15 @@ impl http_body::Body for InFlightBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(|e| -> BoxError { Box::new(e) })
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled.map_err(|e| -> BoxError { Box::new(e) })
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -2,6 +2,7 @@
 //! listeners read the ClientHello (without terminating TLS), pick the backend by its
 //! SNI, replay what they read and then copy bytes both ways.
 
+use crate::affinity;
 use crate::dataplane::DataPlane;
 use gatehouse_translate::cluster::Refused;
 use gatehouse_translate::{BackendSet, BackendTarget, L4Routes};
@@ -59,7 +60,7 @@ pub async fn serve(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAddr, 
             }
         }
     };
-    if let Err(e) = forward(&backends, stream, hello).await {
+    if let Err(e) = forward(&backends, stream, peer, hello).await {
         dp.metrics
             .counters
             .upstream_errors_total
@@ -69,28 +70,49 @@ pub async fn serve(dp: Arc<DataPlane>, mut stream: TcpStream, peer: SocketAddr, 
 }
 
 /// Connects to a backend of `set` and copies bytes both ways (after sending `first`).
-async fn forward(set: &BackendSet, mut down: TcpStream, first: Vec<u8>) -> std::io::Result<()> {
-    let cluster = match set.pick(fastrand::u32(..)) {
+async fn forward(
+    set: &BackendSet,
+    mut down: TcpStream,
+    peer: std::net::SocketAddr,
+    first: Vec<u8>,
+) -> std::io::Result<()> {
+    let cluster = match set.pick() {
         Some(BackendTarget::Cluster(c)) => c,
         Some(BackendTarget::Invalid { reason, .. }) => {
             return Err(std::io::Error::other(reason.clone()));
         }
         None => return Err(std::io::Error::other("no backend with a non-zero weight")),
     };
-    let admitted = cluster.admit().map_err(|r| match r {
-        Refused::NoEndpoints => {
-            std::io::Error::other(format!("no ready endpoints for {}", cluster.name))
+    // Connect failures are retried on other endpoints when the policy says so.
+    let mut affinity = affinity::of_request(&cluster.policy, &http::HeaderMap::new(), peer);
+    let retries = match &cluster.policy.retry {
+        Some(r) if r.on.connect_failure => r.attempts,
+        _ => 0,
+    };
+    let mut attempt = 0;
+    let (admitted, mut up) = loop {
+        let admitted = cluster.admit(&affinity).map_err(|r| match r {
+            Refused::NoEndpoints => {
+                std::io::Error::other(format!("no ready endpoints for {}", cluster.name))
+            }
+            Refused::MaxRequests(m) => {
+                std::io::Error::other(format!("circuit breaker: {m} connections in flight"))
+            }
+        })?;
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(admitted.addr))
+            .await
+            .map_err(|_| std::io::Error::other("upstream connect timed out"))
+            .and_then(|r| r);
+        admitted.guard.outcome(connected.is_ok());
+        match connected {
+            Ok(up) => break (admitted, up),
+            Err(_) if attempt < retries => {
+                affinity.avoid = Some(admitted.addr);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
         }
-        Refused::MaxRequests(m) => {
-            std::io::Error::other(format!("circuit breaker: {m} connections in flight"))
-        }
-    })?;
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(admitted.addr))
-        .await
-        .map_err(|_| std::io::Error::other("upstream connect timed out"))
-        .and_then(|r| r);
-    admitted.guard.outcome(connected.is_ok());
-    let mut up = connected?;
+    };
     let _ = up.set_nodelay(true);
     let _ = down.set_nodelay(true);
     if !first.is_empty() {

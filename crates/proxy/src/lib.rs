@@ -3,16 +3,21 @@
 //! gRPC), WebSocket upgrades, metrics and the admin endpoints.
 
 pub mod admin;
+pub mod affinity;
 pub mod body;
 pub mod config;
 pub mod dataplane;
+pub mod h1pool;
 pub mod handler;
 pub mod headers;
+pub mod health;
 pub mod l4;
 pub mod listener;
 pub mod metrics;
+pub mod mirror;
 pub mod normalize;
 pub mod redirect;
+pub mod retry;
 pub mod tls;
 pub mod upstream;
 

@@ -55,6 +55,18 @@ pub struct Counters {
     pub endpoint_updates_total: AtomicU64,
     pub config_version: AtomicU64,
     pub upstream_errors_total: AtomicU64,
+    /// Upstream attempts after the first.
+    pub upstream_retries_total: AtomicU64,
+    /// Retries not made because the retry budget was spent.
+    pub retry_budget_exhausted_total: AtomicU64,
+    /// Requests refused by a circuit breaker (requests, connections, pending).
+    pub circuit_breaker_open_total: AtomicU64,
+    /// Copies of requests sent by RequestMirror filters, and those that failed.
+    pub mirror_requests_total: AtomicU64,
+    pub mirror_errors_total: AtomicU64,
+    /// Active health probes, and endpoints that changed health by them.
+    pub health_probes_total: AtomicU64,
+    pub health_transitions_total: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -211,6 +223,45 @@ impl Metrics {
             "Upstream connect, reset and timeout errors.",
             c.upstream_errors_total.load(Relaxed),
         );
+        for (name, help, v) in [
+            (
+                "gatehouse_upstream_retries_total",
+                "Upstream attempts after the first.",
+                &c.upstream_retries_total,
+            ),
+            (
+                "gatehouse_retry_budget_exhausted_total",
+                "Retries not made because the retry budget was spent.",
+                &c.retry_budget_exhausted_total,
+            ),
+            (
+                "gatehouse_circuit_breaker_open_total",
+                "Requests refused by a circuit breaker.",
+                &c.circuit_breaker_open_total,
+            ),
+            (
+                "gatehouse_mirror_requests_total",
+                "Request copies sent by RequestMirror filters.",
+                &c.mirror_requests_total,
+            ),
+            (
+                "gatehouse_mirror_errors_total",
+                "Request copies that failed.",
+                &c.mirror_errors_total,
+            ),
+            (
+                "gatehouse_health_probes_total",
+                "Active health probes sent.",
+                &c.health_probes_total,
+            ),
+            (
+                "gatehouse_health_transitions_total",
+                "Endpoints that turned healthy or unhealthy by active probes.",
+                &c.health_transitions_total,
+            ),
+        ] {
+            scalar(&mut out, name, "counter", help, v.load(Relaxed));
+        }
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         let mut names: Vec<&Arc<str>> = routes.keys().collect();
         names.sort();

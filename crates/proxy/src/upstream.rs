@@ -1,15 +1,15 @@
-//! Upstream connection pools: hyper-util's pooled HTTP/1.1 client (keep-alive, keyed by
-//! endpoint), and an HTTP/2 (prior knowledge) pool of one multiplexed connection per
-//! endpoint for gRPC and h2c Services. The HTTP/2 pool dials the chosen endpoint while
-//! the request keeps its real `:authority`.
+//! Upstream connection pools: the HTTP/1.1 keep-alive pool (see [`crate::h1pool`]),
+//! and an HTTP/2 (prior knowledge) pool of one multiplexed connection per endpoint for
+//! gRPC and h2c Services. The HTTP/2 pool dials the chosen endpoint while the request
+//! keeps its real `:authority`.
 
 use crate::body::{Body, BoxError};
 use crate::config::ProxyConfig;
+use crate::h1pool::{H1Pool, Lease, Overflow};
+use gatehouse_translate::{Cluster, UpstreamProtocol};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,50 +23,43 @@ pub enum UpstreamError {
     Connect(String),
     /// The connection failed during the exchange.
     Exchange(BoxError),
+    /// The circuit breaker's connection limit refused the request.
+    Overflow(Overflow),
 }
 
 pub struct Upstreams {
-    h1: Client<HttpConnector, Body>,
+    h1: H1Pool,
     h2: H2Pool,
 }
 
 impl Upstreams {
     pub fn new(cfg: &ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(cfg.upstream_idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let h2 = H2Pool {
             conns: Mutex::new(HashMap::new()),
             connect_timeout: cfg.connect_timeout,
             keepalive: cfg.h2_keepalive,
         };
-        Upstreams { h1, h2 }
+        Upstreams {
+            h1: H1Pool::new(cfg.connect_timeout, cfg.upstream_idle_timeout),
+            h2,
+        }
     }
 
-    /// HTTP/1.1 to `req`'s URI authority (the endpoint address).
-    pub async fn send_h1(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        self.h1.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                UpstreamError::Connect(e.to_string())
-            } else {
-                UpstreamError::Exchange(Box::new(e))
-            }
-        })
-    }
-
-    /// HTTP/2 to `endpoint`, whatever `req`'s authority says.
-    pub async fn send_h2(
+    /// Sends `req` to `endpoint` of `cluster`, by the cluster's protocol. For HTTP/1.1
+    /// the lease gives the connection back once the response body has been read.
+    pub async fn send(
         &self,
+        cluster: &Cluster,
         endpoint: SocketAddr,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        self.h2.send(endpoint, req).await
+    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+        match cluster.protocol {
+            UpstreamProtocol::Http1 => {
+                let (resp, lease) = self.h1.send(cluster, endpoint, req).await?;
+                Ok((resp, Some(lease)))
+            }
+            UpstreamProtocol::Http2 => Ok((self.h2.send(endpoint, req).await?, None)),
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! ready endpoint addresses, shared by every route that names the same Service port.
 
 use crate::builder::Builder;
+use crate::cluster::ClusterPolicy;
+use crate::policy::Via;
 use crate::snapshot::{Cluster, ClusterSource, Snapshot, UpstreamProtocol};
 use gatehouse_model::{Object, ObjectKey, ObjectStore};
 use k8s_openapi::api::core::v1::ServicePort;
@@ -22,18 +24,23 @@ pub fn resolve(
     namespace: &str,
     name: &str,
     port: PortRef<'_>,
+    via: &Via,
 ) -> Result<Arc<Cluster>, String> {
-    resolve_with(b, namespace, name, port, None)
+    resolve_with(b, namespace, name, port, None, via)
 }
 
 /// `resolve`, with the upstream protocol forced (gRPC routes need HTTP/2 whatever the
-/// Service port's appProtocol says).
+/// Service port's appProtocol says). The cluster's policy is the route's (`via`), else
+/// the Service's, else the Gateway's; a cluster governed by a route's or Gateway's
+/// policy is its own, named after the policy, so other routes to the Service do not
+/// share its limits.
 pub fn resolve_with(
     b: &mut Builder<'_>,
     namespace: &str,
     name: &str,
     port: PortRef<'_>,
     force: Option<UpstreamProtocol>,
+    via: &Via,
 ) -> Result<Arc<Cluster>, String> {
     let key = ObjectKey {
         kind: "Service",
@@ -67,16 +74,31 @@ pub fn resolve_with(
         _ => UpstreamProtocol::Http1,
     };
     let protocol = force.unwrap_or(native);
-    let cluster_name = match protocol == native {
+    let (policy, own) = match (
+        &via.route,
+        b.policies.for_service(namespace, name),
+        &via.gateway,
+    ) {
+        (Some(p), _, _) => (p.clone(), true),
+        (None, Some(p), _) => (p.clone(), false),
+        (None, None, Some(p)) => (p.clone(), true),
+        (None, None, None) => (ClusterPolicy::default(), false),
+    };
+    let mut cluster_name = match protocol == native {
         true => format!("{namespace}/{name}:{}", sp.port),
         false => format!("{namespace}/{name}:{}/h2c", sp.port),
     };
+    if let (true, Some(from)) = (own, &policy.from) {
+        cluster_name = format!("{cluster_name}@{from}");
+    }
     if let Some(c) = b.clusters.get(cluster_name.as_str()) {
         return Ok(c.clone());
     }
     if let Some(c) = b.reusable_cluster(namespace, name, &cluster_name) {
-        b.clusters.insert(Arc::from(cluster_name), c.clone());
-        return Ok(c);
+        if c.policy == policy {
+            b.clusters.insert(Arc::from(cluster_name), c.clone());
+            return Ok(c);
+        }
     }
     let endpoints = endpoints(b.store, namespace, name, sp);
     let mut cluster = Cluster::new(
@@ -87,7 +109,7 @@ pub fn resolve_with(
             port: sp.port,
         },
         protocol,
-        b.policies.for_service(namespace, name),
+        policy,
         endpoints,
     );
     if let Some(prev) = b.previous_cluster(&cluster_name) {

@@ -1,14 +1,18 @@
 //! A cluster: one Service port's endpoints, with the policy that governs traffic to it
-//! (how an endpoint is chosen, how many requests may be in flight, when a failing
-//! endpoint is ejected). Endpoints are swapped in place when only they change, keeping
-//! their state; requests in flight are counted per cluster and per endpoint by a guard
-//! that lives as long as the request, and whose outcome feeds outlier detection.
+//! (how an endpoint is chosen, how many requests and connections it may take, when a
+//! failing endpoint is ejected, how it is health-checked and retried). Endpoints are
+//! swapped in place when only they change, keeping their state; requests in flight are
+//! counted per cluster and per endpoint by a guard that lives as long as the request,
+//! and whose outcome feeds outlier detection and the latency estimate.
 
+use crate::endpoint::{now_ms, Endpoint};
+use crate::maglev::{hash_bytes, Maglev};
+use crate::retry_budget::RetryBudget;
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,14 +31,25 @@ pub struct ClusterSource {
 }
 
 /// How an endpoint is chosen for a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub enum Balancer {
     #[default]
     RoundRobin,
     Random,
-    /// Power of two choices: the endpoint with fewer requests in flight of two picked
-    /// at random.
+    /// Power of two choices: of two endpoints picked at random, the one with the lower
+    /// peak-EWMA latency times requests in flight.
     LeastRequest,
+    /// Maglev consistent hashing on a key of the request.
+    ConsistentHash(HashOn),
+}
+
+/// The request key a consistent-hash balancer hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum HashOn {
+    SourceIp,
+    /// A header's value (lowercase name).
+    Header(String),
+    Cookie(String),
 }
 
 /// Passive health checking (outlier detection) of a cluster's endpoints.
@@ -48,40 +63,102 @@ pub struct OutlierPolicy {
     pub max_ejection_percent: u32,
 }
 
+/// What an active health probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Probe {
+    /// A connection that opens is healthy.
+    Tcp,
+    /// `GET path` with `host` (default: the endpoint address); healthy when the status
+    /// falls in one of the inclusive ranges.
+    Http {
+        path: String,
+        host: Option<String>,
+        expected: Vec<(u16, u16)>,
+    },
+}
+
+/// Active health checking of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthPolicy {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// When a failed attempt is retried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryOn {
+    /// No connection could be made: safe for any method.
+    pub connect_failure: bool,
+    /// The connection broke before a response came.
+    pub reset: bool,
+    /// Any 5xx answer.
+    pub server_error: bool,
+    /// 502, 503 and 504.
+    pub gateway_error: bool,
+    /// These statuses.
+    pub statuses: Vec<u16>,
+}
+
+/// Retries of failed upstream attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    pub on: RetryOn,
+    pub per_try_timeout: Option<Duration>,
+    /// Backoff ceiling of the first retry (doubling after), and its largest value.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Retries allowed in percent of requests over 10 s, plus per second.
+    pub budget_percent: u32,
+    pub budget_min_per_second: u32,
+}
+
+impl RetryOn {
+    /// Whether an answer with `status` is retried.
+    pub fn status(&self, status: u16) -> bool {
+        (self.server_error && status >= 500)
+            || (self.gateway_error && matches!(status, 502..=504))
+            || self.statuses.contains(&status)
+    }
+}
+
+/// Sticky sessions by a cookie the proxy sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionPolicy {
+    pub cookie: String,
+    pub ttl: Option<Duration>,
+}
+
 /// What a BackendTrafficPolicy sets for a Service's clusters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ClusterPolicy {
     pub balancer: Balancer,
+    /// New endpoints ramp up to their full share over this window.
+    pub slow_start: Option<Duration>,
+    pub session: Option<SessionPolicy>,
     /// Most requests in flight to the cluster; more get 503 at once.
     pub max_requests: Option<u32>,
+    /// Most open upstream connections to the cluster.
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for a connection when `max_connections` are busy.
+    pub max_pending: Option<u32>,
     pub outlier: Option<OutlierPolicy>,
+    pub health: Option<HealthPolicy>,
+    pub retry: Option<RetryPolicy>,
     /// The policy this came from (`namespace/name`), for errors and `/config`.
     pub from: Option<String>,
 }
 
-#[derive(Debug, Clone)]
-struct Endpoint {
-    addr: SocketAddr,
-    state: Arc<EndpointState>,
-}
-
-/// What the data plane knows of one endpoint.
-#[derive(Debug, Default)]
-struct EndpointState {
-    in_flight: AtomicU32,
-    /// Failures in a row.
-    failures: AtomicU32,
-    /// Milliseconds since `EPOCH` until which the endpoint is ejected (0: never was).
-    ejected_until: AtomicU64,
-    /// Ejections in a row: the next one lasts this many times the base, plus one.
-    ejections: AtomicU32,
-}
-
-/// The zero of the ejection clock.
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-fn now_ms() -> u64 {
-    EPOCH.elapsed().as_millis() as u64
+/// The endpoints of a cluster at one time, with their Maglev table when the balancer
+/// hashes.
+#[derive(Debug)]
+struct EndpointSet {
+    list: Vec<Endpoint>,
+    maglev: Option<Maglev>,
 }
 
 /// Longest ejection, however many in a row.
@@ -94,7 +171,7 @@ pub struct Cluster {
     pub source: ClusterSource,
     pub protocol: UpstreamProtocol,
     pub policy: ClusterPolicy,
-    endpoints: ArcSwap<Vec<Endpoint>>,
+    endpoints: ArcSwap<EndpointSet>,
     /// Counters that outlive this Snapshot's copy of the cluster (see `carry_from`).
     shared: Arc<Shared>,
 }
@@ -106,6 +183,18 @@ struct Shared {
     in_flight: AtomicU32,
     /// Endpoints ejected by outlier detection so far.
     ejections_total: AtomicU64,
+    retry_budget: RetryBudget,
+    connections: Arc<ConnectionCounts>,
+}
+
+/// Open upstream connections of a cluster and requests waiting for one, for the
+/// circuit breaker's `max_connections` and `max_pending`.
+#[derive(Debug, Default)]
+pub struct ConnectionCounts {
+    pub open: AtomicU32,
+    pub pending: AtomicU32,
+    /// Woken when a connection closes or goes idle.
+    pub released: tokio::sync::Notify,
 }
 
 /// Why a request was not admitted to a cluster.
@@ -116,19 +205,34 @@ pub enum Refused {
     MaxRequests(u32),
 }
 
+/// What the request asks of endpoint choice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Affinity {
+    /// The consistent-hash key's hash.
+    pub hash: Option<u64>,
+    /// The session cookie's endpoint token.
+    pub sticky: Option<u64>,
+    /// An endpoint to avoid if another is usable (the one a retry follows).
+    pub avoid: Option<SocketAddr>,
+}
+
 /// An admitted request: its endpoint, and the guard that counts it in flight until it
 /// is dropped (keep it until the response body ends).
 #[derive(Debug)]
 pub struct Admitted {
     pub addr: SocketAddr,
     pub guard: InFlight,
+    /// The session token to set in the response's cookie (the client has none, or one
+    /// for an endpoint that is gone).
+    pub set_session: Option<u64>,
 }
 
 /// Counts one request in flight on a cluster and one of its endpoints.
 #[derive(Debug)]
 pub struct InFlight {
     cluster: Arc<Cluster>,
-    endpoint: Arc<EndpointState>,
+    endpoint: Arc<crate::endpoint::EndpointState>,
+    start: Instant,
 }
 
 impl Drop for InFlight {
@@ -139,9 +243,12 @@ impl Drop for InFlight {
 }
 
 impl InFlight {
-    /// Tells outlier detection how the request went: `false` for a 5xx answer, a
-    /// failed connection or a timeout.
+    /// Tells outlier detection and the latency estimate how the request went: `false`
+    /// for a 5xx answer, a failed connection or a timeout.
     pub fn outcome(&self, ok: bool) {
+        if self.cluster.policy.balancer == Balancer::LeastRequest {
+            self.endpoint.observe_latency(self.start.elapsed());
+        }
         let Some(policy) = &self.cluster.policy.outlier else {
             return;
         };
@@ -155,17 +262,14 @@ impl InFlight {
             return;
         }
         let now = now_ms();
-        if e.ejected_until.load(Ordering::Acquire) > now {
+        if e.ejected(now) {
             return;
         }
         let eps = self.cluster.endpoints.load();
-        let ejected = eps
-            .iter()
-            .filter(|x| x.state.ejected_until.load(Ordering::Acquire) > now)
-            .count();
+        let ejected = eps.list.iter().filter(|x| x.state.ejected(now)).count();
         let allowed = match policy.max_ejection_percent {
             0 => 0,
-            p => (eps.len() * p as usize / 100).max(1),
+            p => (eps.list.len() * p as usize / 100).max(1),
         };
         if ejected >= allowed {
             return;
@@ -187,6 +291,41 @@ impl InFlight {
     }
 }
 
+/// The bytes that identify an endpoint for hashing (stable across processes).
+fn endpoint_id(addr: &SocketAddr) -> [u8; 18] {
+    let mut id = [0u8; 18];
+    match addr.ip() {
+        IpAddr::V4(v4) => id[12..16].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => id[..16].copy_from_slice(&v6.octets()),
+    }
+    id[16..].copy_from_slice(&addr.port().to_be_bytes());
+    id
+}
+
+/// The session token of an endpoint: an opaque value for the sticky cookie that does
+/// not reveal the address.
+pub fn session_token(addr: &SocketAddr) -> u64 {
+    hash_bytes(&endpoint_id(addr), 0x7f4a_7c15)
+}
+
+/// The hash of a consistent-hash key.
+pub fn key_hash(key: &[u8]) -> u64 {
+    hash_bytes(key, 0)
+}
+
+impl EndpointSet {
+    fn new(list: Vec<Endpoint>, balancer: &Balancer) -> Self {
+        let maglev = match balancer {
+            Balancer::ConsistentHash(_) => {
+                let ids: Vec<[u8; 18]> = list.iter().map(|e| endpoint_id(&e.addr)).collect();
+                Maglev::build(&ids)
+            }
+            _ => None,
+        };
+        EndpointSet { list, maglev }
+    }
+}
+
 impl Cluster {
     pub fn new(
         name: String,
@@ -195,34 +334,40 @@ impl Cluster {
         policy: ClusterPolicy,
         endpoints: Vec<SocketAddr>,
     ) -> Self {
+        let list = endpoints.into_iter().map(Endpoint::initial).collect();
         Cluster {
             name,
             source,
             protocol,
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(list, &policy.balancer)),
             policy,
-            endpoints: ArcSwap::from_pointee(endpoints.into_iter().map(Endpoint::new).collect()),
             shared: Arc::new(Shared::default()),
         }
     }
 
     /// Takes over the state of `prev`, the same Service port's cluster in the previous
     /// Snapshot: requests in flight (for the circuit breaker and the balancer), the
-    /// round-robin position, and each endpoint's counts and ejection, for the endpoints
-    /// both know. So a new Snapshot neither forgets an ejected endpoint nor lets a
-    /// burst past the circuit breaker.
+    /// round-robin position, connection counts, the retry budget, and each endpoint's
+    /// counts, health and ejection, for the endpoints both know. Endpoints new since
+    /// `prev` are joining (slow start applies). So a new Snapshot neither forgets an
+    /// ejected endpoint nor lets a burst past the circuit breaker.
     pub fn carry_from(&mut self, prev: &Cluster) {
         self.shared = prev.shared.clone();
         let old = prev.endpoints.load();
         let fresh: Vec<Endpoint> = self
             .endpoints
             .load()
+            .list
             .iter()
-            .map(|e| match old.binary_search_by_key(&e.addr, |o| o.addr) {
-                Ok(i) => old[i].clone(),
-                Err(_) => e.clone(),
-            })
+            .map(
+                |e| match old.list.binary_search_by_key(&e.addr, |o| o.addr) {
+                    Ok(i) => old.list[i].clone(),
+                    Err(_) => Endpoint::joining(e.addr),
+                },
+            )
             .collect();
-        self.endpoints.store(Arc::new(fresh));
+        self.endpoints
+            .store(Arc::new(EndpointSet::new(fresh, &self.policy.balancer)));
     }
 
     /// Endpoints ejected by outlier detection so far.
@@ -235,33 +380,62 @@ impl Cluster {
         let now = now_ms();
         self.endpoints
             .load()
+            .list
             .iter()
-            .filter(|e| e.state.ejected_until.load(Ordering::Acquire) > now)
+            .filter(|e| e.state.ejected(now))
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// Endpoints that active health checks hold out of rotation now.
+    pub fn unhealthy(&self) -> Vec<SocketAddr> {
+        self.endpoints
+            .load()
+            .list
+            .iter()
+            .filter(|e| !e.state.is_healthy())
             .map(|e| e.addr)
             .collect()
     }
 
     /// The endpoint addresses now, sorted.
     pub fn endpoints(&self) -> Vec<SocketAddr> {
-        self.endpoints.load().iter().map(|e| e.addr).collect()
+        self.endpoints.load().list.iter().map(|e| e.addr).collect()
     }
 
-    /// Replaces the endpoints (sorted addresses); those that stay keep their counts.
+    /// Replaces the endpoints (sorted addresses); those that stay keep their state,
+    /// new ones are joining.
     pub fn set_endpoints(&self, addrs: Vec<SocketAddr>) {
         let old = self.endpoints.load();
         let fresh = addrs
             .into_iter()
-            .map(|addr| match old.binary_search_by_key(&addr, |e| e.addr) {
-                Ok(i) => old[i].clone(),
-                Err(_) => Endpoint::new(addr),
-            })
+            .map(
+                |addr| match old.list.binary_search_by_key(&addr, |e| e.addr) {
+                    Ok(i) => old.list[i].clone(),
+                    Err(_) => Endpoint::joining(addr),
+                },
+            )
             .collect();
-        self.endpoints.store(Arc::new(fresh));
+        self.endpoints
+            .store(Arc::new(EndpointSet::new(fresh, &self.policy.balancer)));
     }
 
-    /// Whether `e` may take requests: not ejected (or no outlier detection at all).
-    fn usable(&self, e: &Endpoint) -> bool {
-        self.policy.outlier.is_none() || e.state.ejected_until.load(Ordering::Acquire) <= now_ms()
+    /// Records an active health probe of `addr`; returns the endpoint's new health if
+    /// it changed.
+    pub fn record_probe(&self, addr: SocketAddr, ok: bool) -> Option<bool> {
+        let h = self.policy.health.as_ref()?;
+        let eps = self.endpoints.load();
+        let i = eps.list.binary_search_by_key(&addr, |e| e.addr).ok()?;
+        eps.list[i]
+            .state
+            .record_probe(ok, h.healthy_threshold, h.unhealthy_threshold)
+    }
+
+    /// Whether `e` may take requests: active health passes (when checked) and outlier
+    /// detection has not ejected it.
+    fn usable(&self, e: &Endpoint, now: u64) -> bool {
+        (self.policy.health.is_none() || e.state.is_healthy())
+            && (self.policy.outlier.is_none() || !e.state.ejected(now))
     }
 
     /// Requests in flight to the cluster now.
@@ -269,10 +443,27 @@ impl Cluster {
         self.shared.in_flight.load(Ordering::Acquire)
     }
 
+    /// The cluster's retry budget (shared by its copies in successive Snapshots).
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.shared.retry_budget
+    }
+
+    /// Open connections and waiting requests, for the connection circuit breaker.
+    pub fn connections(&self) -> &ConnectionCounts {
+        &self.shared.connections
+    }
+
+    /// The same counts, for a connection to hold on to.
+    pub fn connections_arc(&self) -> Arc<ConnectionCounts> {
+        self.shared.connections.clone()
+    }
+
     /// Admits a request (unless the circuit breaker's limit is reached) and picks its
-    /// endpoint by the cluster's balancer, among the endpoints not ejected (among all
-    /// of them when every one is).
-    pub fn admit(self: &Arc<Self>) -> Result<Admitted, Refused> {
+    /// endpoint: the session's, when the client has a cookie for an endpoint in
+    /// rotation; else by the cluster's balancer, among usable endpoints (healthy, not
+    /// ejected; all of them when none is), with new endpoints ramping up under slow
+    /// start.
+    pub fn admit(self: &Arc<Self>, affinity: &Affinity) -> Result<Admitted, Refused> {
         let before = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         let refuse = |why| {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -284,56 +475,122 @@ impl Cluster {
             }
         }
         let eps = self.endpoints.load();
-        let n = eps.len();
-        if n == 0 {
+        if eps.list.is_empty() {
             return refuse(Refused::NoEndpoints);
         }
-        let first = match self.policy.balancer {
-            _ if n == 1 => 0,
-            Balancer::RoundRobin => self.shared.next.fetch_add(1, Ordering::Relaxed) % n,
+        let now = match self.policy.outlier.is_some() || self.policy.slow_start.is_some() {
+            true => now_ms(),
+            false => 0,
+        };
+        let sticky = self.policy.session.as_ref().and_then(|_| {
+            let token = affinity.sticky?;
+            eps.list
+                .iter()
+                .position(|e| session_token(&e.addr) == token && self.usable(e, now))
+        });
+        let i = match sticky {
+            Some(i) => i,
+            None => self.choose(&eps, affinity, now),
+        };
+        let set_session = match (&self.policy.session, sticky) {
+            (Some(_), None) => Some(session_token(&eps.list[i].addr)),
+            _ => None,
+        };
+        let endpoint = eps.list[i].state.clone();
+        endpoint.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(Admitted {
+            addr: eps.list[i].addr,
+            guard: InFlight {
+                cluster: self.clone(),
+                endpoint,
+                start: Instant::now(),
+            },
+            set_session,
+        })
+    }
+
+    /// The balancer's choice among a non-empty set.
+    fn choose(&self, eps: &EndpointSet, affinity: &Affinity, now: u64) -> usize {
+        let list = &eps.list;
+        let n = list.len();
+        if n == 1 {
+            return 0;
+        }
+        // Whether candidate `i` is taken: usable, not the one to avoid, and (under slow
+        // start) lucky enough for its share.
+        let window = self.policy.slow_start;
+        let takes = |i: usize| {
+            let e = &list[i];
+            self.usable(e, now)
+                && affinity.avoid != Some(e.addr)
+                && (window.is_none() || fastrand::f64() < e.state.slow_start_factor(window, now))
+        };
+        let candidate = || match &self.policy.balancer {
             Balancer::Random => fastrand::usize(..n),
+            _ => self.shared.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let first = match &self.policy.balancer {
+            Balancer::RoundRobin | Balancer::Random => candidate(),
             Balancer::LeastRequest => {
                 let a = fastrand::usize(..n);
                 let mut b = fastrand::usize(..n - 1);
                 if b >= a {
                     b += 1;
                 }
-                let load = |i: usize| eps[i].state.in_flight.load(Ordering::Relaxed);
-                let usable = |i: usize| self.usable(&eps[i]);
-                match (usable(a), usable(b)) {
-                    (true, false) => a,
-                    (false, true) => b,
-                    _ if load(b) < load(a) => b,
-                    _ => a,
+                let cost = |i: usize| {
+                    let e = &list[i];
+                    if !self.usable(e, now) || affinity.avoid == Some(e.addr) {
+                        return f64::INFINITY;
+                    }
+                    let load = e.state.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
+                    // 1 µs floor: endpoints not measured yet compare by load alone.
+                    let latency = e.state.latency_ns().max(1_000) as f64;
+                    latency * load / e.state.slow_start_factor(window, now)
+                };
+                let (ca, cb) = (cost(a), cost(b));
+                if ca.is_finite() || cb.is_finite() {
+                    return if cb < ca { b } else { a };
                 }
+                a
+            }
+            Balancer::ConsistentHash(_) => {
+                let hash = affinity.hash.unwrap_or_else(|| fastrand::u64(..));
+                let Some(table) = &eps.maglev else {
+                    return (hash % n as u64) as usize;
+                };
+                // The key's endpoint, or (when it is out of rotation) the next one in
+                // table order: stable for the key, spread evenly over the others.
+                let usable =
+                    |i: usize| self.usable(&list[i], now) && affinity.avoid != Some(list[i].addr);
+                for k in 0..n * 4 {
+                    let i = table.lookup_nth(hash, k);
+                    if usable(i) {
+                        return i;
+                    }
+                }
+                return table.lookup(hash);
             }
         };
-        // Skip ejected endpoints (without outlier detection none ever is).
-        let i = match self.policy.outlier.is_some() && !self.usable(&eps[first]) {
-            false => first,
-            true => (1..n)
-                .map(|k| (first + k) % n)
-                .find(|&i| self.usable(&eps[i]))
-                .unwrap_or(first),
-        };
-        let endpoint = eps[i].state.clone();
-        endpoint.in_flight.fetch_add(1, Ordering::AcqRel);
-        Ok(Admitted {
-            addr: eps[i].addr,
-            guard: InFlight {
-                cluster: self.clone(),
-                endpoint,
-            },
-        })
-    }
-}
-
-impl Endpoint {
-    fn new(addr: SocketAddr) -> Self {
-        Endpoint {
-            addr,
-            state: Arc::new(EndpointState::default()),
+        if takes(first) {
+            return first;
         }
+        // Fresh candidates (so that a refused one's share spreads evenly); then every
+        // usable endpoint in order; when none is usable the first choice stands (panic
+        // mode).
+        (1..n)
+            .map(|_| candidate())
+            .find(|&i| takes(i))
+            .or_else(|| {
+                (0..n)
+                    .map(|k| (first + k) % n)
+                    .find(|&i| self.usable(&list[i], now) && affinity.avoid != Some(list[i].addr))
+            })
+            .or_else(|| {
+                (0..n)
+                    .map(|k| (first + k) % n)
+                    .find(|&i| self.usable(&list[i], now))
+            })
+            .unwrap_or(first)
     }
 }
 
@@ -353,8 +610,7 @@ mod tests {
         let policy = ClusterPolicy {
             balancer,
             max_requests: max,
-            outlier: None,
-            from: None,
+            ..ClusterPolicy::default()
         };
         Arc::new(Cluster::new(
             "c".into(),
@@ -369,7 +625,7 @@ mod tests {
     fn round_robin_visits_every_endpoint_in_turn() {
         let c = cluster(Balancer::RoundRobin, None, 3);
         let ports: Vec<u16> = (0..6)
-            .map(|_| c.admit().expect("admitted").addr.port())
+            .map(|_| c.admit(&Affinity::default()).expect("admitted").addr.port())
             .collect();
         assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
         assert_eq!(c.in_flight(), 0, "guards dropped at once");
@@ -379,13 +635,15 @@ mod tests {
     fn least_request_avoids_the_busy_endpoint() {
         let c = cluster(Balancer::LeastRequest, None, 1);
         // Ten requests held on the only endpoint, which then gets a sibling.
-        let held: Vec<Admitted> = (0..10).map(|_| c.admit().expect("admitted")).collect();
+        let held: Vec<Admitted> = (0..10)
+            .map(|_| c.admit(&Affinity::default()).expect("admitted"))
+            .collect();
         c.set_endpoints(vec![
             SocketAddr::from(([127, 0, 0, 1], 1)),
             SocketAddr::from(([127, 0, 0, 1], 2)),
         ]);
         for _ in 0..100 {
-            let a = c.admit().expect("admitted");
+            let a = c.admit(&Affinity::default()).expect("admitted");
             assert_eq!(
                 a.addr.port(),
                 2,
@@ -394,7 +652,9 @@ mod tests {
         }
         // Held requests go to the new endpoint until it is as busy as the old one, then
         // alternate: 30 in flight end up 15 and 15 (give or take one).
-        let more: Vec<Admitted> = (0..20).map(|_| c.admit().expect("admitted")).collect();
+        let more: Vec<Admitted> = (0..20)
+            .map(|_| c.admit(&Affinity::default()).expect("admitted"))
+            .collect();
         let on_new = more.iter().filter(|a| a.addr.port() == 2).count();
         assert!(
             (14..=16).contains(&on_new),
@@ -407,13 +667,24 @@ mod tests {
     #[test]
     fn circuit_breaker_refuses_beyond_max_requests() {
         let c = cluster(Balancer::Random, Some(3), 2);
-        let held: Vec<Admitted> = (0..3).map(|_| c.admit().expect("admitted")).collect();
-        assert_eq!(c.admit().err(), Some(Refused::MaxRequests(3)));
+        let held: Vec<Admitted> = (0..3)
+            .map(|_| c.admit(&Affinity::default()).expect("admitted"))
+            .collect();
+        assert_eq!(
+            c.admit(&Affinity::default()).err(),
+            Some(Refused::MaxRequests(3))
+        );
         assert_eq!(c.in_flight(), 3);
         drop(held);
-        assert!(c.admit().is_ok(), "admits again once requests end");
+        assert!(
+            c.admit(&Affinity::default()).is_ok(),
+            "admits again once requests end"
+        );
         let empty = cluster(Balancer::RoundRobin, None, 0);
-        assert_eq!(empty.admit().err(), Some(Refused::NoEndpoints));
+        assert_eq!(
+            empty.admit(&Affinity::default()).err(),
+            Some(Refused::NoEndpoints)
+        );
         assert_eq!(empty.in_flight(), 0);
     }
 
@@ -428,16 +699,20 @@ mod tests {
         let c = Arc::new(c);
         // Endpoint 1 fails twice in a row (successes elsewhere do not reset it).
         for _ in 0..6 {
-            let a = c.admit().expect("admitted");
+            let a = c.admit(&Affinity::default()).expect("admitted");
             a.guard.outcome(a.addr.port() != 1);
         }
         assert_eq!(c.ejected(), vec![SocketAddr::from(([127, 0, 0, 1], 1))]);
         for _ in 0..30 {
-            assert_ne!(c.admit().expect("admitted").addr.port(), 1, "ejected");
+            assert_ne!(
+                c.admit(&Affinity::default()).expect("admitted").addr.port(),
+                1,
+                "ejected"
+            );
         }
         // 34% of 3: one at a time. Endpoint 2 failing now is not ejected.
         for _ in 0..6 {
-            let a = c.admit().expect("admitted");
+            let a = c.admit(&Affinity::default()).expect("admitted");
             a.guard.outcome(a.addr.port() != 2);
         }
         assert_eq!(c.ejected().len(), 1);
@@ -445,7 +720,7 @@ mod tests {
         // After the ejection time, endpoint 1 is back in rotation.
         std::thread::sleep(Duration::from_millis(120));
         let ports: Vec<u16> = (0..3)
-            .map(|_| c.admit().expect("admitted").addr.port())
+            .map(|_| c.admit(&Affinity::default()).expect("admitted").addr.port())
             .collect();
         assert!(ports.contains(&1), "{ports:?}");
     }
@@ -459,10 +734,13 @@ mod tests {
             max_ejection_percent: 100,
         });
         let c = Arc::new(c);
-        c.admit().expect("admitted").guard.outcome(false);
+        c.admit(&Affinity::default())
+            .expect("admitted")
+            .guard
+            .outcome(false);
         assert_eq!(c.ejected().len(), 1);
         assert!(
-            c.admit().is_ok(),
+            c.admit(&Affinity::default()).is_ok(),
             "panic mode: the only endpoint still serves"
         );
     }
@@ -476,8 +754,8 @@ mod tests {
             max_ejection_percent: 50,
         });
         let old = Arc::new(old);
-        let held = old.admit().expect("admitted");
-        let failed = old.admit().expect("admitted");
+        let held = old.admit(&Affinity::default()).expect("admitted");
+        let failed = old.admit(&Affinity::default()).expect("admitted");
         failed.guard.outcome(false);
         let ejected = old.ejected();
         assert_eq!(ejected.len(), 1);
@@ -493,8 +771,11 @@ mod tests {
             1,
             "the request held on the old copy counts"
         );
-        let second = new.admit().expect("admitted");
-        assert_eq!(new.admit().err(), Some(Refused::MaxRequests(2)));
+        let second = new.admit(&Affinity::default()).expect("admitted");
+        assert_eq!(
+            new.admit(&Affinity::default()).err(),
+            Some(Refused::MaxRequests(2))
+        );
         drop((held, second));
         assert_eq!(new.in_flight(), 0);
     }
@@ -502,7 +783,7 @@ mod tests {
     #[test]
     fn endpoint_counts_survive_an_endpoint_update() {
         let c = cluster(Balancer::LeastRequest, None, 2);
-        let a = c.admit().expect("admitted");
+        let a = c.admit(&Affinity::default()).expect("admitted");
         let port = a.addr.port();
         c.set_endpoints(vec![
             SocketAddr::from(([127, 0, 0, 1], 1)),
@@ -511,8 +792,242 @@ mod tests {
         ]);
         // The busy endpoint is still known to be busy.
         for _ in 0..50 {
-            assert_ne!(c.admit().expect("admitted").addr.port(), port);
+            assert_ne!(
+                c.admit(&Affinity::default()).expect("admitted").addr.port(),
+                port
+            );
         }
         drop(a);
+    }
+
+    fn with_policy(n: u16, policy: ClusterPolicy) -> Arc<Cluster> {
+        let mut c = Arc::try_unwrap(cluster(Balancer::RoundRobin, None, n)).expect("unique");
+        c.endpoints.store(Arc::new(EndpointSet::new(
+            c.endpoints.load().list.clone(),
+            &policy.balancer,
+        )));
+        c.policy = policy;
+        Arc::new(c)
+    }
+
+    fn share_of(c: &Arc<Cluster>, port: u16, picks: usize, aff: impl Fn() -> Affinity) -> f64 {
+        let hits = (0..picks)
+            .filter(|_| c.admit(&aff()).expect("admitted").addr.port() == port)
+            .count();
+        hits as f64 / picks as f64
+    }
+
+    #[test]
+    fn random_spreads_evenly() {
+        let c = cluster(Balancer::Random, None, 4);
+        for port in 1..=4 {
+            let share = share_of(&c, port, 20_000, Affinity::default);
+            assert!((0.23..=0.27).contains(&share), "port {port}: {share}");
+        }
+    }
+
+    #[test]
+    fn consistent_hash_keeps_a_key_on_one_endpoint_and_spreads_keys() {
+        let policy = ClusterPolicy {
+            balancer: Balancer::ConsistentHash(HashOn::SourceIp),
+            ..ClusterPolicy::default()
+        };
+        let c = with_policy(5, policy);
+        let mut per_port = [0u32; 6];
+        for k in 0u32..10_000 {
+            let aff = Affinity {
+                hash: Some(key_hash(&k.to_le_bytes())),
+                ..Affinity::default()
+            };
+            let first = c.admit(&aff).expect("admitted").addr;
+            assert_eq!(c.admit(&aff).expect("admitted").addr, first, "key {k}");
+            per_port[first.port() as usize] += 1;
+        }
+        for (port, n) in per_port.iter().enumerate().skip(1) {
+            assert!(
+                (1_800..=2_200).contains(n),
+                "port {port}: {n} of 10000 keys"
+            );
+        }
+        // An endpoint that joins takes about a sixth of the keys, from every other.
+        let before: Vec<SocketAddr> = (0u32..6_000)
+            .map(|k| {
+                let aff = Affinity {
+                    hash: Some(key_hash(&k.to_le_bytes())),
+                    ..Affinity::default()
+                };
+                c.admit(&aff).expect("admitted").addr
+            })
+            .collect();
+        let mut eps = c.endpoints();
+        eps.push(SocketAddr::from(([127, 0, 0, 1], 6)));
+        c.set_endpoints(eps);
+        let moved = (0u32..6_000)
+            .filter(|&k| {
+                let aff = Affinity {
+                    hash: Some(key_hash(&k.to_le_bytes())),
+                    ..Affinity::default()
+                };
+                c.admit(&aff).expect("admitted").addr != before[k as usize]
+            })
+            .count();
+        assert!((800..=1_250).contains(&moved), "{moved} of 6000 keys moved");
+    }
+
+    #[test]
+    fn consistent_hash_moves_only_the_keys_of_an_unusable_endpoint() {
+        let policy = ClusterPolicy {
+            balancer: Balancer::ConsistentHash(HashOn::Header("x-user".into())),
+            outlier: Some(OutlierPolicy {
+                consecutive_errors: 1,
+                base_ejection: Duration::from_secs(30),
+                max_ejection_percent: 50,
+            }),
+            ..ClusterPolicy::default()
+        };
+        let c = with_policy(4, policy);
+        let aff = |k: u32| Affinity {
+            hash: Some(key_hash(&k.to_le_bytes())),
+            ..Affinity::default()
+        };
+        let before: Vec<u16> = (0..4_000)
+            .map(|k| c.admit(&aff(k)).expect("admitted").addr.port())
+            .collect();
+        // Endpoint 2 fails once and is ejected.
+        let a = (0..)
+            .map(|k| c.admit(&aff(k)).expect("admitted"))
+            .find(|a| a.addr.port() == 2)
+            .expect("some key maps to 2");
+        a.guard.outcome(false);
+        drop(a);
+        assert_eq!(c.ejected().len(), 1);
+        for (k, was) in before.iter().enumerate() {
+            let now = c.admit(&aff(k as u32)).expect("admitted").addr.port();
+            match was {
+                2 => assert_ne!(now, 2, "key {k} leaves the ejected endpoint"),
+                _ => assert_eq!(now, *was, "key {k} stays put"),
+            }
+        }
+    }
+
+    #[test]
+    fn session_cookie_is_set_once_then_followed() {
+        let policy = ClusterPolicy {
+            session: Some(SessionPolicy {
+                cookie: "gatehouse-session".into(),
+                ttl: None,
+            }),
+            ..ClusterPolicy::default()
+        };
+        let c = with_policy(3, policy);
+        let first = c.admit(&Affinity::default()).expect("admitted");
+        let token = first.set_session.expect("a new client gets a session");
+        assert_eq!(token, session_token(&first.addr));
+        let sticky = Affinity {
+            sticky: Some(token),
+            ..Affinity::default()
+        };
+        for _ in 0..20 {
+            let a = c.admit(&sticky).expect("admitted");
+            assert_eq!(a.addr, first.addr, "round robin is overridden");
+            assert_eq!(a.set_session, None);
+        }
+        // The endpoint leaves: the client is moved and given a new session.
+        let others: Vec<SocketAddr> = c
+            .endpoints()
+            .into_iter()
+            .filter(|e| *e != first.addr)
+            .collect();
+        c.set_endpoints(others);
+        let moved = c.admit(&sticky).expect("admitted");
+        assert_ne!(moved.addr, first.addr);
+        assert_eq!(moved.set_session, Some(session_token(&moved.addr)));
+    }
+
+    #[test]
+    fn unhealthy_endpoints_leave_rotation_until_probes_pass() {
+        let policy = ClusterPolicy {
+            health: Some(HealthPolicy {
+                probe: Probe::Tcp,
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                healthy_threshold: 1,
+                unhealthy_threshold: 2,
+            }),
+            ..ClusterPolicy::default()
+        };
+        let c = with_policy(3, policy);
+        let bad = SocketAddr::from(([127, 0, 0, 1], 3));
+        assert_eq!(c.record_probe(bad, false), None);
+        assert_eq!(c.record_probe(bad, false), Some(false));
+        assert_eq!(c.unhealthy(), vec![bad]);
+        for _ in 0..30 {
+            assert_ne!(c.admit(&Affinity::default()).expect("admitted").addr, bad);
+        }
+        assert_eq!(c.record_probe(bad, true), Some(true));
+        let back = (0..3).any(|_| c.admit(&Affinity::default()).expect("admitted").addr == bad);
+        assert!(back);
+    }
+
+    #[test]
+    fn slow_start_gives_a_new_endpoint_a_small_share_at_first() {
+        let policy = ClusterPolicy {
+            slow_start: Some(Duration::from_secs(60)),
+            ..ClusterPolicy::default()
+        };
+        let c = with_policy(3, policy);
+        let mut eps = c.endpoints();
+        eps.push(SocketAddr::from(([127, 0, 0, 1], 4)));
+        c.set_endpoints(eps);
+        // Three old endpoints at full weight and one at 10%: about 10/310 of requests.
+        let share = share_of(&c, 4, 20_000, Affinity::default);
+        assert!((0.02..=0.05).contains(&share), "new endpoint share {share}");
+        let old = share_of(&c, 1, 20_000, Affinity::default);
+        assert!((0.29..=0.36).contains(&old), "old endpoint share {old}");
+    }
+
+    #[test]
+    fn least_request_prefers_the_faster_endpoint() {
+        let c = cluster(Balancer::LeastRequest, None, 2);
+        let eps = c.endpoints.load();
+        eps.list[0].state.observe_latency(Duration::from_millis(40));
+        eps.list[1].state.observe_latency(Duration::from_millis(2));
+        let fast = share_of(&c, 2, 1_000, Affinity::default);
+        assert_eq!(fast, 1.0, "idle and 20 times faster: always chosen");
+        // With enough requests held on the fast one, the slow one gets some.
+        let held: Vec<Admitted> = (0..25)
+            .map(|_| c.admit(&Affinity::default()).expect("admitted"))
+            .collect();
+        let on_slow = held.iter().filter(|a| a.addr.port() == 1).count();
+        assert!(
+            (1..=3).contains(&on_slow),
+            "{on_slow} of 25 on the slow endpoint"
+        );
+    }
+
+    #[test]
+    fn a_retry_avoids_the_endpoint_that_failed() {
+        for balancer in [
+            Balancer::RoundRobin,
+            Balancer::Random,
+            Balancer::LeastRequest,
+        ] {
+            let c = cluster(balancer.clone(), None, 3);
+            let avoid = SocketAddr::from(([127, 0, 0, 1], 2));
+            let aff = Affinity {
+                avoid: Some(avoid),
+                ..Affinity::default()
+            };
+            for _ in 0..50 {
+                assert_ne!(c.admit(&aff).expect("admitted").addr, avoid, "{balancer:?}");
+            }
+        }
+        // With one endpoint, the retry goes to it anyway.
+        let one = cluster(Balancer::RoundRobin, None, 1);
+        let aff = Affinity {
+            avoid: Some(SocketAddr::from(([127, 0, 0, 1], 1))),
+            ..Affinity::default()
+        };
+        assert!(one.admit(&aff).is_ok());
     }
 }

@@ -12,11 +12,12 @@ use crate::grpc_route::{as_http_route, MatchRanks};
 use crate::hosts::{intersect, valid_hostname, WildcardMode};
 use crate::ingress::{created, oldest_first};
 use crate::labels::selector_matches;
+use crate::policy::Via;
 use crate::routes::{PathMatch, RouteEntry, StrMatch};
 use crate::snapshot::UpstreamProtocol;
 use crate::snapshot::{
-    ActionKind, BackendSet, BackendTarget, HeaderModifier, PathModifier, Redirect, RouteAction,
-    Section, UrlRewrite, WeightedBackend,
+    ActionKind, BackendSet, BackendTarget, HeaderModifier, Mirror, PathModifier, Redirect,
+    RouteAction, Section, UrlRewrite, WeightedBackend,
 };
 use gatehouse_model::gateway::{
     AllowedRoutes, HttpHeaderFilter, HttpPathModifier, HttpRoute, HttpRouteRule, L4RouteSpec,
@@ -830,6 +831,7 @@ fn compile_rule(
     let mut redirect = None;
     let mut rewrite: Option<UrlRewrite> = None;
     let mut fixed: Option<(u16, String)> = None;
+    let mut mirrors: Vec<Mirror> = Vec::new();
     for (fi, f) in rule.filters.iter().enumerate() {
         let ff = format!("{field}.filters[{fi}]");
         match f.type_.as_str() {
@@ -907,11 +909,16 @@ fn compile_rule(
                     path,
                 });
             }
-            "RequestMirror" => b.warnings.push(format!(
-                "{} {ns}/{} {ff}: RequestMirror is not supported yet; ignored",
-                o.object.kind(),
-                o.name()
-            )),
+            "RequestMirror" => {
+                let Some(m) = &f.request_mirror else {
+                    b.errors
+                        .push(o.error(&ff, "requestMirror is required for this type"));
+                    continue;
+                };
+                if let Some(mirror) = mirror(b, o, ns, &ff, m) {
+                    mirrors.push(mirror);
+                }
+            }
             "ExtensionRef" => fixed = Some((500, "ExtensionRef filters are not supported".into())),
             other => b.errors.push(o.error(
                 &format!("{ff}.type"),
@@ -1089,6 +1096,7 @@ fn compile_rule(
         kind,
         timeout,
         backend_timeout,
+        mirrors,
     });
     for (key, path, method, headers, query) in compiled {
         out.push(CompiledMatch {
@@ -1134,6 +1142,120 @@ fn str_match(
     }
 }
 
+/// Resolves one backendRef of route `o` (in namespace `ns`) to its cluster, or says
+/// why it cannot (with the Gateway API condition reason).
+fn resolve_ref(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    ns: &str,
+    r: &gatehouse_model::gateway::HttpBackendRef,
+    via: &Via,
+) -> Result<Arc<crate::snapshot::Cluster>, Problem> {
+    let target_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
+    let problem: Option<Problem> = if !r.group.as_deref().unwrap_or("").is_empty()
+        || r.kind.as_deref().unwrap_or("Service") != "Service"
+    {
+        Some((
+            "InvalidKind",
+            format!(
+                "backend kind {:?} is not supported",
+                r.kind.as_deref().unwrap_or("Service")
+            ),
+        ))
+    } else if r.port.is_none() {
+        Some((
+            "UnsupportedValue",
+            "port is required for a Service backend".to_string(),
+        ))
+    } else if target_ns != ns
+        && !reference_granted(b, o.object.kind(), ns, "Service", &target_ns, &r.name)
+    {
+        Some((
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {target_ns} allows {}s in {ns} to use Service {}",
+                o.object.kind(),
+                r.name
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        return Err(p);
+    }
+    // gRPC needs HTTP/2 to the backend, whatever the Service port says.
+    let h2 = (o.object.kind() == "GRPCRoute").then_some(UpstreamProtocol::Http2);
+    let port = PortRef::Number(r.port.unwrap_or(0));
+    resolve_with(b, &target_ns, &r.name, port, h2, via).map_err(|e| ("BackendNotFound", e))
+}
+
+/// A RequestMirror filter's target and share of requests. A backend that cannot be
+/// resolved is a warning (mirroring is best effort); a bad share is an error.
+fn mirror(
+    b: &mut Builder<'_>,
+    o: &StoredObject,
+    ns: &str,
+    ff: &str,
+    m: &gatehouse_model::gateway::HttpRequestMirrorFilter,
+) -> Option<Mirror> {
+    let per_million = match (m.percent, &m.fraction) {
+        (Some(_), Some(_)) => {
+            b.errors.push(o.error(
+                &format!("{ff}.requestMirror"),
+                "percent and fraction cannot both be set",
+            ));
+            return None;
+        }
+        (Some(p), None) if (0..=100).contains(&p) => p as u32 * 10_000,
+        (Some(p), None) => {
+            b.errors.push(o.error(
+                &format!("{ff}.requestMirror.percent"),
+                format!("{p} is not between 0 and 100"),
+            ));
+            return None;
+        }
+        (None, Some(f)) => {
+            let d = f.denominator.unwrap_or(100);
+            if d <= 0 || f.numerator < 0 || f.numerator > d {
+                b.errors.push(o.error(
+                    &format!("{ff}.requestMirror.fraction"),
+                    format!("{}/{d} is not a fraction between 0 and 1", f.numerator),
+                ));
+                return None;
+            }
+            (f.numerator as u64 * 1_000_000 / d as u64) as u32
+        }
+        (None, None) => 1_000_000,
+    };
+    let via = b.policies.via_route(o, parents_of(o));
+    match resolve_ref(b, o, ns, &m.backend_ref, &via) {
+        Ok(cluster) => Some(Mirror {
+            cluster,
+            per_million,
+        }),
+        Err((_, reason)) => {
+            b.warnings.push(format!(
+                "{} {ns}/{} {ff}.requestMirror.backendRef: {reason}; not mirrored",
+                o.object.kind(),
+                o.name()
+            ));
+            None
+        }
+    }
+}
+
+/// The parentRefs of a Gateway API route.
+fn parents_of(o: &StoredObject) -> &[gatehouse_model::gateway::ParentReference] {
+    match &o.object {
+        Object::HttpRoute(r) => &r.spec.parent_refs,
+        Object::GrpcRoute(r) => &r.spec.parent_refs,
+        Object::TcpRoute(r) => &r.spec.parent_refs,
+        Object::TlsRoute(r) => &r.spec.parent_refs,
+        _ => &[],
+    }
+}
+
 fn backend_set(
     b: &mut Builder<'_>,
     o: &StoredObject,
@@ -1142,51 +1264,14 @@ fn backend_set(
     rule: &HttpRouteRule,
     refs: &mut Option<Problem>,
 ) -> BackendSet {
-    let mut set = BackendSet::default();
+    let mut items = Vec::new();
+    let via = &b.policies.via_route(o, parents_of(o));
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let weight = r.weight.unwrap_or(1).max(0) as u32;
         if weight == 0 {
             continue;
         }
-        let target_ns = r.namespace.clone().unwrap_or_else(|| ns.to_string());
-        let problem: Option<Problem> = if !r.group.as_deref().unwrap_or("").is_empty()
-            || r.kind.as_deref().unwrap_or("Service") != "Service"
-        {
-            Some((
-                "InvalidKind",
-                format!(
-                    "backend kind {:?} is not supported",
-                    r.kind.as_deref().unwrap_or("Service")
-                ),
-            ))
-        } else if r.port.is_none() {
-            Some((
-                "UnsupportedValue",
-                "port is required for a Service backend".to_string(),
-            ))
-        } else if target_ns != ns
-            && !reference_granted(b, o.object.kind(), ns, "Service", &target_ns, &r.name)
-        {
-            Some((
-                "RefNotPermitted",
-                format!(
-                    "no ReferenceGrant in {target_ns} allows {}s in {ns} to use Service {}",
-                    o.object.kind(),
-                    r.name
-                ),
-            ))
-        } else {
-            None
-        };
-        let target = match problem {
-            Some(p) => Err(p),
-            None => {
-                // gRPC needs HTTP/2 to the backend, whatever the Service port says.
-                let h2 = (o.object.kind() == "GRPCRoute").then_some(UpstreamProtocol::Http2);
-                let port = PortRef::Number(r.port.unwrap_or(0));
-                resolve_with(b, &target_ns, &r.name, port, h2).map_err(|e| ("BackendNotFound", e))
-            }
-        };
+        let target = resolve_ref(b, o, ns, r, via);
         let target = match target {
             Ok(c) => Ok(c),
             Err((reason, msg)) => {
@@ -1215,8 +1300,7 @@ fn backend_set(
                 o.name()
             ));
         }
-        set.total += weight;
-        set.items.push(WeightedBackend { weight, target });
+        items.push(WeightedBackend { weight, target });
     }
-    set
+    BackendSet::new(items)
 }

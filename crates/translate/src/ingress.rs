@@ -4,6 +4,7 @@
 use crate::backends::{resolve, PortRef};
 use crate::builder::{Builder, SectionRoutes, SortKey};
 use crate::hosts::{valid_hostname, HostTable, WildcardMode};
+use crate::policy::{self, Via};
 use crate::routes::{PathMatch, RouteEntry};
 use crate::snapshot::{
     ActionKind, BackendSet, BackendTarget, Redirect, RouteAction, Section, WeightedBackend,
@@ -169,10 +170,21 @@ pub fn translate(b: &mut Builder<'_>) {
         if !in_scope {
             continue;
         }
+        let via = Via {
+            route: policy::from_annotations(o, ing.metadata.annotations.as_ref(), &mut b.errors),
+            gateway: None,
+        };
         // An incremental run keeps the previous fallback (a change to a defaultBackend
         // always takes a full translation).
         if let Some(db) = spec.default_backend.as_ref().filter(|_| b.scope.is_none()) {
-            let action = backend_action(b, o, db, "spec.defaultBackend", format!("{id}/default"));
+            let action = backend_action(
+                b,
+                o,
+                db,
+                "spec.defaultBackend",
+                format!("{id}/default"),
+                &via,
+            );
             match (&fallback, action) {
                 (None, Some(a)) => fallback = Some(a),
                 (Some(_), Some(_)) => b.warnings.push(format!(
@@ -221,9 +233,14 @@ pub fn translate(b: &mut Builder<'_>) {
                         continue;
                     }
                 };
-                let Some(action) =
-                    backend_action(b, o, &p.backend, &format!("{field}.backend"), id.clone())
-                else {
+                let Some(action) = backend_action(
+                    b,
+                    o,
+                    &p.backend,
+                    &format!("{field}.backend"),
+                    id.clone(),
+                    &via,
+                ) else {
                     continue;
                 };
                 let (class, len) = match &path {
@@ -277,6 +294,7 @@ pub fn translate(b: &mut Builder<'_>) {
                         }),
                         timeout: None,
                         backend_timeout: None,
+                        mirrors: Vec::new(),
                     })
                 })
                 .clone(),
@@ -385,6 +403,7 @@ fn backend_action(
     be: &IngressBackend,
     field: &str,
     name: String,
+    via: &Via,
 ) -> Option<Arc<RouteAction>> {
     let ns = o.namespace().to_string();
     let target = match (&be.service, &be.resource) {
@@ -400,7 +419,7 @@ fn backend_action(
                     return None;
                 }
             };
-            match resolve(b, &ns, &svc.name, port) {
+            match resolve(b, &ns, &svc.name, port, via) {
                 Ok(c) => BackendTarget::Cluster(c),
                 Err(reason) => {
                     b.warnings
@@ -428,12 +447,10 @@ fn backend_action(
         response_headers: None,
         kind: ActionKind::Forward {
             rewrite: None,
-            backends: BackendSet {
-                total: 1,
-                items: vec![WeightedBackend { weight: 1, target }],
-            },
+            backends: BackendSet::new(vec![WeightedBackend { weight: 1, target }]),
         },
         timeout: None,
         backend_timeout: None,
+        mirrors: Vec::new(),
     }))
 }

@@ -7,6 +7,7 @@
 pub mod backends;
 pub mod cluster;
 pub mod duration;
+pub mod endpoint;
 pub mod gateway;
 pub mod gateway_status;
 pub mod grpc_route;
@@ -14,7 +15,9 @@ pub mod hosts;
 pub mod incremental;
 pub mod ingress;
 pub mod labels;
+pub mod maglev;
 pub mod policy;
+pub mod retry_budget;
 pub mod routes;
 pub mod snapshot;
 pub mod tls;

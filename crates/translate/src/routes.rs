@@ -238,6 +238,7 @@ mod tests {
             },
             timeout: None,
             backend_timeout: None,
+            mirrors: Vec::new(),
         })
     }
 

@@ -7,6 +7,7 @@ use crate::tls::SniTable;
 use gatehouse_model::status::Statuses;
 use serde::Serialize;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -111,6 +112,15 @@ pub struct RouteAction {
     pub timeout: Option<Duration>,
     /// Per upstream attempt timeout (Gateway `timeouts.backendRequest`).
     pub backend_timeout: Option<Duration>,
+    /// Backends that get a copy of requests (RequestMirror filters).
+    pub mirrors: Vec<Mirror>,
+}
+
+/// Where a RequestMirror filter sends copies, and how many (in millionths of requests).
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: Arc<Cluster>,
+    pub per_million: u32,
 }
 
 #[derive(Debug)]
@@ -169,11 +179,15 @@ pub struct Redirect {
     pub status: u16,
 }
 
-/// Weighted backends of one rule.
+/// Weighted backends of one rule, picked in smooth weighted round-robin order (nginx's
+/// algorithm, precomputed into a schedule so that picking is one atomic increment).
 #[derive(Debug, Default)]
 pub struct BackendSet {
     pub total: u32,
     pub items: Vec<WeightedBackend>,
+    /// Item indexes in the order they are picked, one lap.
+    schedule: Vec<u16>,
+    next: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -192,24 +206,128 @@ pub enum BackendTarget {
     },
 }
 
+/// Longest schedule: weights summing to more are scaled down to this (keeping each
+/// non-zero weight at least 1).
+const MAX_SCHEDULE: u64 = 1000;
+
 impl BackendSet {
-    /// Picks a backend from a uniform random number in `0..u32::MAX`.
-    pub fn pick(&self, random: u32) -> Option<&BackendTarget> {
-        if self.total == 0 {
-            return None;
+    /// A set of backends with non-zero weights.
+    pub fn new(items: Vec<WeightedBackend>) -> Self {
+        let total: u32 = items.iter().map(|i| i.weight).sum();
+        let schedule = match items.len() {
+            0 | 1 => Vec::new(),
+            _ => smooth_schedule(&items.iter().map(|i| i.weight).collect::<Vec<_>>()),
+        };
+        BackendSet {
+            total,
+            items,
+            schedule,
+            next: AtomicUsize::new(0),
         }
-        if self.items.len() == 1 {
-            return Some(&self.items[0].target);
-        }
-        let mut r = ((random as u64 * self.total as u64) >> 32) as u32;
-        for item in &self.items {
-            if r < item.weight {
-                return Some(&item.target);
+    }
+
+    /// Picks the next backend (None if the set is empty).
+    pub fn pick(&self) -> Option<&BackendTarget> {
+        match self.items.len() {
+            0 => None,
+            1 => Some(&self.items[0].target),
+            _ => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
+                Some(&self.items[self.schedule[n] as usize].target)
             }
-            r -= item.weight;
         }
-        self.items.last().map(|i| &i.target)
+    }
+}
+
+/// One lap of smooth weighted round-robin: each step every item gains its weight, the
+/// richest is picked and pays the total. Weights 5:1:1 give a a b a c a a, not
+/// a a a a a b c.
+fn smooth_schedule(weights: &[u32]) -> Vec<u16> {
+    let total: u64 = weights.iter().map(|&w| w as u64).sum();
+    let mut w: Vec<u64> = match total > MAX_SCHEDULE {
+        true => weights
+            .iter()
+            .map(|&x| ((x as u64 * MAX_SCHEDULE) / total).max(1))
+            .collect(),
+        false => weights.iter().map(|&x| x as u64).collect(),
+    };
+    let g = w.iter().fold(0, |a, &b| gcd(a, b));
+    if g > 1 {
+        w.iter_mut().for_each(|x| *x /= g);
+    }
+    let total: i64 = w.iter().map(|&x| x as i64).sum();
+    let mut current = vec![0i64; w.len()];
+    (0..total)
+        .map(|_| {
+            for (c, &x) in current.iter_mut().zip(&w) {
+                *c += x as i64;
+            }
+            let (best, _) = current
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))
+                .unwrap_or((0, &0));
+            current[best] -= total;
+            best as u16
+        })
+        .collect()
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
 pub use crate::cluster::{Cluster, ClusterSource, UpstreamProtocol};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(weights: &[u32]) -> BackendSet {
+        BackendSet::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &weight)| WeightedBackend {
+                    weight,
+                    target: BackendTarget::Invalid {
+                        status: 500,
+                        reason: i.to_string(),
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    fn picks(s: &BackendSet, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| match s.pick() {
+                Some(BackendTarget::Invalid { reason, .. }) => reason.parse().expect("index"),
+                _ => usize::MAX,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn smooth_weighted_round_robin_interleaves() {
+        assert_eq!(picks(&set(&[5, 1, 1]), 7), [0, 0, 1, 0, 2, 0, 0]);
+        // 90/10 canary: exactly one in ten, spread out.
+        let p = picks(&set(&[90, 10]), 100);
+        assert_eq!(p.iter().filter(|&&i| i == 1).count(), 10);
+        assert_eq!(picks(&set(&[1, 1]), 4), [0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn large_weights_keep_their_proportions() {
+        let s = set(&[999_999, 1, 3_000_000]);
+        let p = picks(&s, 4_000);
+        let share = |k| p.iter().filter(|&&i| i == k).count() as f64 / 4_000.0;
+        assert!((share(0) - 0.25).abs() < 0.01, "{}", share(0));
+        assert!(share(1) > 0.0, "a non-zero weight is never starved");
+        assert!((share(2) - 0.75).abs() < 0.01, "{}", share(2));
+    }
+}

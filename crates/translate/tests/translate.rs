@@ -423,8 +423,12 @@ fn backend_traffic_policy_sets_cluster_policy_and_names_bad_fields() {
             "spec.loadBalancer.type: unknown load balancer \"Fastest\"",
         ),
         (
-            "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n",
-            "spec.targetRefs[0].kind: unsupported target gateway.networking.k8s.io/HTTPRoute",
+            "  targetRefs: [{group: apps, kind: Deployment, name: r}]\n",
+            "spec.targetRefs[0].kind: unsupported target apps/Deployment",
+        ),
+        (
+            "  targetRefs: [{kind: HTTPRoute, name: r}]\n",
+            "spec.targetRefs[0].kind: unsupported target HTTPRoute",
         ),
         (
             "  targetRefs: [{kind: Service, name: web}]\n  circuitBreaker: {maxRequests: 0}\n",
@@ -437,6 +441,21 @@ fn backend_traffic_policy_sets_cluster_policy_and_names_bad_fields() {
         ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {consecutiveErrors: 0}\n", "spec.outlierDetection.consecutiveErrors: must be at least 1"),
         ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {baseEjectionTime: soon}\n", "spec.outlierDetection.baseEjectionTime: invalid duration"),
         ("  targetRefs: [{kind: Service, name: web}]\n  outlierDetection: {maxEjectionPercent: 150}\n", "spec.outlierDetection.maxEjectionPercent: 150 is more than 100"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: ConsistentHash, consistentHash: {type: Header}}\n", "spec.loadBalancer.consistentHash.header: required for type Header"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: ConsistentHash, consistentHash: {type: Moon}}\n", "spec.loadBalancer.consistentHash.type: unknown hash key \"Moon\""),
+        ("  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: RoundRobin, slowStart: {window: 0s}}\n", "spec.loadBalancer.slowStart.window: must be more than zero"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  sessionPersistence: {cookieName: 'a b'}\n", "spec.sessionPersistence.cookieName: \"a b\" is not a valid cookie name"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  circuitBreaker: {maxPendingRequests: 3}\n", "spec.circuitBreaker.maxPendingRequests: needs maxConnections"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  circuitBreaker: {maxConnections: 0}\n", "spec.circuitBreaker.maxConnections: must be at least 1"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  healthCheck: {type: UDP}\n", "spec.healthCheck.type: unknown health check \"UDP\""),
+        ("  targetRefs: [{kind: Service, name: web}]\n  healthCheck: {interval: often}\n", "spec.healthCheck.interval: invalid duration"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  healthCheck: {http: {path: health}}\n", "spec.healthCheck.http.path: \"health\" is not an absolute path"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  healthCheck: {http: {expectedStatuses: [42]}}\n", "spec.healthCheck.http.expectedStatuses: 42 is not an HTTP status"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  healthCheck: {unhealthyThreshold: 0}\n", "spec.healthCheck.unhealthyThreshold: must be at least 1"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  retry: {retryOn: [sometimes]}\n", "spec.retry.retryOn[0]: unknown retry condition \"sometimes\""),
+        ("  targetRefs: [{kind: Service, name: web}]\n  retry: {attempts: 50}\n", "spec.retry.attempts: 50 is more than 10"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  retry: {perTryTimeout: fast}\n", "spec.retry.perTryTimeout: invalid duration"),
+        ("  targetRefs: [{kind: Service, name: web}]\n  retry: {backoff: {baseInterval: 1s, maxInterval: 10ms}}\n", "spec.retry.backoff.maxInterval: must be at least baseInterval"),
     ];
     for (spec, want) in cases {
         let errs = errors(
@@ -650,4 +669,152 @@ fn lenient_translation_leaves_invalid_objects_out() {
         "False"
     );
     assert_eq!(status.status["parents"][0]["parentRef"]["name"], "gw");
+}
+
+#[test]
+fn policies_on_routes_and_gateways_get_their_own_clusters() {
+    use gatehouse_translate::cluster::HashOn;
+    let listeners = "  - {name: http, protocol: HTTP, port: 80}\n";
+    let route = gateway_with(listeners, "  - backendRefs: [{name: web, port: 80}]\n");
+    let ing = ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}");
+    let on_route = btp(
+        "by-route",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r}]\n  loadBalancer: {type: ConsistentHash, consistentHash: {type: Cookie, cookie: user}}\n",
+    );
+    let on_gateway = btp(
+        "by-gateway",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: gw}]\n  retry: {attempts: 3}\n",
+    );
+    let on_service = btp(
+        "by-service",
+        "2026-01-01T00:00:00Z",
+        "  targetRefs: [{kind: Service, name: web}]\n  loadBalancer: {type: Random}\n",
+    );
+    // The route's policy wins for the route; the Ingress keeps the Service's.
+    let s = run(&[
+        CLASSES,
+        SVC,
+        &ing,
+        &route,
+        &on_route,
+        &on_gateway,
+        &on_service,
+    ]
+    .concat())
+    .expect("translates");
+    let names: Vec<&str> = s.clusters.keys().map(|k| k.as_ref()).collect();
+    assert_eq!(
+        names,
+        ["default/web:80", "default/web:80@default/by-route"],
+        "{names:?}"
+    );
+    let by_route = &s.clusters[&std::sync::Arc::<str>::from("default/web:80@default/by-route")];
+    assert_eq!(
+        by_route.policy.balancer,
+        Balancer::ConsistentHash(HashOn::Cookie("user".into()))
+    );
+    let shared = &s.clusters[&std::sync::Arc::<str>::from("default/web:80")];
+    assert_eq!(shared.policy.balancer, Balancer::Random);
+    // Without the route's policy: the Service's beats the Gateway's.
+    let s = run(&[CLASSES, SVC, &route, &on_gateway, &on_service].concat()).expect("translates");
+    let names: Vec<&str> = s.clusters.keys().map(|k| k.as_ref()).collect();
+    assert_eq!(names, ["default/web:80"]);
+    // With only the Gateway's, the route's backends get a cluster of it.
+    let s = run(&[CLASSES, SVC, &route, &on_gateway].concat()).expect("translates");
+    let c = s.clusters.values().next().expect("cluster");
+    assert_eq!(c.name, "default/web:80@default/by-gateway");
+    assert_eq!(c.policy.retry.as_ref().map(|r| r.attempts), Some(3));
+}
+
+#[test]
+fn ingress_annotations_set_the_common_knobs() {
+    use gatehouse_translate::cluster::HashOn;
+    let annotated = |annotations: &str| {
+        ingress("a", "  ingressClassName: gatehouse\n", "{number: 80}").replace(
+            "metadata: {name: a, namespace: default}",
+            &format!("metadata:\n  name: a\n  namespace: default\n  annotations:\n{annotations}"),
+        )
+    };
+    let good = annotated(
+        "    gatehouse.dev/hash-on: header:X-User\n    gatehouse.dev/retries: \"3\"\n    gatehouse.dev/retry-on: connect-failure, 5xx\n    gatehouse.dev/health-check-path: /healthz\n    gatehouse.dev/max-connections: \"10\"\n    gatehouse.dev/session-cookie: sid\n",
+    );
+    let s = run(&[CLASSES, SVC, &good].concat()).expect("translates");
+    let c = s.clusters.values().next().expect("cluster");
+    assert_eq!(c.name, "default/web:80@ingress/default/a");
+    let p = &c.policy;
+    assert_eq!(
+        p.balancer,
+        Balancer::ConsistentHash(HashOn::Header("x-user".into()))
+    );
+    let retry = p.retry.as_ref().expect("retry");
+    assert_eq!(retry.attempts, 3);
+    assert!(retry.on.connect_failure && retry.on.server_error && !retry.on.reset);
+    assert!(p.health.is_some());
+    assert_eq!(p.max_connections, Some(10));
+    assert_eq!(p.session.as_ref().map(|s| s.cookie.as_str()), Some("sid"));
+    for (annotations, want) in [
+        (
+            "    gatehouse.dev/retries: lots\n",
+            "field metadata.annotations[\"gatehouse.dev/retries\"]: \"lots\" is not a whole number",
+        ),
+        (
+            "    gatehouse.dev/load-balancer: Fastest\n",
+            "field metadata.annotations[\"gatehouse.dev/load-balancer\"]: unknown load balancer",
+        ),
+        (
+            "    gatehouse.dev/hash-on: planet:x\n",
+            "field metadata.annotations[\"gatehouse.dev/hash-on\"]: unknown hash key",
+        ),
+        (
+            "    gatehouse.dev/per-try-timeout: fast\n",
+            "field metadata.annotations[\"gatehouse.dev/per-try-timeout\"]: invalid duration",
+        ),
+    ] {
+        let errs = errors(&[CLASSES, SVC, &annotated(annotations)].concat());
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("Ingress default/a: ") && e.contains(want)),
+            "want {want:?}, got {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn request_mirrors_resolve_their_backend_and_share() {
+    let listeners = "  - {name: http, protocol: HTTP, port: 80}\n";
+    let route = gateway_with(
+        listeners,
+        "  - filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 81}, fraction: {numerator: 1, denominator: 4}}}\n    backendRefs: [{name: web, port: 80}]\n",
+    );
+    let s = run(&[CLASSES, SVC, &route].concat()).expect("translates");
+    let section = s.ports[0].sections.lookup("any.example").expect("section");
+    let headers = http::HeaderMap::new();
+    let view = RequestView {
+        method: &http::Method::GET,
+        path: "/",
+        query: None,
+        headers: &headers,
+    };
+    let entry = section
+        .hosts
+        .lookup("any.example")
+        .and_then(|t| t.find(&view))
+        .expect("route");
+    let mirrors = &entry.action.mirrors;
+    assert_eq!(mirrors.len(), 1);
+    assert_eq!(mirrors[0].cluster.name, "default/web:81");
+    assert_eq!(mirrors[0].per_million, 250_000);
+    let bad = gateway_with(
+        listeners,
+        "  - filters:\n    - {type: RequestMirror, requestMirror: {backendRef: {name: web, port: 81}, percent: 150}}\n    backendRefs: [{name: web, port: 80}]\n",
+    );
+    let errs = errors(&[CLASSES, SVC, &bad].concat());
+    assert!(
+        errs.iter().any(|e| e.contains(
+            "spec.rules[0].filters[0].requestMirror.percent: 150 is not between 0 and 100"
+        )),
+        "{errs:?}"
+    );
 }
