@@ -5,11 +5,12 @@
 use crate::affinity;
 use crate::body::{self, Body, BoxError};
 use crate::dataplane::{Active, DataPlane};
-use crate::h1pool::{Lease, Overflow};
+use crate::h1pool::H1Lease as Lease;
 use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::metrics::RouteStats;
 use crate::mirror;
 use crate::normalize::normalize_path;
+use crate::pool::Overflow;
 use crate::redirect::{location, RedirectInput};
 use crate::retry::{self, Failure};
 use crate::upstream::UpstreamError;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// What the connection knows about itself.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// The configured listener address (the key of its port in the Snapshot).
@@ -46,10 +47,45 @@ pub async fn handle(
     let start = Instant::now();
     let active = dp.state.load_full();
     let rid = request_id(req.headers());
-    let (mut resp, stats) = route(&dp, &active, &conn, req, &rid).await;
+    let head = Head {
+        method: req.method(),
+        path: req.uri().path(),
+        query: req.uri().query(),
+        authority: req.uri().authority().map(|a| a.as_str()),
+        headers: req.headers(),
+    };
+    let (mut resp, stats) = match decide(&dp, &active, &conn, &head, &rid) {
+        (Decision::Respond(r), stats) => (r, stats),
+        (Decision::Forward(fwd), stats) => {
+            let action = fwd.action.clone();
+            let mut resp = fwd.send(&dp, &conn, &rid, req).await;
+            if let Some(m) = &action.response_headers {
+                m.apply(resp.headers_mut());
+            }
+            (resp, stats)
+        }
+    };
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
     stats.record(resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// The parts of a request head that routing reads.
+pub struct Head<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The authority of an absolute-form request target.
+    pub authority: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+/// What routing decided.
+pub enum Decision {
+    /// The proxy answers itself (an error, a redirect, a fixed response).
+    Respond(Response<Body>),
+    /// The request goes to a backend of this route.
+    Forward(Routed),
 }
 
 /// A short plain-text response from the proxy itself.
@@ -72,14 +108,16 @@ fn status(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-async fn route(
-    dp: &Arc<DataPlane>,
+/// Picks section, host and route for a request head on the loaded Snapshot.
+pub fn decide(
+    dp: &DataPlane,
     active: &Active,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: &Head<'_>,
     rid: &HeaderValue,
-) -> (Response<Body>, Arc<RouteStats>) {
+) -> (Decision, Arc<RouteStats>) {
     let no_route = || dp.no_route.clone();
+    let respond = |r: Response<Body>| (Decision::Respond(r), dp.no_route.clone());
     let Some(port) = active.snapshot.port(conn.listener) else {
         // The listener left the config while this connection stayed open: answer, then
         // close the connection so the client does not keep using a retired port.
@@ -89,36 +127,30 @@ async fn route(
         );
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return (resp, no_route());
+        return respond(resp);
     };
-    let authority = match req.uri().authority() {
-        Some(a) => Some(a.as_str().rsplit('@').next().unwrap_or("").to_string()),
+    let authority = match req.authority {
+        Some(a) => Some(a.rsplit('@').next().unwrap_or("").to_string()),
         None => req
-            .headers()
+            .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_string),
     };
     let Some(authority) = authority.filter(|a| !a.is_empty()) else {
-        return (
-            error(StatusCode::BAD_REQUEST, "missing Host header"),
-            no_route(),
-        );
+        return respond(error(StatusCode::BAD_REQUEST, "missing Host header"));
     };
     let host = strip_port(&authority).to_string();
-    let path = match normalize_path(req.uri().path(), dp.cfg.merge_slashes) {
+    let path = match normalize_path(req.path, dp.cfg.merge_slashes) {
         Ok(p) => p.into_owned(),
         Err(e) => {
-            return (
-                error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("malformed request path: {e:?}"),
-                ),
-                no_route(),
-            )
+            return respond(error(
+                StatusCode::BAD_REQUEST,
+                &format!("malformed request path: {e:?}"),
+            ))
         }
     };
-    let query = req.uri().query().map(str::to_string);
+    let query = req.query.map(str::to_string);
     // The listener (section) is chosen by Host. On TLS, a connection whose SNI chose a
     // different listener (HTTP/2 connection reuse across names) is told to retry on a
     // new connection, so one listener's routes never serve another's hostnames.
@@ -131,20 +163,17 @@ async fn route(
             _ => false,
         };
         if !same {
-            return (
-                error(
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "TLS server name does not match Host",
-                ),
-                no_route(),
-            );
+            return respond(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "TLS server name does not match Host",
+            ));
         }
     }
     let view = RequestView {
-        method: req.method(),
+        method: req.method,
         path: &path,
         query: query.as_deref(),
-        headers: req.headers(),
+        headers: req.headers,
     };
     let entry = section
         .and_then(|s| s.hosts.lookup(&host))
@@ -155,7 +184,7 @@ async fn route(
         (None, None) => {
             let rid = rid.to_str().unwrap_or("");
             let msg = format!("no route for host {host:?} path {path:?} (request id {rid})");
-            return (error(StatusCode::NOT_FOUND, &msg), no_route());
+            return respond(error(StatusCode::NOT_FOUND, &msg));
         }
     };
     let stats = active
@@ -188,7 +217,10 @@ async fn route(
                 }
                 Err(_) => {
                     return (
-                        error(StatusCode::BAD_REQUEST, "cannot build redirect location"),
+                        Decision::Respond(error(
+                            StatusCode::BAD_REQUEST,
+                            "cannot build redirect location",
+                        )),
                         stats,
                     )
                 }
@@ -196,34 +228,32 @@ async fn route(
             resp
         }
         ActionKind::Forward { .. } => {
-            let fwd = Forward {
-                dp,
-                conn,
-                action: &action,
-                authority: &authority,
-                rid,
+            let routed = Routed {
+                action,
+                authority,
                 path,
                 query,
                 prefix_len,
             };
-            fwd.send(req).await
+            return (Decision::Forward(routed), stats);
         }
     };
     if let Some(m) = &action.response_headers {
         m.apply(resp.headers_mut());
     }
-    (resp, stats)
+    (Decision::Respond(resp), stats)
 }
 
-struct Forward<'a> {
-    dp: &'a Arc<DataPlane>,
-    conn: &'a ConnInfo,
-    action: &'a RouteAction,
-    authority: &'a str,
-    rid: &'a HeaderValue,
-    path: String,
-    query: Option<String>,
-    prefix_len: usize,
+/// A request routed to a forwarding rule.
+pub struct Routed {
+    pub action: Arc<RouteAction>,
+    /// The request's authority (Host), as sent.
+    pub authority: String,
+    /// The normalised path and the query.
+    pub path: String,
+    pub query: Option<String>,
+    /// Length of the matched path prefix (for prefix rewrites).
+    pub prefix_len: usize,
 }
 
 /// Largest request body kept in memory so that it can be sent again (retries) or
@@ -305,8 +335,16 @@ impl Outcome {
     }
 }
 
-impl Forward<'_> {
-    async fn send(self, req: Request<Incoming>) -> Response<Body> {
+impl Routed {
+    /// Sends the request upstream (with retries, mirrors and affinity as the route's
+    /// backend asks) and returns the response to stream back.
+    pub async fn send(
+        self,
+        dp: &Arc<DataPlane>,
+        conn: &ConnInfo,
+        rid: &HeaderValue,
+        req: Request<Incoming>,
+    ) -> Response<Body> {
         let ActionKind::Forward { rewrite, backends } = &self.action.kind else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
         };
@@ -335,10 +373,10 @@ impl Forward<'_> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|l| l > self.dp.cfg.max_body_bytes) {
+        if length.is_some_and(|l| l > dp.cfg.max_body_bytes) {
             return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
         }
-        let mut affinity = affinity::of_request(&cluster.policy, &parts.headers, self.conn.peer);
+        let mut affinity = affinity::of_request(&cluster.policy, &parts.headers, conn.peer);
         strip_hop_by_hop(&mut parts.headers, upgrade);
         if let Some(m) = &self.action.request_headers {
             m.apply(&mut parts.headers);
@@ -346,15 +384,15 @@ impl Forward<'_> {
         let host = rewrite
             .as_ref()
             .and_then(|r| r.hostname.as_deref())
-            .unwrap_or(self.authority);
+            .unwrap_or(&self.authority);
         match HeaderValue::from_str(host) {
             Ok(v) => {
                 parts.headers.insert(header::HOST, v);
             }
             Err(_) => return error(StatusCode::BAD_REQUEST, "invalid Host"),
         }
-        add_forwarded(&mut parts.headers, self.conn.peer.ip(), self.conn.https);
-        parts.headers.insert(X_REQUEST_ID.clone(), self.rid.clone());
+        add_forwarded(&mut parts.headers, conn.peer.ip(), conn.https);
+        parts.headers.insert(X_REQUEST_ID.clone(), rid.clone());
         if parts.version == Version::HTTP_2 {
             join_cookies(&mut parts.headers);
         }
@@ -373,7 +411,7 @@ impl Forward<'_> {
         // A body that may be sent more than once is read first (up to REPLAY_LIMIT).
         let retry = cluster.policy.retry.as_ref().filter(|_| !upgrade);
         let copies = retry.is_some() || !self.action.mirrors.is_empty();
-        let max = self.dp.cfg.max_body_bytes as usize;
+        let max = dp.cfg.max_body_bytes as usize;
         let mut once: Option<Body> = None;
         let replay: Option<Bytes> = if copies && incoming.is_end_stream() {
             Some(Bytes::new())
@@ -401,29 +439,26 @@ impl Forward<'_> {
                     pq: out.pq.clone(),
                     host: out.host.clone(),
                 };
-                mirror::spawn(
-                    self.dp.clone(),
-                    target.clone(),
-                    body.clone(),
-                    move |_, b| shadow.request(&target, headers, b),
-                );
+                mirror::spawn(dp.clone(), target.clone(), body.clone(), move |_, b| {
+                    shadow.request(&target, headers, b)
+                });
             }
         }
         // Gateway API: a zero duration disables a timeout.
         let forever = std::time::Duration::from_secs(365 * 24 * 3600);
         let nonzero = |d: std::time::Duration| if d.is_zero() { forever } else { d };
-        let overall = nonzero(self.action.timeout.unwrap_or(self.dp.cfg.upstream_timeout));
+        let overall = nonzero(self.action.timeout.unwrap_or(dp.cfg.upstream_timeout));
         let per_try = retry
             .and_then(|r| r.per_try_timeout)
             .or(self.action.backend_timeout)
             .map(nonzero);
         let deadline = Instant::now() + overall;
-        let counters = &self.dp.metrics.counters;
+        let counters = &dp.metrics.counters;
         let mut attempt = 0;
         let (outcome, in_flight, set_session, endpoint) = loop {
             let admitted = match cluster.admit(&affinity) {
                 Ok(a) => a,
-                Err(refused) => return refusal(self.dp, cluster, refused),
+                Err(refused) => return refusal(dp, cluster, refused),
             };
             if attempt == 0 && retry.is_some() {
                 cluster.retry_budget().record_request();
@@ -443,8 +478,7 @@ impl Forward<'_> {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = per_try.map_or(left, |p| p.min(left));
-            let sent =
-                tokio::time::timeout(limit, self.dp.upstreams.send(cluster, admitted.addr, req));
+            let sent = tokio::time::timeout(limit, dp.upstreams.send(cluster, admitted.addr, req));
             let outcome = match sent.await {
                 Err(_) => Outcome::TimedOut,
                 Ok(Ok((resp, lease))) => Outcome::Response(resp, lease),
@@ -509,7 +543,7 @@ impl Forward<'_> {
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
                 return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
             }
-            Outcome::Overflow(o) => return overflow(self.dp, cluster, o),
+            Outcome::Overflow(o) => return overflow(dp, cluster, o),
         };
         // An upgraded connection never goes back to the pool.
         let mut lease = lease;
@@ -551,7 +585,7 @@ impl Forward<'_> {
 }
 
 /// The 503 for a request the cluster did not admit.
-fn refusal(dp: &DataPlane, cluster: &Cluster, refused: Refused) -> Response<Body> {
+pub(crate) fn refusal(dp: &DataPlane, cluster: &Cluster, refused: Refused) -> Response<Body> {
     match refused {
         Refused::NoEndpoints => {
             let msg = format!("no ready endpoints for {}", cluster.name);
@@ -568,7 +602,7 @@ fn refusal(dp: &DataPlane, cluster: &Cluster, refused: Refused) -> Response<Body
 }
 
 /// The 503 for a request the connection limit refused.
-fn overflow(dp: &DataPlane, cluster: &Cluster, o: Overflow) -> Response<Body> {
+pub(crate) fn overflow(dp: &DataPlane, cluster: &Cluster, o: Overflow) -> Response<Body> {
     match o {
         Overflow::MaxConnections(max) => {
             let msg = format!(

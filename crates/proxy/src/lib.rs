@@ -5,8 +5,10 @@
 pub mod admin;
 pub mod affinity;
 pub mod body;
+pub mod chunked;
 pub mod config;
 pub mod dataplane;
+pub mod fast_h1;
 pub mod h1pool;
 pub mod handler;
 pub mod headers;
@@ -16,8 +18,10 @@ pub mod listener;
 pub mod metrics;
 pub mod mirror;
 pub mod normalize;
+pub mod pool;
 pub mod redirect;
 pub mod retry;
+pub mod rewind;
 pub mod tls;
 pub mod upstream;
 

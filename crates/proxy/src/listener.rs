@@ -148,13 +148,13 @@ async fn serve_connection(
                 https: false,
                 sni: None,
             };
-            serve_http(&dp, TokioIo::new(stream), info).await;
+            crate::fast_h1::serve(dp.clone(), stream, info).await;
         }
     }
     counters.connections_active.fetch_sub(1, Relaxed);
 }
 
-async fn serve_http<I>(dp: &Arc<DataPlane>, io: TokioIo<I>, info: ConnInfo)
+pub(crate) async fn serve_http<I>(dp: &Arc<DataPlane>, io: TokioIo<I>, info: ConnInfo)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

@@ -5,7 +5,8 @@
 
 use crate::body::{Body, BoxError};
 use crate::config::ProxyConfig;
-use crate::h1pool::{H1Pool, Lease, Overflow};
+use crate::h1pool::{H1Lease, H1Pool};
+use crate::pool::Overflow;
 use gatehouse_translate::{Cluster, UpstreamProtocol};
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -30,6 +31,8 @@ pub enum UpstreamError {
 pub struct Upstreams {
     h1: H1Pool,
     h2: H2Pool,
+    /// Raw connections of the HTTP/1.1 fast path.
+    pub(crate) raw: crate::fast_h1::RawPool,
 }
 
 impl Upstreams {
@@ -42,6 +45,7 @@ impl Upstreams {
         Upstreams {
             h1: H1Pool::new(cfg.connect_timeout, cfg.upstream_idle_timeout),
             h2,
+            raw: crate::pool::Pool::new(cfg.upstream_idle_timeout),
         }
     }
 
@@ -52,7 +56,7 @@ impl Upstreams {
         cluster: &Cluster,
         endpoint: SocketAddr,
         req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Option<H1Lease>), UpstreamError> {
         match cluster.protocol {
             UpstreamProtocol::Http1 => {
                 let (resp, lease) = self.h1.send(cluster, endpoint, req).await?;
@@ -61,6 +65,19 @@ impl Upstreams {
             UpstreamProtocol::Http2 => Ok((self.h2.send(endpoint, req).await?, None)),
         }
     }
+}
+
+/// Opens a TCP connection to an upstream endpoint (no delay, bounded wait).
+pub async fn connect(
+    endpoint: SocketAddr,
+    timeout: Duration,
+) -> Result<tokio::net::TcpStream, UpstreamError> {
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| UpstreamError::Connect(format!("connect to {endpoint} timed out")))?
+        .map_err(|e| UpstreamError::Connect(format!("connect to {endpoint}: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// One multiplexed HTTP/2 connection per endpoint, made on first use and replaced when
@@ -78,11 +95,7 @@ impl H2Pool {
     }
 
     async fn connect(&self, ep: SocketAddr) -> Result<SendRequest<Body>, UpstreamError> {
-        let tcp = tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(ep))
-            .await
-            .map_err(|_| UpstreamError::Connect(format!("connect to {ep} timed out")))?
-            .map_err(|e| UpstreamError::Connect(format!("connect to {ep}: {e}")))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect(ep, self.connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(self.keepalive)

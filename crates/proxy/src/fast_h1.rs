@@ -1,0 +1,1056 @@
+//! The HTTP/1.1 fast path of plain-text listeners. The connection's own task parses
+//! each request head, routes it on the Snapshot (the same `decide` as the hyper path),
+//! and forwards it on a pooled raw upstream connection: request head, body and
+//! response are copied inline, with the body framing passed through unchanged, so a
+//! request costs no task hand-offs and few allocations.
+//!
+//! Anything the fast path does not handle (HTTP/1.0, h2c, upgrades, `Expect`, odd
+//! framing, absolute-form targets, HTTP/2 backends, retries, mirrors) hands the whole
+//! connection, with the bytes already read, to hyper.
+
+use crate::affinity;
+use crate::chunked::ChunkedScanner;
+use crate::dataplane::DataPlane;
+use crate::handler::{self, error, ConnInfo, Decision, Head, Routed};
+use crate::headers::{add_forwarded, request_id, strip_hop_by_hop, X_REQUEST_ID};
+use crate::pool::{Acquired, Lease, Pool, Pooled, Reusable};
+use crate::rewind::Rewind;
+use crate::upstream::UpstreamError;
+use bytes::{Bytes, BytesMut};
+use gatehouse_translate::cluster::Cluster;
+use gatehouse_translate::routes::modify_path;
+use gatehouse_translate::{ActionKind, BackendTarget, UpstreamProtocol};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most headers a request or response may have on the fast path (more: hyper).
+const MAX_HEADERS: usize = 64;
+
+/// A raw upstream connection and what was read from it beyond the last response.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Reusable for RawConn {
+    /// A closed idle connection cannot be told without a system call; the fast path
+    /// finds out on use and retries a request that was never answered.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+/// The raw upstream pool.
+pub type RawPool = Pool<RawConn>;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// Why a request leaves the fast path.
+enum Exit {
+    /// The connection is done (closed, timed out, shut down, or unusable).
+    Close,
+    /// Hyper takes over; these bytes were already read.
+    Handover(Bytes),
+}
+
+/// Serves a plain-text connection.
+pub async fn serve(dp: Arc<DataPlane>, mut stream: TcpStream, info: ConnInfo) {
+    let info = Arc::new(info);
+    let mut conn = Downstream {
+        buf: BytesMut::with_capacity(8 * 1024),
+        out: Vec::with_capacity(2 * 1024),
+    };
+    match conn.run(&dp, &mut stream, &info).await {
+        Exit::Close => {}
+        Exit::Handover(pre) => {
+            let io = hyper_util::rt::TokioIo::new(Rewind::new(stream, pre));
+            let info = Arc::try_unwrap(info).unwrap_or_else(|i| (*i).clone());
+            crate::listener::serve_http(&dp, io, info).await;
+        }
+    }
+}
+
+/// A parsed request head.
+struct RequestHead {
+    /// The head's bytes (header values point into them).
+    raw: Bytes,
+    method: Method,
+    target: std::ops::Range<usize>,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The client asked to close after this request.
+    close: bool,
+}
+
+/// Per-connection buffers, reused by every request.
+struct Downstream {
+    /// Bytes read from the client and not yet used.
+    buf: BytesMut,
+    /// The next write.
+    out: Vec<u8>,
+}
+
+impl Downstream {
+    async fn run(&mut self, dp: &Arc<DataPlane>, stream: &mut TcpStream, info: &ConnInfo) -> Exit {
+        let mut shutdown = dp.shutdown.subscribe();
+        loop {
+            let head = match self.read_head(dp, stream, &mut shutdown).await {
+                Ok(Some(h)) => h,
+                Ok(None) => return Exit::Close,
+                Err(()) => return Exit::Handover(self.buf.split().freeze()),
+            };
+            match self.exchange(dp, stream, info, head).await {
+                Ok(true) => {}
+                Ok(false) => return Exit::Close,
+                Err(pre) => return Exit::Handover(pre),
+            }
+        }
+    }
+
+    /// Reads and parses the next request head. None: the connection is done; Err: hand
+    /// over to hyper (which also answers malformed requests).
+    async fn read_head(
+        &mut self,
+        dp: &DataPlane,
+        stream: &mut TcpStream,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Option<RequestHead>, ()> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = self.parse_head(dp.cfg.max_header_bytes)? {
+                    return Ok(Some(head));
+                }
+                if self.buf.len() > dp.cfg.max_header_bytes {
+                    return Err(());
+                }
+            }
+            if *shutdown.borrow_and_update() && self.buf.is_empty() {
+                return Ok(None);
+            }
+            self.buf.reserve(4096);
+            let read = tokio::select! {
+                r = tokio::time::timeout(dp.cfg.header_read_timeout, stream.read_buf(&mut self.buf)) => r,
+                _ = shutdown.changed(), if self.buf.is_empty() => return Ok(None),
+            };
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Parses a complete head at the start of the buffer (Ok(None): need more bytes).
+    fn parse_head(&mut self, max: usize) -> Result<Option<RequestHead>, ()> {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut slots);
+        let len = match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(()),
+        };
+        // Hyper answers what is too large (431) or malformed (400).
+        if len > max || req.version != Some(1) {
+            return Err(());
+        }
+        let (Some(m), Some(path)) = (req.method, req.path) else {
+            return Err(());
+        };
+        if !path.starts_with('/') {
+            return Err(());
+        }
+        let method = Method::from_bytes(m.as_bytes()).map_err(|_| ())?;
+        if method == Method::CONNECT {
+            return Err(());
+        }
+        let base = self.buf.as_ptr() as usize;
+        let offset = |s: &[u8]| s.as_ptr() as usize - base;
+        let target = offset(path.as_bytes())..offset(path.as_bytes()) + path.len();
+        let mut ranges: [(std::ops::Range<usize>, std::ops::Range<usize>); MAX_HEADERS] =
+            std::array::from_fn(|_| (0..0, 0..0));
+        let n = req.headers.len();
+        for (slot, h) in ranges.iter_mut().zip(req.headers.iter()) {
+            let name = offset(h.name.as_bytes());
+            let value = offset(h.value);
+            *slot = (name..name + h.name.len(), value..value + h.value.len());
+        }
+        let raw = self.buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(n + 4);
+        let mut framing = Framing::None;
+        let mut close = false;
+        let mut handover = false;
+        for (name, value) in &ranges[..n] {
+            let name = HeaderName::from_bytes(&raw[name.clone()]).map_err(|_| ())?;
+            let value = HeaderValue::from_maybe_shared(raw.slice(value.clone())).map_err(|_| ())?;
+            match name {
+                header::UPGRADE | header::EXPECT => {
+                    handover = true;
+                    break;
+                }
+                header::CONTENT_LENGTH => {
+                    let n = std::str::from_utf8(value.as_bytes())
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok());
+                    match (framing, n) {
+                        (Framing::None, Some(n)) => framing = Framing::Length(n),
+                        _ => {
+                            handover = true;
+                            break;
+                        }
+                    }
+                }
+                header::TRANSFER_ENCODING => match framing {
+                    Framing::None if value.as_bytes().eq_ignore_ascii_case(b"chunked") => {
+                        framing = Framing::Chunked
+                    }
+                    _ => {
+                        handover = true;
+                        break;
+                    }
+                },
+                header::CONNECTION => {
+                    close |= value
+                        .as_bytes()
+                        .split(|&b| b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                }
+                _ => {}
+            }
+            headers.append(name, value);
+        }
+        if handover {
+            self.unread(raw);
+            return Err(());
+        }
+        if framing == Framing::Length(0) {
+            framing = Framing::None;
+        }
+        Ok(Some(RequestHead {
+            raw,
+            method,
+            target,
+            headers,
+            framing,
+            close,
+        }))
+    }
+
+    /// Puts a head taken from the buffer back in front of it (for a hand-over).
+    fn unread(&mut self, head: Bytes) {
+        let mut all = BytesMut::with_capacity(head.len() + self.buf.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(&self.buf);
+        self.buf = all;
+    }
+
+    /// The bytes to hand over with `head` in front.
+    fn handover(&mut self, head: &RequestHead) -> Bytes {
+        self.unread(head.raw.clone());
+        self.buf.split().freeze()
+    }
+
+    /// Serves one request. Ok(true): keep the connection; Ok(false): close it;
+    /// Err(bytes): hand it over to hyper.
+    async fn exchange(
+        &mut self,
+        dp: &Arc<DataPlane>,
+        stream: &mut TcpStream,
+        info: &ConnInfo,
+        head: RequestHead,
+    ) -> Result<bool, Bytes> {
+        let start = Instant::now();
+        let active = dp.state.load_full();
+        let rid = request_id(&head.headers);
+        let target = std::str::from_utf8(&head.raw[head.target.clone()]).unwrap_or("/");
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let view = Head {
+            method: &head.method,
+            path,
+            query,
+            authority: None,
+            headers: &head.headers,
+        };
+        let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
+        let routed = match decision {
+            Decision::Respond(resp) => {
+                // A body we do not read would be taken for the next request.
+                let keep = !head.close && head.framing == Framing::None;
+                let status = resp.status().as_u16();
+                let ok = self.respond(stream, resp, &rid, keep).await;
+                stats.record(status, start.elapsed());
+                return Ok(ok && keep);
+            }
+            Decision::Forward(r) => r,
+        };
+        let ActionKind::Forward { backends, .. } = &routed.action.kind else {
+            return Ok(false);
+        };
+        let cluster = match backends.pick() {
+            Some(BackendTarget::Cluster(c)) => c.clone(),
+            Some(BackendTarget::Invalid { status, reason }) => {
+                let code =
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let keep = !head.close && head.framing == Framing::None;
+                let ok = self.respond(stream, error(code, reason), &rid, keep).await;
+                stats.record(code.as_u16(), start.elapsed());
+                return Ok(ok && keep);
+            }
+            None => return Err(self.handover(&head)),
+        };
+        if cluster.protocol == UpstreamProtocol::Http2
+            || cluster.policy.retry.is_some()
+            || !routed.action.mirrors.is_empty()
+        {
+            return Err(self.handover(&head));
+        }
+        let (status, keep) = self
+            .forward(dp, stream, info, head, routed, &cluster, &rid)
+            .await;
+        stats.record(status, start.elapsed());
+        Ok(keep)
+    }
+
+    /// Writes a response of the proxy's own; false if the client is gone.
+    async fn respond(
+        &mut self,
+        stream: &mut TcpStream,
+        resp: Response<crate::body::Body>,
+        rid: &HeaderValue,
+        keep: bool,
+    ) -> bool {
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        self.out.clear();
+        status_line(
+            &mut self.out,
+            parts.status.as_u16(),
+            parts.status.canonical_reason().unwrap_or(""),
+        );
+        let mut close = !keep;
+        for (name, value) in &parts.headers {
+            if name == header::CONNECTION {
+                close |= value.as_bytes().eq_ignore_ascii_case(b"close");
+                continue;
+            }
+            if name == header::CONTENT_LENGTH || name == X_REQUEST_ID {
+                continue;
+            }
+            header_line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        header_line(&mut self.out, b"x-request-id", rid.as_bytes());
+        header_line(
+            &mut self.out,
+            b"content-length",
+            itoa_buf(body.len() as u64).as_bytes(),
+        );
+        if close {
+            header_line(&mut self.out, b"connection", b"close");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        self.out.extend_from_slice(&body);
+        stream.write_all(&self.out).await.is_ok() && !close
+    }
+
+    /// Forwards a request to `cluster`; returns the status answered and whether the
+    /// connection stays open.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &mut self,
+        dp: &Arc<DataPlane>,
+        stream: &mut TcpStream,
+        info: &ConnInfo,
+        mut head: RequestHead,
+        routed: Routed,
+        cluster: &Arc<Cluster>,
+        rid: &HeaderValue,
+    ) -> (u16, bool) {
+        let close = head.close;
+        let keep_after = |ok: bool| ok && !close;
+        if let Framing::Length(n) = head.framing {
+            if n > dp.cfg.max_body_bytes {
+                let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                self.respond(stream, resp, rid, false).await;
+                return (413, false);
+            }
+        }
+        let affinity = affinity::of_request(&cluster.policy, &head.headers, info.peer);
+        let admitted = match cluster.admit(&affinity) {
+            Ok(a) => a,
+            Err(refused) => {
+                let body_left = head.framing != Framing::None;
+                let resp = handler::refusal(dp, cluster, refused);
+                let ok = self.respond(stream, resp, rid, !body_left && !close).await;
+                return (503, ok && !body_left && !close);
+            }
+        };
+        // The upstream request head.
+        let ActionKind::Forward { rewrite, .. } = &routed.action.kind else {
+            return (500, false);
+        };
+        let h = &mut head.headers;
+        strip_hop_by_hop(h, false);
+        if let Some(m) = &routed.action.request_headers {
+            m.apply(h);
+        }
+        let host = rewrite
+            .as_ref()
+            .and_then(|r| r.hostname.as_deref())
+            .unwrap_or(&routed.authority);
+        match HeaderValue::from_str(host) {
+            Ok(v) => {
+                h.insert(header::HOST, v);
+            }
+            Err(_) => {
+                let ok = self
+                    .respond(
+                        stream,
+                        error(StatusCode::BAD_REQUEST, "invalid Host"),
+                        rid,
+                        false,
+                    )
+                    .await;
+                let _ = ok;
+                return (400, false);
+            }
+        }
+        add_forwarded(h, info.peer.ip(), info.https);
+        h.insert(X_REQUEST_ID.clone(), rid.clone());
+        self.out.clear();
+        self.out.extend_from_slice(head.method.as_str().as_bytes());
+        self.out.push(b' ');
+        match rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+            Some(m) => {
+                let p = modify_path(&routed.path, m, routed.prefix_len);
+                self.out.extend_from_slice(p.as_bytes());
+            }
+            None => self.out.extend_from_slice(routed.path.as_bytes()),
+        }
+        if let Some(q) = &routed.query {
+            self.out.push(b'?');
+            self.out.extend_from_slice(q.as_bytes());
+        }
+        self.out.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in h.iter() {
+            header_line(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if head.framing == Framing::Chunked {
+            header_line(&mut self.out, b"transfer-encoding", b"chunked");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        let head_len = self.out.len();
+
+        let timeout = match routed.action.backend_timeout.or(routed.action.timeout) {
+            Some(d) if d.is_zero() => Duration::from_secs(365 * 24 * 3600),
+            Some(d) => d,
+            None => dp.cfg.upstream_timeout,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let counters = &dp.metrics.counters;
+        let upstream = Upstream {
+            pool: &dp.upstreams.raw,
+            cluster,
+            endpoint: admitted.addr,
+            connect_timeout: dp.cfg.connect_timeout,
+        };
+        // A reused connection the backend has closed meanwhile fails before any answer:
+        // a request without a body is then sent again on a new connection.
+        let mut fresh_only = false;
+        let (mut lease, resp_head) = loop {
+            let mut lease = match upstream.lease(fresh_only).await {
+                Ok(l) => l,
+                Err(e) => {
+                    admitted
+                        .guard
+                        .outcome(matches!(e, UpstreamError::Overflow(_)));
+                    counters
+                        .upstream_errors_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let resp = match e {
+                        UpstreamError::Overflow(o) => handler::overflow(dp, cluster, o),
+                        _ => error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error"),
+                    };
+                    let body_left = head.framing != Framing::None;
+                    let ok = self.respond(stream, resp, rid, !body_left && !close).await;
+                    return (503, keep_after(ok && !body_left));
+                }
+            };
+            let reused = lease.1;
+            let Some(up) = lease.0.conn() else {
+                return (502, false);
+            };
+            self.out.truncate(head_len);
+            let sent = self.send_request(dp, stream, up, head.framing).await;
+            let answer = match sent {
+                Ok(()) => tokio::time::timeout_at(deadline, read_response_head(up)).await,
+                Err(SendError::Client) => {
+                    admitted.guard.outcome(true);
+                    return (400, false);
+                }
+                Err(SendError::TooLarge) => {
+                    let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    self.respond(stream, resp, rid, false).await;
+                    admitted.guard.outcome(true);
+                    return (413, false);
+                }
+                Err(SendError::Upstream) => Ok(Err(io::ErrorKind::ConnectionReset.into())),
+            };
+            match answer {
+                Ok(Ok(rh)) => break (lease.0, rh),
+                Ok(Err(e))
+                    if reused
+                        && head.framing == Framing::None
+                        && e.kind() != io::ErrorKind::InvalidData =>
+                {
+                    tracing::debug!(upstream = %admitted.addr, error = %e, "stale pooled connection; reconnecting");
+                    fresh_only = true;
+                }
+                Ok(Err(e)) => {
+                    admitted.guard.outcome(false);
+                    counters
+                        .upstream_errors_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(upstream = %admitted.addr, error = %e, "upstream request failed");
+                    let resp = error(StatusCode::BAD_GATEWAY, "upstream connection reset");
+                    let ok = self.respond(stream, resp, rid, false).await;
+                    let _ = ok;
+                    return (502, false);
+                }
+                Err(_) => {
+                    admitted.guard.outcome(false);
+                    counters
+                        .upstream_errors_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let resp = error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream did not respond in time",
+                    );
+                    let ok = self.respond(stream, resp, rid, false).await;
+                    let _ = ok;
+                    return (504, false);
+                }
+            }
+        };
+        let status = resp_head.status;
+        admitted.guard.outcome(status < 500);
+        // The response head for the client.
+        let Some(up) = lease.conn() else {
+            return (502, false);
+        };
+        let framing = resp_head.framing(&head.method);
+        let close_after = close || framing == Framing::Close || *dp.shutdown.borrow();
+        self.out.clear();
+        let head_bytes = up.buf.split_to(resp_head.len).freeze();
+        write_response_head(
+            &mut self.out,
+            &head_bytes,
+            &resp_head,
+            routed.action.response_headers.as_ref(),
+        );
+        header_line(&mut self.out, b"x-request-id", rid.as_bytes());
+        if let (Some(token), Some(s)) = (admitted.set_session, &cluster.policy.session) {
+            if let Some(v) = affinity::session_cookie(s, token) {
+                header_line(&mut self.out, b"set-cookie", v.as_bytes());
+            }
+        }
+        if close_after {
+            header_line(&mut self.out, b"connection", b"close");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        // The body, as framed upstream.
+        let complete = self.relay_body(stream, up, framing).await;
+        drop(admitted.guard);
+        match complete {
+            Ok(clean) => {
+                if clean && resp_head.keep_alive && framing != Framing::Close {
+                    lease.release();
+                }
+                (status, !close_after)
+            }
+            Err(()) => (status, false),
+        }
+    }
+
+    /// Writes the request (head in `out`, then its body) upstream.
+    async fn send_request(
+        &mut self,
+        dp: &DataPlane,
+        client: &mut TcpStream,
+        up: &mut RawConn,
+        framing: Framing,
+    ) -> Result<(), SendError> {
+        match framing {
+            Framing::None | Framing::Close => up
+                .stream
+                .write_all(&self.out)
+                .await
+                .map_err(|_| SendError::Upstream),
+            Framing::Length(n) => {
+                let mut left = n;
+                let first = (left as usize).min(self.buf.len());
+                self.out.extend_from_slice(&self.buf.split_to(first));
+                left -= first as u64;
+                up.stream
+                    .write_all(&self.out)
+                    .await
+                    .map_err(|_| SendError::Upstream)?;
+                while left > 0 {
+                    self.buf.reserve(16 * 1024);
+                    let n = client
+                        .read_buf(&mut self.buf)
+                        .await
+                        .map_err(|_| SendError::Client)?;
+                    if n == 0 {
+                        return Err(SendError::Client);
+                    }
+                    let take = (left as usize).min(self.buf.len());
+                    let chunk = self.buf.split_to(take);
+                    left -= take as u64;
+                    up.stream
+                        .write_all(&chunk)
+                        .await
+                        .map_err(|_| SendError::Upstream)?;
+                }
+                Ok(())
+            }
+            Framing::Chunked => {
+                let mut scanner = ChunkedScanner::default();
+                let mut total = 0u64;
+                loop {
+                    let n = scanner.scan(&self.buf).map_err(|_| SendError::Client)?;
+                    total += n as u64;
+                    if total > dp.cfg.max_body_bytes {
+                        return Err(SendError::TooLarge);
+                    }
+                    self.out.extend_from_slice(&self.buf.split_to(n));
+                    up.stream
+                        .write_all(&self.out)
+                        .await
+                        .map_err(|_| SendError::Upstream)?;
+                    self.out.clear();
+                    if scanner.is_done() {
+                        return Ok(());
+                    }
+                    self.buf.reserve(16 * 1024);
+                    let read = client
+                        .read_buf(&mut self.buf)
+                        .await
+                        .map_err(|_| SendError::Client)?;
+                    if read == 0 {
+                        return Err(SendError::Client);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the response head in `out` and the body as framed upstream. Ok(true):
+    /// the body ended where its framing said, and the upstream connection may serve
+    /// again; Err: the client went away.
+    async fn relay_body(
+        &mut self,
+        client: &mut TcpStream,
+        up: &mut RawConn,
+        framing: Framing,
+    ) -> Result<bool, ()> {
+        match framing {
+            Framing::None => {
+                client.write_all(&self.out).await.map_err(|_| ())?;
+                Ok(up.buf.is_empty())
+            }
+            Framing::Length(n) => {
+                let mut left = n;
+                let first = (left as usize).min(up.buf.len());
+                self.out.extend_from_slice(&up.buf.split_to(first));
+                left -= first as u64;
+                client.write_all(&self.out).await.map_err(|_| ())?;
+                while left > 0 {
+                    up.buf.reserve(16 * 1024);
+                    match up.stream.read_buf(&mut up.buf).await {
+                        Ok(0) | Err(_) => return Err(()),
+                        Ok(_) => {}
+                    }
+                    let take = (left as usize).min(up.buf.len());
+                    let chunk = up.buf.split_to(take);
+                    left -= take as u64;
+                    client.write_all(&chunk).await.map_err(|_| ())?;
+                }
+                Ok(up.buf.is_empty())
+            }
+            Framing::Chunked => {
+                let mut scanner = ChunkedScanner::default();
+                loop {
+                    let n = scanner.scan(&up.buf).map_err(|_| ())?;
+                    self.out.extend_from_slice(&up.buf.split_to(n));
+                    client.write_all(&self.out).await.map_err(|_| ())?;
+                    self.out.clear();
+                    if scanner.is_done() {
+                        return Ok(up.buf.is_empty());
+                    }
+                    up.buf.reserve(16 * 1024);
+                    match up.stream.read_buf(&mut up.buf).await {
+                        Ok(0) | Err(_) => return Err(()),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            Framing::Close => {
+                self.out.extend_from_slice(&up.buf.split());
+                client.write_all(&self.out).await.map_err(|_| ())?;
+                loop {
+                    up.buf.reserve(16 * 1024);
+                    match up.stream.read_buf(&mut up.buf).await {
+                        Ok(0) | Err(_) => return Ok(false),
+                        Ok(_) => {}
+                    }
+                    let chunk = up.buf.split();
+                    client.write_all(&chunk).await.map_err(|_| ())?;
+                }
+            }
+        }
+    }
+}
+
+/// Why sending a request upstream stopped.
+enum SendError {
+    /// The client's body broke off or was malformed.
+    Client,
+    /// The client's body is over the limit.
+    TooLarge,
+    /// The upstream connection failed.
+    Upstream,
+}
+
+/// Where an upstream request goes.
+struct Upstream<'a> {
+    pool: &'a RawPool,
+    cluster: &'a Cluster,
+    endpoint: SocketAddr,
+    connect_timeout: Duration,
+}
+
+impl Upstream<'_> {
+    /// A connection for one exchange, and whether it was reused.
+    async fn lease(&self, fresh_only: bool) -> Result<(Lease<RawConn>, bool), UpstreamError> {
+        loop {
+            let (acquired, key) = self
+                .pool
+                .acquire(self.cluster, self.endpoint)
+                .await
+                .map_err(UpstreamError::Overflow)?;
+            match acquired {
+                Acquired::Idle(_) if fresh_only => continue,
+                Acquired::Idle(p) => return Ok((self.pool.lease(p, key), true)),
+                Acquired::New(slot) => {
+                    let stream =
+                        crate::upstream::connect(self.endpoint, self.connect_timeout).await?;
+                    let conn = RawConn {
+                        stream,
+                        buf: BytesMut::with_capacity(8 * 1024),
+                    };
+                    return Ok((self.pool.lease(Pooled::new(conn, slot), key), false));
+                }
+            }
+        }
+    }
+}
+
+/// A parsed upstream response head (its bytes stay at the front of the buffer).
+struct ResponseHead {
+    len: usize,
+    status: u16,
+    reason: std::ops::Range<usize>,
+    headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    length: Option<u64>,
+    chunked: bool,
+    /// Some transfer coding other than a final chunked: the body runs to the close.
+    other_coding: bool,
+    keep_alive: bool,
+}
+
+impl ResponseHead {
+    fn framing(&self, method: &Method) -> Framing {
+        if method == Method::HEAD || self.status == 204 || self.status == 304 {
+            return Framing::None;
+        }
+        match (self.chunked, self.other_coding, self.length) {
+            (true, _, _) => Framing::Chunked,
+            (false, true, _) => Framing::Close,
+            (false, false, Some(0)) => Framing::None,
+            (false, false, Some(n)) => Framing::Length(n),
+            (false, false, None) => Framing::Close,
+        }
+    }
+}
+
+/// Reads a final (non-1xx) response head into `up.buf`.
+async fn read_response_head(up: &mut RawConn) -> io::Result<ResponseHead> {
+    loop {
+        if !up.buf.is_empty() {
+            match parse_response_head(&up.buf)? {
+                Some(h) if (100..200).contains(&h.status) => {
+                    // 1xx (e.g. 103 Early Hints): not passed on.
+                    let _ = up.buf.split_to(h.len);
+                    continue;
+                }
+                Some(h) => return Ok(h),
+                None if up.buf.len() > 64 * 1024 => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "response head too large",
+                    ))
+                }
+                None => {}
+            }
+        }
+        up.buf.reserve(8 * 1024);
+        if up.stream.read_buf(&mut up.buf).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(bad(&e.to_string())),
+    };
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let status = resp.code.ok_or_else(|| bad("no status"))?;
+    let reason = resp.reason.unwrap_or("");
+    let reason = offset(reason.as_bytes())..offset(reason.as_bytes()) + reason.len();
+    let mut head = ResponseHead {
+        len,
+        status,
+        reason: if reason.is_empty() { 0..0 } else { reason },
+        headers: Vec::with_capacity(resp.headers.len()),
+        length: None,
+        chunked: false,
+        other_coding: false,
+        keep_alive: resp.version == Some(1),
+    };
+    for h in resp.headers.iter() {
+        let name = offset(h.name.as_bytes());
+        let value = offset(h.value);
+        head.headers
+            .push((name..name + h.name.len(), value..value + h.value.len()));
+        let n = h.name.as_bytes();
+        if n.eq_ignore_ascii_case(b"content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or_else(|| bad("bad content-length"))?;
+            if head.length.is_some_and(|l| l != v) {
+                return Err(bad("conflicting content-length"));
+            }
+            head.length = Some(v);
+        } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = h
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"")
+                .trim_ascii();
+            head.chunked = last.eq_ignore_ascii_case(b"chunked");
+            head.other_coding = !head.chunked;
+        } else if n.eq_ignore_ascii_case(b"connection") {
+            for t in h.value.split(|&b| b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") {
+                    head.keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    head.keep_alive = true;
+                }
+            }
+        }
+    }
+    Ok(Some(head))
+}
+
+/// Hop-by-hop response headers (RFC 9110 §7.6.1), besides those Connection names.
+/// Transfer-Encoding stays: the body's framing is passed through as is.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 7] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name)) || name.eq_ignore_ascii_case(b"x-request-id")
+}
+
+/// The client's response head (without the final CRLF) from the upstream one: hop-by-hop
+/// headers dropped, the route's response header changes applied.
+fn write_response_head(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    head: &ResponseHead,
+    modifier: Option<&gatehouse_translate::HeaderModifier>,
+) {
+    let reason = match head.reason.is_empty() {
+        true => StatusCode::from_u16(head.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+            .as_bytes(),
+        false => &raw[head.reason.clone()],
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa_buf(head.status as u64).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+    // Names that Connection lists are hop-by-hop too.
+    let listed = |name: &[u8]| {
+        head.headers.iter().any(|(n, v)| {
+            raw[n.clone()].eq_ignore_ascii_case(b"connection")
+                && raw[v.clone()]
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
+        })
+    };
+    let kept = head
+        .headers
+        .iter()
+        .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
+        .filter(|(n, _)| !is_hop_by_hop(n) && !listed(n));
+    match modifier {
+        None => {
+            for (n, v) in kept {
+                header_line(out, n, v);
+            }
+        }
+        Some(m) => {
+            let mut map = HeaderMap::new();
+            for (n, v) in kept {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) {
+                    map.append(n, v);
+                }
+            }
+            m.apply(&mut map);
+            for (n, v) in &map {
+                header_line(out, n.as_str().as_bytes(), v.as_bytes());
+            }
+        }
+    }
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa_buf(status as u64).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn header_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A number in decimal, without allocating.
+fn itoa_buf(mut n: u64) -> Digits {
+    let mut d = Digits {
+        buf: [0; 20],
+        start: 20,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    d
+}
+
+struct Digits {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Digits {
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let h = |raw: &[u8]| parse_response_head(raw).expect("valid").expect("complete");
+        let get = Method::GET;
+        let r = h(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+        assert_eq!((r.framing(&get), r.keep_alive), (Framing::Length(5), true));
+        assert_eq!(r.framing(&Method::HEAD), Framing::None);
+        let r = h(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert_eq!(r.framing(&get), Framing::Chunked);
+        let r = h(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n");
+        assert_eq!(r.framing(&get), Framing::Close);
+        let r = h(b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(r.framing(&get), Framing::None);
+        let r = h(b"HTTP/1.0 200 OK\r\n\r\n");
+        assert_eq!((r.framing(&get), r.keep_alive), (Framing::Close, false));
+        let r = h(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n");
+        assert!(!r.keep_alive);
+        assert!(parse_response_head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+        )
+        .is_err());
+        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\ncontent-le")
+            .expect("partial")
+            .is_none());
+    }
+
+    #[test]
+    fn response_heads_drop_hop_by_hop_headers() {
+        let raw = b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, x-secret\r\nx-secret: 1\r\nKeep-Alive: timeout=5\r\nx-request-id: theirs\r\ncontent-length: 2\r\nx-app: yes\r\n\r\n";
+        let head = parse_response_head(raw).expect("valid").expect("complete");
+        let mut out = Vec::new();
+        write_response_head(&mut out, raw, &head, None);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-app: yes\r\n"
+        );
+    }
+
+    #[test]
+    fn digits() {
+        assert_eq!(itoa_buf(0).as_bytes(), b"0");
+        assert_eq!(itoa_buf(1234567).as_bytes(), b"1234567");
+    }
+}
