@@ -22,25 +22,24 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Parsed, Vec<ConfigError>
     let mut parsed = Parsed::default();
     let mut errors = Vec::new();
     let trimmed = text.trim_start();
-    let docs: Vec<(usize, String, Result<Value, ConfigError>)> =
+    // Documents are parsed one at a time and converted at once, so a file of thousands
+    // of objects never holds all their JSON trees together.
+    let docs: Box<dyn Iterator<Item = (usize, String, Result<Value, ConfigError>)>> =
         if file.ends_with(".json") || trimmed.starts_with('{') || trimmed.starts_with('[') {
             let v = serde_json::from_str::<Value>(text)
                 .map_err(|e| ConfigError::file(file, Some(e.line()), format!("invalid JSON: {e}")));
-            vec![(1, text.to_string(), v)]
+            Box::new(std::iter::once((1, text.to_string(), v)))
         } else {
-            split_documents(text)
-                .into_iter()
-                .map(|(line, doc)| {
-                    let v = parse_yaml_doc(&doc).map_err(|(l, m)| {
-                        ConfigError::file(
-                            file,
-                            Some(line + l.unwrap_or(1) - 1),
-                            format!("invalid YAML: {m}"),
-                        )
-                    });
-                    (line, doc, v)
-                })
-                .collect()
+            Box::new(split_documents(text).into_iter().map(|(line, doc)| {
+                let v = parse_yaml_doc(&doc).map_err(|(l, m)| {
+                    ConfigError::file(
+                        file,
+                        Some(line + l.unwrap_or(1) - 1),
+                        format!("invalid YAML: {m}"),
+                    )
+                });
+                (line, doc, v)
+            }))
         };
     for (line, doc, value) in docs {
         let value = match value {

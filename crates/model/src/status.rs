@@ -12,7 +12,32 @@ pub struct StatusUpdate {
     pub namespace: Option<String>,
     pub name: String,
     /// The whole `.status` to publish.
-    pub status: Value,
+    pub status: StatusJson,
+}
+
+/// A status kept as compact JSON text: a Snapshot holds one per route and Gateway, and
+/// text takes a fraction of the memory of a `serde_json::Value` tree. Parsed again only
+/// when written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusJson(Box<str>);
+
+impl StatusJson {
+    /// The status as a JSON value.
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl From<Value> for StatusJson {
+    fn from(v: Value) -> Self {
+        StatusJson(v.to_string().into_boxed_str())
+    }
+}
+
+impl std::fmt::Display for StatusJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// Which object a status is for: kind, namespace, name.

@@ -210,6 +210,9 @@ impl DataPlane {
             keep
         });
         HealthCheckers::sync(self);
+        // The old Snapshot may live on in requests still running; what is freed by now
+        // (the build's temporaries) goes back to the OS.
+        crate::memory::release_free();
         let c = &self.metrics.counters;
         c.config_version.store(version, Ordering::Relaxed);
         c.config_reloads_total.fetch_add(1, Ordering::Relaxed);

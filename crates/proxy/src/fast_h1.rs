@@ -32,11 +32,21 @@ use tokio::net::TcpStream;
 /// Most headers a request or response may have on the fast path (more: hyper).
 const MAX_HEADERS: usize = 64;
 
+/// A downstream connection: plain TCP or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
 /// A raw upstream connection and what was read from it beyond the last response.
 pub struct RawConn {
     stream: TcpStream,
     buf: BytesMut,
+    /// Where the last response head's headers are in `buf` (reused).
+    ranges: Vec<HeaderRange>,
 }
+
+/// A header's name and value, as ranges of a buffer.
+type HeaderRange = (std::ops::Range<usize>, std::ops::Range<usize>);
 
 impl Reusable for RawConn {
     /// A closed idle connection cannot be told without a system call; the fast path
@@ -68,7 +78,7 @@ enum Exit {
 }
 
 /// Serves a plain-text connection.
-pub async fn serve(dp: Arc<DataPlane>, mut stream: TcpStream, info: ConnInfo) {
+pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
     let info = Arc::new(info);
     let mut conn = Downstream {
         buf: BytesMut::with_capacity(8 * 1024),
@@ -88,8 +98,15 @@ pub async fn serve(dp: Arc<DataPlane>, mut stream: TcpStream, info: ConnInfo) {
 struct RequestHead {
     /// The head's bytes (header values point into them).
     raw: Bytes,
-    method: Method,
     target: std::ops::Range<usize>,
+    /// The Host header's value in `raw`.
+    host: Option<std::ops::Range<usize>>,
+    msg: Message,
+}
+
+/// The parts of a request the forwarding step takes over.
+struct Message {
+    method: Method,
     headers: HeaderMap,
     framing: Framing,
     /// The client asked to close after this request.
@@ -105,7 +122,7 @@ struct Downstream {
 }
 
 impl Downstream {
-    async fn run(&mut self, dp: &Arc<DataPlane>, stream: &mut TcpStream, info: &ConnInfo) -> Exit {
+    async fn run<S: Io>(&mut self, dp: &Arc<DataPlane>, stream: &mut S, info: &ConnInfo) -> Exit {
         let mut shutdown = dp.shutdown.subscribe();
         loop {
             let head = match self.read_head(dp, stream, &mut shutdown).await {
@@ -123,10 +140,10 @@ impl Downstream {
 
     /// Reads and parses the next request head. None: the connection is done; Err: hand
     /// over to hyper (which also answers malformed requests).
-    async fn read_head(
+    async fn read_head<S: Io>(
         &mut self,
         dp: &DataPlane,
-        stream: &mut TcpStream,
+        stream: &mut S,
         shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<RequestHead>, ()> {
         loop {
@@ -192,7 +209,9 @@ impl Downstream {
         let mut framing = Framing::None;
         let mut close = false;
         let mut handover = false;
-        for (name, value) in &ranges[..n] {
+        let mut host = None;
+        for (name_range, value_range) in &ranges[..n] {
+            let (name, value) = (name_range, value_range);
             let name = HeaderName::from_bytes(&raw[name.clone()]).map_err(|_| ())?;
             let value = HeaderValue::from_maybe_shared(raw.slice(value.clone())).map_err(|_| ())?;
             match name {
@@ -222,6 +241,7 @@ impl Downstream {
                         break;
                     }
                 },
+                header::HOST => host = Some(value_range.clone()),
                 header::CONNECTION => {
                     close |= value
                         .as_bytes()
@@ -241,11 +261,14 @@ impl Downstream {
         }
         Ok(Some(RequestHead {
             raw,
-            method,
             target,
-            headers,
-            framing,
-            close,
+            host,
+            msg: Message {
+                method,
+                headers,
+                framing,
+                close,
+            },
         }))
     }
 
@@ -257,41 +280,48 @@ impl Downstream {
         self.buf = all;
     }
 
-    /// The bytes to hand over with `head` in front.
-    fn handover(&mut self, head: &RequestHead) -> Bytes {
-        self.unread(head.raw.clone());
+    /// The bytes to hand over with the head `raw` in front.
+    fn handover(&mut self, raw: &Bytes) -> Bytes {
+        self.unread(raw.clone());
         self.buf.split().freeze()
     }
 
     /// Serves one request. Ok(true): keep the connection; Ok(false): close it;
     /// Err(bytes): hand it over to hyper.
-    async fn exchange(
+    async fn exchange<S: Io>(
         &mut self,
         dp: &Arc<DataPlane>,
-        stream: &mut TcpStream,
+        stream: &mut S,
         info: &ConnInfo,
         head: RequestHead,
     ) -> Result<bool, Bytes> {
         let start = Instant::now();
         let active = dp.state.load_full();
-        let rid = request_id(&head.headers);
-        let target = std::str::from_utf8(&head.raw[head.target.clone()]).unwrap_or("/");
+        let RequestHead {
+            raw,
+            target,
+            host,
+            msg,
+        } = head;
+        let rid = request_id(&msg.headers);
+        let target = std::str::from_utf8(&raw[target]).unwrap_or("/");
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
         let view = Head {
-            method: &head.method,
+            method: &msg.method,
             path,
             query,
-            authority: None,
-            headers: &head.headers,
+            // The Host header (from the head's bytes, so the headers stay free to change).
+            authority: host.and_then(|r| std::str::from_utf8(&raw[r]).ok()),
+            headers: &msg.headers,
         };
         let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
         let routed = match decision {
             Decision::Respond(resp) => {
                 // A body we do not read would be taken for the next request.
-                let keep = !head.close && head.framing == Framing::None;
+                let keep = !msg.close && msg.framing == Framing::None;
                 let status = resp.status().as_u16();
                 let ok = self.respond(stream, resp, &rid, keep).await;
                 stats.record(status, start.elapsed());
@@ -307,30 +337,30 @@ impl Downstream {
             Some(BackendTarget::Invalid { status, reason }) => {
                 let code =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let keep = !head.close && head.framing == Framing::None;
+                let keep = !msg.close && msg.framing == Framing::None;
                 let ok = self.respond(stream, error(code, reason), &rid, keep).await;
                 stats.record(code.as_u16(), start.elapsed());
                 return Ok(ok && keep);
             }
-            None => return Err(self.handover(&head)),
+            None => return Err(self.handover(&raw)),
         };
         if cluster.protocol == UpstreamProtocol::Http2
             || cluster.policy.retry.is_some()
             || !routed.action.mirrors.is_empty()
         {
-            return Err(self.handover(&head));
+            return Err(self.handover(&raw));
         }
         let (status, keep) = self
-            .forward(dp, stream, info, head, routed, &cluster, &rid)
+            .forward(dp, stream, info, msg, routed, &cluster, &rid)
             .await;
         stats.record(status, start.elapsed());
         Ok(keep)
     }
 
     /// Writes a response of the proxy's own; false if the client is gone.
-    async fn respond(
+    async fn respond<S: Io>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         resp: Response<crate::body::Body>,
         rid: &HeaderValue,
         keep: bool,
@@ -369,19 +399,19 @@ impl Downstream {
         }
         self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(&body);
-        stream.write_all(&self.out).await.is_ok() && !close
+        send_all(stream, &self.out).await.is_ok() && !close
     }
 
     /// Forwards a request to `cluster`; returns the status answered and whether the
     /// connection stays open.
     #[allow(clippy::too_many_arguments)]
-    async fn forward(
+    async fn forward<S: Io>(
         &mut self,
         dp: &Arc<DataPlane>,
-        stream: &mut TcpStream,
+        stream: &mut S,
         info: &ConnInfo,
-        mut head: RequestHead,
-        routed: Routed,
+        mut head: Message,
+        routed: Routed<'_>,
         cluster: &Arc<Cluster>,
         rid: &HeaderValue,
     ) -> (u16, bool) {
@@ -413,15 +443,17 @@ impl Downstream {
         if let Some(m) = &routed.action.request_headers {
             m.apply(h);
         }
-        let host = rewrite
+        // Host stays as the client sent it, unless the route rewrites it.
+        match rewrite
             .as_ref()
             .and_then(|r| r.hostname.as_deref())
-            .unwrap_or(&routed.authority);
-        match HeaderValue::from_str(host) {
-            Ok(v) => {
+            .map(HeaderValue::from_str)
+        {
+            None => {}
+            Some(Ok(v)) => {
                 h.insert(header::HOST, v);
             }
-            Err(_) => {
+            Some(Err(_)) => {
                 let ok = self
                     .respond(
                         stream,
@@ -560,13 +592,14 @@ impl Downstream {
         let framing = resp_head.framing(&head.method);
         let close_after = close || framing == Framing::Close || *dp.shutdown.borrow();
         self.out.clear();
-        let head_bytes = up.buf.split_to(resp_head.len).freeze();
         write_response_head(
             &mut self.out,
-            &head_bytes,
+            &up.buf[..resp_head.len],
             &resp_head,
-            routed.action.response_headers.as_ref(),
+            &up.ranges,
+            routed.action.response_headers.as_deref(),
         );
+        bytes::Buf::advance(&mut up.buf, resp_head.len);
         header_line(&mut self.out, b"x-request-id", rid.as_bytes());
         if let (Some(token), Some(s)) = (admitted.set_session, &cluster.policy.session) {
             if let Some(v) = affinity::session_cookie(s, token) {
@@ -583,6 +616,10 @@ impl Downstream {
         match complete {
             Ok(clean) => {
                 if clean && resp_head.keep_alive && framing != Framing::Close {
+                    // An idle connection keeps a small buffer, whatever it carried.
+                    if let Some(up) = lease.conn().filter(|c| c.buf.capacity() > 32 * 1024) {
+                        up.buf = BytesMut::with_capacity(4 * 1024);
+                    }
                     lease.release();
                 }
                 (status, !close_after)
@@ -592,10 +629,10 @@ impl Downstream {
     }
 
     /// Writes the request (head in `out`, then its body) upstream.
-    async fn send_request(
+    async fn send_request<S: Io>(
         &mut self,
         dp: &DataPlane,
-        client: &mut TcpStream,
+        client: &mut S,
         up: &mut RawConn,
         framing: Framing,
     ) -> Result<(), SendError> {
@@ -667,15 +704,15 @@ impl Downstream {
     /// Sends the response head in `out` and the body as framed upstream. Ok(true):
     /// the body ended where its framing said, and the upstream connection may serve
     /// again; Err: the client went away.
-    async fn relay_body(
+    async fn relay_body<S: Io>(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut S,
         up: &mut RawConn,
         framing: Framing,
     ) -> Result<bool, ()> {
         match framing {
             Framing::None => {
-                client.write_all(&self.out).await.map_err(|_| ())?;
+                send_all(client, &self.out).await.map_err(|_| ())?;
                 Ok(up.buf.is_empty())
             }
             Framing::Length(n) => {
@@ -683,7 +720,7 @@ impl Downstream {
                 let first = (left as usize).min(up.buf.len());
                 self.out.extend_from_slice(&up.buf.split_to(first));
                 left -= first as u64;
-                client.write_all(&self.out).await.map_err(|_| ())?;
+                send_all(client, &self.out).await.map_err(|_| ())?;
                 while left > 0 {
                     up.buf.reserve(16 * 1024);
                     match up.stream.read_buf(&mut up.buf).await {
@@ -693,7 +730,7 @@ impl Downstream {
                     let take = (left as usize).min(up.buf.len());
                     let chunk = up.buf.split_to(take);
                     left -= take as u64;
-                    client.write_all(&chunk).await.map_err(|_| ())?;
+                    send_all(client, &chunk).await.map_err(|_| ())?;
                 }
                 Ok(up.buf.is_empty())
             }
@@ -702,7 +739,7 @@ impl Downstream {
                 loop {
                     let n = scanner.scan(&up.buf).map_err(|_| ())?;
                     self.out.extend_from_slice(&up.buf.split_to(n));
-                    client.write_all(&self.out).await.map_err(|_| ())?;
+                    send_all(client, &self.out).await.map_err(|_| ())?;
                     self.out.clear();
                     if scanner.is_done() {
                         return Ok(up.buf.is_empty());
@@ -716,7 +753,7 @@ impl Downstream {
             }
             Framing::Close => {
                 self.out.extend_from_slice(&up.buf.split());
-                client.write_all(&self.out).await.map_err(|_| ())?;
+                send_all(client, &self.out).await.map_err(|_| ())?;
                 loop {
                     up.buf.reserve(16 * 1024);
                     match up.stream.read_buf(&mut up.buf).await {
@@ -724,7 +761,7 @@ impl Downstream {
                         Ok(_) => {}
                     }
                     let chunk = up.buf.split();
-                    client.write_all(&chunk).await.map_err(|_| ())?;
+                    send_all(client, &chunk).await.map_err(|_| ())?;
                 }
             }
         }
@@ -766,7 +803,8 @@ impl Upstream<'_> {
                         crate::upstream::connect(self.endpoint, self.connect_timeout).await?;
                     let conn = RawConn {
                         stream,
-                        buf: BytesMut::with_capacity(8 * 1024),
+                        buf: BytesMut::with_capacity(4 * 1024),
+                        ranges: Vec::with_capacity(16),
                     };
                     return Ok((self.pool.lease(Pooled::new(conn, slot), key), false));
                 }
@@ -780,7 +818,6 @@ struct ResponseHead {
     len: usize,
     status: u16,
     reason: std::ops::Range<usize>,
-    headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     length: Option<u64>,
     chunked: bool,
     /// Some transfer coding other than a final chunked: the body runs to the close.
@@ -807,7 +844,7 @@ impl ResponseHead {
 async fn read_response_head(up: &mut RawConn) -> io::Result<ResponseHead> {
     loop {
         if !up.buf.is_empty() {
-            match parse_response_head(&up.buf)? {
+            match parse_response_head(&up.buf, &mut up.ranges)? {
                 Some(h) if (100..200).contains(&h.status) => {
                     // 1xx (e.g. 103 Early Hints): not passed on.
                     let _ = up.buf.split_to(h.len);
@@ -823,14 +860,18 @@ async fn read_response_head(up: &mut RawConn) -> io::Result<ResponseHead> {
                 None => {}
             }
         }
-        up.buf.reserve(8 * 1024);
+        up.buf.reserve(4 * 1024);
         if up.stream.read_buf(&mut up.buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
 }
 
-fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
+/// Parses a response head at the start of `buf`; its headers' places go to `ranges`.
+fn parse_response_head(
+    buf: &[u8],
+    ranges: &mut Vec<HeaderRange>,
+) -> io::Result<Option<ResponseHead>> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
@@ -848,17 +889,16 @@ fn parse_response_head(buf: &[u8]) -> io::Result<Option<ResponseHead>> {
         len,
         status,
         reason: if reason.is_empty() { 0..0 } else { reason },
-        headers: Vec::with_capacity(resp.headers.len()),
         length: None,
         chunked: false,
         other_coding: false,
         keep_alive: resp.version == Some(1),
     };
+    ranges.clear();
     for h in resp.headers.iter() {
         let name = offset(h.name.as_bytes());
         let value = offset(h.value);
-        head.headers
-            .push((name..name + h.name.len(), value..value + h.value.len()));
+        ranges.push((name..name + h.name.len(), value..value + h.value.len()));
         let n = h.name.as_bytes();
         if n.eq_ignore_ascii_case(b"content-length") {
             let v = std::str::from_utf8(h.value)
@@ -913,6 +953,7 @@ fn write_response_head(
     out: &mut Vec<u8>,
     raw: &[u8],
     head: &ResponseHead,
+    headers: &[HeaderRange],
     modifier: Option<&gatehouse_translate::HeaderModifier>,
 ) {
     let reason = match head.reason.is_empty() {
@@ -930,15 +971,14 @@ fn write_response_head(
     out.extend_from_slice(b"\r\n");
     // Names that Connection lists are hop-by-hop too.
     let listed = |name: &[u8]| {
-        head.headers.iter().any(|(n, v)| {
+        headers.iter().any(|(n, v)| {
             raw[n.clone()].eq_ignore_ascii_case(b"connection")
                 && raw[v.clone()]
                     .split(|&b| b == b',')
                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(name))
         })
     };
-    let kept = head
-        .headers
+    let kept = headers
         .iter()
         .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
         .filter(|(n, _)| !is_hop_by_hop(n) && !listed(n));
@@ -961,6 +1001,12 @@ fn write_response_head(
             }
         }
     }
+}
+
+/// Writes `bytes` to the client and flushes (a TLS stream may hold them otherwise).
+async fn send_all<S: Io>(client: &mut S, bytes: &[u8]) -> io::Result<()> {
+    client.write_all(bytes).await?;
+    client.flush().await
 }
 
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
@@ -1012,7 +1058,12 @@ mod tests {
 
     #[test]
     fn response_framing_follows_rfc_9112() {
-        let h = |raw: &[u8]| parse_response_head(raw).expect("valid").expect("complete");
+        let mut ranges = Vec::new();
+        let mut h = |raw: &[u8]| {
+            parse_response_head(raw, &mut ranges)
+                .expect("valid")
+                .expect("complete")
+        };
         let get = Method::GET;
         let r = h(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
         assert_eq!((r.framing(&get), r.keep_alive), (Framing::Length(5), true));
@@ -1027,21 +1078,28 @@ mod tests {
         assert_eq!((r.framing(&get), r.keep_alive), (Framing::Close, false));
         let r = h(b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n");
         assert!(!r.keep_alive);
+        let mut ranges = Vec::new();
         assert!(parse_response_head(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            &mut ranges
         )
         .is_err());
-        assert!(parse_response_head(b"HTTP/1.1 200 OK\r\ncontent-le")
-            .expect("partial")
-            .is_none());
+        assert!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\ncontent-le", &mut ranges)
+                .expect("partial")
+                .is_none()
+        );
     }
 
     #[test]
     fn response_heads_drop_hop_by_hop_headers() {
         let raw = b"HTTP/1.1 200 Fine\r\nConnection: keep-alive, x-secret\r\nx-secret: 1\r\nKeep-Alive: timeout=5\r\nx-request-id: theirs\r\ncontent-length: 2\r\nx-app: yes\r\n\r\n";
-        let head = parse_response_head(raw).expect("valid").expect("complete");
+        let mut ranges = Vec::new();
+        let head = parse_response_head(raw, &mut ranges)
+            .expect("valid")
+            .expect("complete");
         let mut out = Vec::new();
-        write_response_head(&mut out, raw, &head, None);
+        write_response_head(&mut out, raw, &head, &ranges, None);
         assert_eq!(
             String::from_utf8_lossy(&out),
             "HTTP/1.1 200 Fine\r\ncontent-length: 2\r\nx-app: yes\r\n"

@@ -24,6 +24,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub async fn handle(
     let (mut resp, stats) = match decide(&dp, &active, &conn, &head, &rid) {
         (Decision::Respond(r), stats) => (r, stats),
         (Decision::Forward(fwd), stats) => {
+            let fwd = fwd.into_owned();
             let action = fwd.action.clone();
             let mut resp = fwd.send(&dp, &conn, &rid, req).await;
             if let Some(m) = &action.response_headers {
@@ -71,21 +73,21 @@ pub async fn handle(
 }
 
 /// The parts of a request head that routing reads.
-pub struct Head<'a> {
-    pub method: &'a Method,
+pub struct Head<'a, 'h> {
+    pub method: &'h Method,
     pub path: &'a str,
     pub query: Option<&'a str>,
-    /// The authority of an absolute-form request target.
+    /// The authority of an absolute-form request target (else Host is used).
     pub authority: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: &'h HeaderMap,
 }
 
 /// What routing decided.
-pub enum Decision {
+pub enum Decision<'a> {
     /// The proxy answers itself (an error, a redirect, a fixed response).
     Respond(Response<Body>),
     /// The request goes to a backend of this route.
-    Forward(Routed),
+    Forward(Routed<'a>),
 }
 
 /// A short plain-text response from the proxy itself.
@@ -109,13 +111,13 @@ fn status(code: u16) -> StatusCode {
 }
 
 /// Picks section, host and route for a request head on the loaded Snapshot.
-pub fn decide(
+pub fn decide<'a>(
     dp: &DataPlane,
     active: &Active,
     conn: &ConnInfo,
-    req: &Head<'_>,
+    req: &Head<'a, '_>,
     rid: &HeaderValue,
-) -> (Decision, Arc<RouteStats>) {
+) -> (Decision<'a>, Arc<RouteStats>) {
     let no_route = || dp.no_route.clone();
     let respond = |r: Response<Body>| (Decision::Respond(r), dp.no_route.clone());
     let Some(port) = active.snapshot.port(conn.listener) else {
@@ -129,20 +131,20 @@ pub fn decide(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return respond(resp);
     };
-    let authority = match req.authority {
-        Some(a) => Some(a.rsplit('@').next().unwrap_or("").to_string()),
+    let authority: Option<Cow<'a, str>> = match req.authority {
+        Some(a) => Some(Cow::Borrowed(a.rsplit('@').next().unwrap_or(""))),
         None => req
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .map(str::to_string),
+            .map(|h| Cow::Owned(h.to_string())),
     };
     let Some(authority) = authority.filter(|a| !a.is_empty()) else {
         return respond(error(StatusCode::BAD_REQUEST, "missing Host header"));
     };
-    let host = strip_port(&authority).to_string();
+    let host = strip_port(&authority);
     let path = match normalize_path(req.path, dp.cfg.merge_slashes) {
-        Ok(p) => p.into_owned(),
+        Ok(p) => p,
         Err(e) => {
             return respond(error(
                 StatusCode::BAD_REQUEST,
@@ -150,11 +152,11 @@ pub fn decide(
             ))
         }
     };
-    let query = req.query.map(str::to_string);
+    let query = req.query;
     // The listener (section) is chosen by Host. On TLS, a connection whose SNI chose a
     // different listener (HTTP/2 connection reuse across names) is told to retry on a
     // new connection, so one listener's routes never serve another's hostnames.
-    let section = port.sections.lookup(&host);
+    let section = port.sections.lookup(host);
     if let (Some(sni), true) = (&conn.sni, conn.https) {
         let by_sni = port.sections.lookup(sni);
         let same = match (section, by_sni) {
@@ -172,11 +174,11 @@ pub fn decide(
     let view = RequestView {
         method: req.method,
         path: &path,
-        query: query.as_deref(),
+        query,
         headers: req.headers,
     };
     let entry = section
-        .and_then(|s| s.hosts.lookup(&host))
+        .and_then(|s| s.hosts.lookup(host))
         .and_then(|t| t.find(&view));
     let (action, prefix_len) = match (entry, section.and_then(|s| s.fallback.as_ref())) {
         (Some(e), _) => (e.action.clone(), e.prefix_len()),
@@ -203,10 +205,10 @@ pub fn decide(
         ActionKind::Redirect(r) => {
             let input = RedirectInput {
                 https: conn.https,
-                host: &host,
+                host,
                 listener_port,
                 path: &path,
-                query: query.as_deref(),
+                query,
                 prefix_len,
             };
             let mut resp = Response::new(body::empty());
@@ -232,7 +234,7 @@ pub fn decide(
                 action,
                 authority,
                 path,
-                query,
+                query: query.map(Cow::Borrowed),
                 prefix_len,
             };
             return (Decision::Forward(routed), stats);
@@ -244,16 +246,29 @@ pub fn decide(
     (Decision::Respond(resp), stats)
 }
 
-/// A request routed to a forwarding rule.
-pub struct Routed {
+/// A request routed to a forwarding rule (borrowing from the request head).
+pub struct Routed<'a> {
     pub action: Arc<RouteAction>,
     /// The request's authority (Host), as sent.
-    pub authority: String,
+    pub authority: Cow<'a, str>,
     /// The normalised path and the query.
-    pub path: String,
-    pub query: Option<String>,
+    pub path: Cow<'a, str>,
+    pub query: Option<Cow<'a, str>>,
     /// Length of the matched path prefix (for prefix rewrites).
     pub prefix_len: usize,
+}
+
+impl Routed<'_> {
+    /// The same, owning its strings (to outlive the request head).
+    pub fn into_owned(self) -> Routed<'static> {
+        Routed {
+            action: self.action,
+            authority: Cow::Owned(self.authority.into_owned()),
+            path: Cow::Owned(self.path.into_owned()),
+            query: self.query.map(|q| Cow::Owned(q.into_owned())),
+            prefix_len: self.prefix_len,
+        }
+    }
 }
 
 /// Largest request body kept in memory so that it can be sent again (retries) or
@@ -335,7 +350,7 @@ impl Outcome {
     }
 }
 
-impl Routed {
+impl Routed<'_> {
     /// Sends the request upstream (with retries, mirrors and affinity as the route's
     /// backend asks) and returns the response to stream back.
     pub async fn send(
@@ -398,7 +413,7 @@ impl Routed {
         }
         let path = match rewrite.as_ref().and_then(|r| r.path.as_ref()) {
             Some(m) => modify_path(&self.path, m, self.prefix_len),
-            None => self.path,
+            None => self.path.into_owned(),
         };
         let out = Outgoing {
             method: parts.method.clone(),

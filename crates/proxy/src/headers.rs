@@ -64,12 +64,30 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 
 /// Appends the client address to X-Forwarded-For and sets X-Forwarded-Proto and Via.
 pub fn add_forwarded(h: &mut HeaderMap, client: IpAddr, https: bool) {
-    let ip = client.to_string();
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
+    use std::io::Write;
+    // "prev, ip" built on the stack when it fits (an IPv6 address is at most 45 bytes).
+    let mut buf = [0u8; 256];
+    let prev = h
+        .get(&X_FORWARDED_FOR)
+        .map(|v| v.as_bytes())
+        .filter(|p| !p.is_empty());
+    let value = match prev {
+        Some(p) if p.len() + 48 <= buf.len() => {
+            let mut w = &mut buf[..];
+            let _ = w.write_all(p);
+            let _ = write!(w, ", {client}");
+            let left = w.len();
+            HeaderValue::from_bytes(&buf[..256 - left])
+        }
+        Some(p) => HeaderValue::from_str(&format!("{}, {client}", String::from_utf8_lossy(p))),
+        None => {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{client}");
+            let left = w.len();
+            HeaderValue::from_bytes(&buf[..256 - left])
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = value {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(
@@ -92,19 +110,22 @@ pub fn request_id(h: &HeaderMap) -> HeaderValue {
 }
 
 pub fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Random bits with the version (4) and variant (10) of a UUID v4.
     let r = fastrand::u128(..);
     let r =
         (r & !(0xf000u128 << 64) | (0x4000u128 << 64)) & !(0xc000u128 << 48) | (0x8000u128 << 48);
-    let hex = format!("{r:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    let mut id = [0u8; 36];
+    let mut nibble = 0;
+    for (i, slot) in id.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+            continue;
+        }
+        *slot = HEX[((r >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod health;
 pub mod l4;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod mirror;
 pub mod normalize;

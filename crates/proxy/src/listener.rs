@@ -1,6 +1,8 @@
-//! Accept loops: one per bound address. Each connection is served by hyper's automatic
-//! HTTP/1.1 / HTTP/2 (h2c prior knowledge, or ALPN over TLS) connection, with upgrades,
-//! and is told to finish gracefully when the data plane shuts down.
+//! Accept loops: one per bound address. HTTP/1.1 connections (plain, or TLS without
+//! ALPN h2) start on the fast path ([`crate::fast_h1`]), which hands anything else to
+//! hyper's automatic HTTP/1.1 / HTTP/2 connection (h2c prior knowledge, or ALPN h2),
+//! with upgrades; connections are told to finish gracefully when the data plane shuts
+//! down.
 
 use crate::dataplane::DataPlane;
 use crate::handler::{self, ConnInfo};
@@ -124,13 +126,18 @@ async fn serve_connection(
             match tokio::time::timeout(dp.cfg.header_read_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let info = ConnInfo {
                         peer,
                         listener: addr,
                         https: true,
                         sni,
                     };
-                    serve_http(&dp, TokioIo::new(tls), info).await;
+                    // HTTP/2 (by ALPN) is hyper's; HTTP/1.1 takes the fast path.
+                    match h2 {
+                        true => serve_http(&dp, TokioIo::new(tls), info).await,
+                        false => crate::fast_h1::serve(dp.clone(), tls, info).await,
+                    }
                 }
                 Ok(Err(e)) => {
                     counters.tls_handshake_errors_total.fetch_add(1, Relaxed);

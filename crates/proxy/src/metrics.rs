@@ -20,16 +20,17 @@ struct ClassStats {
     buckets: [AtomicU64; BUCKETS.len()],
 }
 
-/// Counters of one route.
+/// Counters of one route. A status class gets its counters when it first happens
+/// (most routes only ever see one or two), which keeps large configs small.
 #[derive(Default)]
 pub struct RouteStats {
-    classes: [ClassStats; 5],
+    classes: [std::sync::OnceLock<Box<ClassStats>>; 5],
 }
 
 impl RouteStats {
     pub fn record(&self, status: u16, elapsed: Duration) {
         let class = ((status / 100).clamp(1, 5) - 1) as usize;
-        let c = &self.classes[class];
+        let c = self.classes[class].get_or_init(Box::default);
         c.count.fetch_add(1, Relaxed);
         c.sum_micros.fetch_add(elapsed.as_micros() as u64, Relaxed);
         let secs = elapsed.as_secs_f64();
@@ -268,7 +269,9 @@ impl Metrics {
         out.push_str("# HELP gatehouse_http_requests_total HTTP requests by route and status class.\n# TYPE gatehouse_http_requests_total counter\n");
         for n in &names {
             for (i, class) in CLASSES.iter().enumerate() {
-                let v = routes[*n].classes[i].count.load(Relaxed);
+                let v = routes[*n].classes[i]
+                    .get()
+                    .map_or(0, |c| c.count.load(Relaxed));
                 if v > 0 {
                     let _ = writeln!(out, "gatehouse_http_requests_total{{route=\"{}\",status_class=\"{class}\"}} {v}", escape(n));
                 }
@@ -277,7 +280,9 @@ impl Metrics {
         out.push_str("# HELP gatehouse_http_request_duration_seconds Request latency by route and status class.\n# TYPE gatehouse_http_request_duration_seconds histogram\n");
         for n in &names {
             for (i, class) in CLASSES.iter().enumerate() {
-                let cs = &routes[*n].classes[i];
+                let Some(cs) = routes[*n].classes[i].get() else {
+                    continue;
+                };
                 let count = cs.count.load(Relaxed);
                 if count == 0 {
                     continue;

@@ -115,14 +115,15 @@ impl StatusWriter {
             }
             let u: &StatusUpdate = shared;
             let key: Key = (u.kind, u.namespace.clone(), u.name.clone());
-            let plain = without_times(&u.status);
+            let value = u.status.value();
+            let plain = without_times(&value);
             let previous = self.written.get(&key);
             if previous.is_some_and(|(p, _)| *p == plain) {
                 seen.insert(addr);
                 seen_keep.push(shared.clone());
                 continue;
             }
-            let mut status = u.status.clone();
+            let mut status = value;
             stamp_conditions(&mut status, previous.map(|(_, w)| w), &now);
             let Some(api) = self.api(u) else { continue };
             let params = PatchParams {

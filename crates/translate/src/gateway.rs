@@ -1091,8 +1091,8 @@ fn compile_rule(
             o.object.kind().to_ascii_lowercase(),
             o.name()
         )),
-        request_headers,
-        response_headers,
+        request_headers: request_headers.map(Box::new),
+        response_headers: response_headers.map(Box::new),
         kind,
         timeout,
         backend_timeout,

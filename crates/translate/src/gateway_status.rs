@@ -107,7 +107,8 @@ impl GatewayState {
                 "addresses": addresses.iter().map(|a| address_json(a)).collect::<Vec<_>>(),
                 "conditions": [condition("Accepted", true, "Accepted", "", g), programmed],
                 "listeners": listeners,
-            }),
+            })
+            .into(),
         }
     }
 }
@@ -119,7 +120,8 @@ pub fn gateway_class_status(o: &StoredObject) -> StatusUpdate {
         kind: "GatewayClass",
         namespace: None,
         name: o.name().to_string(),
-        status: json!({"conditions": [condition("Accepted", true, "Accepted", "handled by Gatehouse", g)]}),
+        status: json!({"conditions": [condition("Accepted", true, "Accepted", "handled by Gatehouse", g)]})
+            .into(),
     }
 }
 
@@ -158,6 +160,6 @@ pub fn route_status(
         kind: o.object.kind(),
         namespace: Some(o.namespace().to_string()),
         name: o.name().to_string(),
-        status: json!({"parents": parents}),
+        status: json!({"parents": parents}).into(),
     }
 }

@@ -131,7 +131,7 @@ pub fn translate(b: &mut Builder<'_>) {
                 kind: "Ingress",
                 namespace: Some(ns.clone()),
                 name: o.name().to_string(),
-                status: serde_json::json!({"loadBalancer": {"ingress": addresses}}),
+                status: serde_json::json!({"loadBalancer": {"ingress": addresses}}).into(),
             });
         }
         let id = format!("ingress/{ns}/{}", o.name());

@@ -236,7 +236,7 @@ fn rejected_statuses(
             kind: key.kind,
             namespace: key.namespace,
             name: key.name,
-            status,
+            status: status.into(),
         });
     }
     out

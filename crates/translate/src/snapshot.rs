@@ -105,8 +105,8 @@ pub struct Section {
 pub struct RouteAction {
     pub id: u32,
     pub name: Arc<str>,
-    pub request_headers: Option<HeaderModifier>,
-    pub response_headers: Option<HeaderModifier>,
+    pub request_headers: Option<Box<HeaderModifier>>,
+    pub response_headers: Option<Box<HeaderModifier>>,
     pub kind: ActionKind,
     /// Whole-request timeout (Gateway `timeouts.request`).
     pub timeout: Option<Duration>,

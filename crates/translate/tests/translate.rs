@@ -343,7 +343,7 @@ fn grpcroute_status_kinds_and_h2_backends() {
         s.statuses
             .values()
             .find(|u| u.kind == kind && u.name == name)
-            .map(|u| u.status.clone())
+            .map(|u| u.status.value())
             .unwrap_or_default()
     };
     let listeners = &status("Gateway", "gw")["listeners"];
@@ -505,7 +505,7 @@ spec:
         s.statuses
             .values()
             .find(|u| u.kind == kind && u.name == name)
-            .map(|u| u.status.clone())
+            .map(|u| u.status.value())
             .unwrap_or_default()
     };
     let g = status("Gateway", "gw");
@@ -665,10 +665,13 @@ fn lenient_translation_leaves_invalid_objects_out() {
         .find(|s| s.kind == "HTTPRoute" && s.name == "r")
         .expect("status for the rejected route");
     assert_eq!(
-        status.status["parents"][0]["conditions"][0]["status"],
+        status.status.value()["parents"][0]["conditions"][0]["status"],
         "False"
     );
-    assert_eq!(status.status["parents"][0]["parentRef"]["name"], "gw");
+    assert_eq!(
+        status.status.value()["parents"][0]["parentRef"]["name"],
+        "gw"
+    );
 }
 
 #[test]
