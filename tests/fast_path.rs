@@ -275,3 +275,27 @@ async fn a_connection_moves_to_hyper_when_the_fast_path_cannot_serve_it() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn http2_clients_get_every_framing_decoded_from_raw_upstream_connections() {
+    let backend = scripted_backend().await;
+    let (p, _) = start_proxy(
+        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
+        &[],
+    )
+    .await;
+    // HTTP/2 is hyper's; its HTTP/1.1 backend is reached on the raw pool, which must
+    // decode chunked and close-delimited bodies into frames.
+    for _ in 0..3 {
+        let r = h2c_get(p.http, "app.example", "/chunked").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "hello world"));
+        let r = h2c_get(p.http, "app.example", "/fixed").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "fixed"));
+        let r = h2c_get(p.http, "app.example", "/nocontent").await;
+        assert_eq!((r.status, r.body.as_str()), (204, ""));
+        let r = h2c_get(p.http, "app.example", "/close").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "until the end"));
+        let r = h2c_get(p.http, "app.example", "/hop").await;
+        assert_eq!(r.header("x-private"), None, "{:?}", r.headers);
+    }
+}

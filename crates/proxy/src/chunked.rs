@@ -61,6 +61,28 @@ impl ChunkedScanner {
         self.state == State::Done
     }
 
+    /// Decodes from `buf`: returns how many bytes were used and, when it reached chunk
+    /// data, where that data is in `buf` (one span per call).
+    pub fn decode(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<(usize, Option<std::ops::Range<usize>>), Malformed> {
+        let mut i = 0;
+        while i < buf.len() && !self.is_done() {
+            if let State::Data(left) = self.state {
+                let take = left.min((buf.len() - i) as u64);
+                self.state = match left - take {
+                    0 => State::DataCr,
+                    rest => State::Data(rest),
+                };
+                return Ok((i + take as usize, Some(i..i + take as usize)));
+            }
+            // Framing bytes go through the scanner one at a time.
+            i += self.scan(&buf[i..i + 1])?;
+        }
+        Ok((i, None))
+    }
+
     /// Walks `data`; returns how many bytes belong to the body (all of `data`, or up
     /// to the end of the body when it ends inside it).
     pub fn scan(&mut self, data: &[u8]) -> Result<usize, Malformed> {
@@ -191,6 +213,32 @@ mod tests {
     fn incomplete_bodies_are_not_done() {
         assert_eq!(scan_all(&[b"5\r\nhel"]), Ok((6, false)));
         assert_eq!(scan_all(&[b"0\r\nx: y\r\n"]), Ok((9, false)));
+    }
+
+    #[test]
+    fn decodes_the_data_out_of_the_framing() {
+        let body = b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nt: 1\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut d = ChunkedScanner::default();
+            let mut out = Vec::new();
+            let mut pending = Vec::new();
+            for part in [&body[..split], &body[split..]] {
+                pending.extend_from_slice(part);
+                loop {
+                    let (used, data) = d.decode(&pending).expect("valid");
+                    if let Some(r) = data {
+                        out.extend_from_slice(&pending[r]);
+                    }
+                    pending.drain(..used);
+                    if used == 0 || d.is_done() {
+                        break;
+                    }
+                }
+            }
+            assert!(d.is_done(), "split {split}");
+            assert_eq!(out, b"hello world", "split {split}");
+            assert_eq!(pending, b"NEXT", "split {split}");
+        }
     }
 
     #[test]

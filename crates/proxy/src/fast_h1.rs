@@ -39,10 +39,10 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> I
 
 /// A raw upstream connection and what was read from it beyond the last response.
 pub struct RawConn {
-    stream: TcpStream,
-    buf: BytesMut,
+    pub(crate) stream: TcpStream,
+    pub(crate) buf: BytesMut,
     /// Where the last response head's headers are in `buf` (reused).
-    ranges: Vec<HeaderRange>,
+    pub(crate) ranges: Vec<HeaderRange>,
 }
 
 /// A header's name and value, as ranges of a buffer.
@@ -61,7 +61,7 @@ pub type RawPool = Pool<RawConn>;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -779,16 +779,19 @@ enum SendError {
 }
 
 /// Where an upstream request goes.
-struct Upstream<'a> {
-    pool: &'a RawPool,
-    cluster: &'a Cluster,
-    endpoint: SocketAddr,
-    connect_timeout: Duration,
+pub(crate) struct Upstream<'a> {
+    pub(crate) pool: &'a RawPool,
+    pub(crate) cluster: &'a Cluster,
+    pub(crate) endpoint: SocketAddr,
+    pub(crate) connect_timeout: Duration,
 }
 
 impl Upstream<'_> {
     /// A connection for one exchange, and whether it was reused.
-    async fn lease(&self, fresh_only: bool) -> Result<(Lease<RawConn>, bool), UpstreamError> {
+    pub(crate) async fn lease(
+        &self,
+        fresh_only: bool,
+    ) -> Result<(Lease<RawConn>, bool), UpstreamError> {
         loop {
             let (acquired, key) = self
                 .pool
@@ -814,19 +817,19 @@ impl Upstream<'_> {
 }
 
 /// A parsed upstream response head (its bytes stay at the front of the buffer).
-struct ResponseHead {
-    len: usize,
-    status: u16,
+pub(crate) struct ResponseHead {
+    pub(crate) len: usize,
+    pub(crate) status: u16,
     reason: std::ops::Range<usize>,
     length: Option<u64>,
     chunked: bool,
     /// Some transfer coding other than a final chunked: the body runs to the close.
     other_coding: bool,
-    keep_alive: bool,
+    pub(crate) keep_alive: bool,
 }
 
 impl ResponseHead {
-    fn framing(&self, method: &Method) -> Framing {
+    pub(crate) fn framing(&self, method: &Method) -> Framing {
         if method == Method::HEAD || self.status == 204 || self.status == 304 {
             return Framing::None;
         }
@@ -841,7 +844,7 @@ impl ResponseHead {
 }
 
 /// Reads a final (non-1xx) response head into `up.buf`.
-async fn read_response_head(up: &mut RawConn) -> io::Result<ResponseHead> {
+pub(crate) async fn read_response_head(up: &mut RawConn) -> io::Result<ResponseHead> {
     loop {
         if !up.buf.is_empty() {
             match parse_response_head(&up.buf, &mut up.ranges)? {

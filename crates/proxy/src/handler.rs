@@ -5,7 +5,6 @@
 use crate::affinity;
 use crate::body::{self, Body, BoxError};
 use crate::dataplane::{Active, DataPlane};
-use crate::h1pool::H1Lease as Lease;
 use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::metrics::RouteStats;
 use crate::mirror;
@@ -13,7 +12,7 @@ use crate::normalize::normalize_path;
 use crate::pool::Overflow;
 use crate::redirect::{location, RedirectInput};
 use crate::retry::{self, Failure};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamBody, UpstreamError};
 use bytes::Bytes;
 use gatehouse_translate::cluster::{Cluster, InFlight, Refused};
 use gatehouse_translate::hosts::strip_port;
@@ -67,6 +66,10 @@ pub async fn handle(
             (resp, stats)
         }
     };
+    // Unique per response: HTTP/2 must not put it in its header compression table
+    // (where it would only evict useful entries and cost a search each time).
+    let mut rid = rid;
+    rid.set_sensitive(true);
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
     stats.record(resp.status().as_u16(), start.elapsed());
     resp
@@ -322,7 +325,7 @@ impl Outgoing {
 /// boxing the common variant would cost an allocation per request.)
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(Response<Incoming>, Option<Lease>),
+    Response(Response<UpstreamBody>),
     TimedOut,
     Connect(String),
     Exchange(BoxError),
@@ -332,7 +335,7 @@ enum Outcome {
 impl Outcome {
     fn failure(&self) -> Option<Failure> {
         match self {
-            Outcome::Response(r, _) => Some(Failure::Status(r.status().as_u16())),
+            Outcome::Response(r) => Some(Failure::Status(r.status().as_u16())),
             Outcome::TimedOut | Outcome::Exchange(_) => Some(Failure::Reset),
             Outcome::Connect(_) => Some(Failure::Connect),
             Outcome::Overflow(_) => None,
@@ -343,7 +346,7 @@ impl Outcome {
     /// against the endpoint (a circuit breaker's refusal does not).
     fn ok(&self) -> bool {
         match self {
-            Outcome::Response(r, _) => !r.status().is_server_error(),
+            Outcome::Response(r) => !r.status().is_server_error(),
             Outcome::Overflow(_) => true,
             _ => false,
         }
@@ -493,10 +496,13 @@ impl Routed<'_> {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = per_try.map_or(left, |p| p.min(left));
-            let sent = tokio::time::timeout(limit, dp.upstreams.send(cluster, admitted.addr, req));
+            let sent = tokio::time::timeout(
+                limit,
+                dp.upstreams.send(cluster, admitted.addr, req, upgrade),
+            );
             let outcome = match sent.await {
                 Err(_) => Outcome::TimedOut,
-                Ok(Ok((resp, lease))) => Outcome::Response(resp, lease),
+                Ok(Ok(resp)) => Outcome::Response(resp),
                 Ok(Err(UpstreamError::Connect(e))) => Outcome::Connect(e),
                 Ok(Err(UpstreamError::Exchange(e))) => Outcome::Exchange(e),
                 Ok(Err(UpstreamError::Overflow(o))) => Outcome::Overflow(o),
@@ -530,8 +536,8 @@ impl Routed<'_> {
                 _ => break (outcome, admitted.guard, admitted.set_session, admitted.addr),
             }
         };
-        let (mut resp, lease) = match outcome {
-            Outcome::Response(r, lease) => (r, lease),
+        let mut resp = match outcome {
+            Outcome::Response(r) => r,
             Outcome::TimedOut => {
                 counters
                     .upstream_errors_total
@@ -561,9 +567,8 @@ impl Routed<'_> {
             Outcome::Overflow(o) => return overflow(dp, cluster, o),
         };
         // An upgraded connection never goes back to the pool.
-        let mut lease = lease;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            lease = None;
+            resp.body_mut().no_reuse();
             match downstream_upgrade {
                 Some(down) => {
                     let up = hyper::upgrade::on(&mut resp);
@@ -591,8 +596,6 @@ impl Routed<'_> {
             InFlightBody {
                 inner: b,
                 _in_flight: in_flight,
-                lease,
-                ended: false,
             }
             .boxed_unsync()
         })
@@ -650,24 +653,11 @@ fn breaker(dp: &DataPlane, msg: &str, reason: &'static str) -> Response<Body> {
 /// Why Gatehouse itself refused a request, for clients and logs.
 static X_GATEHOUSE_REASON: http::HeaderName = http::HeaderName::from_static("x-gatehouse-reason");
 
-/// The upstream response body, holding its request's in-flight guard until it ends,
-/// and its pooled connection, which goes back to the pool if the body was read to the
-/// end (one box per response: the error is converted here rather than by a layer).
+/// The upstream response body, holding its request's in-flight guard until it ends
+/// (its pooled connection goes back to the pool with the body, see [`UpstreamBody`]).
 struct InFlightBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     _in_flight: InFlight,
-    lease: Option<Lease>,
-    ended: bool,
-}
-
-impl Drop for InFlightBody {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            if self.ended || self.inner.is_end_stream() {
-                lease.release();
-            }
-        }
-    }
 }
 
 impl http_body::Body for InFlightBody {
@@ -678,15 +668,11 @@ impl http_body::Body for InFlightBody {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled.map_err(|e| -> BoxError { Box::new(e) })
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod normalize;
 pub mod pool;
+pub mod raw_client;
 pub mod redirect;
 pub mod retry;
 pub mod rewind;

@@ -58,12 +58,13 @@ async fn send(
         return false;
     };
     let exchange = async {
-        let (resp, lease) = upstreams.send(cluster, admitted.addr, req).await.ok()?;
+        let resp = upstreams
+            .send(cluster, admitted.addr, req, false)
+            .await
+            .ok()?;
         let ok = !resp.status().is_server_error();
+        // Read to the end, so the connection goes back to the pool.
         resp.into_body().collect().await.ok()?;
-        if let Some(l) = lease {
-            l.release();
-        }
         Some(ok)
     };
     let ok = matches!(

@@ -29,6 +29,7 @@ pub enum UpstreamError {
 }
 
 pub struct Upstreams {
+    connect_timeout: Duration,
     h1: H1Pool,
     h2: H2Pool,
     /// Raw connections of the HTTP/1.1 fast path.
@@ -43,26 +44,118 @@ impl Upstreams {
             keepalive: cfg.h2_keepalive,
         };
         Upstreams {
+            connect_timeout: cfg.connect_timeout,
             h1: H1Pool::new(cfg.connect_timeout, cfg.upstream_idle_timeout),
             h2,
             raw: crate::pool::Pool::new(cfg.upstream_idle_timeout),
         }
     }
 
-    /// Sends `req` to `endpoint` of `cluster`, by the cluster's protocol. For HTTP/1.1
-    /// the lease gives the connection back once the response body has been read.
+    /// Sends `req` to `endpoint` of `cluster`, by the cluster's protocol: HTTP/1.1 on
+    /// the raw pool (hyper's client when `upgrade`, for WebSockets), or HTTP/2.
     pub async fn send(
         &self,
         cluster: &Cluster,
         endpoint: SocketAddr,
         req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Option<H1Lease>), UpstreamError> {
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, UpstreamError> {
         match cluster.protocol {
-            UpstreamProtocol::Http1 => {
+            UpstreamProtocol::Http1 if upgrade => {
                 let (resp, lease) = self.h1.send(cluster, endpoint, req).await?;
-                Ok((resp, Some(lease)))
+                Ok(resp.map(|body| UpstreamBody::Hyper {
+                    body,
+                    lease: Some(lease),
+                    ended: false,
+                }))
             }
-            UpstreamProtocol::Http2 => Ok((self.h2.send(endpoint, req).await?, None)),
+            UpstreamProtocol::Http1 => {
+                let resp = crate::raw_client::send(
+                    &self.raw,
+                    cluster,
+                    endpoint,
+                    self.connect_timeout,
+                    req,
+                )
+                .await?;
+                Ok(resp.map(UpstreamBody::Raw))
+            }
+            UpstreamProtocol::Http2 => {
+                let resp = self.h2.send(endpoint, req).await?;
+                Ok(resp.map(|body| UpstreamBody::Hyper {
+                    body,
+                    lease: None,
+                    ended: false,
+                }))
+            }
+        }
+    }
+}
+
+/// A response body from a backend: read by hyper's client (HTTP/2, upgrades), or
+/// straight off a raw HTTP/1.1 connection. A pooled hyper connection goes back to the
+/// pool when the body was read to the end.
+pub enum UpstreamBody {
+    Hyper {
+        body: Incoming,
+        lease: Option<H1Lease>,
+        ended: bool,
+    },
+    Raw(crate::raw_client::RawBody),
+}
+
+impl UpstreamBody {
+    /// The connection must not serve again (it was upgraded).
+    pub fn no_reuse(&mut self) {
+        if let UpstreamBody::Hyper { lease, .. } = self {
+            *lease = None;
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let UpstreamBody::Hyper { body, lease, ended } = self {
+            if let Some(l) = lease.take() {
+                if *ended || http_body::Body::is_end_stream(body) {
+                    l.release();
+                }
+            }
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper { body, ended, .. } => {
+                let polled = std::pin::Pin::new(body).poll_frame(cx);
+                if let std::task::Poll::Ready(None) = polled {
+                    *ended = true;
+                }
+                polled.map_err(|e| -> BoxError { Box::new(e) })
+            }
+            UpstreamBody::Raw(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper { body, ended, .. } => *ended || body.is_end_stream(),
+            UpstreamBody::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Hyper { body, .. } => body.size_hint(),
+            UpstreamBody::Raw(b) => b.size_hint(),
         }
     }
 }
