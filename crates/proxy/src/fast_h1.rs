@@ -85,7 +85,11 @@ pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
         out: Vec::with_capacity(2 * 1024),
     };
     match conn.run(&dp, &mut stream, &info).await {
-        Exit::Close => {}
+        // Close properly: on TLS this sends close_notify, without which clients take
+        // the end for a truncation and do not resume the session next time.
+        Exit::Close => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        }
         Exit::Handover(pre) => {
             let io = hyper_util::rt::TokioIo::new(Rewind::new(stream, pre));
             let info = Arc::try_unwrap(info).unwrap_or_else(|i| (*i).clone());
