@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# bench/handshakes.sh - new TLS connections per second: Gatehouse next to nginx, both
+# bench/handshakes.sh - new TLS connections per second: Gatehouse next to nginx, all
 # with the same ECDSA P-256 certificate (bench/config/tls-secret.yaml) and one worker,
 # in front of the same nginx backend. wrk sends "Connection: close", so every request
-# is a new TCP connection and a full TLS handshake.
+# is a new TCP connection and a TLS handshake (wrk offers the previous session, so
+# servers that resume do an abbreviated one).
+#   nginx        nginx's defaults (1.22: TLS 1.2 only, session tickets), as peers.sh runs it
+#   nginx-tls13  ssl_protocols TLSv1.2 TLSv1.3 (nginx's default since 1.23.4)
+#   gatehouse    TLS 1.3 (and 1.2), stateless session tickets
 #
 #   bash bench/handshakes.sh [ROUNDS] [SECONDS]      (default 3 rounds of 5 s)
 set -euo pipefail
@@ -53,6 +57,17 @@ http {
       proxy_set_header Connection "";
     }
   }
+  server {
+    listen 127.0.0.1:18443 ssl backlog=4096;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
 }
 EOF
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
@@ -65,7 +80,7 @@ sleep 1
 echo "target rounds: new connections/s (one request each)"
 declare -A all
 for r in $(seq 1 "$ROUNDS"); do
-  for t in nginx=https://127.0.0.1:18442/ gatehouse=https://127.0.0.1:18492/; do
+  for t in nginx=https://127.0.0.1:18442/ nginx-tls13=https://127.0.0.1:18443/ gatehouse=https://127.0.0.1:18492/; do
     name=${t%%=*} url=${t#*=}
     out=$(wrk -t1 -c50 -d"${SECS}s" -H "Connection: close" "$url" 2>&1)
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -74,7 +89,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "  round $r $name $rps (error lines: $errs)"
   done
 done
-for name in nginx gatehouse; do
+for name in nginx nginx-tls13 gatehouse; do
   median=$(tr ' ' '\n' <<<"${all[$name]}" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
   echo "$name median $median"
 done

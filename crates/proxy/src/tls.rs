@@ -48,5 +48,10 @@ pub fn server_config(
     cfg.ignore_client_order = true;
     // One resumption ticket per handshake is enough for a client's next connection.
     cfg.send_tls13_tickets = 1;
+    // Stateless tickets (sealed with a rotating key), as nginx's: any number of clients
+    // can resume, not only the last few hundred in a session cache.
+    if let Ok(t) = rustls::crypto::aws_lc_rs::Ticketer::new() {
+        cfg.ticketer = t;
+    }
     Ok(cfg)
 }
