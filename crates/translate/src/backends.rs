@@ -192,11 +192,8 @@ pub fn refresh_endpoints(
     only: Option<&std::collections::BTreeSet<(String, String)>>,
 ) -> usize {
     let mut changed = 0;
-    for c in snapshot.clusters.values() {
+    let mut refresh = |c: &Arc<Cluster>| {
         let src = &c.source;
-        if only.is_some_and(|o| !o.contains(&(src.namespace.clone(), src.service.clone()))) {
-            continue;
-        }
         let key = ObjectKey {
             kind: "Service",
             namespace: Some(src.namespace.clone()),
@@ -217,6 +214,24 @@ pub fn refresh_endpoints(
         if *c.endpoints() != fresh {
             c.set_endpoints(fresh);
             changed += 1;
+        }
+    };
+    match only {
+        None => snapshot.clusters.values().for_each(&mut refresh),
+        // Cluster names start with `namespace/service:`, so each Service's clusters are
+        // one range of the ordered map: no walk over every cluster.
+        Some(only) => {
+            for (ns, svc) in only {
+                let prefix: Arc<str> = Arc::from(format!("{ns}/{svc}:"));
+                for (name, c) in snapshot.clusters.range(prefix.clone()..) {
+                    if !name.starts_with(prefix.as_ref()) {
+                        break;
+                    }
+                    if c.source.namespace == *ns && c.source.service == *svc {
+                        refresh(c);
+                    }
+                }
+            }
         }
     }
     changed
