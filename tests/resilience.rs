@@ -45,11 +45,32 @@ spec:
     m
 }
 
+/// Gatehouse serving `app` with `backends` and `policy`.
+async fn start_app(backends: &[&Backend], policy: &str) -> Proxy {
+    let manifests = app(backends, policy);
+    start_proxy(&[("classes.yaml", CLASSES), ("app.yaml", &manifests)], &[])
+        .await
+        .0
+}
+
 async fn until(what: &str, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
     while !ok() {
         assert!(t.elapsed() < Duration::from_secs(10), "never: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the first cluster in `/config` satisfies `ok`.
+async fn cluster_until(p: &Proxy, what: &str, ok: impl Fn(&serde_json::Value) -> bool) {
+    let t = Instant::now();
+    loop {
+        let c = cluster_config(p).await;
+        if ok(&c) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{what}: {c}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -70,14 +91,7 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     healthyThreshold: 2
     http: {path: /health, expectedStatuses: [200]}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&a, &b], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&a, &b], policy).await;
     let cl = client();
     // Both are probed, and both serve.
     until("both probed", || {
@@ -98,18 +112,10 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
     // b's health endpoint fails: after two probes b leaves rotation, though it would
     // still answer requests.
     b.set_health(503);
-    let t = Instant::now();
-    loop {
-        let c = cluster_config(&p).await;
-        if c["unhealthy"][0] == b.addr.to_string() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "b never marked unhealthy: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster_until(&p, "b never marked unhealthy", |c| {
+        c["unhealthy"][0] == b.addr.to_string()
+    })
+    .await;
     let before = b.hits();
     for _ in 0..20 {
         let r = get(&cl, p.http, "app.example", "/").await;
@@ -123,18 +129,10 @@ async fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
 
     // Healthy again after two passing probes.
     b.set_health(200);
-    let t = Instant::now();
-    loop {
-        let c = cluster_config(&p).await;
-        if c["unhealthy"].as_array().is_some_and(|u| u.is_empty()) {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "b never healthy again: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster_until(&p, "b never healthy again", |c| {
+        c["unhealthy"].as_array().is_some_and(|u| u.is_empty())
+    })
+    .await;
     let before = b.hits();
     for _ in 0..10 {
         get(&cl, p.http, "app.example", "/").await;
@@ -153,27 +151,12 @@ async fn tcp_health_checks_notice_a_dead_endpoint() {
     let b = Backend::start("b").await;
     let policy = "  healthCheck: {type: TCP, interval: 50ms, timeout: 200ms, unhealthyThreshold: 1}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&a, &b], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&a, &b], policy).await;
     b.kill();
-    let t = Instant::now();
-    loop {
-        let c = cluster_config(&p).await;
-        if c["unhealthy"][0] == b.addr.to_string() {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "dead b never unhealthy: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster_until(&p, "dead b never unhealthy", |c| {
+        c["unhealthy"][0] == b.addr.to_string()
+    })
+    .await;
     let cl = client();
     for _ in 0..20 {
         assert_eq!(get(&cl, p.http, "app.example", "/").await.status, 200);
@@ -187,14 +170,7 @@ async fn retries_hide_a_failing_endpoint() {
     bad.set_status(503);
     let policy = "  retry: {attempts: 2, retryOn: [gateway-error], backoff: {baseInterval: 1ms}}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&good, &bad], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&good, &bad], policy).await;
     let cl = client();
     for _ in 0..40 {
         let r = get(&cl, p.http, "app.example", "/").await;
@@ -234,14 +210,7 @@ async fn connect_failures_are_retried_for_any_method() {
     dead.kill();
     let policy = "  retry: {attempts: 1, retryOn: [connect-failure], backoff: {baseInterval: 1ms}}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&good, &dead], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&good, &dead], policy).await;
     let cl = client();
     for _ in 0..20 {
         let r = send(&cl, "POST", p.http, "app.example", "/", &[]).await;
@@ -260,14 +229,7 @@ async fn the_retry_budget_caps_retries_against_a_failing_backend() {
     backoff: {baseInterval: 1ms, maxInterval: 1ms}
     budget: {percent: 20, minRetriesPerSecond: 0}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&bad], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&bad], policy).await;
     let cl = client();
     for _ in 0..200 {
         assert_eq!(get(&cl, p.http, "app.example", "/").await.status, 503);
@@ -293,14 +255,7 @@ async fn a_per_try_timeout_moves_on_to_another_endpoint() {
     slow.set_delay(Duration::from_secs(2));
     let policy = "  retry: {attempts: 1, retryOn: [reset], perTryTimeout: 100ms, backoff: {baseInterval: 1ms}}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&slow, &fast], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&slow, &fast], policy).await;
     let cl = client();
     for _ in 0..6 {
         let t = Instant::now();
@@ -317,11 +272,7 @@ async fn the_connection_circuit_breaker_limits_connections_and_waiting_requests(
     b.set_delay(Duration::from_millis(300));
     let policy = "  circuitBreaker: {maxConnections: 2, maxPendingRequests: 2}
 ";
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(&[&b], policy))],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&b], policy).await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let addr = p.http;
@@ -370,11 +321,7 @@ async fn consistent_hashing_keeps_a_user_on_one_endpoint() {
     consistentHash: {type: Header, header: x-user}
 ";
     let refs: Vec<&Backend> = backends.iter().collect();
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(&refs, policy))],
-        &[],
-    )
-    .await;
+    let p = start_app(&refs, policy).await;
     let cl = client();
     let mut seen = std::collections::HashSet::new();
     for user in 0..30 {
@@ -399,14 +346,7 @@ async fn sticky_sessions_follow_the_cookie_the_proxy_sets() {
     let b = Backend::start("b").await;
     let policy = "  sessionPersistence: {cookieName: route, ttl: 1h}
 ";
-    let (p, _) = start_proxy(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app(&[&a, &b], policy)),
-        ],
-        &[],
-    )
-    .await;
+    let p = start_app(&[&a, &b], policy).await;
     let cl = client();
     let first = get(&cl, p.http, "app.example", "/").await;
     let cookie = first.header("set-cookie").expect("a session cookie");
@@ -531,11 +471,7 @@ async fn killing_one_of_three_backends_under_load_fails_a_handful_at_most() {
   retry: {attempts: 2, retryOn: [connect-failure, reset, gateway-error], backoff: {baseInterval: 1ms}}
 ";
     let refs: Vec<&Backend> = backends.iter().collect();
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(&refs, policy))],
-        &[],
-    )
-    .await;
+    let p = start_app(&refs, policy).await;
     let start = Instant::now();
     let killed_at = Duration::from_millis(500);
     let mut workers = Vec::new();
