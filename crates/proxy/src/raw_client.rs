@@ -29,8 +29,19 @@ pub async fn send(
     connect_timeout: Duration,
     req: Request<Body>,
 ) -> Result<Response<RawBody>, UpstreamError> {
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let empty = http_body::Body::is_end_stream(&body);
+    // Content-Length goes upstream only when it is the body's real, known length (a
+    // client that sent it next to chunked framing must not get to smuggle a request).
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let exact = http_body::Body::size_hint(&body).exact();
+    if declared.is_some() && declared != exact {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let chunked = !empty && !parts.headers.contains_key(header::CONTENT_LENGTH);
     let mut head = Vec::with_capacity(512);
     head.extend_from_slice(parts.method.as_str().as_bytes());
