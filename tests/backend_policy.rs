@@ -4,6 +4,7 @@
 
 mod support;
 use std::net::SocketAddr;
+use support::backend::endpoint_slice;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,21 +23,6 @@ async fn failing_backend() -> SocketAddr {
         }
     })
     .await
-}
-
-fn slice(name: &str, addr: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: app}}}}
-addressType: IPv4
-ports: [{{name: http, port: {}}}]
-endpoints: [{{addresses: ['{}'], conditions: {{ready: true}}}}]
-",
-        addr.port(),
-        addr.ip()
-    )
 }
 
 #[tokio::test]
@@ -66,8 +52,8 @@ spec:
   outlierDetection: {consecutiveErrors: 3, baseEjectionTime: 30s, maxEjectionPercent: 50}
 "
         .to_string(),
-        slice("app-good", good),
-        slice("app-bad", bad),
+        endpoint_slice("app", "app-good", good),
+        endpoint_slice("app", "app-bad", bad),
     ]
     .concat();
     let (p, _) = start_proxy(&[("classes.yaml", CLASSES), ("app.yaml", &manifests)], &[]).await;

@@ -92,20 +92,25 @@ impl Backend {
 
     /// An EndpointSlice of Service `service` for this backend.
     pub fn slice(&self, service: &str) -> String {
-        format!(
-            "---
+        endpoint_slice(service, &format!("{service}-{}", self.name), self.addr)
+    }
+}
+
+/// EndpointSlice `name` of Service `service` (namespace default) with one ready
+/// endpoint at `addr`, its port named `http`.
+pub fn endpoint_slice(service: &str, name: &str, addr: SocketAddr) -> String {
+    format!(
+        "---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{name: {service}-{name}, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}
+metadata: {{name: {name}, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}
 addressType: IPv4
 ports: [{{name: http, port: {port}}}]
 endpoints: [{{addresses: ['{ip}'], conditions: {{ready: true}}}}]
 ",
-            name = self.name,
-            port = self.addr.port(),
-            ip = self.addr.ip()
-        )
-    }
+        port = addr.port(),
+        ip = addr.ip()
+    )
 }
 
 impl Drop for Backend {

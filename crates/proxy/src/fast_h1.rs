@@ -326,10 +326,9 @@ impl Downstream {
             Decision::Respond(resp) => {
                 // A body we do not read would be taken for the next request.
                 let keep = !msg.close && msg.framing == Framing::None;
-                let status = resp.status().as_u16();
-                let ok = self.respond(stream, resp, &rid, keep).await;
+                let (status, ok) = self.answer(stream, resp, &rid, keep).await;
                 stats.record(status, start.elapsed());
-                return Ok(ok && keep);
+                return Ok(ok);
             }
             Decision::Forward(r) => r,
         };
@@ -342,9 +341,9 @@ impl Downstream {
                 let code =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let keep = !msg.close && msg.framing == Framing::None;
-                let ok = self.respond(stream, error(code, reason), &rid, keep).await;
-                stats.record(code.as_u16(), start.elapsed());
-                return Ok(ok && keep);
+                let (status, ok) = self.answer(stream, error(code, reason), &rid, keep).await;
+                stats.record(status, start.elapsed());
+                return Ok(ok);
             }
             None => return Err(self.handover(&raw)),
         };
@@ -406,6 +405,18 @@ impl Downstream {
         send_all(stream, &self.out).await.is_ok() && !close
     }
 
+    /// `respond`, returning the status answered and whether the connection stays open.
+    async fn answer<S: Io>(
+        &mut self,
+        stream: &mut S,
+        resp: Response<crate::body::Body>,
+        rid: &HeaderValue,
+        keep: bool,
+    ) -> (u16, bool) {
+        let status = resp.status().as_u16();
+        (status, self.respond(stream, resp, rid, keep).await)
+    }
+
     /// Forwards a request to `cluster`; returns the status answered and whether the
     /// connection stays open.
     #[allow(clippy::too_many_arguments)]
@@ -420,22 +431,21 @@ impl Downstream {
         rid: &HeaderValue,
     ) -> (u16, bool) {
         let close = head.close;
-        let keep_after = |ok: bool| ok && !close;
+        // After an answer of our own the connection stays only if no request body is
+        // left unread on it.
+        let keep = !close && head.framing == Framing::None;
         if let Framing::Length(n) = head.framing {
             if n > dp.cfg.max_body_bytes {
                 let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                self.respond(stream, resp, rid, false).await;
-                return (413, false);
+                return self.answer(stream, resp, rid, false).await;
             }
         }
         let affinity = affinity::of_request(&cluster.policy, &head.headers, info.peer);
         let admitted = match cluster.admit(&affinity) {
             Ok(a) => a,
             Err(refused) => {
-                let body_left = head.framing != Framing::None;
                 let resp = handler::refusal(dp, cluster, refused);
-                let ok = self.respond(stream, resp, rid, !body_left && !close).await;
-                return (503, ok && !body_left && !close);
+                return self.answer(stream, resp, rid, keep).await;
             }
         };
         // The upstream request head.
@@ -458,16 +468,8 @@ impl Downstream {
                 h.insert(header::HOST, v);
             }
             Some(Err(_)) => {
-                let ok = self
-                    .respond(
-                        stream,
-                        error(StatusCode::BAD_REQUEST, "invalid Host"),
-                        rid,
-                        false,
-                    )
-                    .await;
-                let _ = ok;
-                return (400, false);
+                let resp = error(StatusCode::BAD_REQUEST, "invalid Host");
+                return self.answer(stream, resp, rid, false).await;
             }
         }
         add_forwarded(h, info.peer.ip(), info.https);
@@ -526,15 +528,11 @@ impl Downstream {
                         UpstreamError::Overflow(o) => handler::overflow(dp, cluster, o),
                         _ => error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error"),
                     };
-                    let body_left = head.framing != Framing::None;
-                    let ok = self.respond(stream, resp, rid, !body_left && !close).await;
-                    return (503, keep_after(ok && !body_left));
+                    return self.answer(stream, resp, rid, keep).await;
                 }
             };
             let reused = lease.1;
-            let Some(up) = lease.0.conn() else {
-                return (502, false);
-            };
+            let up = lease.0.conn();
             self.out.truncate(head_len);
             let sent = self.send_request(dp, stream, up, head.framing).await;
             let answer = match sent {
@@ -544,20 +542,15 @@ impl Downstream {
                     return (400, false);
                 }
                 Err(SendError::TooLarge) => {
-                    let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
-                    self.respond(stream, resp, rid, false).await;
                     admitted.guard.outcome(true);
-                    return (413, false);
+                    let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    return self.answer(stream, resp, rid, false).await;
                 }
                 Err(SendError::Upstream) => Ok(Err(io::ErrorKind::ConnectionReset.into())),
             };
             match answer {
                 Ok(Ok(rh)) => break (lease.0, rh),
-                Ok(Err(e))
-                    if reused
-                        && head.framing == Framing::None
-                        && e.kind() != io::ErrorKind::InvalidData =>
-                {
+                Ok(Err(e)) if stale(reused, head.framing == Framing::None, &e) => {
                     tracing::debug!(upstream = %admitted.addr, error = %e, "stale pooled connection; reconnecting");
                     fresh_only = true;
                 }
@@ -568,9 +561,7 @@ impl Downstream {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(upstream = %admitted.addr, error = %e, "upstream request failed");
                     let resp = error(StatusCode::BAD_GATEWAY, "upstream connection reset");
-                    let ok = self.respond(stream, resp, rid, false).await;
-                    let _ = ok;
-                    return (502, false);
+                    return self.answer(stream, resp, rid, false).await;
                 }
                 Err(_) => {
                     admitted.guard.outcome(false);
@@ -581,18 +572,14 @@ impl Downstream {
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream did not respond in time",
                     );
-                    let ok = self.respond(stream, resp, rid, false).await;
-                    let _ = ok;
-                    return (504, false);
+                    return self.answer(stream, resp, rid, false).await;
                 }
             }
         };
         let status = resp_head.status;
         admitted.guard.outcome(status < 500);
         // The response head for the client.
-        let Some(up) = lease.conn() else {
-            return (502, false);
-        };
+        let up = lease.conn();
         let framing = resp_head.framing(&head.method);
         let close_after = close || framing == Framing::Close || *dp.shutdown.borrow();
         self.out.clear();
@@ -621,7 +608,8 @@ impl Downstream {
             Ok(clean) => {
                 if clean && resp_head.keep_alive && framing != Framing::Close {
                     // An idle connection keeps a small buffer, whatever it carried.
-                    if let Some(up) = lease.conn().filter(|c| c.buf.capacity() > 32 * 1024) {
+                    let up = lease.conn();
+                    if up.buf.capacity() > 32 * 1024 {
                         up.buf = BytesMut::with_capacity(4 * 1024);
                     }
                     lease.release();
@@ -770,6 +758,13 @@ impl Downstream {
             }
         }
     }
+}
+
+/// Whether `e`, on a connection taken from the pool, means the backend had closed it
+/// while idle (so a request that can be sent again should go on a new connection)
+/// rather than that it answered badly.
+pub(crate) fn stale(reused: bool, replayable: bool, e: &io::Error) -> bool {
+    reused && replayable && e.kind() != io::ErrorKind::InvalidData
 }
 
 /// Why sending a request upstream stopped.
@@ -939,9 +934,10 @@ fn parse_response_head(
     Ok(Some(head))
 }
 
-/// Hop-by-hop response headers (RFC 9110 §7.6.1), besides those Connection names.
+/// Response headers not passed on: hop-by-hop ones (RFC 9110 §7.6.1, besides those
+/// Connection names) and the backend's X-Request-Id (ours replaces it).
 /// Transfer-Encoding stays: the body's framing is passed through as is.
-fn is_hop_by_hop(name: &[u8]) -> bool {
+fn dropped_from_response(name: &[u8]) -> bool {
     const HOP: [&[u8]; 7] = [
         b"connection",
         b"keep-alive",
@@ -988,7 +984,7 @@ fn write_response_head(
     let kept = headers
         .iter()
         .map(|(n, v)| (&raw[n.clone()], &raw[v.clone()]))
-        .filter(|(n, _)| !is_hop_by_hop(n) && !listed(n));
+        .filter(|(n, _)| !dropped_from_response(n) && !listed(n));
     match modifier {
         None => {
             for (n, v) in kept {

@@ -58,10 +58,8 @@ impl H1Pool {
                 break self.pool.lease(pooled, key);
             }
         };
-        let Some(sender) = lease.conn() else {
-            return Err(UpstreamError::Connect("pooled connection lost".into()));
-        };
-        let resp = sender
+        let resp = lease
+            .conn()
             .send_request(req)
             .await
             .map_err(|e| UpstreamError::Exchange(Box::new(e)))?;

@@ -279,6 +279,7 @@ impl Routed<'_> {
 const REPLAY_LIMIT: u64 = 64 * 1024;
 
 /// What every upstream request of one downstream request shares.
+#[derive(Clone)]
 struct Outgoing {
     method: Method,
     /// Path and query.
@@ -452,12 +453,8 @@ impl Routed<'_> {
                 }
                 let headers = parts.headers.clone();
                 let target = m.cluster.clone();
-                let shadow = Outgoing {
-                    method: out.method.clone(),
-                    pq: out.pq.clone(),
-                    host: out.host.clone(),
-                };
-                mirror::spawn(dp.clone(), target.clone(), body.clone(), move |_, b| {
+                let shadow = out.clone();
+                mirror::spawn(dp.clone(), target.clone(), body.clone(), move |b| {
                     shadow.request(&target, headers, b)
                 });
             }

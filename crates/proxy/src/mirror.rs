@@ -17,13 +17,13 @@ pub fn sampled(per_million: u32) -> bool {
     per_million >= 1_000_000 || fastrand::u32(..1_000_000) < per_million
 }
 
-/// Sends a copy built by `build` (given the mirror endpoint) to `cluster`, in the
+/// Sends a copy built by `build` (given its body) to `cluster`, in the
 /// background.
 pub fn spawn(
     dp: Arc<DataPlane>,
     cluster: Arc<Cluster>,
     body: Bytes,
-    build: impl FnOnce(std::net::SocketAddr, Body) -> Option<Request<Body>> + Send + 'static,
+    build: impl FnOnce(Body) -> Option<Request<Body>> + Send + 'static,
 ) {
     tokio::spawn(async move {
         let counters = &dp.metrics.counters;
@@ -48,13 +48,13 @@ async fn send(
     upstreams: &Upstreams,
     cluster: &Arc<Cluster>,
     body: Bytes,
-    build: impl FnOnce(std::net::SocketAddr, Body) -> Option<Request<Body>>,
+    build: impl FnOnce(Body) -> Option<Request<Body>>,
     timeout: std::time::Duration,
 ) -> bool {
     let Ok(admitted) = cluster.admit(&Affinity::default()) else {
         return false;
     };
-    let Some(req) = build(admitted.addr, body::full(body)) else {
+    let Some(req) = build(body::full(body)) else {
         return false;
     };
     let exchange = async {

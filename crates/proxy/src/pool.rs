@@ -69,19 +69,20 @@ pub enum Acquired<C> {
 /// A connection lent to one exchange: [`Lease::release`] gives it back for the next
 /// one; dropping the lease closes it.
 pub struct Lease<C: Reusable> {
-    conn: Option<Pooled<C>>,
+    conn: Pooled<C>,
     key: Key,
     pool: Weak<Inner<C>>,
 }
 
 impl<C: Reusable> Lease<C> {
-    pub fn conn(&mut self) -> Option<&mut C> {
-        self.conn.as_mut().map(|p| &mut p.conn)
+    pub fn conn(&mut self) -> &mut C {
+        &mut self.conn.conn
     }
 
     /// Returns the connection to the pool.
-    pub fn release(mut self) {
-        let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) else {
+    pub fn release(self) {
+        let Lease { conn, key, pool } = self;
+        let Some(pool) = pool.upgrade() else {
             return;
         };
         if conn.conn.is_closed() {
@@ -89,7 +90,7 @@ impl<C: Reusable> Lease<C> {
         }
         let counts = conn._slot.0.clone();
         let mut idle = pool.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.entry(self.key).or_default().push(Idle {
+        idle.entry(key).or_default().push(Idle {
             conn,
             since: Instant::now(),
         });
@@ -165,7 +166,7 @@ impl<C: Reusable> Pool<C> {
     /// Lends `conn` (opened in `slot`, or taken idle) for one exchange.
     pub fn lease(&self, conn: Pooled<C>, key: Key) -> Lease<C> {
         Lease {
-            conn: Some(conn),
+            conn,
             key,
             pool: Arc::downgrade(&self.inner),
         }

@@ -6,7 +6,7 @@
 
 use crate::body::{Body, BoxError};
 use crate::chunked::ChunkedScanner;
-use crate::fast_h1::{read_response_head, Framing, RawConn, RawPool, Upstream};
+use crate::fast_h1::{read_response_head, stale, Framing, RawConn, RawPool, Upstream};
 use crate::pool::Lease;
 use crate::upstream::UpstreamError;
 use bytes::{Buf, Bytes};
@@ -73,9 +73,7 @@ pub async fn send(
     let mut fresh_only = false;
     loop {
         let (mut lease, reused) = upstream.lease(fresh_only).await?;
-        let Some(up) = lease.conn() else {
-            return Err(UpstreamError::Connect("pooled connection lost".into()));
-        };
+        let up = lease.conn();
         let sent = write_request(up, &head, &mut body, chunked, empty).await;
         let answer = match sent {
             Ok(()) => read_response_head(up).await,
@@ -113,7 +111,7 @@ pub async fn send(
                 *resp.headers_mut() = headers;
                 return Ok(resp);
             }
-            Err(e) if reused && empty && e.kind() != io::ErrorKind::InvalidData => {
+            Err(e) if stale(reused, empty, &e) => {
                 tracing::debug!(upstream = %endpoint, error = %e, "stale pooled connection; reconnecting");
                 fresh_only = true;
             }
@@ -187,7 +185,7 @@ impl RawBody {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
-        let clean = lease.conn().is_some_and(|c| c.buf.is_empty());
+        let clean = lease.conn().buf.is_empty();
         if clean && self.keep_alive && self.framing != Framing::Close {
             lease.release();
         }
@@ -195,7 +193,7 @@ impl RawBody {
 
     /// The next data frame from what is buffered, if any.
     fn take_buffered(&mut self) -> Result<Option<Bytes>, BoxError> {
-        let Some(up) = self.lease.as_mut().and_then(|l| l.conn()) else {
+        let Some(up) = self.lease.as_mut().map(|l| l.conn()) else {
             return Ok(None);
         };
         if up.buf.is_empty() {
@@ -274,7 +272,7 @@ impl http_body::Body for RawBody {
                 return Poll::Ready(None);
             }
             let this = &mut *self;
-            let Some(up) = this.lease.as_mut().and_then(|l| l.conn()) else {
+            let Some(up) = this.lease.as_mut().map(|l| l.conn()) else {
                 return Poll::Ready(None);
             };
             if up.buf.capacity() - up.buf.len() < 4096 {

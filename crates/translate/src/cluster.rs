@@ -516,14 +516,15 @@ impl Cluster {
         if n == 1 {
             return 0;
         }
-        // Whether candidate `i` is taken: usable, not the one to avoid, and (under slow
-        // start) lucky enough for its share.
+        // Whether candidate `i` may take the request: usable and not the one to avoid;
+        // `takes` adds, under slow start, being lucky enough for its share.
         let window = self.policy.slow_start;
+        let eligible =
+            |i: usize| self.usable(&list[i], now) && affinity.avoid != Some(list[i].addr);
         let takes = |i: usize| {
-            let e = &list[i];
-            self.usable(e, now)
-                && affinity.avoid != Some(e.addr)
-                && (window.is_none() || fastrand::f64() < e.state.slow_start_factor(window, now))
+            eligible(i)
+                && (window.is_none()
+                    || fastrand::f64() < list[i].state.slow_start_factor(window, now))
         };
         let candidate = || match &self.policy.balancer {
             Balancer::Random => fastrand::usize(..n),
@@ -538,10 +539,10 @@ impl Cluster {
                     b += 1;
                 }
                 let cost = |i: usize| {
-                    let e = &list[i];
-                    if !self.usable(e, now) || affinity.avoid == Some(e.addr) {
+                    if !eligible(i) {
                         return f64::INFINITY;
                     }
+                    let e = &list[i];
                     let load = e.state.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
                     // 1 µs floor: endpoints not measured yet compare by load alone.
                     let latency = e.state.latency_ns().max(1_000) as f64;
@@ -560,11 +561,9 @@ impl Cluster {
                 };
                 // The key's endpoint, or (when it is out of rotation) the next one in
                 // table order: stable for the key, spread evenly over the others.
-                let usable =
-                    |i: usize| self.usable(&list[i], now) && affinity.avoid != Some(list[i].addr);
                 for k in 0..n * 4 {
                     let i = table.lookup_nth(hash, k);
-                    if usable(i) {
+                    if eligible(i) {
                         return i;
                     }
                 }
@@ -580,11 +579,7 @@ impl Cluster {
         (1..n)
             .map(|_| candidate())
             .find(|&i| takes(i))
-            .or_else(|| {
-                (0..n)
-                    .map(|k| (first + k) % n)
-                    .find(|&i| self.usable(&list[i], now) && affinity.avoid != Some(list[i].addr))
-            })
+            .or_else(|| (0..n).map(|k| (first + k) % n).find(|&i| eligible(i)))
             .or_else(|| {
                 (0..n)
                     .map(|k| (first + k) % n)

@@ -188,20 +188,6 @@ pub fn check(
 ) -> Option<ClusterPolicy> {
     let before = errors.len();
     let mut err = |field: &str, msg: String| errors.push(at(field, msg));
-    let mut duration =
-        |field: &str, v: &str, err: &mut dyn FnMut(&str, String)| -> Option<Duration> {
-            match parse_duration(v) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => {
-                    err(field, "must be more than zero".into());
-                    None
-                }
-                Err(e) => {
-                    err(field, e);
-                    None
-                }
-            }
-        };
     let lb = spec.load_balancer.clone().unwrap_or_default();
     let balancer = match lb.type_.as_str() {
         "" | "RoundRobin" => Balancer::RoundRobin,
@@ -328,11 +314,8 @@ pub fn check(
     let health = spec
         .health_check
         .as_ref()
-        .and_then(|hc| health(hc, &mut duration, &mut err));
-    let retry = spec
-        .retry
-        .as_ref()
-        .and_then(|r| retry(r, &mut duration, &mut err));
+        .and_then(|hc| health(hc, &mut err));
+    let retry = spec.retry.as_ref().and_then(|r| retry(r, &mut err));
     if errors.len() > before {
         return None;
     }
@@ -352,13 +335,22 @@ pub fn check(
     })
 }
 
-type DurationAt<'a> = dyn FnMut(&str, &str, &mut dyn FnMut(&str, String)) -> Option<Duration> + 'a;
+/// A duration above zero, or None with an error naming `field`.
+fn duration(field: &str, v: &str, err: &mut dyn FnMut(&str, String)) -> Option<Duration> {
+    match parse_duration(v) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            err(field, "must be more than zero".into());
+            None
+        }
+        Err(e) => {
+            err(field, e);
+            None
+        }
+    }
+}
 
-fn health(
-    hc: &HealthCheck,
-    duration: &mut DurationAt<'_>,
-    err: &mut dyn FnMut(&str, String),
-) -> Option<HealthPolicy> {
+fn health(hc: &HealthCheck, err: &mut dyn FnMut(&str, String)) -> Option<HealthPolicy> {
     let mut bad = false;
     let mut dur = |field: &str,
                    v: Option<&str>,
@@ -452,11 +444,7 @@ fn health(
     })
 }
 
-fn retry(
-    r: &Retry,
-    duration: &mut DurationAt<'_>,
-    err: &mut dyn FnMut(&str, String),
-) -> Option<RetryPolicy> {
+fn retry(r: &Retry, err: &mut dyn FnMut(&str, String)) -> Option<RetryPolicy> {
     let mut bad = false;
     let mut on = RetryOn::default();
     let defaults = ["connect-failure", "reset", "gateway-error"].map(String::from);
