@@ -18,3 +18,60 @@ pub fn empty() -> Body {
         .map_err(|never| match never {})
         .boxed_unsync()
 }
+
+/// A downstream request body: hyper's, or one fed by our HTTP/2 connection. One
+/// concrete type (with a concrete error) keeps the handler's future free of the
+/// lifetime-erased `Box<dyn Error>` conversions that stop the compiler from proving
+/// it `Send`.
+pub enum RequestBody {
+    Empty,
+    Hyper(hyper::body::Incoming),
+    H2(crate::fast_h2::RecvBody),
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    #[error("{0}")]
+    H2(&'static str),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = RequestBodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, RequestBodyError>>> {
+        use std::task::Poll;
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Hyper(b) => match std::pin::Pin::new(b).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            RequestBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Empty => true,
+            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Empty => http_body::SizeHint::with_exact(0),
+            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
+        }
+    }
+}

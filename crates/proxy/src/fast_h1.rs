@@ -90,6 +90,10 @@ pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
         Exit::Close => {
             let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         }
+        Exit::Handover(pre) if pre.starts_with(crate::fast_h2::PREFACE) => {
+            let info = Arc::try_unwrap(info).unwrap_or_else(|i| (*i).clone());
+            crate::fast_h2::serve(dp, stream, info, BytesMut::from(&pre[..])).await;
+        }
         Exit::Handover(pre) => {
             let io = hyper_util::rt::TokioIo::new(Rewind::new(stream, pre));
             let info = Arc::try_unwrap(info).unwrap_or_else(|i| (*i).clone());

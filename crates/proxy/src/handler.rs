@@ -3,7 +3,7 @@
 //! header rewriting, timeouts, body limits and WebSocket tunnelling.
 
 use crate::affinity;
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body, BoxError, RequestBody};
 use crate::dataplane::{Active, DataPlane};
 use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::metrics::RouteStats;
@@ -21,7 +21,6 @@ use gatehouse_translate::{ActionKind, BackendTarget, RouteAction, UpstreamProtoc
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -39,10 +38,11 @@ pub struct ConnInfo {
     pub sni: Option<String>,
 }
 
+/// Routes and answers one request of the hyper path or the HTTP/2 path.
 pub async fn handle(
     dp: Arc<DataPlane>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<Body> {
     let start = Instant::now();
     let active = dp.state.load_full();
@@ -362,7 +362,7 @@ impl Routed<'_> {
         dp: &Arc<DataPlane>,
         conn: &ConnInfo,
         rid: &HeaderValue,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Response<Body> {
         let ActionKind::Forward { rewrite, backends } = &self.action.kind else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
@@ -493,9 +493,11 @@ impl Routed<'_> {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = per_try.map_or(left, |p| p.min(left));
+            // Boxed: the exchange is most of this future's size, and the future is moved
+            // (copied) several times on its way into an HTTP/2 stream's task.
             let sent = tokio::time::timeout(
                 limit,
-                dp.upstreams.send(cluster, admitted.addr, req, upgrade),
+                Box::pin(dp.upstreams.send(cluster, admitted.addr, req, upgrade)),
             );
             let outcome = match sent.await {
                 Err(_) => Outcome::TimedOut,

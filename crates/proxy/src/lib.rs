@@ -9,6 +9,7 @@ pub mod chunked;
 pub mod config;
 pub mod dataplane;
 pub mod fast_h1;
+pub mod fast_h2;
 pub mod h1pool;
 pub mod handler;
 pub mod headers;

@@ -4,6 +4,7 @@
 //! with upgrades; connections are told to finish gracefully when the data plane shuts
 //! down.
 
+use crate::body::RequestBody;
 use crate::dataplane::DataPlane;
 use crate::handler::{self, ConnInfo};
 use hyper::service::service_fn;
@@ -133,9 +134,11 @@ async fn serve_connection(
                         https: true,
                         sni,
                     };
-                    // HTTP/2 (by ALPN) is hyper's; HTTP/1.1 takes the fast path.
                     match h2 {
-                        true => serve_http(&dp, TokioIo::new(tls), info).await,
+                        true => {
+                            let pre = bytes::BytesMut::new();
+                            crate::fast_h2::serve(dp.clone(), tls, info, pre).await
+                        }
                         false => crate::fast_h1::serve(dp.clone(), tls, info).await,
                     }
                 }
@@ -170,7 +173,10 @@ where
     let svc = service_fn(move |req| {
         let dp = svc_dp.clone();
         let info = info.clone();
-        async move { Ok::<_, Infallible>(handler::handle(dp, info, req).await) }
+        // Boxed: the handler's future is large, and hyper moves it into a task.
+        let req = req.map(RequestBody::Hyper);
+        let f = Box::pin(handler::handle(dp, info, req));
+        async move { Ok::<_, Infallible>(f.await) }
     });
     let mut shutdown = dp.shutdown.subscribe();
     let conn = dp.server.serve_connection_with_upgrades(io, svc);
