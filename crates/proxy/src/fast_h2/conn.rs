@@ -78,6 +78,8 @@ pub struct Conn<S> {
     dp: Arc<DataPlane>,
     info: Arc<ConnInfo>,
     rbuf: BytesMut,
+    /// `rbuf` holds bytes not yet looked at.
+    unread: bool,
     wbuf: Vec<u8>,
     written: usize,
     flush: bool,
@@ -133,6 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             io,
             dp,
             info,
+            unread: !rbuf.is_empty(),
             rbuf,
             wbuf,
             written: 0,
@@ -178,6 +181,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     pub fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let mut busy = false;
+            if self.unread {
+                // Bytes read before the connection was ours (h2c after the fast path).
+                self.unread = false;
+                busy = true;
+                if let Err(e) = self.frames() {
+                    self.fail(e);
+                }
+            }
             if !self.read_closed && !self.dead && self.wbuf.len() < WRITE_HIGH {
                 if self.rbuf.capacity() - self.rbuf.len() < 4096 {
                     self.rbuf.reserve(16 * 1024 + frame::HEAD_LEN);
