@@ -11,6 +11,7 @@
 use crate::affinity;
 use crate::chunked::ChunkedScanner;
 use crate::dataplane::DataPlane;
+use crate::deadline::Deadline;
 use crate::handler::{self, error, ConnInfo, Decision, Head, Routed};
 use crate::headers::{add_forwarded, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::pool::{Acquired, Lease, Pool, Pooled, Reusable};
@@ -22,8 +23,10 @@ use gatehouse_translate::routes::modify_path;
 use gatehouse_translate::{ActionKind, BackendTarget, UpstreamProtocol};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,9 +83,19 @@ enum Exit {
 /// Serves a plain-text connection.
 pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
     let info = Arc::new(info);
+    let mut shutdown = dp.shutdown.subscribe();
     let mut conn = Downstream {
         buf: BytesMut::with_capacity(8 * 1024),
         out: Vec::with_capacity(2 * 1024),
+        timer: Deadline::new(tokio::time::Instant::now() + dp.cfg.header_read_timeout),
+        stop: Box::pin(async move {
+            while !*shutdown.borrow_and_update() {
+                if shutdown.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }),
+        stopped: false,
     };
     match conn.run(&dp, &mut stream, &info).await {
         // Close properly: on TLS this sends close_notify, without which clients take
@@ -121,19 +134,23 @@ struct Message {
     close: bool,
 }
 
-/// Per-connection buffers, reused by every request.
+/// Per-connection state, reused by every request.
 struct Downstream {
     /// Bytes read from the client and not yet used.
     buf: BytesMut,
     /// The next write.
     out: Vec<u8>,
+    /// The header read and upstream response deadlines.
+    timer: Deadline,
+    /// Resolves when the proxy shuts down (polled only between requests).
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    stopped: bool,
 }
 
 impl Downstream {
     async fn run<S: Io>(&mut self, dp: &Arc<DataPlane>, stream: &mut S, info: &ConnInfo) -> Exit {
-        let mut shutdown = dp.shutdown.subscribe();
         loop {
-            let head = match self.read_head(dp, stream, &mut shutdown).await {
+            let head = match self.read_head(dp, stream).await {
                 Ok(Some(h)) => h,
                 Ok(None) => return Exit::Close,
                 Err(()) => return Exit::Handover(self.buf.split().freeze()),
@@ -146,14 +163,16 @@ impl Downstream {
         }
     }
 
-    /// Reads and parses the next request head. None: the connection is done; Err: hand
-    /// over to hyper (which also answers malformed requests).
+    /// Reads and parses the next request head, which must be complete within the
+    /// header read timeout. None: the connection is done; Err: hand over to hyper
+    /// (which also answers malformed requests).
     async fn read_head<S: Io>(
         &mut self,
         dp: &DataPlane,
         stream: &mut S,
-        shutdown: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<RequestHead>, ()> {
+        self.timer
+            .set(tokio::time::Instant::now() + dp.cfg.header_read_timeout);
         loop {
             if !self.buf.is_empty() {
                 if let Some(head) = self.parse_head(dp.cfg.max_header_bytes)? {
@@ -163,17 +182,23 @@ impl Downstream {
                     return Err(());
                 }
             }
-            if *shutdown.borrow_and_update() && self.buf.is_empty() {
+            let idle = self.buf.is_empty();
+            if idle && self.stopped {
                 return Ok(None);
             }
             self.buf.reserve(4096);
             let read = tokio::select! {
-                r = tokio::time::timeout(dp.cfg.header_read_timeout, stream.read_buf(&mut self.buf)) => r,
-                _ = shutdown.changed(), if self.buf.is_empty() => return Ok(None),
+                biased;
+                _ = &mut self.stop, if idle && !self.stopped => {
+                    self.stopped = true;
+                    return Ok(None);
+                }
+                r = stream.read_buf(&mut self.buf) => r,
+                _ = self.timer.expired() => return Ok(None),
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Ok(None),
-                Ok(Ok(_)) => {}
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
             }
         }
     }
@@ -540,7 +565,10 @@ impl Downstream {
             self.out.truncate(head_len);
             let sent = self.send_request(dp, stream, up, head.framing).await;
             let answer = match sent {
-                Ok(()) => tokio::time::timeout_at(deadline, read_response_head(up)).await,
+                Ok(()) => {
+                    self.timer.set(deadline);
+                    self.timer.run(read_response_head(up)).await
+                }
                 Err(SendError::Client) => {
                     admitted.guard.outcome(true);
                     return (400, false);

@@ -8,6 +8,7 @@ pub mod body;
 pub mod chunked;
 pub mod config;
 pub mod dataplane;
+pub mod deadline;
 pub mod fast_h1;
 pub mod fast_h2;
 pub mod h1pool;
