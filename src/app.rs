@@ -109,12 +109,17 @@ impl Running {
     }
 }
 
+/// Worker threads for data planes, when the process runs with more than one (set once,
+/// by `main`); tests and single-worker runs serve on the caller's runtime.
+pub static WORKERS: std::sync::OnceLock<Arc<gatehouse_proxy::workers::Workers>> =
+    std::sync::OnceLock::new();
+
 /// A new data plane with its admin listener bound; returns the admin address.
 pub(crate) async fn data_plane(
     proxy: &ProxyConfig,
     admin: SocketAddr,
 ) -> anyhow::Result<(Arc<DataPlane>, SocketAddr)> {
-    let dp = DataPlane::new(proxy.clone());
+    let dp = DataPlane::with_workers(proxy.clone(), WORKERS.get().cloned());
     let addr = gatehouse_proxy::admin::serve(dp.clone(), admin)
         .await
         .with_context(|| format!("cannot listen on admin address {admin}"))?;

@@ -16,7 +16,9 @@ use std::time::Duration;
     about = "Kubernetes-native ingress, security gate and mesh"
 )]
 struct Cli {
-    /// Tokio worker threads (default: one per core).
+    /// Data-plane worker threads (default: one per core). With two or more, each worker
+    /// runs its own event loop and accepts on its own SO_REUSEPORT socket; with one, a
+    /// single runtime thread serves everything.
     #[arg(long, global = true)]
     workers: Option<usize>,
     #[command(subcommand)]
@@ -147,10 +149,23 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let n = cli.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
-    if let Some(n) = cli.workers {
-        rt.worker_threads(n.max(1));
+    rt.worker_threads(1);
+    if n >= 2 {
+        // The control plane keeps one runtime thread; connections go to the workers.
+        match gatehouse_proxy::workers::Workers::start(n) {
+            Ok(w) => {
+                let _ = gatehouse::app::WORKERS.set(std::sync::Arc::new(w));
+            }
+            Err(e) => {
+                eprintln!("error: cannot start worker threads: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
     }
     let rt = match rt.build() {
         Ok(rt) => rt,

@@ -8,6 +8,7 @@ use crate::listener::Mode;
 use crate::listener::{self, ListenerHandle};
 use crate::metrics::{Metrics, RouteStats};
 use crate::upstream::Upstreams;
+use crate::workers::Workers;
 use arc_swap::ArcSwap;
 use gatehouse_translate::Snapshot;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -91,10 +92,18 @@ pub struct DataPlane {
     pub(crate) conns: ConnTracker,
     pub(crate) health: HealthCheckers,
     ready: AtomicBool,
+    /// Worker threads serving the connections, if any.
+    pub(crate) workers: Option<Arc<Workers>>,
 }
 
 impl DataPlane {
     pub fn new(cfg: ProxyConfig) -> Arc<Self> {
+        Self::with_workers(cfg, None)
+    }
+
+    /// A data plane whose connections are served on `workers` (see
+    /// [`crate::workers`]); without them, on the runtime that binds the ports.
+    pub fn with_workers(cfg: ProxyConfig, workers: Option<Arc<Workers>>) -> Arc<Self> {
         let metrics = Metrics::default();
         let no_route = metrics.stats_named("none");
         let mut server = auto::Builder::new(TokioExecutor::new());
@@ -125,6 +134,7 @@ impl DataPlane {
             conns: ConnTracker::default(),
             health: HealthCheckers::default(),
             ready: AtomicBool::new(false),
+            workers,
         })
     }
 

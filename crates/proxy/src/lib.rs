@@ -28,6 +28,7 @@ pub mod retry;
 pub mod rewind;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 pub use config::ProxyConfig;
 pub use dataplane::{Active, DataPlane};

@@ -71,6 +71,8 @@ pub enum Mode {
     L4,
 }
 
+/// Starts the accept loop of `listener`. Connections are served on the data plane's
+/// worker threads if it has them (each on the least loaded), else on this runtime.
 pub fn spawn(
     dp: Arc<DataPlane>,
     listener: TcpListener,
@@ -85,9 +87,7 @@ pub fn spawn(
                 _ = &mut stop_rx => break,
                 _ = shutdown.changed() => break,
                 r = listener.accept() => match r {
-                    Ok((stream, peer)) => {
-                        tokio::spawn(serve_connection(dp.clone(), stream, peer, addr, mode.clone()));
-                    }
+                    Ok((stream, peer)) => hand_out(&dp, stream, peer, addr, &mode),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         tracing::warn!(%addr, error = %e, "accept failed");
@@ -101,6 +101,43 @@ pub fn spawn(
         stop: Some(stop_tx),
         task: Some(task),
     }
+}
+
+/// Starts serving an accepted connection, on a worker thread if there are any.
+fn hand_out(
+    dp: &Arc<DataPlane>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    addr: SocketAddr,
+    mode: &Mode,
+) {
+    let Some(workers) = &dp.workers else {
+        tokio::spawn(serve_connection(
+            dp.clone(),
+            stream,
+            peer,
+            addr,
+            mode.clone(),
+        ));
+        return;
+    };
+    // The socket moves to the worker's reactor.
+    let std = match stream.into_std() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot hand the connection to a worker");
+            return;
+        }
+    };
+    let (rt, assigned) = workers.assign();
+    let (dp, mode) = (dp.clone(), mode.clone());
+    rt.spawn(async move {
+        let _assigned = assigned;
+        match TcpStream::from_std(std) {
+            Ok(stream) => serve_connection(dp, stream, peer, addr, mode).await,
+            Err(e) => tracing::debug!(%peer, error = %e, "cannot register the connection"),
+        }
+    });
 }
 
 impl Drop for ListenerHandle {

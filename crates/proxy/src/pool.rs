@@ -18,8 +18,9 @@ pub trait Reusable: Send + 'static {
     fn is_closed(&self) -> bool;
 }
 
-/// Pool key: the endpoint, and the cluster counts its connections belong to.
-type Key = (SocketAddr, usize);
+/// Pool key: the endpoint, the cluster counts its connections belong to, and the
+/// worker thread whose reactor drives the connection ([`crate::workers::current`]).
+type Key = (SocketAddr, usize, u16);
 
 pub struct Pool<C> {
     inner: Arc<Inner<C>>,
@@ -129,7 +130,11 @@ impl<C: Reusable> Pool<C> {
         endpoint: SocketAddr,
     ) -> Result<(Acquired<C>, Key), Overflow> {
         let counts = cluster.connections();
-        let key = (endpoint, counts as *const ConnectionCounts as usize);
+        let key = (
+            endpoint,
+            counts as *const ConnectionCounts as usize,
+            crate::workers::current(),
+        );
         let mut waiting = None;
         loop {
             if let Some(c) = self.inner.checkout(key) {
