@@ -18,12 +18,6 @@ use tokio::net::TcpStream;
 
 const BIG: usize = 6 << 20;
 
-fn ingress(host: &str, svc: &str) -> String {
-    format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {svc}, namespace: default}}\nspec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}\n"
-    )
-}
-
 /// An HTTP/1.1 backend whose every answer is a `BIG`-byte body.
 async fn big_backend() -> SocketAddr {
     listen(|s| async move {

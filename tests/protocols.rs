@@ -95,12 +95,6 @@ async fn ws_backend() -> SocketAddr {
     .await
 }
 
-fn ingress(host: &str, svc: &str) -> String {
-    format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {svc}, namespace: default}}\nspec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}\n"
-    )
-}
-
 #[tokio::test]
 async fn h2c_grpc_and_websocket_end_to_end() {
     let (web, grpc, ws) = (echo("web").await, grpc_backend().await, ws_backend().await);

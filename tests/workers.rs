@@ -8,12 +8,6 @@ use support::backend::Backend;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn ingress(host: &str, svc: &str) -> String {
-    format!(
-        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {svc}, namespace: default}}\nspec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}\n"
-    )
-}
-
 #[tokio::test]
 async fn worker_threads_serve_http1_and_http2_and_reuse_upstream_connections() {
     let workers = gatehouse_proxy::workers::Workers::start(2).expect("workers");

@@ -92,6 +92,14 @@ endpoints:
     )
 }
 
+/// An Ingress `svc` (namespace default) sending every path of `host` to Service `svc`
+/// port 80.
+pub fn ingress(host: &str, svc: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {svc}, namespace: default}}\nspec:\n  rules:\n  - host: {host}\n    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}\n"
+    )
+}
+
 /// A running in-process gatehouse on free loopback ports, serving `dir`.
 pub struct Proxy {
     pub running: Running,

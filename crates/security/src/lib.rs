@@ -1,0 +1,15 @@
+//! The north-south security engine, independent of the proxy: a SecLang (ModSecurity
+//! rule language) front end that loads the OWASP Core Rule Set unmodified. This first
+//! part reads rule files into checked directives; evaluation comes on top of them.
+
+pub mod actions;
+pub mod directive;
+pub mod error;
+pub mod lexer;
+pub mod load;
+pub mod operator;
+pub mod variables;
+
+pub use directive::{Directive, Rule};
+pub use error::ParseError;
+pub use load::{load_file, load_str, Located};
