@@ -81,4 +81,19 @@ fn the_core_rule_set_loads_whole() {
     for (op, n) in expected {
         assert_eq!(ops.get(&op).copied().unwrap_or(0), n, "{op:?}: {ops:?}");
     }
+
+    // Every @rx compiles with byte semantics.
+    let mut compiled = 0;
+    for l in &all {
+        if let Directive::Rule(r) = &l.directive {
+            each_rule(r, &mut |x| {
+                if x.operator.name == OpName::Rx {
+                    gatehouse_security::pattern::compile(&x.operator.argument)
+                        .unwrap_or_else(|e| panic!("{}:{}: {e:?}", x.file.display(), x.line));
+                    compiled += 1;
+                }
+            });
+        }
+    }
+    assert!(compiled >= 318, "{compiled} regexes");
 }
