@@ -8,6 +8,7 @@ pub mod error;
 pub mod lexer;
 pub mod load;
 pub mod operator;
+pub mod operators;
 pub mod pattern;
 pub mod transform;
 pub mod variables;
