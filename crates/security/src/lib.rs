@@ -7,9 +7,11 @@ pub mod directive;
 pub mod error;
 pub mod lexer;
 pub mod load;
+pub mod macros;
 pub mod operator;
 pub mod operators;
 pub mod pattern;
+pub mod store;
 pub mod transform;
 pub mod variables;
 

@@ -5,33 +5,19 @@
 //! the libinjection port and are refused here, by name, until it lands.
 
 use crate::error::Bad;
+use crate::macros::{Template, Vars};
 use crate::operator::{OpName, Operator};
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
-
-/// Macro expansion, given by the transaction evaluating the rule.
-pub trait Expand {
-    fn expand<'a>(&self, text: &'a str) -> Cow<'a, str>;
-}
-
-/// No macros: text as written.
-pub struct Literal;
-
-impl Expand for Literal {
-    fn expand<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        Cow::Borrowed(text)
-    }
-}
 
 #[derive(Debug)]
 enum Kind {
     Rx(Regex),
     Pm(AhoCorasick, Vec<String>),
-    Compare(OpName, String),
-    Text(OpName, String),
+    Compare(OpName, Template),
+    Text(OpName, Template),
     IpMatch(Vec<(IpAddr, u8)>),
     ByteRange(Box<[bool; 256]>),
     ValidateUrlEncoding,
@@ -82,14 +68,14 @@ impl CompiledOp {
                 phrases(all, arg)?
             }
             OpName::Eq | OpName::Ge | OpName::Gt | OpName::Le | OpName::Lt => {
-                Kind::Compare(op.name, arg.to_string())
+                Kind::Compare(op.name, Template::parse(arg))
             }
             OpName::Streq
             | OpName::Within
             | OpName::BeginsWith
             | OpName::EndsWith
             | OpName::Contains
-            | OpName::ContainsWord => Kind::Text(op.name, arg.to_string()),
+            | OpName::ContainsWord => Kind::Text(op.name, Template::parse(arg)),
             OpName::IpMatch => Kind::IpMatch(
                 arg.split([',', ' '])
                     .filter(|s| !s.is_empty())
@@ -111,7 +97,7 @@ impl CompiledOp {
 
     /// Runs the operator on `input` (after the rule's transformations). Captures are
     /// collected when `capture` is set and the test matched.
-    pub fn run(&self, input: &[u8], macros: &dyn Expand, capture: bool) -> Outcome {
+    pub fn run(&self, input: &[u8], vars: &dyn Vars, capture: bool) -> Outcome {
         let mut captures = Vec::new();
         let hit = match &self.kind {
             Kind::Rx(re) => match capture {
@@ -138,7 +124,7 @@ impl CompiledOp {
                 None => false,
             },
             Kind::Compare(name, arg) => {
-                let (a, b) = (number(input), number(macros.expand(arg).as_bytes()));
+                let (a, b) = (number(input), number(&arg.expand(vars)));
                 match name {
                     OpName::Eq => a == b,
                     OpName::Ge => a >= b,
@@ -148,8 +134,8 @@ impl CompiledOp {
                 }
             }
             Kind::Text(name, arg) => {
-                let arg = macros.expand(arg);
-                let arg = arg.as_bytes();
+                let arg = arg.expand(vars);
+                let arg: &[u8] = &arg;
                 let hit = match name {
                     OpName::Streq => input == arg,
                     // An empty value is within anything (ModSecurity v3).
@@ -310,13 +296,17 @@ fn valid_url_encoding(s: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    struct Vars;
-    impl Expand for Vars {
-        fn expand<'a>(&self, text: &'a str) -> Cow<'a, str> {
-            Cow::Owned(
-                text.replace("%{tx.allowed_methods}", "GET HEAD POST")
-                    .replace("%{tx.n}", "5"),
-            )
+    use crate::macros::NoVars;
+    use std::borrow::Cow;
+
+    struct Tx;
+    impl Vars for Tx {
+        fn var(&self, c: &str, k: Option<&str>) -> Option<Cow<'_, [u8]>> {
+            match (c, k) {
+                ("tx", Some("allowed_methods")) => Some(Cow::Borrowed(b"GET HEAD POST")),
+                ("tx", Some("n")) => Some(Cow::Borrowed(b"5")),
+                _ => None,
+            }
         }
     }
 
@@ -326,20 +316,20 @@ mod tests {
     }
 
     fn hit(s: &str, input: &[u8]) -> bool {
-        op(s).run(input, &Vars, false).matched
+        op(s).run(input, &Tx, false).matched
     }
 
     #[test]
     fn each_operator() {
         assert!(hit("@rx ^a.c$", b"x\na\nc"));
-        let out = op("@rx (\\d+)-(\\d+)").run(b"id 12-34", &Literal, true);
+        let out = op("@rx (\\d+)-(\\d+)").run(b"id 12-34", &NoVars, true);
         assert_eq!(
             out.captures,
             vec![b"12-34".to_vec(), b"12".to_vec(), b"34".to_vec()]
         );
         assert!(hit("@pm gzip deflate", b"Accept: DEFLATE"));
         assert_eq!(
-            op("@pm ( )").run(b"f(x", &Literal, true).captures,
+            op("@pm ( )").run(b"f(x", &NoVars, true).captures,
             vec![b"(".to_vec()]
         );
         assert!(hit("@ge %{tx.n}", b"5") && !hit("@gt %{tx.n}", b"5") && hit("@lt 10", b" 7abc"));
@@ -372,7 +362,7 @@ mod tests {
                 && !hit("@validateUtf8Encoding", "é".as_bytes())
         );
         assert!(hit("@unconditionalMatch", b""));
-        assert!(!op("!@rx a").run(b"a", &Literal, true).matched);
+        assert!(!op("!@rx a").run(b"a", &NoVars, true).matched);
     }
 
     #[test]
