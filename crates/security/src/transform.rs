@@ -269,27 +269,9 @@ fn js_decode(input: &[u8]) -> Cow<'_, [u8]> {
                 continue;
             }
         }
-        if matches!(n, b'x' | b'X') {
-            if let Some(c) = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1])) {
-                out.push(c);
-                i += 4;
-                continue;
-            }
-        }
-        if (b'0'..=b'7').contains(&n) {
-            // Up to three octal digits, at most \377.
-            let mut j = i + 1;
-            let mut v: u32 = 0;
-            while j < input.len() && j < i + 4 && (b'0'..=b'7').contains(&input[j]) {
-                let next = v * 8 + (input[j] - b'0') as u32;
-                if next > 0o377 {
-                    break;
-                }
-                v = next;
-                j += 1;
-            }
-            out.push(v as u8);
-            i = j;
+        if let Some((c, used)) = hex_or_octal(input, i, true) {
+            out.push(c);
+            i += used;
             continue;
         }
         out.push(match n {
@@ -305,6 +287,31 @@ fn js_decode(input: &[u8]) -> Cow<'_, [u8]> {
         i += 2;
     }
     Cow::Owned(out)
+}
+
+/// The `\xHH` or `\OOO` escape at `input[i]` (a backslash): its byte and length. With
+/// `cap`, octal digits stop before the value passes 0377 (JavaScript); without, three
+/// digits are read and the value kept to a byte (C).
+fn hex_or_octal(input: &[u8], i: usize, cap: bool) -> Option<(u8, usize)> {
+    let n = *input.get(i + 1)?;
+    if matches!(n, b'x' | b'X') {
+        let c = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1]))?;
+        return Some((c, 4));
+    }
+    if !(b'0'..=b'7').contains(&n) {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut v: u32 = 0;
+    while j < input.len() && j < i + 4 && (b'0'..=b'7').contains(&input[j]) {
+        let next = v * 8 + (input[j] - b'0') as u32;
+        if cap && next > 0o377 {
+            break;
+        }
+        v = next;
+        j += 1;
+    }
+    Some((v as u8, j - i))
 }
 
 fn css_decode(input: &[u8]) -> Cow<'_, [u8]> {
@@ -389,22 +396,9 @@ fn escape_seq_decode(input: &[u8]) -> Cow<'_, [u8]> {
             i += 2;
             continue;
         }
-        if matches!(n, b'x' | b'X') {
-            if let Some(c) = input.get(i + 2..i + 4).and_then(|h| hex2(h[0], h[1])) {
-                out.push(c);
-                i += 4;
-                continue;
-            }
-        }
-        if (b'0'..=b'7').contains(&n) {
-            let mut j = i + 1;
-            let mut v: u32 = 0;
-            while j < input.len() && j < i + 4 && (b'0'..=b'7').contains(&input[j]) {
-                v = v * 8 + (input[j] - b'0') as u32;
-                j += 1;
-            }
-            out.push(v as u8);
-            i = j;
+        if let Some((c, used)) = hex_or_octal(input, i, false) {
+            out.push(c);
+            i += used;
             continue;
         }
         // Not an escape: kept as written.
