@@ -11,6 +11,7 @@ pub mod macros;
 pub mod operator;
 pub mod operators;
 pub mod pattern;
+pub mod ruleset;
 pub mod store;
 pub mod transform;
 pub mod variables;

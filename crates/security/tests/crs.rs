@@ -117,3 +117,44 @@ fn the_core_rule_set_loads_whole() {
     }
     assert_eq!(pending, 4);
 }
+
+#[test]
+fn the_core_rule_set_compiles_without_libinjection_rules() {
+    let dir = crs();
+    let main = "Include crs-setup.conf.example\nInclude rules/*.conf\n";
+    let mut all = load_str(main, Path::new("main.conf"), &dir).unwrap_or_else(|e| panic!("{e}"));
+    // The four libinjection rules wait for @detectSQLi / @detectXSS.
+    all.retain(|l| match &l.directive {
+        Directive::Rule(r) => !matches!(r.operator.name, OpName::DetectSqli | OpName::DetectXss),
+        _ => true,
+    });
+    let set = gatehouse_security::ruleset::compile(all).unwrap_or_else(|e| panic!("{e}"));
+    let per_phase: Vec<usize> = set
+        .phases
+        .iter()
+        .map(|p| {
+            p.iter()
+                .filter(|e| matches!(e, gatehouse_security::ruleset::Entry::Rule(_)))
+                .count()
+        })
+        .collect();
+    assert!(
+        per_phase[0] > 0 && per_phase[1] > 0 && per_phase[3] > 0,
+        "{per_phase:?}"
+    );
+    // CRS blocks through its evaluation rule; its detection rules pass (SecDefaultAction).
+    use gatehouse_security::ruleset::Disruptive;
+    assert_eq!(
+        set.rule(949110).and_then(|r| r.disruptive.clone()),
+        Some(Disruptive::Deny)
+    );
+    assert!(
+        set.rule(942100).is_none(),
+        "a libinjection rule, left out above"
+    );
+    assert_eq!(
+        set.rule(942140).and_then(|r| r.disruptive.clone()),
+        Some(Disruptive::Pass)
+    );
+    assert_eq!(set.signatures, vec!["OWASP_CRS/4.28.0".to_string()]);
+}

@@ -1,0 +1,451 @@
+//! A loaded SecLang configuration compiled into what the engine runs: rules per phase
+//! in order (markers in every phase, for `skipAfter`), each with its operator compiled,
+//! its transformations resolved (`t:none` clears the inherited ones), its disruptive
+//! action resolved (`block` takes the phase's `SecDefaultAction`), and its message,
+//! log data and `setvar`s parsed into templates. `SecRuleRemoveBy*` and
+//! `SecRuleUpdateTargetBy*` apply to the rules loaded before them, as in ModSecurity.
+
+use crate::actions::{Action, Ctl, EngineMode, SetOp, Transform};
+use crate::directive::{Directive, LimitAction, Rule};
+use crate::error::ParseError;
+use crate::load::Located;
+use crate::macros::Template;
+use crate::operators::CompiledOp;
+use crate::variables::Variable;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disruptive {
+    Pass,
+    Deny,
+    Drop,
+    Allow,
+    Redirect(Template),
+}
+
+/// A `setvar`, with its name and value as templates.
+#[derive(Debug, Clone)]
+pub struct SetVarOp {
+    pub collection: String,
+    pub name: Template,
+    pub op: SetOp,
+    pub value: Template,
+}
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: Option<u32>,
+    pub phase: u8,
+    pub variables: Vec<Variable>,
+    pub operator: CompiledOp,
+    pub transforms: Vec<Transform>,
+    /// Only on the first rule of a chain (the chain's verdict).
+    pub disruptive: Option<Disruptive>,
+    pub status: Option<u16>,
+    pub msg: Option<Template>,
+    pub logdata: Option<Template>,
+    pub tags: Vec<String>,
+    pub severity: Option<u8>,
+    pub setvars: Vec<SetVarOp>,
+    pub ctls: Vec<Ctl>,
+    pub capture: bool,
+    pub multi_match: bool,
+    pub log: bool,
+    pub audit_log: bool,
+    pub skip_after: Option<String>,
+    pub skip: Option<u32>,
+    pub chained: Option<Box<CompiledRule>>,
+    pub file: Arc<Path>,
+    pub line: usize,
+}
+
+/// One step of a phase.
+#[derive(Debug)]
+pub enum Entry {
+    Rule(Box<CompiledRule>),
+    Marker(String),
+}
+
+/// A compiled configuration.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub engine: Option<EngineMode>,
+    pub request_body_access: bool,
+    pub response_body_access: bool,
+    pub request_body_limit: Option<u64>,
+    pub request_body_no_files_limit: Option<u64>,
+    pub request_body_limit_action: Option<LimitAction>,
+    pub response_body_limit: Option<u64>,
+    pub response_body_limit_action: Option<LimitAction>,
+    pub response_mime_types: Vec<String>,
+    pub signatures: Vec<String>,
+    /// Phases 1 to 5, at index 0 to 4.
+    pub phases: [Vec<Entry>; 5],
+}
+
+impl RuleSet {
+    pub fn rules(&self) -> impl Iterator<Item = &CompiledRule> {
+        self.phases.iter().flatten().filter_map(|e| match e {
+            Entry::Rule(r) => Some(&**r),
+            Entry::Marker(_) => None,
+        })
+    }
+
+    pub fn rule(&self, id: u32) -> Option<&CompiledRule> {
+        self.rules().find(|r| r.id == Some(id))
+    }
+}
+
+/// The defaults a phase's rules inherit (`SecDefaultAction`).
+#[derive(Clone)]
+struct Defaults {
+    disruptive: Disruptive,
+    log: bool,
+    audit_log: bool,
+    transforms: Vec<Transform>,
+    status: Option<u16>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            disruptive: Disruptive::Pass,
+            log: true,
+            audit_log: true,
+            transforms: Vec::new(),
+            status: None,
+        }
+    }
+}
+
+fn error(
+    file: &Path,
+    line: usize,
+    token: impl Into<String>,
+    message: impl Into<String>,
+) -> ParseError {
+    ParseError {
+        file: file.to_path_buf(),
+        line,
+        token: token.into(),
+        message: message.into(),
+    }
+}
+
+/// Compiles loaded directives.
+pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
+    let mut set = RuleSet::default();
+    let mut defaults: [Defaults; 5] = Default::default();
+    for l in all {
+        let (file, line) = (l.file.clone(), l.line);
+        match l.directive {
+            Directive::Rule(rule) => {
+                let phase = phase_of(&rule.actions);
+                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true)?;
+                set.phases[phase as usize - 1].push(Entry::Rule(Box::new(compiled)));
+            }
+            Directive::Action {
+                actions,
+                file,
+                line,
+            } => {
+                let phase = phase_of(&actions);
+                let rule = Rule {
+                    variables: Vec::new(),
+                    operator: crate::operator::Operator {
+                        name: crate::operator::OpName::UnconditionalMatch,
+                        negated: false,
+                        argument: String::new(),
+                    },
+                    actions,
+                    chained: None,
+                    file,
+                    line,
+                };
+                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true)?;
+                set.phases[phase as usize - 1].push(Entry::Rule(Box::new(compiled)));
+            }
+            Directive::Marker(name) => {
+                for p in &mut set.phases {
+                    p.push(Entry::Marker(name.clone()));
+                }
+            }
+            Directive::DefaultAction(actions) => {
+                let phase = actions
+                    .iter()
+                    .find_map(|a| match a {
+                        Action::Phase(p) => Some(*p),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        error(
+                            &file,
+                            line,
+                            "SecDefaultAction",
+                            "SecDefaultAction needs a phase",
+                        )
+                    })?;
+                let d = &mut defaults[phase as usize - 1];
+                *d = Defaults::default();
+                for a in &actions {
+                    match a {
+                        Action::Log => d.log = true,
+                        Action::NoLog => d.log = false,
+                        Action::AuditLog => d.audit_log = true,
+                        Action::NoAuditLog => d.audit_log = false,
+                        Action::T(Transform::None) => d.transforms.clear(),
+                        Action::T(t) => d.transforms.push(*t),
+                        Action::Status(s) => d.status = Some(*s),
+                        Action::Block => {
+                            return Err(error(
+                                &file,
+                                line,
+                                "block",
+                                "SecDefaultAction cannot be block",
+                            ))
+                        }
+                        a => {
+                            if let Some(dis) = disruptive(a) {
+                                d.disruptive = dis;
+                            }
+                        }
+                    }
+                }
+            }
+            Directive::RemoveById(ranges) => retain(&mut set, |r| {
+                !r.id
+                    .is_some_and(|id| ranges.iter().any(|range| range.contains(id)))
+            }),
+            Directive::RemoveByTag(tag) => retain(&mut set, |r| !r.tags.contains(&tag)),
+            Directive::RemoveByMsg(msg) => retain(&mut set, |r| {
+                r.msg
+                    .as_ref()
+                    .is_none_or(|m| m.expand(&crate::macros::NoVars).as_ref() != msg.as_bytes())
+            }),
+            Directive::UpdateTargetById(range, vars) => {
+                for r in rules_mut(&mut set) {
+                    if r.id.is_some_and(|id| range.contains(id)) {
+                        r.variables.extend(vars.iter().cloned());
+                    }
+                }
+            }
+            Directive::UpdateTargetByTag(tag, vars) => {
+                for r in rules_mut(&mut set) {
+                    if r.tags.contains(&tag) {
+                        r.variables.extend(vars.iter().cloned());
+                    }
+                }
+            }
+            Directive::UpdateActionById(id, actions) => {
+                let found = rules_mut(&mut set).find(|r| r.id == Some(id));
+                let Some(r) = found else {
+                    return Err(error(&file, line, id.to_string(), "no rule with this id"));
+                };
+                let d = defaults[r.phase as usize - 1].clone();
+                update_actions_with(r, &actions, &d);
+            }
+            Directive::RuleEngine(m) => set.engine = Some(m),
+            Directive::RequestBodyAccess(b) => set.request_body_access = b,
+            Directive::ResponseBodyAccess(b) => set.response_body_access = b,
+            Directive::RequestBodyLimit(n) => set.request_body_limit = Some(n),
+            Directive::RequestBodyNoFilesLimit(n) => set.request_body_no_files_limit = Some(n),
+            Directive::RequestBodyLimitAction(a) => set.request_body_limit_action = Some(a),
+            Directive::ResponseBodyLimit(n) => set.response_body_limit = Some(n),
+            Directive::ResponseBodyLimitAction(a) => set.response_body_limit_action = Some(a),
+            Directive::ResponseBodyMimeType(types) => set.response_mime_types = types,
+            Directive::ComponentSignature(s) => set.signatures.push(s),
+            Directive::Ignored(_) => {}
+        }
+    }
+    Ok(set)
+}
+
+fn phase_of(actions: &[Action]) -> u8 {
+    actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Phase(p) => Some(*p),
+            _ => None,
+        })
+        .unwrap_or(2)
+}
+
+fn disruptive(a: &Action) -> Option<Disruptive> {
+    Some(match a {
+        Action::Pass => Disruptive::Pass,
+        Action::Deny => Disruptive::Deny,
+        Action::Drop => Disruptive::Drop,
+        Action::Allow => Disruptive::Allow,
+        Action::Redirect(to) => Disruptive::Redirect(Template::parse(to)),
+        _ => return None,
+    })
+}
+
+fn compile_rule(rule: Rule, d: &Defaults, first: bool) -> Result<CompiledRule, ParseError> {
+    let dir = rule.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let operator = CompiledOp::compile(&rule.operator, &dir)
+        .map_err(|b| error(&rule.file, rule.line, b.token, b.message))?;
+    let mut c = CompiledRule {
+        id: None,
+        phase: phase_of(&rule.actions),
+        variables: rule.variables,
+        operator,
+        transforms: d.transforms.clone(),
+        disruptive: first.then(|| d.disruptive.clone()),
+        status: d.status,
+        msg: None,
+        logdata: None,
+        tags: Vec::new(),
+        severity: None,
+        setvars: Vec::new(),
+        ctls: Vec::new(),
+        capture: false,
+        multi_match: false,
+        log: d.log,
+        audit_log: d.audit_log,
+        skip_after: None,
+        skip: None,
+        chained: None,
+        file: rule.file.clone(),
+        line: rule.line,
+    };
+    update_actions_with(&mut c, &rule.actions, d);
+    if let Some(next) = rule.chained {
+        c.chained = Some(Box::new(compile_rule(*next, d, false)?));
+    }
+    Ok(c)
+}
+
+fn update_actions_with(c: &mut CompiledRule, actions: &[Action], d: &Defaults) {
+    for a in actions {
+        match a {
+            Action::Id(n) => c.id = Some(*n),
+            Action::Phase(p) => c.phase = *p,
+            Action::Msg(m) => c.msg = Some(Template::parse(m)),
+            Action::LogData(m) => c.logdata = Some(Template::parse(m)),
+            Action::Tag(t) => c.tags.push(t.clone()),
+            Action::Severity(s) => c.severity = Some(*s),
+            Action::T(Transform::None) => c.transforms.clear(),
+            Action::T(t) => c.transforms.push(*t),
+            Action::SetVar(s) => c.setvars.push(SetVarOp {
+                collection: s.collection.clone(),
+                name: Template::parse(&s.name),
+                value: Template::parse(match &s.op {
+                    SetOp::Set(v) | SetOp::Add(v) | SetOp::Sub(v) => v,
+                    SetOp::Delete => "",
+                }),
+                op: s.op.clone(),
+            }),
+            Action::Ctl(ctl) => c.ctls.push(ctl.clone()),
+            Action::Capture => c.capture = true,
+            Action::MultiMatch => c.multi_match = true,
+            Action::Log => c.log = true,
+            Action::NoLog => c.log = false,
+            Action::AuditLog => c.audit_log = true,
+            Action::NoAuditLog => c.audit_log = false,
+            Action::SkipAfter(m) => c.skip_after = Some(m.clone()),
+            Action::Skip(n) => c.skip = Some(*n),
+            Action::Status(s) => c.status = Some(*s),
+            Action::Block => c.disruptive = Some(d.disruptive.clone()),
+            a => {
+                if let Some(dis) = disruptive(a) {
+                    c.disruptive = Some(dis);
+                }
+            }
+        }
+    }
+}
+
+fn rules_mut(set: &mut RuleSet) -> impl Iterator<Item = &mut CompiledRule> {
+    set.phases.iter_mut().flatten().filter_map(|e| match e {
+        Entry::Rule(r) => Some(&mut **r),
+        Entry::Marker(_) => None,
+    })
+}
+
+fn retain(set: &mut RuleSet, keep: impl Fn(&CompiledRule) -> bool) {
+    for p in &mut set.phases {
+        p.retain(|e| match e {
+            Entry::Rule(r) => keep(r),
+            Entry::Marker(_) => true,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+
+    fn set(text: &str) -> RuleSet {
+        compile(load_str(text, Path::new("t.conf"), Path::new(".")).expect("loads"))
+            .expect("compiles")
+    }
+
+    #[test]
+    fn defaults_block_and_transformations() {
+        let s = set(concat!(
+            "SecDefaultAction \"phase:2,log,auditlog,deny,status:403,t:lowercase\"\n",
+            "SecRule ARGS \"@rx a\" \"id:1,phase:2,block,t:urlDecode\"\n",
+            "SecRule ARGS \"@rx a\" \"id:2,phase:2,pass,t:none,t:trim,nolog\"\n",
+            "SecRule ARGS \"@rx a\" \"id:3,phase:1,block\"\n",
+        ));
+        let r1 = s.rule(1).expect("1");
+        assert_eq!(r1.disruptive, Some(Disruptive::Deny));
+        assert_eq!(r1.status, Some(403));
+        assert_eq!(
+            r1.transforms,
+            vec![Transform::Lowercase, Transform::UrlDecode]
+        );
+        let r2 = s.rule(2).expect("2");
+        assert_eq!(
+            (r2.disruptive.clone(), r2.log),
+            (Some(Disruptive::Pass), false)
+        );
+        assert_eq!(r2.transforms, vec![Transform::Trim]);
+        assert_eq!(
+            s.rule(3).expect("3").disruptive,
+            Some(Disruptive::Pass),
+            "phase 1 has its own default"
+        );
+    }
+
+    #[test]
+    fn removals_and_target_updates_apply_to_rules_before_them() {
+        let s = set(concat!(
+            "SecRule ARGS \"@rx a\" \"id:10,phase:2,pass,tag:'x'\"\n",
+            "SecRule ARGS \"@rx a\" \"id:11,phase:2,pass,tag:'y'\"\n",
+            "SecRule ARGS \"@rx a\" \"id:12,phase:2,pass\"\n",
+            "SecRuleRemoveById 10\n",
+            "SecRuleRemoveByTag y\n",
+            "SecRuleUpdateTargetById 12 \"!ARGS:secret\"\n",
+            "SecRule ARGS \"@rx a\" \"id:10,phase:2,pass\"\n",
+        ));
+        let ids: Vec<_> = s.rules().filter_map(|r| r.id).collect();
+        assert_eq!(ids, vec![12, 10], "the later rule 10 stays");
+        let r12 = s.rule(12).expect("12");
+        assert_eq!(r12.variables.len(), 2);
+        assert!(r12.variables[1].exclude);
+    }
+
+    #[test]
+    fn markers_go_to_every_phase_and_chains_keep_their_verdict_first() {
+        let s = set(concat!(
+            "SecRule ARGS \"@rx a\" \"id:20,phase:1,deny,chain\"\n",
+            "SecRule ARGS \"@rx b\" \"t:lowercase,setvar:'tx.x=+1'\"\n",
+            "SecMarker END-X\n",
+        ));
+        assert!(s
+            .phases
+            .iter()
+            .all(|p| matches!(p.last(), Some(Entry::Marker(m)) if m == "END-X")));
+        let r = s.rule(20).expect("20");
+        let next = r.chained.as_ref().expect("chained");
+        assert_eq!(r.disruptive, Some(Disruptive::Deny));
+        assert_eq!(next.disruptive, None);
+        assert_eq!(next.setvars.len(), 1);
+    }
+}
