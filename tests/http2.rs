@@ -290,3 +290,32 @@ async fn a_continuation_flood_ends_with_goaway() {
     assert_eq!(c.goaway().await, 0xb, "ENHANCE_YOUR_CALM");
     p.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn data_on_closed_streams_gives_its_window_back() {
+    let (p, _b) = raw_proxy(None).await;
+    let mut c = Raw::connect(p.http).await;
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &request("/a", "GET"),
+    ))
+    .await;
+    c.until(HEADERS, 1).await.expect("a response");
+    // 5 MiB on the finished stream: more than the 4 MiB connection window.
+    let chunk = frame(0x0, 0, 1, &[b'z'; 16_384]);
+    for _ in 0..320 {
+        c.send(&chunk).await;
+    }
+    let mut post = request("/b", "POST");
+    post.extend(block(&[("content-length", "2")]));
+    c.send(&frame(HEADERS, END_HEADERS, 3, &post)).await;
+    c.send(&frame(0x0, END_STREAM, 3, b"ok")).await;
+    let head = c
+        .until(HEADERS, 3)
+        .await
+        .expect("the connection still takes data");
+    assert_eq!(head[0], 0x80 | 8, ":status 200");
+    p.running.shutdown().await;
+}

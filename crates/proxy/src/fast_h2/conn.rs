@@ -460,8 +460,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if id > self.last_stream {
                 return Err(ConnError(Reason::PROTOCOL_ERROR, "DATA on an idle stream"));
             }
-            // A stream already closed or reset: the data goes nowhere.
+            // A stream already closed or reset: the data goes nowhere, and its share of
+            // the connection window comes back at once.
             self.conn_unacked += len;
+            self.give_back_connection_window();
             return Ok(());
         };
         let Some(inbox) = s.inbox.as_ref().filter(|_| !s.remote_closed) else {
