@@ -319,3 +319,40 @@ async fn data_on_closed_streams_gives_its_window_back() {
     assert_eq!(head[0], 0x80 | 8, ":status 200");
     p.running.shutdown().await;
 }
+
+#[tokio::test]
+async fn trailers_after_an_early_answer_do_not_end_the_connection() {
+    let (p, _b) = raw_proxy(None).await;
+    let mut c = Raw::connect(p.http).await;
+    // A request whose body is still coming is answered and reset early (a 404 here)...
+    let mut lost = block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "nowhere.example"),
+        (":path", "/"),
+    ]);
+    lost.extend(block(&[("content-length", "4")]));
+    c.send(&frame(HEADERS, END_HEADERS, 1, &lost)).await;
+    c.until(RST_STREAM, 1)
+        .await
+        .expect("reset after the answer");
+    // ...and the client's data and trailers, already on their way, are ignored.
+    c.send(&frame(0x0, 0, 1, b"body")).await;
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &block(&[("x-trailer", "1")]),
+    ))
+    .await;
+    c.send(&frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        3,
+        &request("/ok", "GET"),
+    ))
+    .await;
+    let head = c.until(HEADERS, 3).await.expect("the connection goes on");
+    assert_eq!(head[0], 0x80 | 8, ":status 200");
+    p.running.shutdown().await;
+}

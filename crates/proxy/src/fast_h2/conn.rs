@@ -531,8 +531,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             self.bodies -= 1;
             return Ok(());
         }
-        if id <= self.last_stream || id.is_multiple_of(2) {
-            return Err(ConnError(Reason::PROTOCOL_ERROR, "stream id not new"));
+        if id.is_multiple_of(2) {
+            return Err(ConnError(
+                Reason::PROTOCOL_ERROR,
+                "even stream id from a client",
+            ));
+        }
+        if id <= self.last_stream {
+            // A stream already closed, perhaps reset by us while the client was still
+            // sending (its trailers): ignored (RFC 9113 §5.1).
+            return Ok(());
         }
         self.last_stream = id;
         if self.going_away {
