@@ -1,8 +1,9 @@
 //! Operators made ready to run: regexes compiled, phrase lists (`@pm`, `@pmFromFile`)
 //! built into ASCII-case-insensitive Aho-Corasick automata, byte ranges and CIDRs
 //! parsed. An argument holding macros (`%{tx.allowed_methods}`) is expanded by the
-//! caller's transaction when the rule runs. `@detectSQLi` and `@detectXSS` wait for
-//! the libinjection port and are refused here, by name, until it lands.
+//! caller's transaction when the rule runs. `@detectSQLi` and `@detectXSS` run
+//! libinjection's algorithms (the `libinjectionrs` port, which its authors test against
+//! the C library's own suite and by differential fuzzing).
 
 use crate::error::Bad;
 use crate::macros::{Template, Vars};
@@ -22,6 +23,8 @@ enum Kind {
     ByteRange(Box<[bool; 256]>),
     ValidateUrlEncoding,
     ValidateUtf8Encoding,
+    Sqli,
+    Xss,
     Always(bool),
 }
 
@@ -85,6 +88,8 @@ impl CompiledOp {
             OpName::ValidateByteRange => Kind::ByteRange(Box::new(byte_ranges(arg)?)),
             OpName::ValidateUrlEncoding => Kind::ValidateUrlEncoding,
             OpName::ValidateUtf8Encoding => Kind::ValidateUtf8Encoding,
+            OpName::DetectSqli => Kind::Sqli,
+            OpName::DetectXss => Kind::Xss,
             OpName::UnconditionalMatch => Kind::Always(true),
             OpName::NoMatch => Kind::Always(false),
             other => return Err(Bad::new(format!("{other:?}"), "operator not supported yet")),
@@ -157,6 +162,26 @@ impl CompiledOp {
             Kind::ByteRange(allowed) => input.iter().any(|&b| !allowed[b as usize]),
             Kind::ValidateUrlEncoding => !valid_url_encoding(input),
             Kind::ValidateUtf8Encoding => std::str::from_utf8(input).is_err(),
+            Kind::Sqli => {
+                // ModSecurity captures the libinjection fingerprint.
+                let r = libinjectionrs::detect_sqli(input);
+                let hit = r.is_injection();
+                if hit && capture {
+                    captures.push(
+                        r.fingerprint
+                            .map(|f| f.as_str().as_bytes().to_vec())
+                            .unwrap_or_default(),
+                    );
+                }
+                hit
+            }
+            Kind::Xss => {
+                let hit = libinjectionrs::detect_xss(input).is_injection();
+                if hit && capture {
+                    captures.push(input.to_vec());
+                }
+                hit
+            }
             Kind::Always(v) => *v,
         };
         let matched = hit != self.negated;
@@ -362,6 +387,13 @@ mod tests {
                 && !hit("@validateUtf8Encoding", "é".as_bytes())
         );
         assert!(hit("@unconditionalMatch", b""));
+        let sqli = op("@detectSQLi").run(b"1' OR '1'='1", &NoVars, true);
+        assert!(sqli.matched);
+        assert_eq!(sqli.captures, vec![b"s&sos".to_vec()], "the fingerprint");
+        assert!(!hit("@detectSQLi", b"O'Reilly") && !hit("@detectSQLi", b"hello world"));
+        assert!(
+            hit("@detectXSS", b"<script>alert(1)</script>") && !hit("@detectXSS", b"<b>bold</b>")
+        );
         assert!(!op("!@rx a").run(b"a", &NoVars, true).matched);
     }
 
@@ -376,6 +408,8 @@ mod tests {
         assert!(err("@pmFromFile missing.data")
             .message
             .contains("cannot read"));
-        assert!(err("@detectSQLi").message.contains("not supported yet"));
+        assert!(err("@rbl zen.example")
+            .message
+            .contains("not supported yet"));
     }
 }
