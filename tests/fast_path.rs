@@ -62,6 +62,13 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, V
 /// A backend that answers by path: `/chunked`, `/close` (close-delimited), `/nocontent`,
 /// `/hop` (hop-by-hop headers), `/echo-head` (the request head it got as the body),
 /// else a small fixed body.
+/// A proxy serving `app.example` from a new scripted backend.
+async fn app_proxy() -> Proxy {
+    let backend = scripted_backend().await;
+    let files = [("classes.yaml", CLASSES), ("app.yaml", &app(backend))];
+    start_proxy(&files, &[]).await.0
+}
+
 async fn scripted_backend() -> SocketAddr {
     listen(|mut s| async move {
         let mut buf = Vec::new();
@@ -105,12 +112,7 @@ async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn every_response_framing_passes_through() {
-    let backend = scripted_backend().await;
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
-        &[],
-    )
-    .await;
+    let p = app_proxy().await;
     // Pipelined on one connection: chunked, 204, HEAD, hop-by-hop, then a close-delimited
     // answer, after which the client connection is closed too.
     let out = exchange(
@@ -165,12 +167,7 @@ GET /close HTTP/1.1\r\nHost: app.example\r\n\r\n",
 
 #[tokio::test]
 async fn request_bodies_and_headers_reach_the_backend() {
-    let backend = scripted_backend().await;
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
-        &[],
-    )
-    .await;
+    let p = app_proxy().await;
     let out = exchange(
         p.http,
         b"POST /echo-head?x=1 HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\nConnection: keep-alive, x-drop\r\nx-drop: 1\r\nx-keep: 2\r\n\r\nhello\
@@ -228,12 +225,7 @@ async fn a_backend_closing_idle_connections_is_retried_on_a_new_one() {
 
 #[tokio::test]
 async fn a_connection_moves_to_hyper_when_the_fast_path_cannot_serve_it() {
-    let backend = scripted_backend().await;
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
-        &[],
-    )
-    .await;
+    let p = app_proxy().await;
     // A fast request, then HTTP/1.0 (hyper's), on one connection.
     let out = exchange(
         p.http,
@@ -278,12 +270,7 @@ async fn a_connection_moves_to_hyper_when_the_fast_path_cannot_serve_it() {
 
 #[tokio::test]
 async fn http2_clients_get_every_framing_decoded_from_raw_upstream_connections() {
-    let backend = scripted_backend().await;
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
-        &[],
-    )
-    .await;
+    let p = app_proxy().await;
     // HTTP/2 is hyper's; its HTTP/1.1 backend is reached on the raw pool, which must
     // decode chunked and close-delimited bodies into frames.
     for _ in 0..3 {
@@ -302,12 +289,7 @@ async fn http2_clients_get_every_framing_decoded_from_raw_upstream_connections()
 
 #[tokio::test]
 async fn conflicting_framing_cannot_smuggle_a_request() {
-    let backend = scripted_backend().await;
-    let (p, _) = start_proxy(
-        &[("classes.yaml", CLASSES), ("app.yaml", &app(backend))],
-        &[],
-    )
-    .await;
+    let p = app_proxy().await;
     // Chunked and a Content-Length together: refused, or sent on with one consistent
     // framing; never the client's length next to another body.
     let out = exchange(

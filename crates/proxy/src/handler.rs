@@ -493,11 +493,9 @@ impl Routed<'_> {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = per_try.map_or(left, |p| p.min(left));
-            // Boxed: the exchange is most of this future's size, and the future is moved
-            // (copied) several times on its way into an HTTP/2 stream's task.
             let sent = tokio::time::timeout(
                 limit,
-                Box::pin(dp.upstreams.send(cluster, admitted.addr, req, upgrade)),
+                dp.upstreams.send(cluster, admitted.addr, req, upgrade),
             );
             let outcome = match sent.await {
                 Err(_) => Outcome::TimedOut,

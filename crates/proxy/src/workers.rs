@@ -76,10 +76,6 @@ impl Workers {
         self.load[i].fetch_add(1, Ordering::Relaxed);
         (self.handles[i].clone(), Assigned(self.clone(), i))
     }
-
-    pub fn handles(&self) -> &[Handle] {
-        &self.handles
-    }
 }
 
 #[cfg(test)]
@@ -101,7 +97,7 @@ mod tests {
             h.spawn(async move { tx.send(current()) });
             rx.recv().expect("worker answers")
         };
-        let (x, y) = (on(&w.handles()[0]), on(&w.handles()[1]));
+        let (x, y) = (on(&w.handles[0]), on(&w.handles[1]));
         assert_eq!((x, y), (1, 2));
         assert_eq!(current(), 0, "not a worker thread");
     }

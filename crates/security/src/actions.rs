@@ -6,58 +6,46 @@
 use crate::error::Bad;
 use crate::variables::{self, Variable};
 
-macro_rules! transforms {
-    ($($name:ident => [$($text:literal),+]),* $(,)?) => {
-        /// The transformations (`t:`).
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum Transform { $($name),* }
-
-        impl Transform {
-            pub fn parse(s: &str) -> Option<Transform> {
-                $($(if s.eq_ignore_ascii_case($text) { return Some(Transform::$name); })+)*
-                None
-            }
-        }
-    };
-}
-
-transforms! {
-    None => ["none"],
-    Base64Decode => ["base64Decode"],
-    Base64DecodeExt => ["base64DecodeExt"],
-    Base64Encode => ["base64Encode"],
-    CmdLine => ["cmdLine"],
-    CompressWhitespace => ["compressWhitespace"],
-    CssDecode => ["cssDecode"],
-    EscapeSeqDecode => ["escapeSeqDecode"],
-    HexDecode => ["hexDecode"],
-    HexEncode => ["hexEncode"],
-    HtmlEntityDecode => ["htmlEntityDecode"],
-    JsDecode => ["jsDecode"],
-    Length => ["length"],
-    Lowercase => ["lowercase"],
-    Md5 => ["md5"],
-    NormalizePath => ["normalizePath", "normalisePath"],
-    NormalizePathWin => ["normalizePathWin", "normalisePathWin"],
-    ParityEven7bit => ["parityEven7bit"],
-    ParityOdd7bit => ["parityOdd7bit"],
-    ParityZero7bit => ["parityZero7bit"],
-    RemoveComments => ["removeComments"],
-    RemoveCommentsChar => ["removeCommentsChar"],
-    RemoveNulls => ["removeNulls"],
-    RemoveWhitespace => ["removeWhitespace"],
-    ReplaceComments => ["replaceComments"],
-    ReplaceNulls => ["replaceNulls"],
-    Sha1 => ["sha1"],
-    SqlHexDecode => ["sqlHexDecode"],
-    Trim => ["trim"],
-    TrimLeft => ["trimLeft"],
-    TrimRight => ["trimRight"],
-    Uppercase => ["uppercase"],
-    UrlDecode => ["urlDecode"],
-    UrlDecodeUni => ["urlDecodeUni"],
-    UrlEncode => ["urlEncode"],
-    Utf8ToUnicode => ["utf8toUnicode"],
+names! {
+    /// The transformations (`t:`).
+    Transform {
+        None => ["none"],
+        Base64Decode => ["base64Decode"],
+        Base64DecodeExt => ["base64DecodeExt"],
+        Base64Encode => ["base64Encode"],
+        CmdLine => ["cmdLine"],
+        CompressWhitespace => ["compressWhitespace"],
+        CssDecode => ["cssDecode"],
+        EscapeSeqDecode => ["escapeSeqDecode"],
+        HexDecode => ["hexDecode"],
+        HexEncode => ["hexEncode"],
+        HtmlEntityDecode => ["htmlEntityDecode"],
+        JsDecode => ["jsDecode"],
+        Length => ["length"],
+        Lowercase => ["lowercase"],
+        Md5 => ["md5"],
+        NormalizePath => ["normalizePath", "normalisePath"],
+        NormalizePathWin => ["normalizePathWin", "normalisePathWin"],
+        ParityEven7bit => ["parityEven7bit"],
+        ParityOdd7bit => ["parityOdd7bit"],
+        ParityZero7bit => ["parityZero7bit"],
+        RemoveComments => ["removeComments"],
+        RemoveCommentsChar => ["removeCommentsChar"],
+        RemoveNulls => ["removeNulls"],
+        RemoveWhitespace => ["removeWhitespace"],
+        ReplaceComments => ["replaceComments"],
+        ReplaceNulls => ["replaceNulls"],
+        Sha1 => ["sha1"],
+        SqlHexDecode => ["sqlHexDecode"],
+        Trim => ["trim"],
+        TrimLeft => ["trimLeft"],
+        TrimRight => ["trimRight"],
+        Uppercase => ["uppercase"],
+        UrlDecode => ["urlDecode"],
+        UrlDecodeUni => ["urlDecodeUni"],
+        UrlEncode => ["urlEncode"],
+        Utf8ToUnicode => ["utf8toUnicode"],
+    }
 }
 
 /// What `setvar` does.

@@ -2,6 +2,23 @@
 //! rule language) front end that loads the OWASP Core Rule Set unmodified. This first
 //! part reads rule files into checked directives; evaluation comes on top of them.
 
+/// An enum of SecLang names, each with its spellings (matched ignoring case), and its
+/// `parse`.
+macro_rules! names {
+    ($(#[$doc:meta])* $enum:ident { $($name:ident => [$($text:literal),+]),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $enum { $($name),* }
+
+        impl $enum {
+            pub fn parse(s: &str) -> Option<$enum> {
+                $($(if s.eq_ignore_ascii_case($text) { return Some($enum::$name); })+)*
+                None
+            }
+        }
+    };
+}
+
 pub mod actions;
 pub mod directive;
 pub mod error;

@@ -3,56 +3,44 @@
 
 use crate::error::Bad;
 
-macro_rules! operators {
-    ($($name:ident => [$($text:literal),+]),* $(,)?) => {
-        /// The SecLang operators.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum OpName { $($name),* }
-
-        impl OpName {
-            pub fn parse(s: &str) -> Option<OpName> {
-                $($(if s.eq_ignore_ascii_case($text) { return Some(OpName::$name); })+)*
-                None
-            }
-        }
-    };
-}
-
-operators! {
-    BeginsWith => ["beginsWith"],
-    Contains => ["contains"],
-    ContainsWord => ["containsWord"],
-    DetectSqli => ["detectSQLi"],
-    DetectXss => ["detectXSS"],
-    EndsWith => ["endsWith"],
-    Eq => ["eq"],
-    Ge => ["ge"],
-    GeoLookup => ["geoLookup"],
-    Gt => ["gt"],
-    InspectFile => ["inspectFile"],
-    IpMatch => ["ipMatch"],
-    IpMatchFromFile => ["ipMatchFromFile", "ipMatchF"],
-    Le => ["le"],
-    Lt => ["lt"],
-    NoMatch => ["noMatch"],
-    Pm => ["pm"],
-    PmFromFile => ["pmFromFile", "pmf"],
-    Rbl => ["rbl"],
-    Rx => ["rx"],
-    RxGlobal => ["rxGlobal"],
-    Streq => ["streq"],
-    Strmatch => ["strmatch"],
-    UnconditionalMatch => ["unconditionalMatch"],
-    ValidateByteRange => ["validateByteRange"],
-    ValidateDtd => ["validateDTD"],
-    ValidateHash => ["validateHash"],
-    ValidateSchema => ["validateSchema"],
-    ValidateUrlEncoding => ["validateUrlEncoding"],
-    ValidateUtf8Encoding => ["validateUtf8Encoding"],
-    VerifyCc => ["verifyCC"],
-    VerifyCpf => ["verifyCPF"],
-    VerifySsn => ["verifySSN"],
-    Within => ["within"],
+names! {
+    /// The SecLang operators.
+    OpName {
+        BeginsWith => ["beginsWith"],
+        Contains => ["contains"],
+        ContainsWord => ["containsWord"],
+        DetectSqli => ["detectSQLi"],
+        DetectXss => ["detectXSS"],
+        EndsWith => ["endsWith"],
+        Eq => ["eq"],
+        Ge => ["ge"],
+        GeoLookup => ["geoLookup"],
+        Gt => ["gt"],
+        InspectFile => ["inspectFile"],
+        IpMatch => ["ipMatch"],
+        IpMatchFromFile => ["ipMatchFromFile", "ipMatchF"],
+        Le => ["le"],
+        Lt => ["lt"],
+        NoMatch => ["noMatch"],
+        Pm => ["pm"],
+        PmFromFile => ["pmFromFile", "pmf"],
+        Rbl => ["rbl"],
+        Rx => ["rx"],
+        RxGlobal => ["rxGlobal"],
+        Streq => ["streq"],
+        Strmatch => ["strmatch"],
+        UnconditionalMatch => ["unconditionalMatch"],
+        ValidateByteRange => ["validateByteRange"],
+        ValidateDtd => ["validateDTD"],
+        ValidateHash => ["validateHash"],
+        ValidateSchema => ["validateSchema"],
+        ValidateUrlEncoding => ["validateUrlEncoding"],
+        ValidateUtf8Encoding => ["validateUtf8Encoding"],
+        VerifyCc => ["verifyCC"],
+        VerifyCpf => ["verifyCPF"],
+        VerifySsn => ["verifySSN"],
+        Within => ["within"],
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

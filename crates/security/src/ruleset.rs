@@ -174,20 +174,14 @@ pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
                 }
             }
             Directive::DefaultAction(actions) => {
-                let phase = actions
-                    .iter()
-                    .find_map(|a| match a {
-                        Action::Phase(p) => Some(*p),
-                        _ => None,
-                    })
-                    .ok_or_else(|| {
-                        error(
-                            &file,
-                            line,
-                            "SecDefaultAction",
-                            "SecDefaultAction needs a phase",
-                        )
-                    })?;
+                let phase = phase_in(&actions).ok_or_else(|| {
+                    error(
+                        &file,
+                        line,
+                        "SecDefaultAction",
+                        "SecDefaultAction needs a phase",
+                    )
+                })?;
                 let d = &mut defaults[phase as usize - 1];
                 *d = Defaults::default();
                 for a in &actions {
@@ -263,14 +257,16 @@ pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
     Ok(set)
 }
 
+fn phase_in(actions: &[Action]) -> Option<u8> {
+    actions.iter().find_map(|a| match a {
+        Action::Phase(p) => Some(*p),
+        _ => None,
+    })
+}
+
+/// A rule's phase: its own, else 2 (ModSecurity's default).
 fn phase_of(actions: &[Action]) -> u8 {
-    actions
-        .iter()
-        .find_map(|a| match a {
-            Action::Phase(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(2)
+    phase_in(actions).unwrap_or(2)
 }
 
 fn disruptive(a: &Action) -> Option<Disruptive> {
