@@ -1,6 +1,6 @@
 //! The north-south security engine, independent of the proxy: a SecLang (ModSecurity
-//! rule language) front end that loads the OWASP Core Rule Set unmodified. This first
-//! part reads rule files into checked directives; evaluation comes on top of them.
+//! rule language) engine that loads the OWASP Core Rule Set unmodified and judges HTTP
+//! exchanges with it (`Transaction`), phase by phase.
 
 /// An enum of SecLang names, each with its spellings (matched ignoring case), and its
 /// `parse`.
@@ -20,19 +20,26 @@ macro_rules! names {
 }
 
 pub mod actions;
+pub mod body;
 pub mod directive;
 pub mod error;
+pub mod exchange;
 pub mod lexer;
 pub mod load;
 pub mod macros;
+pub mod matched;
 pub mod operator;
 pub mod operators;
 pub mod pattern;
 pub mod ruleset;
 pub mod store;
+pub mod target;
+pub mod transaction;
 pub mod transform;
 pub mod variables;
 
 pub use directive::{Directive, Rule};
 pub use error::ParseError;
 pub use load::{load_file, load_str, Located};
+pub use ruleset::RuleSet;
+pub use transaction::{InterruptAction, Interruption, Transaction};

@@ -34,6 +34,29 @@ pub fn load_str(text: &str, name: &Path, base: &Path) -> Result<Vec<Located>, Pa
     chain(out)
 }
 
+/// Loads SecLang text given inline (in a policy), where `Include` is refused: such
+/// text may not read files.
+pub fn load_inline(text: &str, name: &Path) -> Result<Vec<Located>, ParseError> {
+    let file: Arc<Path> = Arc::from(name);
+    let raw = lexer::directives(text).map_err(|(line, b)| ParseError {
+        file: name.to_path_buf(),
+        line,
+        token: b.token,
+        message: b.message,
+    })?;
+    if let Some(d) = raw.iter().find(|d| d.name.eq_ignore_ascii_case("include")) {
+        return Err(ParseError {
+            file: name.to_path_buf(),
+            line: d.line,
+            token: d.name.clone(),
+            message: "Include is not allowed in inline rules".into(),
+        });
+    }
+    let mut out = Vec::new();
+    read_text(text, &file, Path::new("."), &mut out, 0)?;
+    chain(out)
+}
+
 fn read_file(
     path: &Path,
     out: &mut Vec<Located>,

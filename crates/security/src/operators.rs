@@ -28,6 +28,32 @@ enum Kind {
     Always(bool),
 }
 
+/// Where `@pmFromFile` reads its phrase files: the disk, or files loaded beforehand
+/// (so that compiling a rule set needs no IO).
+pub trait DataFiles {
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// Reads phrase files from the disk.
+pub struct Disk;
+
+impl DataFiles for Disk {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+impl DataFiles for std::collections::HashMap<std::path::PathBuf, String> {
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        self.get(path).cloned().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "not among the loaded data files",
+            )
+        })
+    }
+}
+
 /// A compiled operator.
 #[derive(Debug)]
 pub struct CompiledOp {
@@ -44,7 +70,7 @@ pub struct Outcome {
 
 impl CompiledOp {
     /// Compiles `op`; `@pmFromFile` names files relative to `dir` (the rule file's).
-    pub fn compile(op: &Operator, dir: &Path) -> Result<CompiledOp, Bad> {
+    pub fn compile(op: &Operator, dir: &Path, files: &dyn DataFiles) -> Result<CompiledOp, Bad> {
         let arg = op.argument.as_str();
         let kind = match op.name {
             OpName::Rx => {
@@ -58,7 +84,7 @@ impl CompiledOp {
                 let mut all = Vec::new();
                 for name in arg.split_whitespace() {
                     let path = dir.join(name);
-                    let text = std::fs::read_to_string(&path).map_err(|e| {
+                    let text = files.read(&path).map_err(|e| {
                         Bad::new(name, format!("cannot read {}: {e}", path.display()))
                     })?;
                     all.extend(
@@ -336,8 +362,12 @@ mod tests {
     }
 
     fn op(s: &str) -> CompiledOp {
-        CompiledOp::compile(&crate::operator::parse(s).expect("parses"), Path::new("."))
-            .expect("compiles")
+        CompiledOp::compile(
+            &crate::operator::parse(s).expect("parses"),
+            Path::new("."),
+            &Disk,
+        )
+        .expect("compiles")
     }
 
     fn hit(s: &str, input: &[u8]) -> bool {
@@ -400,8 +430,12 @@ mod tests {
     #[test]
     fn bad_arguments_are_named() {
         let err = |s: &str| {
-            CompiledOp::compile(&crate::operator::parse(s).expect("parses"), Path::new("."))
-                .expect_err("bad")
+            CompiledOp::compile(
+                &crate::operator::parse(s).expect("parses"),
+                Path::new("."),
+                &Disk,
+            )
+            .expect_err("bad")
         };
         assert_eq!(err("@ipMatch 300.1.1.1").token, "300.1.1.1");
         assert_eq!(err("@validateByteRange 9-300").token, "9-300");

@@ -5,12 +5,13 @@
 //! log data and `setvar`s parsed into templates. `SecRuleRemoveBy*` and
 //! `SecRuleUpdateTargetBy*` apply to the rules loaded before them, as in ModSecurity.
 
-use crate::actions::{Action, Ctl, EngineMode, SetOp, Transform};
+use crate::actions::{Action, Ctl, EngineMode, IdRange, SetOp, Transform};
 use crate::directive::{Directive, LimitAction, Rule};
 use crate::error::ParseError;
 use crate::load::Located;
 use crate::macros::Template;
-use crate::operators::CompiledOp;
+use crate::operators::{CompiledOp, DataFiles, Disk};
+use crate::target::Target;
 use crate::variables::Variable;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,7 +51,9 @@ pub struct CompiledRule {
     pub tags: Vec<String>,
     pub severity: Option<u8>,
     pub setvars: Vec<SetVarOp>,
-    pub ctls: Vec<Ctl>,
+    pub ctls: Vec<RuleCtl>,
+    /// `variables`, compiled (after every `SecRuleUpdateTarget*` has applied).
+    pub targets: Vec<Target>,
     pub capture: bool,
     pub multi_match: bool,
     pub log: bool,
@@ -60,6 +63,14 @@ pub struct CompiledRule {
     pub chained: Option<Box<CompiledRule>>,
     pub file: Arc<Path>,
     pub line: usize,
+}
+
+/// A `ctl:` action ready to run: target removals carry compiled targets.
+#[derive(Debug, Clone)]
+pub enum RuleCtl {
+    Plain(Ctl),
+    RemoveTargetById(IdRange, Vec<Target>),
+    RemoveTargetByTag(String, Vec<Target>),
 }
 
 /// One step of a phase.
@@ -135,8 +146,13 @@ fn error(
     }
 }
 
-/// Compiles loaded directives.
+/// Compiles loaded directives, reading `@pmFromFile` files from the disk.
 pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
+    compile_with(all, &Disk)
+}
+
+/// Compiles loaded directives, reading `@pmFromFile` files from `files`.
+pub fn compile_with(all: Vec<Located>, files: &dyn DataFiles) -> Result<RuleSet, ParseError> {
     let mut set = RuleSet::default();
     let mut defaults: [Defaults; 5] = Default::default();
     for l in all {
@@ -144,7 +160,7 @@ pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
         match l.directive {
             Directive::Rule(rule) => {
                 let phase = phase_of(&rule.actions);
-                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true)?;
+                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true, files)?;
                 set.phases[phase as usize - 1].push(Entry::Rule(Box::new(compiled)));
             }
             Directive::Action {
@@ -165,7 +181,7 @@ pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
                     file,
                     line,
                 };
-                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true)?;
+                let compiled = compile_rule(rule, &defaults[phase as usize - 1], true, files)?;
                 set.phases[phase as usize - 1].push(Entry::Rule(Box::new(compiled)));
             }
             Directive::Marker(name) => {
@@ -254,7 +270,42 @@ pub fn compile(all: Vec<Located>) -> Result<RuleSet, ParseError> {
             Directive::Ignored(_) => {}
         }
     }
+    for p in &mut set.phases {
+        for e in p {
+            if let Entry::Rule(r) = e {
+                finish(r)?;
+            }
+        }
+    }
     Ok(set)
+}
+
+/// Compiles a rule's (and its chain's) targets and `ctl` target lists, once every
+/// directive that changes them has applied.
+fn finish(r: &mut CompiledRule) -> Result<(), ParseError> {
+    let (file, line) = (r.file.clone(), r.line);
+    let targets = |vars: &[Variable]| -> Result<Vec<Target>, ParseError> {
+        vars.iter()
+            .map(|v| Target::compile(v).map_err(|b| error(&file, line, b.token, b.message)))
+            .collect()
+    };
+    r.targets = targets(&r.variables)?;
+    for c in &mut r.ctls {
+        let compiled = match &*c {
+            RuleCtl::Plain(Ctl::RuleRemoveTargetById(range, vars)) => {
+                RuleCtl::RemoveTargetById(*range, targets(vars)?)
+            }
+            RuleCtl::Plain(Ctl::RuleRemoveTargetByTag(tag, vars)) => {
+                RuleCtl::RemoveTargetByTag(tag.clone(), targets(vars)?)
+            }
+            other => other.clone(),
+        };
+        *c = compiled;
+    }
+    if let Some(next) = &mut r.chained {
+        finish(next)?;
+    }
+    Ok(())
 }
 
 fn phase_in(actions: &[Action]) -> Option<u8> {
@@ -280,9 +331,14 @@ fn disruptive(a: &Action) -> Option<Disruptive> {
     })
 }
 
-fn compile_rule(rule: Rule, d: &Defaults, first: bool) -> Result<CompiledRule, ParseError> {
+fn compile_rule(
+    rule: Rule,
+    d: &Defaults,
+    first: bool,
+    files: &dyn DataFiles,
+) -> Result<CompiledRule, ParseError> {
     let dir = rule.file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let operator = CompiledOp::compile(&rule.operator, &dir)
+    let operator = CompiledOp::compile(&rule.operator, &dir, files)
         .map_err(|b| error(&rule.file, rule.line, b.token, b.message))?;
     let mut c = CompiledRule {
         id: None,
@@ -298,6 +354,7 @@ fn compile_rule(rule: Rule, d: &Defaults, first: bool) -> Result<CompiledRule, P
         severity: None,
         setvars: Vec::new(),
         ctls: Vec::new(),
+        targets: Vec::new(),
         capture: false,
         multi_match: false,
         log: d.log,
@@ -310,7 +367,7 @@ fn compile_rule(rule: Rule, d: &Defaults, first: bool) -> Result<CompiledRule, P
     };
     update_actions_with(&mut c, &rule.actions, d);
     if let Some(next) = rule.chained {
-        c.chained = Some(Box::new(compile_rule(*next, d, false)?));
+        c.chained = Some(Box::new(compile_rule(*next, d, false, files)?));
     }
     Ok(c)
 }
@@ -335,7 +392,7 @@ fn update_actions_with(c: &mut CompiledRule, actions: &[Action], d: &Defaults) {
                 }),
                 op: s.op.clone(),
             }),
-            Action::Ctl(ctl) => c.ctls.push(ctl.clone()),
+            Action::Ctl(ctl) => c.ctls.push(RuleCtl::Plain(ctl.clone())),
             Action::Capture => c.capture = true,
             Action::MultiMatch => c.multi_match = true,
             Action::Log => c.log = true,

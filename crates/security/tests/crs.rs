@@ -103,7 +103,9 @@ fn the_core_rule_set_loads_whole() {
         if let Directive::Rule(r) = &l.directive {
             each_rule(r, &mut |x| {
                 let dir = x.file.parent().unwrap_or(Path::new("."));
-                if let Err(e) = CompiledOp::compile(&x.operator, dir) {
+                if let Err(e) =
+                    CompiledOp::compile(&x.operator, dir, &gatehouse_security::operators::Disk)
+                {
                     panic!("{}:{}: {e:?}", x.file.display(), x.line);
                 }
             });
