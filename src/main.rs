@@ -57,7 +57,44 @@ impl Addrs {
                 .filter(|a| !a.is_empty())
                 .cloned()
                 .collect(),
+            waf: None,
         }
+    }
+}
+
+/// The web application firewall's rule base and logs.
+#[derive(clap::Args, Clone)]
+struct WafArgs {
+    /// Directory of the OWASP Core Rule Set (crs-setup.conf(.example) and rules/) that
+    /// WAF policies run [default: waf/crs, if present].
+    #[arg(long)]
+    waf_rules: Option<PathBuf>,
+    /// File the WAF appends one ModSecurity-style line per matched rule to (default:
+    /// the process log).
+    #[arg(long)]
+    waf_log: Option<PathBuf>,
+    /// File the WAF appends one JSON audit event per request that matched to.
+    #[arg(long)]
+    waf_audit_log: Option<PathBuf>,
+}
+
+impl WafArgs {
+    /// Loads the rule base, if there is one.
+    fn base(&self) -> anyhow::Result<Option<std::sync::Arc<gatehouse_translate::waf::WafBase>>> {
+        let (dir, explicit) = match &self.waf_rules {
+            Some(d) => (d.clone(), true),
+            None => (PathBuf::from("waf/crs"), false),
+        };
+        if !explicit && !dir.exists() {
+            tracing::info!(
+                "no WAF rule base at {}: WAF policies are refused",
+                dir.display()
+            );
+            return Ok(None);
+        }
+        let base = gatehouse_translate::waf::WafBase::load(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot load the WAF rules: {e}"))?;
+        Ok(Some(std::sync::Arc::new(base)))
     }
 }
 
@@ -69,6 +106,8 @@ struct RunArgs {
     config: PathBuf,
     #[command(flatten)]
     addrs: Addrs,
+    #[command(flatten)]
+    waf: WafArgs,
     /// Admin listener: /healthz, /readyz, /config, /metrics.
     #[arg(long, default_value = "127.0.0.1:9901")]
     admin_addr: SocketAddr,
@@ -129,6 +168,8 @@ enum Command {
         dir: PathBuf,
         #[command(flatten)]
         addrs: Addrs,
+        #[command(flatten)]
+        waf: WafArgs,
     },
     /// Run the demo echo backend.
     Echo {
@@ -185,8 +226,10 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Validate { dir, addrs } => {
-            print!("{}", app::validate(&dir, &addrs.translate())?);
+        Command::Validate { dir, addrs, waf } => {
+            let mut opts = addrs.translate();
+            opts.waf = waf.base()?;
+            print!("{}", app::validate(&dir, &opts)?);
             Ok(())
         }
         Command::Echo { listen, name } => {
@@ -220,6 +263,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let RunArgs {
         config,
         addrs,
+        waf,
         admin_addr,
         demo_backends,
         no_watch,
@@ -250,7 +294,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let mut translate = addrs.translate();
+    translate.waf = waf.base()?;
     let proxy = ProxyConfig {
+        waf_log: waf.waf_log.clone(),
+        waf_audit_log: waf.waf_audit_log.clone(),
         merge_slashes,
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),
@@ -261,7 +309,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
         let opts = app::KubeRunOptions {
             kube: gatehouse_sources::kubernetes::KubeOptions { namespace },
-            translate: addrs.translate(),
+            translate: translate.clone(),
             proxy,
             admin_addr,
             debounce: Duration::from_millis(5),
@@ -292,7 +340,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     let opts = RunOptions {
         config_dir: config.clone(),
-        translate: addrs.translate(),
+        translate,
         proxy,
         admin_addr,
         watch: !no_watch,

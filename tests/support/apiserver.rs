@@ -44,6 +44,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "TCPRoute" => "tcproutes",
         "TLSRoute" => "tlsroutes",
         "BackendTrafficPolicy" => "backendtrafficpolicies",
+        "SecurityPolicy" => "securitypolicies",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",
         other => panic!("test API server does not know kind {other}"),

@@ -136,6 +136,25 @@ pub async fn start_proxy_with(
     gateway_ports: &[u16],
     proxy: ProxyConfig,
 ) -> (Proxy, Vec<SocketAddr>) {
+    start_proxy_waf(files, gateway_ports, proxy, None).await
+}
+
+/// The WAF rule base: the Core Rule Set kept in the repository (`waf/crs`).
+#[allow(dead_code)]
+pub fn crs_base() -> std::sync::Arc<gatehouse_translate::waf::WafBase> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("waf/crs");
+    std::sync::Arc::new(
+        gatehouse_translate::waf::WafBase::load(&dir).unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// As `start_proxy_with`, with a WAF rule base.
+pub async fn start_proxy_waf(
+    files: &[(&str, &str)],
+    gateway_ports: &[u16],
+    proxy: ProxyConfig,
+    waf: Option<std::sync::Arc<gatehouse_translate::waf::WafBase>>,
+) -> (Proxy, Vec<SocketAddr>) {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in files {
         write(dir.path(), name, text);
@@ -159,6 +178,7 @@ pub async fn start_proxy_with(
             https_addr: https,
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
+            waf,
             ..TranslateOptions::default()
         },
         proxy,

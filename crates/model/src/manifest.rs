@@ -226,6 +226,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
             "gateway.networking.k8s.io/v1",
         ],
         ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
+        ("gatehouse.dev", "SecurityPolicy") => &["gatehouse.dev/v1alpha1"],
         ("gateway.networking.k8s.io", "TCPRoute") => &["gateway.networking.k8s.io/v1alpha2"],
         ("gateway.networking.k8s.io", "TLSRoute") => &[
             "gateway.networking.k8s.io/v1alpha2",
@@ -282,6 +283,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "TLSRoute" => Object::TlsRoute(typed(value, origin)?),
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
         "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
+        "SecurityPolicy" => Object::SecurityPolicy(typed(value, origin)?),
         _ => return Ok(None),
     };
     Ok(Some(StoredObject {

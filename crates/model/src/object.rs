@@ -4,7 +4,7 @@ use crate::gateway::{
     Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute,
 };
 use crate::locate::locate;
-use crate::policy::BackendTrafficPolicy;
+use crate::policy::{BackendTrafficPolicy, SecurityPolicy};
 use crate::ConfigError;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -31,10 +31,11 @@ pub enum Object {
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
     BackendTrafficPolicy(BackendTrafficPolicy),
+    SecurityPolicy(SecurityPolicy),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 15] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -49,6 +50,7 @@ pub const KINDS: [&str; 14] = [
     "ReferenceGrant",
     "Namespace",
     "BackendTrafficPolicy",
+    "SecurityPolicy",
 ];
 
 /// The `'static` kind name equal to `kind`, if it is one of ours.
@@ -73,6 +75,7 @@ impl Object {
             Object::ReferenceGrant(_) => "ReferenceGrant",
             Object::Namespace(_) => "Namespace",
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
+            Object::SecurityPolicy(_) => "SecurityPolicy",
         }
     }
 
@@ -92,6 +95,7 @@ impl Object {
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Namespace(o) => &o.metadata,
             Object::BackendTrafficPolicy(o) => &o.metadata,
+            Object::SecurityPolicy(o) => &o.metadata,
         }
     }
 

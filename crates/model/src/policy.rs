@@ -239,10 +239,107 @@ pub struct CircuitBreaker {
     pub max_pending_requests: Option<u32>,
 }
 
+/// North-south protection of the routes it targets (Gateways, HTTPRoutes, GRPCRoutes,
+/// Ingresses): the web application firewall. The most specific policy wins: one
+/// targeting the route (or Ingress), else one targeting its Gateway.
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[kube(
+    group = "gatehouse.dev",
+    version = "v1alpha1",
+    kind = "SecurityPolicy",
+    plural = "securitypolicies",
+    shortname = "secpol",
+    namespaced,
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRefs[*].name"}"#,
+    printcolumn = r#"{"name":"WAF","type":"string","jsonPath":".spec.waf.mode"}"#,
+    printcolumn = r#"{"name":"Paranoia","type":"integer","jsonPath":".spec.waf.paranoiaLevel"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityPolicySpec {
+    /// What this policy protects, in the policy's namespace: `Gateway`, `HTTPRoute`,
+    /// `GRPCRoute` (group `gateway.networking.k8s.io`) or `Ingress` (group
+    /// `networking.k8s.io`).
+    pub target_refs: Vec<PolicyTargetRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waf: Option<Waf>,
+}
+
+/// The web application firewall: the OWASP Core Rule Set (v4) run by Gatehouse's
+/// SecLang engine, with anomaly scoring.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Waf {
+    /// `Off`, `DetectionOnly` (log what would be blocked) or `Blocking`.
+    pub mode: String,
+    /// CRS paranoia level, 1 (default, fewest false positives) to 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paranoia_level: Option<u8>,
+    /// Inbound anomaly score that blocks a request (CRS default 5: one critical match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_anomaly_threshold: Option<u32>,
+    /// Outbound anomaly score that blocks a response (CRS default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_anomaly_threshold: Option<u32>,
+    /// Rules switched off, or targets taken out of rules, for false positives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusions: Vec<WafExclusion>,
+    /// Extra SecLang rules, run after the Core Rule Set's setup and before its rules
+    /// (ids 1 to 99999 are free for them). `Include` is not allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<String>,
+    /// Largest request body inspected, in bytes (default 131072).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_limit: Option<u64>,
+    /// Past the limit: `Reject` (413, the default) or `ProcessPartial` (inspect the
+    /// first part, pass the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body_limit_action: Option<String>,
+    /// Inspect responses (headers, and bodies of text types) for data leaks (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspect_responses: Option<bool>,
+    /// What a blocked request gets (default: 403 with the request id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_response: Option<BlockResponse>,
+}
+
+/// One exclusion: rules by id or tag, all of them or only for some targets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WafExclusion {
+    /// Rule ids or ranges (`942100`, `920000-920999`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
+    /// Rule tags (`attack-sqli`, `paranoia-level/2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Targets to stop inspecting in those rules (`ARGS:password`,
+    /// `REQUEST_COOKIES:/^session/`); none means the rules are removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+}
+
+/// The response to a blocked request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockResponse {
+    /// Status (default 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Body; `{request_id}` is replaced by the request's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Content-Type of the body (default `text/plain; charset=utf-8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
 /// The CRDs of every Gatehouse kind, as one multi-document YAML text.
 pub fn crds_yaml() -> Result<String, String> {
     use kube::CustomResourceExt;
-    let crds = vec![BackendTrafficPolicy::crd()];
+    let crds = vec![BackendTrafficPolicy::crd(), SecurityPolicy::crd()];
     let mut out = String::new();
     for crd in &crds {
         out.push_str("---\n");

@@ -27,6 +27,8 @@ pub enum RequestBody {
     Empty,
     Hyper(hyper::body::Incoming),
     H2(crate::fast_h2::RecvBody),
+    /// Bytes the WAF read for inspection, then the rest.
+    Prefixed(Box<crate::waf::Prefixed<RequestBody>>),
 }
 
 /// Why a request body could not be read.
@@ -56,6 +58,7 @@ impl http_body::Body for RequestBody {
                 Poll::Pending => Poll::Pending,
             },
             RequestBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
+            RequestBody::Prefixed(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -64,6 +67,7 @@ impl http_body::Body for RequestBody {
             RequestBody::Empty => true,
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::H2(b) => b.is_end_stream(),
+            RequestBody::Prefixed(b) => b.is_end_stream(),
         }
     }
 
@@ -72,6 +76,7 @@ impl http_body::Body for RequestBody {
             RequestBody::Empty => http_body::SizeHint::with_exact(0),
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::H2(b) => b.size_hint(),
+            RequestBody::Prefixed(b) => b.size_hint(),
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct ProxyConfig {
     pub merge_slashes: bool,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// WAF error log (one ModSecurity-style line per matched rule); None: tracing.
+    pub waf_log: Option<std::path::PathBuf>,
+    /// WAF audit log (one JSON event per request that matched).
+    pub waf_audit_log: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -36,6 +40,8 @@ impl Default for ProxyConfig {
             max_body_bytes: 100 * 1024 * 1024,
             merge_slashes: false,
             drain_timeout: Duration::from_secs(30),
+            waf_log: None,
+            waf_audit_log: None,
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct DataPlane {
     ready: AtomicBool,
     /// Worker threads serving the connections, if any.
     pub(crate) workers: Option<Arc<Workers>>,
+    /// Where WAF verdicts go (else the tracing log).
+    pub waf_logs: crate::waf_log::WafLogs,
 }
 
 impl DataPlane {
@@ -104,6 +106,15 @@ impl DataPlane {
     /// A data plane whose connections are served on `workers` (see
     /// [`crate::workers`]); without them, on the runtime that binds the ports.
     pub fn with_workers(cfg: ProxyConfig, workers: Option<Arc<Workers>>) -> Arc<Self> {
+        Self::with_workers_and_logs(cfg, workers, crate::waf_log::WafLogs::default())
+    }
+
+    /// As [`DataPlane::with_workers`], with WAF logs written to files.
+    pub fn with_workers_and_logs(
+        cfg: ProxyConfig,
+        workers: Option<Arc<Workers>>,
+        waf_logs: crate::waf_log::WafLogs,
+    ) -> Arc<Self> {
         let metrics = Metrics::default();
         let no_route = metrics.stats_named("none");
         let mut server = auto::Builder::new(TokioExecutor::new());
@@ -135,6 +146,7 @@ impl DataPlane {
             health: HealthCheckers::default(),
             ready: AtomicBool::new(false),
             workers,
+            waf_logs,
         })
     }
 

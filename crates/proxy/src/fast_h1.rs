@@ -379,6 +379,7 @@ impl Downstream {
         if cluster.protocol == UpstreamProtocol::Http2
             || cluster.policy.retry.is_some()
             || !routed.action.mirrors.is_empty()
+            || routed.action.waf.is_some()
         {
             return Err(self.handover(&raw));
         }

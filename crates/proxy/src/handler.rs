@@ -59,7 +59,10 @@ pub async fn handle(
         (Decision::Forward(fwd), stats) => {
             let fwd = fwd.into_owned();
             let action = fwd.action.clone();
-            let mut resp = fwd.send(&dp, &conn, &rid, req).await;
+            let mut resp = match &action.waf {
+                Some(waf) => crate::waf::guard(&dp, &conn, &rid, waf, fwd, req).await,
+                None => fwd.send(&dp, &conn, &rid, req).await,
+            };
             if let Some(m) = &action.response_headers {
                 m.apply(resp.headers_mut());
             }

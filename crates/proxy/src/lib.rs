@@ -1,6 +1,7 @@
 //! The data plane: listeners (plain and TLS), HTTP/1.1, HTTP/2 and h2c downstream,
 //! routing on the current Snapshot, forwarding upstream (HTTP/1.1 pooled, HTTP/2 for
-//! gRPC), WebSocket upgrades, metrics and the admin endpoints.
+//! gRPC), WebSocket upgrades, the web application firewall, metrics and the admin
+//! endpoints.
 
 pub mod admin;
 pub mod affinity;
@@ -28,6 +29,8 @@ pub mod retry;
 pub mod rewind;
 pub mod tls;
 pub mod upstream;
+pub mod waf;
+pub mod waf_log;
 pub mod workers;
 
 pub use config::ProxyConfig;

@@ -141,6 +141,13 @@ pub const WATCHED: &[WatchedKind] = &[
         "backendtrafficpolicies",
         true,
     ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "SecurityPolicy",
+        "securitypolicies",
+        true,
+    ),
 ];
 
 impl WatchedKind {

@@ -1097,6 +1097,7 @@ fn compile_rule(
         timeout,
         backend_timeout,
         mirrors,
+        waf: b.wafs.for_route(o, parents_of(o)),
     });
     for (key, path, method, headers, query) in compiled {
         out.push(CompiledMatch {

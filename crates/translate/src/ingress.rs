@@ -170,9 +170,16 @@ pub fn translate(b: &mut Builder<'_>) {
         if !in_scope {
             continue;
         }
+        let waf = b.wafs.for_ingress(
+            o,
+            ing.metadata.annotations.as_ref(),
+            b.opts.waf.as_deref(),
+            &mut b.errors,
+        );
         let via = Via {
             route: policy::from_annotations(o, ing.metadata.annotations.as_ref(), &mut b.errors),
             gateway: None,
+            waf,
         };
         // An incremental run keeps the previous fallback (a change to a defaultBackend
         // always takes a full translation).
@@ -295,6 +302,7 @@ pub fn translate(b: &mut Builder<'_>) {
                         timeout: None,
                         backend_timeout: None,
                         mirrors: Vec::new(),
+                        waf: None,
                     })
                 })
                 .clone(),
@@ -452,5 +460,6 @@ fn backend_action(
         timeout: None,
         backend_timeout: None,
         mirrors: Vec::new(),
+        waf: via.waf.clone(),
     }))
 }

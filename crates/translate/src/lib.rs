@@ -21,6 +21,7 @@ pub mod retry_budget;
 pub mod routes;
 pub mod snapshot;
 pub mod tls;
+pub mod waf;
 
 use gatehouse_model::{ConfigError, ObjectStore};
 pub use snapshot::*;
@@ -37,6 +38,8 @@ pub struct TranslateOptions {
     pub listen_map: Vec<ListenMapEntry>,
     /// Addresses (IPs or hostnames) to publish in Ingress and Gateway status.
     pub publish_addresses: Vec<String>,
+    /// The WAF rule base (CRS), if loaded; policies asking for a WAF need it.
+    pub waf: Option<Arc<waf::WafBase>>,
 }
 
 impl Default for TranslateOptions {
@@ -47,6 +50,7 @@ impl Default for TranslateOptions {
             gateway_host: std::net::IpAddr::from([0, 0, 0, 0]),
             listen_map: Vec::new(),
             publish_addresses: Vec::new(),
+            waf: None,
         }
     }
 }

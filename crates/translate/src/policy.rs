@@ -64,6 +64,8 @@ pub struct Policies {
 pub struct Via {
     pub route: Option<ClusterPolicy>,
     pub gateway: Option<ClusterPolicy>,
+    /// The WAF of the route (set where actions are built for Ingress rules).
+    pub waf: Option<std::sync::Arc<crate::waf::WafPolicy>>,
 }
 
 impl Policies {
@@ -139,7 +141,11 @@ impl Policies {
                 self.get(TargetKind::Gateway, gns, &p.name)
             })
             .cloned();
-        Via { route, gateway }
+        Via {
+            route,
+            gateway,
+            waf: None,
+        }
     }
 }
 

@@ -1,0 +1,53 @@
+//! Where WAF verdicts are written, off the request path: an error log with one
+//! ModSecurity-style line per matched rule (`[id "942100"] [msg "..."]`, which tools
+//! built for ModSecurity parse), and an audit log with one JSON event per judged
+//! request that matched something. Requests hand lines to a writer thread through a
+//! channel, so they never wait on the disk.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc;
+
+/// A log file written by a thread of its own.
+#[derive(Debug, Clone)]
+pub struct LogFile {
+    tx: mpsc::Sender<String>,
+}
+
+impl LogFile {
+    /// Opens `path` for appending and starts its writer.
+    pub fn open(path: &Path) -> std::io::Result<LogFile> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::Builder::new()
+            .name("gatehouse-waf-log".into())
+            .spawn(move || {
+                let mut out = std::io::BufWriter::new(file);
+                while let Ok(line) = rx.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    let _ = out.write_all(b"\n");
+                    // Write everything queued, then flush once.
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = out.write_all(more.as_bytes());
+                        let _ = out.write_all(b"\n");
+                    }
+                    let _ = out.flush();
+                }
+            })?;
+        Ok(LogFile { tx })
+    }
+
+    pub fn write(&self, line: String) {
+        let _ = self.tx.send(line);
+    }
+}
+
+/// The WAF's logs.
+#[derive(Debug, Clone, Default)]
+pub struct WafLogs {
+    pub error: Option<LogFile>,
+    pub audit: Option<LogFile>,
+}
