@@ -275,6 +275,20 @@ impl Exchange {
             }
             C::Tx | C::Ip | C::Global | C::Session | C::User => {
                 let cname = col.name();
+                if let Select::Key(k) = sel {
+                    // Keys are stored lower case, as the selector is.
+                    let found = std::str::from_utf8(k)
+                        .ok()
+                        .and_then(|k| store.entry(cname, k));
+                    if let Some((k, v)) = found {
+                        out.push(Val {
+                            col,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: b(v),
+                        });
+                    }
+                    return;
+                }
                 for (k, v) in store.members(cname) {
                     if sel.selects(k.as_bytes()) {
                         out.push(Val {

@@ -45,7 +45,8 @@ impl Template {
             }
             let inner = &rest[start + 2..start + 2 + len];
             let (collection, key) = match inner.split_once('.') {
-                Some((c, k)) => (c, Some(k.to_string())),
+                // Every collection compares keys without case: store them lower case.
+                Some((c, k)) => (c, Some(k.to_ascii_lowercase())),
                 None => (inner, None),
             };
             parts.push(Part::Var(collection.to_ascii_lowercase(), key));

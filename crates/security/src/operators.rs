@@ -17,7 +17,8 @@ use std::path::Path;
 enum Kind {
     Rx(Regex),
     Pm(AhoCorasick, Vec<String>),
-    Compare(OpName, Template),
+    /// The argument, and its number if it holds no macro.
+    Compare(OpName, Template, Option<i64>),
     Text(OpName, Template),
     IpMatch(Vec<(IpAddr, u8)>),
     ByteRange(Box<[bool; 256]>),
@@ -97,7 +98,9 @@ impl CompiledOp {
                 phrases(all, arg)?
             }
             OpName::Eq | OpName::Ge | OpName::Gt | OpName::Le | OpName::Lt => {
-                Kind::Compare(op.name, Template::parse(arg))
+                let t = Template::parse(arg);
+                let fixed = t.is_literal().then(|| number(arg.as_bytes()));
+                Kind::Compare(op.name, t, fixed)
             }
             OpName::Streq
             | OpName::Within
@@ -131,7 +134,8 @@ impl CompiledOp {
     pub fn run(&self, input: &[u8], vars: &dyn Vars, capture: bool) -> Outcome {
         let mut captures = Vec::new();
         let hit = match &self.kind {
-            Kind::Rx(re) => match capture {
+            // Most tests do not match: find out cheaply before capturing.
+            Kind::Rx(re) => match capture && re.is_match(input) {
                 false => re.is_match(input),
                 true => match re.captures(input) {
                     Some(c) => {
@@ -154,8 +158,12 @@ impl CompiledOp {
                 }
                 None => false,
             },
-            Kind::Compare(name, arg) => {
-                let (a, b) = (number(input), number(&arg.expand(vars)));
+            Kind::Compare(name, arg, fixed) => {
+                let a = number(input);
+                let b = match fixed {
+                    Some(n) => *n,
+                    None => number(&arg.expand(vars)),
+                };
                 match name {
                     OpName::Eq => a == b,
                     OpName::Ge => a >= b,

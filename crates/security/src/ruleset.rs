@@ -54,6 +54,9 @@ pub struct CompiledRule {
     pub ctls: Vec<RuleCtl>,
     /// `variables`, compiled (after every `SecRuleUpdateTarget*` has applied).
     pub targets: Vec<Target>,
+    /// For each prefix of `transforms`, an id shared by every rule with the same
+    /// prefix (the key of a transaction's transformation cache).
+    pub prefix_ids: Vec<u32>,
     pub capture: bool,
     pub multi_match: bool,
     pub log: bool,
@@ -270,10 +273,11 @@ pub fn compile_with(all: Vec<Located>, files: &dyn DataFiles) -> Result<RuleSet,
             Directive::Ignored(_) => {}
         }
     }
+    let mut prefixes = std::collections::HashMap::new();
     for p in &mut set.phases {
         for e in p {
             if let Entry::Rule(r) = e {
-                finish(r)?;
+                finish(r, &mut prefixes)?;
             }
         }
     }
@@ -282,7 +286,16 @@ pub fn compile_with(all: Vec<Located>, files: &dyn DataFiles) -> Result<RuleSet,
 
 /// Compiles a rule's (and its chain's) targets and `ctl` target lists, once every
 /// directive that changes them has applied.
-fn finish(r: &mut CompiledRule) -> Result<(), ParseError> {
+fn finish(
+    r: &mut CompiledRule,
+    prefixes: &mut std::collections::HashMap<Vec<Transform>, u32>,
+) -> Result<(), ParseError> {
+    r.prefix_ids = (1..=r.transforms.len())
+        .map(|n| {
+            let next = prefixes.len() as u32;
+            *prefixes.entry(r.transforms[..n].to_vec()).or_insert(next)
+        })
+        .collect();
     let (file, line) = (r.file.clone(), r.line);
     let targets = |vars: &[Variable]| -> Result<Vec<Target>, ParseError> {
         vars.iter()
@@ -303,7 +316,7 @@ fn finish(r: &mut CompiledRule) -> Result<(), ParseError> {
         *c = compiled;
     }
     if let Some(next) = &mut r.chained {
-        finish(next)?;
+        finish(next, prefixes)?;
     }
     Ok(())
 }
@@ -355,6 +368,7 @@ fn compile_rule(
         setvars: Vec::new(),
         ctls: Vec::new(),
         targets: Vec::new(),
+        prefix_ids: Vec::new(),
         capture: false,
         multi_match: false,
         log: d.log,

@@ -1,60 +1,95 @@
 //! A transaction's persistent variables (`TX` and the other `setvar` collections):
-//! keys compared case-insensitively, values as bytes, and `setvar`'s arithmetic as
-//! ModSecurity does it (a value that is not a number counts as 0).
+//! keys compared case-insensitively (stored lower case, so a lookup with a lower-case
+//! key costs one hash and no allocation), values as bytes, and `setvar`'s arithmetic
+//! as ModSecurity does it (a value that is not a number counts as 0).
 
 use crate::actions::SetOp;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
+
+/// The collections `setvar` writes, in index order.
+const COLLECTIONS: [&str; 6] = ["tx", "ip", "global", "session", "user", "resource"];
 
 #[derive(Debug, Default, Clone)]
 pub struct Store {
-    /// (collection, key), both lower case.
-    values: HashMap<(String, String), Vec<u8>>,
+    cols: [FxHashMap<Box<str>, Vec<u8>>; 6],
+}
+
+fn index(collection: &str) -> Option<usize> {
+    COLLECTIONS
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(collection))
+}
+
+/// `key` in lower case, allocating only if it has upper-case letters.
+fn lower(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(key.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(key)
+    }
 }
 
 impl Store {
     pub fn get(&self, collection: &str, key: &str) -> Option<&[u8]> {
-        self.values
-            .get(&(collection.to_ascii_lowercase(), key.to_ascii_lowercase()))
-            .map(Vec::as_slice)
+        let col = &self.cols[index(collection)?];
+        col.get(&*lower(key)).map(Vec::as_slice)
+    }
+
+    /// The stored key and the value.
+    pub fn entry(&self, collection: &str, key: &str) -> Option<(&str, &[u8])> {
+        let col = &self.cols[index(collection)?];
+        col.get_key_value(&*lower(key))
+            .map(|(k, v)| (&**k, v.as_slice()))
     }
 
     pub fn set(&mut self, collection: &str, key: &str, value: Vec<u8>) {
-        self.values.insert(
-            (collection.to_ascii_lowercase(), key.to_ascii_lowercase()),
-            value,
-        );
+        if let Some(i) = index(collection) {
+            self.cols[i].insert(lower(key).into(), value);
+        }
     }
 
     /// Members of a collection, in no particular order.
     pub fn members<'a>(
         &'a self,
-        collection: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let c = collection.to_ascii_lowercase();
-        self.values
-            .iter()
-            .filter(move |((col, _), _)| *col == c)
-            .map(|((_, k), v)| (k.as_str(), v.as_slice()))
+        collection: &str,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a [u8])> + 'a> {
+        match index(collection) {
+            Some(i) => Box::new(self.cols[i].iter().map(|(k, v)| (&**k, v.as_slice()))),
+            None => Box::new(std::iter::empty()),
+        }
     }
 
     /// Applies a `setvar` whose name and value are already expanded.
     pub fn apply(&mut self, collection: &str, key: &str, op: &SetOp, value: &[u8]) {
-        let k = (collection.to_ascii_lowercase(), key.to_ascii_lowercase());
+        let Some(i) = index(collection) else { return };
+        let col = &mut self.cols[i];
+        let key = lower(key);
         match op {
             SetOp::Delete => {
-                self.values.remove(&k);
+                col.remove(&*key);
             }
-            SetOp::Set(_) => {
-                self.values.insert(k, value.to_vec());
-            }
+            SetOp::Set(_) => match col.get_mut(&*key) {
+                Some(v) => {
+                    v.clear();
+                    v.extend_from_slice(value);
+                }
+                None => {
+                    col.insert(key.into(), value.to_vec());
+                }
+            },
             SetOp::Add(_) | SetOp::Sub(_) => {
-                let current = self.values.get(&k).map_or(0, |v| number(v));
                 let n = number(value);
+                let slot = match col.get_mut(&*key) {
+                    Some(v) => v,
+                    None => col.entry(key.into()).or_default(),
+                };
+                let current = number(slot);
                 let next = match op {
                     SetOp::Add(_) => current.saturating_add(n),
                     _ => current.saturating_sub(n),
                 };
-                self.values.insert(k, next.to_string().into_bytes());
+                slot.clear();
+                slot.extend_from_slice(next.to_string().as_bytes());
             }
         }
     }
@@ -87,5 +122,7 @@ mod tests {
         s.apply("tx", "fresh", &SetOp::Delete, b"");
         assert_eq!(s.get("tx", "fresh"), None);
         assert_eq!(s.members("TX").count(), 1);
+        s.apply("nope", "x", &add, b"1");
+        assert_eq!(s.get("nope", "x"), None);
     }
 }

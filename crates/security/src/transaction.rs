@@ -17,7 +17,10 @@ use crate::store::Store;
 use crate::target::Target;
 use crate::transform;
 use crate::variables::Collection;
+use rustc_hash::FxHashMap;
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// What the engine decided to do to the exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,10 @@ pub enum InterruptAction {
     Drop,
     Redirect(String),
 }
+
+/// Transformed values by (value address, length, transformation prefix id); None:
+/// the transformations left the value as it was.
+type TransformCache = FxHashMap<(usize, usize, u32), Option<Rc<[u8]>>>;
 
 /// A target removed for this transaction only (`ctl:ruleRemoveTargetBy*`).
 enum Scope {
@@ -63,6 +70,9 @@ pub struct Transaction<'r> {
     phase: u8,
     /// The rule being run, for `%{rule.*}`.
     current: Option<&'r CompiledRule>,
+    /// Transformed values by (value address, length, transformation prefix id), for
+    /// the phase being run: rules that share transformations transform a value once.
+    cache: RefCell<TransformCache>,
 }
 
 impl<'r> Transaction<'r> {
@@ -88,6 +98,7 @@ impl<'r> Transaction<'r> {
             response_body_access: rules.response_body_access,
             phase: 0,
             current: None,
+            cache: RefCell::new(FxHashMap::default()),
         }
     }
 
@@ -251,6 +262,7 @@ impl<'r> Transaction<'r> {
 
     fn run(&mut self, phase: u8) {
         self.phase = phase;
+        self.cache.get_mut().clear();
         if self.engine == EngineMode::Off || (phase <= self.allowed_through && phase != 5) {
             return;
         }
@@ -475,7 +487,6 @@ impl<'r> Transaction<'r> {
 
     /// Transforms one value and runs the operator (on every stage with `multiMatch`).
     fn test(&self, r: &CompiledRule, v: &Val<'_>, hits: &mut Vec<Hit>) {
-        let mut value: Cow<'_, [u8]> = Cow::Borrowed(&v.value);
         let check = |value: &[u8], hits: &mut Vec<Hit>| {
             let out = r.operator.run(value, self, r.capture);
             if out.matched {
@@ -487,23 +498,72 @@ impl<'r> Transaction<'r> {
             }
         };
         if r.multi_match {
+            let mut value: Cow<'_, [u8]> = Cow::Borrowed(&v.value);
             check(&value, hits);
-        }
-        for t in &r.transforms {
-            let next = match transform::apply(*t, &value) {
-                Cow::Owned(o) => Some(o),
-                Cow::Borrowed(_) => None,
-            };
-            if let Some(o) = next {
-                value = Cow::Owned(o);
-                if r.multi_match {
+            for t in &r.transforms {
+                let next = match transform::apply(*t, &value) {
+                    Cow::Owned(o) => Some(o),
+                    Cow::Borrowed(_) => None,
+                };
+                if let Some(o) = next {
+                    value = Cow::Owned(o);
                     check(&value, hits);
                 }
             }
+            return;
         }
-        if !r.multi_match {
-            check(&value, hits);
+        match self.transformed(r, v) {
+            Some(t) => check(&t, hits),
+            None => check(&v.value, hits),
         }
+    }
+
+    /// `v` after `r`'s transformations; None if they leave it unchanged. Values of the
+    /// request and response are cached for the phase; `TX` and the like, which rules
+    /// change, are not.
+    fn transformed(&self, r: &CompiledRule, v: &Val<'_>) -> Option<Rc<[u8]>> {
+        let n = r.transforms.len();
+        if n == 0 {
+            return None;
+        }
+        let cacheable = matches!(v.value, Cow::Borrowed(_))
+            && !matches!(
+                v.col,
+                Collection::Tx
+                    | Collection::Ip
+                    | Collection::Global
+                    | Collection::Session
+                    | Collection::User
+                    | Collection::MatchedVar
+                    | Collection::MatchedVars
+                    | Collection::MatchedVarName
+                    | Collection::MatchedVarsNames
+            );
+        let key = |i: usize| (v.value.as_ptr() as usize, v.value.len(), r.prefix_ids[i]);
+        // The longest cached prefix, and what it gave.
+        let (mut start, mut current): (usize, Option<Rc<[u8]>>) = (0, None);
+        if cacheable {
+            let cache = self.cache.borrow();
+            for i in (0..n).rev() {
+                if let Some(c) = cache.get(&key(i)) {
+                    if i == n - 1 {
+                        return c.clone();
+                    }
+                    (start, current) = (i + 1, c.clone());
+                    break;
+                }
+            }
+        }
+        for i in start..n {
+            let input: &[u8] = current.as_deref().unwrap_or(&v.value);
+            if let Cow::Owned(o) = transform::apply(r.transforms[i], input) {
+                current = Some(Rc::from(o));
+            }
+            if cacheable {
+                self.cache.borrow_mut().insert(key(i), current.clone());
+            }
+        }
+        current
     }
 }
 
