@@ -20,7 +20,7 @@ use crate::variables::Collection;
 use rustc_hash::FxHashMap;
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::Arc;
 
 /// What the engine decided to do to the exchange.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub enum InterruptAction {
 
 /// Transformed values by (value address, length, transformation prefix id); None:
 /// the transformations left the value as it was.
-type TransformCache = FxHashMap<(usize, usize, u32), Option<Rc<[u8]>>>;
+type TransformCache = FxHashMap<(usize, usize, u32), Option<Arc<[u8]>>>;
 
 /// A target removed for this transaction only (`ctl:ruleRemoveTargetBy*`).
 enum Scope {
@@ -521,7 +521,7 @@ impl<'r> Transaction<'r> {
     /// `v` after `r`'s transformations; None if they leave it unchanged. Values of the
     /// request and response are cached for the phase; `TX` and the like, which rules
     /// change, are not.
-    fn transformed(&self, r: &CompiledRule, v: &Val<'_>) -> Option<Rc<[u8]>> {
+    fn transformed(&self, r: &CompiledRule, v: &Val<'_>) -> Option<Arc<[u8]>> {
         let n = r.transforms.len();
         if n == 0 {
             return None;
@@ -541,7 +541,7 @@ impl<'r> Transaction<'r> {
             );
         let key = |i: usize| (v.value.as_ptr() as usize, v.value.len(), r.prefix_ids[i]);
         // The longest cached prefix, and what it gave.
-        let (mut start, mut current): (usize, Option<Rc<[u8]>>) = (0, None);
+        let (mut start, mut current): (usize, Option<Arc<[u8]>>) = (0, None);
         if cacheable {
             let cache = self.cache.borrow();
             for i in (0..n).rev() {
@@ -557,7 +557,7 @@ impl<'r> Transaction<'r> {
         for i in start..n {
             let input: &[u8] = current.as_deref().unwrap_or(&v.value);
             if let Cow::Owned(o) = transform::apply(r.transforms[i], input) {
-                current = Some(Rc::from(o));
+                current = Some(Arc::from(o));
             }
             if cacheable {
                 self.cache.borrow_mut().insert(key(i), current.clone());
