@@ -6,3 +6,4 @@ pub mod app;
 pub mod banner;
 pub mod cluster;
 pub mod echo;
+pub mod ftw;
