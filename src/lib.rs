@@ -7,3 +7,4 @@ pub mod banner;
 pub mod cluster;
 pub mod echo;
 pub mod ftw;
+pub mod waf_test;
