@@ -20,7 +20,10 @@ async fn the_crs_regression_suite_passes() {
         verbose: false,
     };
     let report = run(&opts).await.expect("the suite runs");
-    let _ = std::fs::write(root.join("target/crs-conformance.md"), report.markdown_table());
+    let _ = std::fs::write(
+        root.join("target/crs-conformance.md"),
+        report.markdown_table(),
+    );
     println!("{report}");
     assert!(report.passed() > 0, "no stage ran");
     assert_eq!(report.failed(), 0, "{report}");

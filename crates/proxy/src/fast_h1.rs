@@ -17,9 +17,11 @@ use crate::headers::{add_forwarded, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::pool::{Acquired, Lease, Pool, Pooled, Reusable};
 use crate::rewind::Rewind;
 use crate::upstream::UpstreamError;
+use crate::waf::WafTransaction;
 use bytes::{Bytes, BytesMut};
 use gatehouse_translate::cluster::Cluster;
 use gatehouse_translate::routes::modify_path;
+use gatehouse_translate::waf::WafPolicy;
 use gatehouse_translate::{ActionKind, BackendTarget, UpstreamProtocol};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -132,6 +134,24 @@ struct Message {
     framing: Framing,
     /// The client asked to close after this request.
     close: bool,
+}
+
+/// A WAF judging one exchange on the fast path.
+struct Judge<'a, 'w> {
+    waf: &'a WafPolicy,
+    tx: WafTransaction<'w>,
+    logged: bool,
+}
+
+impl Judge<'_, '_> {
+    /// Runs phase 5 and writes the logs, once.
+    fn finish(&mut self, dp: &DataPlane, rid: &HeaderValue) {
+        if !self.logged {
+            self.logged = true;
+            self.tx.process_logging();
+            crate::waf::log(dp, self.waf, &self.tx, rid);
+        }
+    }
 }
 
 /// Per-connection state, reused by every request.
@@ -379,12 +399,11 @@ impl Downstream {
         if cluster.protocol == UpstreamProtocol::Http2
             || cluster.policy.retry.is_some()
             || !routed.action.mirrors.is_empty()
-            || routed.action.waf.is_some()
         {
             return Err(self.handover(&raw));
         }
         let (status, keep) = self
-            .forward(dp, stream, info, msg, routed, &cluster, &rid)
+            .forward(dp, stream, info, msg, routed, &cluster, &rid, target)
             .await;
         stats.record(status, start.elapsed());
         Ok(keep)
@@ -448,9 +467,59 @@ impl Downstream {
     }
 
     /// Forwards a request to `cluster`; returns the status answered and whether the
-    /// connection stays open.
+    /// connection stays open. A route with a WAF has the exchange judged on the way
+    /// (`target` is the request target as received), and its verdicts logged.
     #[allow(clippy::too_many_arguments)]
     async fn forward<S: Io>(
+        &mut self,
+        dp: &Arc<DataPlane>,
+        stream: &mut S,
+        info: &ConnInfo,
+        head: Message,
+        routed: Routed<'_>,
+        cluster: &Arc<Cluster>,
+        rid: &HeaderValue,
+        target: &str,
+    ) -> (u16, bool) {
+        let Some(waf) = routed.action.waf.clone() else {
+            return self
+                .forward_judged(dp, stream, info, head, routed, cluster, rid, None)
+                .await;
+        };
+        let method = head.method.as_str().as_bytes();
+        let tx = crate::waf::begin(
+            &waf,
+            info,
+            rid,
+            method,
+            target.as_bytes(),
+            b"HTTP/1.1",
+            &head.headers,
+        );
+        let mut judge = Judge {
+            waf: &waf,
+            tx,
+            logged: false,
+        };
+        let result = self
+            .forward_judged(
+                dp,
+                stream,
+                info,
+                head,
+                routed,
+                cluster,
+                rid,
+                Some(&mut judge),
+            )
+            .await;
+        judge.finish(dp, rid);
+        result
+    }
+
+    /// [`Self::forward`], with the WAF's transaction if the route has one.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_judged<S: Io>(
         &mut self,
         dp: &Arc<DataPlane>,
         stream: &mut S,
@@ -459,15 +528,52 @@ impl Downstream {
         routed: Routed<'_>,
         cluster: &Arc<Cluster>,
         rid: &HeaderValue,
+        mut judge: Option<&mut Judge<'_, '_>>,
     ) -> (u16, bool) {
         let close = head.close;
         // After an answer of our own the connection stays only if no request body is
         // left unread on it.
-        let keep = !close && head.framing == Framing::None;
+        let mut keep = !close && head.framing == Framing::None;
         if let Framing::Length(n) = head.framing {
             if n > dp.cfg.max_body_bytes {
                 let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                 return self.answer(stream, resp, rid, false).await;
+            }
+        }
+        if let Some(j) = judge.as_mut() {
+            let (waf, tx) = (j.waf, &mut j.tx);
+            tx.process_request_headers();
+            if crate::waf::blocks(waf, tx) {
+                return self.waf_block(dp, stream, j, rid, keep).await;
+            }
+            if tx.request_body_access() && head.framing != Framing::None {
+                let body = match self.read_body(dp, stream, head.framing).await {
+                    Ok(b) => b,
+                    Err(SendError::TooLarge) => {
+                        let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                        return self.answer(stream, resp, rid, false).await;
+                    }
+                    Err(_) => return (400, false),
+                };
+                tx.append_request_body(&body);
+                // The body now goes upstream from the buffer, with its length.
+                head.headers.remove(header::TRANSFER_ENCODING);
+                head.headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                head.framing = match body.len() {
+                    0 => Framing::None,
+                    n => Framing::Length(n as u64),
+                };
+                keep = !close;
+                let mut all = body;
+                all.extend_from_slice(&self.buf);
+                self.buf = all;
+            }
+            tx.process_request_body();
+            if crate::waf::blocks(waf, tx) {
+                // An unread body would be taken for the next request.
+                let keep = keep && head.framing == Framing::None;
+                return self.waf_block(dp, stream, j, rid, keep).await;
             }
         }
         let affinity = affinity::of_request(&cluster.policy, &head.headers, info.peer);
@@ -611,9 +717,55 @@ impl Downstream {
         };
         let status = resp_head.status;
         admitted.guard.outcome(status < 500);
+        let framing = resp_head.framing(&head.method);
+        if let Some(j) = judge.as_mut() {
+            let (waf, tx) = (j.waf, &mut j.tx);
+            let up = lease.conn();
+            tx.x.status = status;
+            tx.x.response_protocol = b"HTTP/1.1".to_vec();
+            for (n, v) in &up.ranges {
+                let pair = (up.buf[n.clone()].to_vec(), up.buf[v.clone()].to_vec());
+                tx.x.response_headers.push(pair);
+            }
+            tx.process_response_headers();
+            let content_type =
+                tx.x.response_headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+            let limit = waf.rules.response_body_limit.unwrap_or(512 * 1024);
+            let inspect = !crate::waf::blocks(waf, tx)
+                && waf.inspect_responses
+                && tx.response_body_access()
+                && tx.inspects_response_type(&content_type);
+            // Response bodies of a known length within the limit are inspected (others
+            // stream through unread).
+            if let (true, Framing::Length(n)) = (inspect, framing) {
+                if n <= limit {
+                    let end = resp_head.len + n as usize;
+                    while up.buf.len() < end {
+                        up.buf.reserve(16 * 1024);
+                        match up.stream.read_buf(&mut up.buf).await {
+                            Ok(0) | Err(_) => return (502, false),
+                            Ok(_) => {}
+                        }
+                    }
+                    tx.append_response_body(&up.buf[resp_head.len..end]);
+                    tx.process_response_body();
+                }
+            }
+            if crate::waf::blocks(waf, tx) {
+                // The upstream answer is dropped unread, with its connection.
+                drop(lease);
+                return self.waf_block(dp, stream, j, rid, !close).await;
+            }
+            // Logged before the client has its answer (phase 5 runs now: everything
+            // it may read is known).
+            j.finish(dp, rid);
+        }
         // The response head for the client.
         let up = lease.conn();
-        let framing = resp_head.framing(&head.method);
         let close_after = close || framing == Framing::Close || *dp.shutdown.borrow();
         self.out.clear();
         write_response_head(
@@ -650,6 +802,74 @@ impl Downstream {
                 (status, !close_after)
             }
             Err(()) => (status, false),
+        }
+    }
+
+    /// Answers with the WAF's blocking response (logged first).
+    async fn waf_block<S: Io>(
+        &mut self,
+        dp: &DataPlane,
+        stream: &mut S,
+        j: &mut Judge<'_, '_>,
+        rid: &HeaderValue,
+        keep: bool,
+    ) -> (u16, bool) {
+        j.finish(dp, rid);
+        let (resp, keep) = match j.tx.interruption() {
+            Some(i) => (
+                crate::waf::blocked(j.waf, i, rid),
+                keep && i.action != gatehouse_security::InterruptAction::Drop,
+            ),
+            None => return (500, false),
+        };
+        self.answer(stream, resp, rid, keep).await
+    }
+
+    /// Reads a whole request body (de-chunked) for inspection, bounded by the largest
+    /// body accepted.
+    async fn read_body<S: Io>(
+        &mut self,
+        dp: &DataPlane,
+        client: &mut S,
+        framing: Framing,
+    ) -> Result<BytesMut, SendError> {
+        match framing {
+            Framing::Length(n) => {
+                let n = n as usize;
+                while self.buf.len() < n {
+                    self.buf.reserve((n - self.buf.len()).min(64 * 1024));
+                    match client.read_buf(&mut self.buf).await {
+                        Ok(0) | Err(_) => return Err(SendError::Client),
+                        Ok(_) => {}
+                    }
+                }
+                Ok(self.buf.split_to(n))
+            }
+            Framing::Chunked => {
+                let mut scanner = ChunkedScanner::default();
+                let mut body = BytesMut::new();
+                loop {
+                    let (used, data) = scanner.decode(&self.buf).map_err(|_| SendError::Client)?;
+                    if let Some(r) = data {
+                        body.extend_from_slice(&self.buf[r]);
+                        if body.len() as u64 > dp.cfg.max_body_bytes {
+                            return Err(SendError::TooLarge);
+                        }
+                    }
+                    bytes::Buf::advance(&mut self.buf, used);
+                    if scanner.is_done() {
+                        return Ok(body);
+                    }
+                    if used == 0 {
+                        self.buf.reserve(16 * 1024);
+                        match client.read_buf(&mut self.buf).await {
+                            Ok(0) | Err(_) => return Err(SendError::Client),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+            }
+            Framing::None | Framing::Close => Ok(BytesMut::new()),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::handler::{ConnInfo, Routed};
 use bytes::Bytes;
 use gatehouse_security::exchange::Peer;
 use gatehouse_security::transaction::{InterruptAction, Interruption, Transaction};
+pub use gatehouse_security::Transaction as WafTransaction;
 use gatehouse_translate::waf::{WafMode, WafPolicy};
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
@@ -26,31 +27,24 @@ pub async fn guard(
     fwd: Routed<'static>,
     req: Request<RequestBody>,
 ) -> Response<Body> {
-    let peer = Peer {
-        remote_addr: conn.peer.ip().to_string(),
-        remote_port: conn.peer.port(),
-        server_addr: conn.listener.ip().to_string(),
-        server_port: conn.listener.port(),
-        unique_id: String::from_utf8_lossy(rid.as_bytes()).into_owned(),
-    };
-    let mut tx = Transaction::new(&waf.rules, peer);
     let (mut parts, body) = req.into_parts();
     let target = match parts.uri.path_and_query() {
         Some(pq) if parts.uri.scheme().is_none() => pq.as_str().to_string(),
         _ => parts.uri.to_string(),
     };
-    tx.x.set_request_line(
+    let mut tx = begin(
+        waf,
+        conn,
+        rid,
         parts.method.as_str().as_bytes(),
         target.as_bytes(),
         version(parts.version),
+        &parts.headers,
     );
-    if parts.version == Version::HTTP_2 {
+    if parts.version == Version::HTTP_2 && tx.x.header(b"host").is_none() {
         if let Some(a) = parts.uri.authority() {
             tx.x.add_header(b"host", a.as_str().as_bytes());
         }
-    }
-    for (k, v) in &parts.headers {
-        tx.x.add_header(k.as_str().as_bytes(), v.as_bytes());
     }
     if let Some(i) = tx.process_request_headers().cloned() {
         return finish(dp, waf, &mut tx, rid, Some(i), None);
@@ -108,6 +102,36 @@ pub async fn guard(
         None,
         Some(Response::from_parts(rparts, rbody)),
     )
+}
+
+/// A transaction for one request of `conn`, its request line and headers filled.
+pub(crate) fn begin<'w>(
+    waf: &'w WafPolicy,
+    conn: &ConnInfo,
+    rid: &HeaderValue,
+    method: &[u8],
+    target: &[u8],
+    protocol: &[u8],
+    headers: &http::HeaderMap,
+) -> Transaction<'w> {
+    let peer = Peer {
+        remote_addr: conn.peer.ip().to_string(),
+        remote_port: conn.peer.port(),
+        server_addr: conn.listener.ip().to_string(),
+        server_port: conn.listener.port(),
+        unique_id: String::from_utf8_lossy(rid.as_bytes()).into_owned(),
+    };
+    let mut tx = Transaction::new(&waf.rules, peer);
+    tx.x.set_request_line(method, target, protocol);
+    for (k, v) in headers {
+        tx.x.add_header(k.as_str().as_bytes(), v.as_bytes());
+    }
+    tx
+}
+
+/// Whether the WAF answers in place of the backend.
+pub(crate) fn blocks(waf: &WafPolicy, tx: &Transaction<'_>) -> bool {
+    waf.mode == WafMode::Blocking && tx.interruption().is_some()
 }
 
 fn version(v: Version) -> &'static [u8] {
@@ -214,7 +238,7 @@ fn finish(
 }
 
 /// The response to a blocked request.
-fn blocked(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> Response<Body> {
+pub(crate) fn blocked(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> Response<Body> {
     let id = String::from_utf8_lossy(rid.as_bytes());
     let mut resp = match &i.action {
         InterruptAction::Redirect(to) => {
@@ -255,7 +279,7 @@ fn blocked(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> Response<Bod
 }
 
 /// Writes the error-log lines and the audit event of a transaction that matched.
-fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue) {
+pub(crate) fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue) {
     let matched = tx.matched();
     if matched.is_empty() {
         return;

@@ -355,11 +355,8 @@ impl Exchange {
                 b(self.reqbody_error.as_deref().unwrap_or("").as_bytes()),
                 out,
             ),
-            C::ReqbodyProcessor => {
-                if let Some(p) = self.reqbody_processor {
-                    one(b(p.as_bytes()), out)
-                }
-            }
+            // Empty when no processor is chosen (a negated test of it then matches).
+            C::ReqbodyProcessor => one(b(self.reqbody_processor.unwrap_or("").as_bytes()), out),
             C::UrlencodedError => one(flag(self.urlencoded_error), out),
             C::InboundDataError => one(flag(self.inbound_data_error), out),
             C::OutboundDataError => one(flag(self.outbound_data_error), out),

@@ -1,6 +1,7 @@
 //! JSON bodies as ModSecurity v3 presents them: every scalar becomes an argument named
 //! by its path from `json` (`json.user.name`, `json.items.0`), its value as text
-//! (`true`, `false`, numbers as written, null as empty).
+//! (`true`, `false`, numbers as written, null as empty); a non-empty array is also an
+//! argument itself, valued by its length.
 
 use super::Pairs;
 use serde_json::Value;
@@ -39,6 +40,11 @@ fn walk(v: &Value, name: &mut Vec<u8>, out: &mut Pairs, depth: usize) -> Result<
                 walk(v, name, out, depth + 1)?;
                 name.truncate(len);
             }
+            // The array itself, valued by its length (as Coraza does): its name is an
+            // argument name too.
+            if !items.is_empty() {
+                out.push((name.clone(), items.len().to_string().into_bytes()));
+            }
         }
         Value::String(s) => out.push((name.clone(), s.as_bytes().to_vec())),
         Value::Null => out.push((name.clone(), Vec::new())),
@@ -62,8 +68,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["json.a.b", "json.a.c.0", "json.a.c.1", "json.a.c.2"]
+            [
+                "json.a.b",
+                "json.a.c.0",
+                "json.a.c.1",
+                "json.a.c.2",
+                "json.a.c"
+            ]
         );
+        assert_eq!(out[4].1, b"3");
         assert_eq!(out[2].1, b"true");
         assert!(parse(b"{\"a\":", &mut Pairs::new()).is_err());
         let deep = "[".repeat(5000);

@@ -67,21 +67,26 @@ pub struct Multipart {
 /// The boundary from a Content-Type, with its flags.
 pub fn boundary(content_type: &[u8], flags: &mut Flags) -> Result<Vec<u8>, String> {
     let bad = || "Multipart: Invalid boundary in C-T".to_string();
-    let lower = content_type.to_ascii_lowercase();
-    let at = find(&lower, b"boundary").ok_or_else(bad)?;
-    if find(&lower[at + 8..], b"boundary").is_some() {
-        return Err("Multipart: Multiple boundary parameters in C-T".into());
+    // The parameters after the media type; the one named `boundary` (any case).
+    let mut found: Option<&[u8]> = None;
+    for param in content_type.split(|&b| b == b';').skip(1) {
+        let p = param.trim_ascii_start();
+        if p.len() >= 8 && p[..8].eq_ignore_ascii_case(b"boundary") {
+            let after = &p[8..];
+            if after.trim_ascii_start().first() == Some(&b'=') {
+                if found.is_some() {
+                    return Err("Multipart: Multiple boundary parameters in C-T".into());
+                }
+                found = Some(after);
+            }
+        }
     }
-    let mut rest = &content_type[at + 8..];
+    let mut rest = found.ok_or_else(bad)?;
     let trimmed = rest.trim_ascii_start();
     if trimmed.len() != rest.len() {
         flags.boundary_whitespace = true;
     }
-    rest = trimmed;
-    if rest.first() != Some(&b'=') {
-        return Err(bad());
-    }
-    rest = &rest[1..];
+    rest = &trimmed[1..];
     let trimmed = rest.trim_ascii_start();
     if trimmed.len() != rest.len() {
         flags.boundary_whitespace = true;
@@ -92,10 +97,7 @@ pub fn boundary(content_type: &[u8], flags: &mut Flags) -> Result<Vec<u8>, Strin
         let end = rest[1..].iter().position(|&b| b == b'"').ok_or_else(bad)?;
         &rest[1..1 + end]
     } else {
-        let end = rest
-            .iter()
-            .position(|&b| b == b';' || b == b',')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
         let v = &rest[..end];
         let t = v.trim_ascii_end();
         if t.len() != v.len() {
@@ -426,6 +428,16 @@ mod tests {
         assert!(f.boundary_quoted && f.boundary_whitespace);
         assert!(boundary(b"multipart/form-data; boundary=a; boundary=b", &mut f).is_err());
         assert!(boundary(b"multipart/form-data", &mut f).is_err());
+        let mut f = Flags::default();
+        assert_eq!(
+            boundary(
+                b"multipart/form-data; boundary=----WebKitFormBoundary",
+                &mut f
+            )
+            .expect("ok"),
+            b"----WebKitFormBoundary"
+        );
+        assert_eq!(f, Flags::default());
 
         let body = b"junk\n--XyZ\nContent-Disposition: form-data; name='a'\n\nv\n--XyZ--\nafter";
         let (m, _) = parse(body, CT);
