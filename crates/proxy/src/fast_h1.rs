@@ -369,6 +369,7 @@ impl Downstream {
             // The Host header (from the head's bytes, so the headers stay free to change).
             authority: host.and_then(|r| std::str::from_utf8(&raw[r]).ok()),
             headers: &msg.headers,
+            http10: false,
         };
         let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
         let routed = match decision {
@@ -403,7 +404,16 @@ impl Downstream {
             return Err(self.handover(&raw));
         }
         let (status, keep) = self
-            .forward(dp, stream, info, msg, routed, &cluster, &rid, target)
+            .forward(
+                dp,
+                stream,
+                info,
+                msg,
+                routed,
+                &cluster,
+                &rid,
+                (target, &raw),
+            )
             .await;
         stats.record(status, start.elapsed());
         Ok(keep)
@@ -479,7 +489,7 @@ impl Downstream {
         routed: Routed<'_>,
         cluster: &Arc<Cluster>,
         rid: &HeaderValue,
-        target: &str,
+        (target, raw): (&str, &[u8]),
     ) -> (u16, bool) {
         let Some(waf) = routed.action.waf.clone() else {
             return self
@@ -494,7 +504,7 @@ impl Downstream {
             method,
             target.as_bytes(),
             b"HTTP/1.1",
-            &head.headers,
+            crate::waf::raw_headers(raw),
         );
         let mut judge = Judge {
             waf: &waf,

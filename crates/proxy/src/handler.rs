@@ -53,6 +53,7 @@ pub async fn handle(
         query: req.uri().query(),
         authority: req.uri().authority().map(|a| a.as_str()),
         headers: req.headers(),
+        http10: req.version() < http::Version::HTTP_11,
     };
     let (mut resp, stats) = match decide(&dp, &active, &conn, &head, &rid) {
         (Decision::Respond(r), stats) => (r, stats),
@@ -86,6 +87,9 @@ pub struct Head<'a, 'h> {
     /// The authority of an absolute-form request target (else Host is used).
     pub authority: Option<&'a str>,
     pub headers: &'h HeaderMap,
+    /// HTTP/1.0 or older, where Host is optional (such a request without one goes to
+    /// the rules that name no host).
+    pub http10: bool,
 }
 
 /// What routing decided.
@@ -145,7 +149,12 @@ pub fn decide<'a>(
             .and_then(|h| h.to_str().ok())
             .map(|h| Cow::Owned(h.to_string())),
     };
-    let Some(authority) = authority.filter(|a| !a.is_empty()) else {
+    let authority = match authority.filter(|a| !a.is_empty()) {
+        Some(a) => Some(a),
+        None if req.http10 => Some(Cow::Borrowed("")),
+        None => None,
+    };
+    let Some(authority) = authority else {
         return respond(error(StatusCode::BAD_REQUEST, "missing Host header"));
     };
     let host = strip_port(&authority);

@@ -32,6 +32,13 @@ pub async fn guard(
         Some(pq) if parts.uri.scheme().is_none() => pq.as_str().to_string(),
         _ => parts.uri.to_string(),
     };
+    // Header names come lower case from hyper: the rules see them in canonical form
+    // (`User-Agent`), as behind Go's HTTP server.
+    let headers: Vec<(Vec<u8>, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (canonical(k.as_str()), v.as_bytes()))
+        .collect();
     let mut tx = begin(
         waf,
         conn,
@@ -39,7 +46,7 @@ pub async fn guard(
         parts.method.as_str().as_bytes(),
         target.as_bytes(),
         version(parts.version),
-        &parts.headers,
+        headers.iter().map(|(k, v)| (k.as_slice(), *v)),
     );
     if parts.version == Version::HTTP_2 && tx.x.header(b"host").is_none() {
         if let Some(a) = parts.uri.authority() {
@@ -105,14 +112,14 @@ pub async fn guard(
 }
 
 /// A transaction for one request of `conn`, its request line and headers filled.
-pub(crate) fn begin<'w>(
+pub(crate) fn begin<'w, 'w2>(
     waf: &'w WafPolicy,
     conn: &ConnInfo,
     rid: &HeaderValue,
     method: &[u8],
     target: &[u8],
     protocol: &[u8],
-    headers: &http::HeaderMap,
+    headers: impl Iterator<Item = (&'w2 [u8], &'w2 [u8])>,
 ) -> Transaction<'w> {
     let peer = Peer {
         remote_addr: conn.peer.ip().to_string(),
@@ -124,9 +131,33 @@ pub(crate) fn begin<'w>(
     let mut tx = Transaction::new(&waf.rules, peer);
     tx.x.set_request_line(method, target, protocol);
     for (k, v) in headers {
-        tx.x.add_header(k.as_str().as_bytes(), v.as_bytes());
+        tx.x.add_header(k, v);
     }
     tx
+}
+
+/// `user-agent` as `User-Agent`.
+fn canonical(name: &str) -> Vec<u8> {
+    let mut upper = true;
+    name.bytes()
+        .map(|b| {
+            let c = if upper { b.to_ascii_uppercase() } else { b };
+            upper = b == b'-';
+            c
+        })
+        .collect()
+}
+
+/// The header lines of a raw HTTP/1 head, names as the client wrote them.
+pub(crate) fn raw_headers(head: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let i = l.iter().position(|&b| b == b':')?;
+            Some((&l[..i], l[i + 1..].trim_ascii()))
+        })
 }
 
 /// Whether the WAF answers in place of the backend.

@@ -477,7 +477,7 @@ impl<'r> Transaction<'r> {
                 })
         };
         for v in vals {
-            if (v.key.is_some() || v.col == Collection::Xml) && excluded(&v) {
+            if excluded(&v) {
                 continue;
             }
             self.test(r, &v, &mut hits);
