@@ -178,6 +178,35 @@ enum Command {
         #[arg(long, default_value = "echo")]
         name: String,
     },
+    /// Web application firewall tools.
+    #[command(subcommand)]
+    Waf(WafCommand),
+}
+
+#[derive(Subcommand)]
+enum WafCommand {
+    /// Run go-ftw regression tests (e.g. CRS's tests/regression/tests) against an
+    /// in-process Gatehouse set up as CRS's CI sets up its engines; prints every
+    /// failure by rule id and `N passed, N failed`. Exits non-zero on failures.
+    Test {
+        /// Directory of go-ftw YAML test files.
+        dir: PathBuf,
+        /// The Core Rule Set to load (crs-setup.conf(.example) and rules/).
+        #[arg(long, default_value = "waf/crs")]
+        rules: PathBuf,
+        /// Overrides file (go-ftw format): cases excused, with the reason.
+        #[arg(long)]
+        overrides: Option<PathBuf>,
+        /// Only tests whose `<rule_id>-<test_id>` match this regex.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Write the pass rate per rule file as a Markdown table to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Print every stage's verdict as it comes.
+        #[arg(long)]
+        verbose: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -230,6 +259,36 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             let mut opts = addrs.translate();
             opts.waf = waf.base()?;
             print!("{}", app::validate(&dir, &opts)?);
+            Ok(())
+        }
+        Command::Waf(WafCommand::Test {
+            dir,
+            rules,
+            overrides,
+            filter,
+            markdown,
+            verbose,
+        }) => {
+            let filter = filter
+                .map(|f| regex::Regex::new(&f))
+                .transpose()
+                .context("--filter is not a valid regex")?;
+            let report = gatehouse::waf_test::run(&gatehouse::waf_test::SuiteOptions {
+                tests: dir,
+                overrides,
+                rules,
+                filter,
+                verbose,
+            })
+            .await?;
+            print!("{report}");
+            if let Some(path) = markdown {
+                std::fs::write(&path, report.markdown_table())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            if report.failed() > 0 {
+                anyhow::bail!("{} stages failed", report.failed());
+            }
             Ok(())
         }
         Command::Echo { listen, name } => {
