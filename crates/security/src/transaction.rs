@@ -98,7 +98,7 @@ impl<'r> Transaction<'r> {
             response_body_access: rules.response_body_access,
             phase: 0,
             current: None,
-            cache: RefCell::new(FxHashMap::default()),
+            cache: RefCell::new(FxHashMap::with_capacity_and_hasher(256, Default::default())),
         }
     }
 
@@ -450,7 +450,7 @@ impl<'r> Transaction<'r> {
             }
             return hits;
         }
-        let mut vals: Vec<Val<'_>> = Vec::new();
+        let mut vals: Vec<Val<'_>> = Vec::with_capacity(16);
         for t in r.targets.iter().filter(|t| !t.exclude) {
             let start = vals.len();
             self.x.collect(t, &self.store, &self.matched_now, &mut vals);
