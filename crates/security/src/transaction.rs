@@ -198,6 +198,11 @@ impl<'r> Transaction<'r> {
             self.x.body_visible = true;
         }
         let Some(p) = self.processor else { return };
+        // An empty body is not parsed (and so is no parse error), as in ModSecurity.
+        if self.x.body.is_empty() {
+            self.x.body_visible |= p == Processor::UrlEncoded;
+            return;
+        }
         let body = std::mem::take(&mut self.x.body);
         match p {
             Processor::UrlEncoded => {
