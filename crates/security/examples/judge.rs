@@ -46,6 +46,7 @@ fn main() {
     if kind == "post" {
         headers.push(("Content-Type", "application/x-www-form-urlencoded"));
     }
+    stats(&rules);
     let t = std::time::Instant::now();
     let mut matched = 0;
     for _ in 0..n {
@@ -69,5 +70,17 @@ fn main() {
     println!(
         "{:.1} us/request ({matched} rules matched)",
         t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+}
+
+#[allow(dead_code)]
+fn stats(rules: &gatehouse_security::RuleSet) {
+    let all: Vec<_> = rules.rules().collect();
+    let with = all.iter().filter(|r| r.prefilter.is_some()).count();
+    eprintln!(
+        "{} rules, {} with a prefilter, {} groups",
+        all.len(),
+        with,
+        rules.prefilters.len()
     );
 }

@@ -31,6 +31,7 @@ pub mod matched;
 pub mod operator;
 pub mod operators;
 pub mod pattern;
+pub mod prefilter;
 pub mod ruleset;
 pub mod store;
 pub mod target;

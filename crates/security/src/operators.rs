@@ -129,6 +129,11 @@ impl CompiledOp {
         })
     }
 
+    /// `!@op`: the test's result is inverted.
+    pub fn negated(&self) -> bool {
+        self.negated
+    }
+
     /// Runs the operator on `input` (after the rule's transformations). Captures are
     /// collected when `capture` is set and the test matched.
     pub fn run(&self, input: &[u8], vars: &dyn Vars, capture: bool) -> Outcome {

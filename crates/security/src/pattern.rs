@@ -19,7 +19,7 @@ pub fn compile(pattern: &str) -> Result<Regex, Bad> {
 }
 
 /// `\x{hh}` written as `\xhh`, so a two-digit code can only ever mean one byte.
-fn braced_hex_to_plain(p: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn braced_hex_to_plain(p: &str) -> std::borrow::Cow<'_, str> {
     if !p.contains("\\x{") {
         return std::borrow::Cow::Borrowed(p);
     }

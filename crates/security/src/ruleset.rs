@@ -57,6 +57,10 @@ pub struct CompiledRule {
     /// For each prefix of `transforms`, an id shared by every rule with the same
     /// prefix (the key of a transaction's transformation cache).
     pub prefix_ids: Vec<u32>,
+    /// Literals every match of this rule's `@rx` contains, while compiling.
+    literals: Option<Vec<Vec<u8>>>,
+    /// The prefilter group (by transformation chain) and this rule's slot in it.
+    pub prefilter: Option<(u32, u32)>,
     pub capture: bool,
     pub multi_match: bool,
     pub log: bool,
@@ -98,6 +102,8 @@ pub struct RuleSet {
     pub signatures: Vec<String>,
     /// Phases 1 to 5, at index 0 to 4.
     pub phases: [Vec<Entry>; 5],
+    /// Literal prefilters of `@rx` rules, by the transformation chain they share.
+    pub prefilters: rustc_hash::FxHashMap<u32, crate::prefilter::Group>,
 }
 
 impl RuleSet {
@@ -281,6 +287,7 @@ pub fn compile_with(all: Vec<Located>, files: &dyn DataFiles) -> Result<RuleSet,
             }
         }
     }
+    group_prefilters(&mut set);
     Ok(set)
 }
 
@@ -369,6 +376,13 @@ fn compile_rule(
         ctls: Vec::new(),
         targets: Vec::new(),
         prefix_ids: Vec::new(),
+        literals: match (rule.operator.name, rule.operator.negated) {
+            (crate::operator::OpName::Rx, _) => {
+                crate::prefilter::required_literals(&rule.operator.argument)
+            }
+            _ => None,
+        },
+        prefilter: None,
         capture: false,
         multi_match: false,
         log: d.log,
@@ -422,6 +436,44 @@ fn update_actions_with(c: &mut CompiledRule, actions: &[Action], d: &Defaults) {
                     c.disruptive = Some(dis);
                 }
             }
+        }
+    }
+}
+
+/// The key of a rule's whole transformation chain.
+pub fn chain_key(r: &CompiledRule) -> u32 {
+    r.prefix_ids.last().copied().unwrap_or(u32::MAX)
+}
+
+/// Gives every `@rx` rule with literals (not `multiMatch`) a slot in the prefilter of
+/// its transformation chain.
+fn group_prefilters(set: &mut RuleSet) {
+    let mut sets: std::collections::HashMap<u32, Vec<Vec<Vec<u8>>>> = Default::default();
+    fn each(r: &mut CompiledRule, f: &mut dyn FnMut(&mut CompiledRule)) {
+        f(r);
+        if let Some(n) = &mut r.chained {
+            each(n, f);
+        }
+    }
+    for p in &mut set.phases {
+        for e in p {
+            if let Entry::Rule(r) = e {
+                each(r, &mut |r| {
+                    if let (Some(lits), false) = (r.literals.take(), r.multi_match) {
+                        let key = chain_key(r);
+                        let group = sets.entry(key).or_default();
+                        if group.len() < crate::prefilter::MAX_SLOTS {
+                            r.prefilter = Some((key, group.len() as u32));
+                            group.push(lits);
+                        }
+                    }
+                });
+            }
+        }
+    }
+    for (key, group) in sets {
+        if let Some(g) = crate::prefilter::Group::build(&group) {
+            set.prefilters.insert(key, g);
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct Transaction<'r> {
     /// Transformed values by (value address, length, transformation prefix id), for
     /// the phase being run: rules that share transformations transform a value once.
     cache: RefCell<TransformCache>,
+    /// Prefilter scans by (value address, length, chain key): the rules that may match.
+    candidates: RefCell<FxHashMap<(usize, usize, u32), crate::prefilter::Candidates>>,
 }
 
 impl<'r> Transaction<'r> {
@@ -99,6 +101,7 @@ impl<'r> Transaction<'r> {
             phase: 0,
             current: None,
             cache: RefCell::new(FxHashMap::with_capacity_and_hasher(256, Default::default())),
+            candidates: RefCell::new(FxHashMap::with_capacity_and_hasher(64, Default::default())),
         }
     }
 
@@ -268,6 +271,7 @@ impl<'r> Transaction<'r> {
     fn run(&mut self, phase: u8) {
         self.phase = phase;
         self.cache.get_mut().clear();
+        self.candidates.get_mut().clear();
         if self.engine == EngineMode::Off || (phase <= self.allowed_through && phase != 5) {
             return;
         }
@@ -469,21 +473,26 @@ impl<'r> Transaction<'r> {
                 });
             }
         }
-        let excluded = |v: &Val<'_>| {
-            let key = v.key.as_deref().unwrap_or(b"");
-            let hit = |t: &Target| t.collection == v.col && t.select.selects(key);
-            r.targets.iter().filter(|t| t.exclude).any(hit)
-                || self.removed_targets.iter().any(|(scope, t)| {
-                    let applies = match scope {
-                        Scope::Id(range) => r.id.is_some_and(|id| range.contains(id)),
-                        Scope::Tag(tag) => r.tags.contains(tag),
-                    };
-                    applies && hit(t)
-                })
-        };
+        // The exclusions that apply to this rule: its own `!` targets and the targets
+        // removed for this transaction. Most rules have none.
+        let removed: Vec<&Target> = self
+            .removed_targets
+            .iter()
+            .filter(|(scope, _)| match scope {
+                Scope::Id(range) => r.id.is_some_and(|id| range.contains(id)),
+                Scope::Tag(tag) => r.tags.contains(tag),
+            })
+            .map(|(_, t)| t)
+            .collect();
+        let own = r.targets.iter().any(|t| t.exclude);
         for v in vals {
-            if excluded(&v) {
-                continue;
+            if own || !removed.is_empty() {
+                let key = v.key.as_deref().unwrap_or(b"");
+                let hit = |t: &Target| t.collection == v.col && t.select.selects(key);
+                if r.targets.iter().filter(|t| t.exclude).any(hit) || removed.iter().any(|t| hit(t))
+                {
+                    continue;
+                }
             }
             self.test(r, &v, &mut hits);
         }
@@ -517,21 +526,48 @@ impl<'r> Transaction<'r> {
             }
             return;
         }
-        match self.transformed(r, v) {
-            Some(t) => check(&t, hits),
-            None => check(&v.value, hits),
+        let t = self.transformed(r, v);
+        let value: &[u8] = t.as_deref().unwrap_or(&v.value);
+        if !self.may_match(r, v, value) {
+            // None of the literals every match contains is there.
+            if r.operator.negated() {
+                hits.push(Hit {
+                    name: v.name(),
+                    value: value.to_vec(),
+                    captures: Vec::new(),
+                });
+            }
+            return;
         }
+        check(value, hits)
     }
 
-    /// `v` after `r`'s transformations; None if they leave it unchanged. Values of the
-    /// request and response are cached for the phase; `TX` and the like, which rules
-    /// change, are not.
-    fn transformed(&self, r: &CompiledRule, v: &Val<'_>) -> Option<Arc<[u8]>> {
-        let n = r.transforms.len();
-        if n == 0 {
-            return None;
+    /// False if `r`'s prefilter proves its `@rx` cannot match `value` (`v` transformed).
+    /// The scan is shared by every rule of the same transformation chain, per value.
+    fn may_match(&self, r: &CompiledRule, v: &Val<'_>, value: &[u8]) -> bool {
+        let Some((key, slot)) = r.prefilter else {
+            return true;
+        };
+        let Some(group) = self.rules.prefilters.get(&key) else {
+            return true;
+        };
+        let bit = |bits: &[u64]| bits[slot as usize / 64] & (1 << (slot % 64)) != 0;
+        if !Self::cacheable(v) {
+            return bit(&group.candidates(value)[..]);
         }
-        let cacheable = matches!(v.value, Cow::Borrowed(_))
+        let ck = (v.value.as_ptr() as usize, v.value.len(), key);
+        if let Some(bits) = self.candidates.borrow().get(&ck) {
+            return bit(&bits[..]);
+        }
+        let bits = group.candidates(value);
+        let found = bit(&bits[..]);
+        self.candidates.borrow_mut().insert(ck, bits);
+        found
+    }
+
+    /// Values of the request and response, which no rule changes during a phase.
+    fn cacheable(v: &Val<'_>) -> bool {
+        matches!(v.value, Cow::Borrowed(_))
             && !matches!(
                 v.col,
                 Collection::Tx
@@ -543,7 +579,18 @@ impl<'r> Transaction<'r> {
                     | Collection::MatchedVars
                     | Collection::MatchedVarName
                     | Collection::MatchedVarsNames
-            );
+            )
+    }
+
+    /// `v` after `r`'s transformations; None if they leave it unchanged. Values of the
+    /// request and response are cached for the phase; `TX` and the like, which rules
+    /// change, are not.
+    fn transformed(&self, r: &CompiledRule, v: &Val<'_>) -> Option<Arc<[u8]>> {
+        let n = r.transforms.len();
+        if n == 0 {
+            return None;
+        }
+        let cacheable = Self::cacheable(v);
         let key = |i: usize| (v.value.as_ptr() as usize, v.value.len(), r.prefix_ids[i]);
         // The longest cached prefix, and what it gave.
         let (mut start, mut current): (usize, Option<Arc<[u8]>>) = (0, None);
