@@ -237,13 +237,8 @@ async fn exclusions_annotations_and_bad_policies() {
     let c = client();
     let r = get(&c, w.proxy.http, "app.test", SQLI).await;
     assert_eq!(r.status, 200, "ARGS:id is excluded: {}", r.body);
-    let r = get(
-        &c,
-        w.proxy.http,
-        "app.test",
-        "/search?other=1%27%20OR%20%271%27%3D%271",
-    )
-    .await;
+    let other = "/search?other=1%27%20OR%20%271%27%3D%271";
+    let r = get(&c, w.proxy.http, "app.test", other).await;
     assert_eq!(r.status, 403, "other arguments are still inspected");
 
     // A rule that does not parse: the error names the policy and the field; the last
@@ -256,13 +251,7 @@ async fn exclusions_annotations_and_bad_policies() {
     write(w.proxy.dir.path(), "policy.yaml", &bad);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.proxy.running.version(), v, "the bad policy is not served");
-    let r = get(
-        &c,
-        w.proxy.http,
-        "app.test",
-        "/search?other=1%27%20OR%20%271%27%3D%271",
-    )
-    .await;
+    let r = get(&c, w.proxy.http, "app.test", other).await;
     assert_eq!(r.status, 403, "the previous WAF still protects");
     let errors = gatehouse::app::validate(
         w.proxy.dir.path(),

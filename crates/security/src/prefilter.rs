@@ -246,6 +246,25 @@ impl Group {
 mod tests {
     use super::*;
 
+    /// Every `@rx` pattern of the Core Rule Set, as written.
+    pub(super) fn crs_patterns() -> Vec<String> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../waf/crs/rules");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).expect("rules") {
+            let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
+            for line in text.lines() {
+                let Some(start) = line.find("\"@rx ") else {
+                    continue;
+                };
+                let rest = &line[start + 5..];
+                if let Some(end) = rest.rfind('"') {
+                    out.push(rest[..end].replace("\\\"", "\""));
+                }
+            }
+        }
+        out
+    }
+
     fn lits(p: &str) -> Option<Vec<String>> {
         required_literals(p).map(|s| {
             s.into_iter()
@@ -276,7 +295,6 @@ mod tests {
     #[test]
     fn the_prefilter_never_rejects_a_match() {
         // Every CRS pattern: whenever the regex matches a sample, a literal is present.
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../waf/crs/rules");
         let samples: &[&[u8]] = &[
             b"1' UNION SELECT password FROM users--",
             b"<script>alert(document.cookie)</script>",
@@ -292,32 +310,23 @@ mod tests {
             b"normal text with nothing",
         ];
         let mut checked = 0;
-        for e in std::fs::read_dir(dir).expect("rules") {
-            let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
-            for line in text.lines() {
-                let Some(start) = line.find("\"@rx ") else {
-                    continue;
-                };
-                let rest = &line[start + 5..];
-                let Some(end) = rest.rfind('"') else { continue };
-                let pattern = rest[..end].replace("\\\"", "\"");
-                let (Ok(re), Some(set)) = (
-                    crate::pattern::compile(&pattern),
-                    required_literals(&pattern),
-                ) else {
-                    continue;
-                };
-                let group = Group::build(&[set]).expect("group");
-                for s in samples {
-                    let lower = s.to_ascii_lowercase();
-                    for v in [&s[..], &lower[..]] {
-                        if re.is_match(v) {
-                            assert!(
-                                group.candidates(v)[0] & 1 == 1,
-                                "{pattern} matches {v:?} without its literals"
-                            );
-                            checked += 1;
-                        }
+        for pattern in crs_patterns() {
+            let (Ok(re), Some(set)) = (
+                crate::pattern::compile(&pattern),
+                required_literals(&pattern),
+            ) else {
+                continue;
+            };
+            let group = Group::build(&[set]).expect("group");
+            for s in samples {
+                let lower = s.to_ascii_lowercase();
+                for v in [&s[..], &lower[..]] {
+                    if re.is_match(v) {
+                        assert!(
+                            group.candidates(v)[0] & 1 == 1,
+                            "{pattern} matches {v:?} without its literals"
+                        );
+                        checked += 1;
                     }
                 }
             }
@@ -328,25 +337,17 @@ mod tests {
 
 #[cfg(test)]
 mod coverage {
+    /// `cargo test -p gatehouse-security --lib coverage -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn print_patterns_without_literals() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../waf/crs/rules");
         let (mut yes, mut no) = (0, 0);
-        for e in std::fs::read_dir(dir).expect("rules") {
-            let text = std::fs::read_to_string(e.expect("entry").path()).unwrap_or_default();
-            for line in text.lines() {
-                let Some(start) = line.find("\"@rx ") else {
-                    continue;
-                };
-                let rest = &line[start + 5..];
-                let Some(end) = rest.rfind('"') else { continue };
-                match super::required_literals(&rest[..end]) {
-                    Some(_) => yes += 1,
-                    None => {
-                        no += 1;
-                        println!("NONE {}", &rest[..end.min(150)]);
-                    }
+        for p in super::tests::crs_patterns() {
+            match super::required_literals(&p) {
+                Some(_) => yes += 1,
+                None => {
+                    no += 1;
+                    println!("NONE {}", &p[..p.len().min(150)]);
                 }
             }
         }

@@ -46,6 +46,8 @@ fn run(
     (ids, tx.interruption().map(|i| i.status))
 }
 
+const SQLI: &str = "/?id=1%27%20OR%20%271%27%3D%271";
+
 const BROWSER: &[(&str, &str)] = &[
     ("Host", "localhost"),
     (
@@ -62,13 +64,7 @@ fn clean_and_attacks() {
     assert!(ids.is_empty(), "clean request matched {ids:?}");
     assert_eq!(status, None);
 
-    let (ids, status) = run(
-        &rules,
-        "GET",
-        "/?id=1%27%20OR%20%271%27%3D%271",
-        BROWSER,
-        b"",
-    );
+    let (ids, status) = run(&rules, "GET", SQLI, BROWSER, b"");
     assert!(ids.contains(&942100), "{ids:?}");
     assert!(ids.contains(&949110), "{ids:?}");
     assert_eq!(status, Some(403));
@@ -91,13 +87,7 @@ fn clean_and_attacks() {
 #[test]
 fn detection_only_logs_but_never_blocks() {
     let rules = crs("SecAction \"id:900005,phase:1,nolog,pass,ctl:ruleEngine=DetectionOnly,setvar:tx.blocking_paranoia_level=4\"");
-    let (ids, status) = run(
-        &rules,
-        "GET",
-        "/?id=1%27%20OR%20%271%27%3D%271",
-        BROWSER,
-        b"",
-    );
+    let (ids, status) = run(&rules, "GET", SQLI, BROWSER, b"");
     assert!(ids.contains(&942100), "{ids:?}");
     assert_eq!(status, None);
 }
