@@ -284,3 +284,30 @@ async fn exclusions_annotations_and_bad_policies() {
     let r = get(&c, w.proxy.http, "app.test", "/fine").await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test]
+async fn http2_requests_are_judged_too() {
+    let backend = echo("app").await;
+    let w = start(&policy("Blocking", ""), backend).await;
+    let r = h2c_get(w.proxy.http, "app.test", SQLI).await;
+    assert_eq!(r.version, http::Version::HTTP_2);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let ok = h2c_get(w.proxy.http, "app.test", "/search?q=fine").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    wait_log(&w.log, "[id \"942100\"]").await;
+}
+
+#[tokio::test]
+async fn drop_closes_the_connection_without_an_answer() {
+    let backend = echo("app").await;
+    let rule = "    rules: |\n      SecRule REQUEST_HEADERS:X-Evil \"@streq yes\" \"id:1001,phase:1,drop,log,msg:'dropped'\"\n";
+    let w = start(&policy("Blocking", rule), backend).await;
+    let resp = raw(
+        w.proxy.http,
+        b"GET /x HTTP/1.1\r\nHost: app.test\r\nUser-Agent: t\r\nAccept: */*\r\nX-Evil: yes\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp, "", "no answer at all");
+    let log = wait_log(&w.log, "[id \"1001\"]").await;
+    assert!(log.contains("[msg \"dropped\"]"), "{log}");
+}

@@ -815,7 +815,8 @@ impl Downstream {
         }
     }
 
-    /// Answers with the WAF's blocking response (logged first).
+    /// Answers with the WAF's blocking response (logged first), or closes the
+    /// connection for `drop`.
     async fn waf_block<S: Io>(
         &mut self,
         dp: &DataPlane,
@@ -825,11 +826,12 @@ impl Downstream {
         keep: bool,
     ) -> (u16, bool) {
         j.finish(dp, rid);
-        let (resp, keep) = match j.tx.interruption() {
-            Some(i) => (
-                crate::waf::blocked(j.waf, i, rid),
-                keep && i.action != gatehouse_security::InterruptAction::Drop,
-            ),
+        let resp = match j.tx.interruption() {
+            // `drop`: the connection closes with no answer at all.
+            Some(i) if i.action == gatehouse_security::InterruptAction::Drop => {
+                return (i.status, false)
+            }
+            Some(i) => crate::waf::blocked(j.waf, i, rid),
             None => return (500, false),
         };
         self.answer(stream, resp, rid, keep).await
