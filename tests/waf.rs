@@ -227,6 +227,46 @@ async fn responses_are_inspected_when_asked() {
 }
 
 #[tokio::test]
+async fn chunked_responses_are_inspected_too() {
+    let backend = listen(|mut s| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        let body = match buf[..n].starts_with(b"GET /leak") {
+            true => "<b>Warning</b>: mysql_fetch_array(): supplied argument is not a valid MySQL result resource in /var/www/x.php",
+            false => "<p>A perfectly ordinary page about shoes, served in two chunks.</p>",
+        };
+        let (a, b) = body.split_at(20);
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len(),
+            b.len()
+        );
+        let _ = s.write_all(resp.as_bytes()).await;
+    })
+    .await;
+    let w = start(&policy("Blocking", "    inspectResponses: true\n"), backend).await;
+    let c = client();
+    let r = get(&c, w.proxy.http, "app.test", "/leak").await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    wait_log(&w.log, "[id \"959100\"]").await;
+    let r = get(&c, w.proxy.http, "app.test", "/page").await;
+    let log = std::fs::read_to_string(&w.log).unwrap_or_default();
+    assert_eq!(
+        r.status, 200,
+        "a clean body is relayed whole after inspection: {log}"
+    );
+    assert!(r.body.ends_with("two chunks.</p>"), "{}", r.body);
+    let w = start(&policy("Blocking", ""), backend).await;
+    let r = get(&c, w.proxy.http, "app.test", "/leak").await;
+    assert_eq!(
+        r.status, 200,
+        "without response inspection the body is not judged"
+    );
+    assert!(r.body.ends_with("x.php"), "{}", r.body);
+}
+
+#[tokio::test]
 async fn exclusions_annotations_and_bad_policies() {
     let backend = echo("app").await;
     let excluded = policy(

@@ -749,10 +749,11 @@ impl Downstream {
                 && waf.inspect_responses
                 && tx.response_body_access()
                 && tx.inspects_response_type(&content_type);
-            // Response bodies of a known length within the limit are inspected (others
-            // stream through unread).
-            if let (true, Framing::Length(n)) = (inspect, framing) {
-                if n <= limit {
+            // Response bodies within the limit are read ahead and inspected, then relayed
+            // as they came; larger ones, and those that run to the close, stream
+            // through unread.
+            match (inspect, framing) {
+                (true, Framing::Length(n)) if n <= limit => {
                     let end = resp_head.len + n as usize;
                     while up.buf.len() < end {
                         up.buf.reserve(16 * 1024);
@@ -764,6 +765,29 @@ impl Downstream {
                     tx.append_response_body(&up.buf[resp_head.len..end]);
                     tx.process_response_body();
                 }
+                (true, Framing::Chunked) => {
+                    let cap = resp_head.len + 2 * limit as usize + 16 * 1024;
+                    let mut scanner = ChunkedScanner::default();
+                    let mut end = resp_head.len;
+                    while let Ok(n) = scanner.scan(&up.buf[end..]) {
+                        end += n;
+                        if scanner.is_done() {
+                            let body = dechunk(&up.buf[resp_head.len..end]);
+                            tx.append_response_body(&body);
+                            tx.process_response_body();
+                            break;
+                        }
+                        if up.buf.len() > cap {
+                            break;
+                        }
+                        up.buf.reserve(16 * 1024);
+                        match up.stream.read_buf(&mut up.buf).await {
+                            Ok(0) | Err(_) => return (502, false),
+                            Ok(_) => {}
+                        }
+                    }
+                }
+                _ => {}
             }
             if crate::waf::blocks(waf, tx) {
                 // The upstream answer is dropped unread, with its connection.
@@ -1023,6 +1047,28 @@ impl Downstream {
             }
         }
     }
+}
+
+/// The data of a complete chunked body.
+fn dechunk(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut scanner = ChunkedScanner::default();
+    let mut at = 0;
+    while at < raw.len() && !scanner.is_done() {
+        match scanner.decode(&raw[at..]) {
+            Ok((used, data)) => {
+                if let Some(r) = data {
+                    out.extend_from_slice(&raw[at + r.start..at + r.end]);
+                }
+                if used == 0 {
+                    break;
+                }
+                at += used;
+            }
+            Err(_) => break,
+        }
+    }
+    out
 }
 
 /// Whether `e`, on a connection taken from the pool, means the backend had closed it
