@@ -148,8 +148,7 @@ impl Judge<'_, '_> {
     fn finish(&mut self, dp: &DataPlane, rid: &HeaderValue) {
         if !self.logged {
             self.logged = true;
-            self.tx.process_logging();
-            crate::waf::log(dp, self.waf, &self.tx, rid);
+            crate::waf::conclude(dp, self.waf, &mut self.tx, rid);
         }
     }
 }
@@ -738,17 +737,12 @@ impl Downstream {
                 tx.x.response_headers.push(pair);
             }
             tx.process_response_headers();
-            let content_type =
-                tx.x.response_headers
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
             let limit = waf.rules.response_body_limit.unwrap_or(512 * 1024);
+            let content_type = tx.x.response_header(b"content-type").unwrap_or(b"");
             let inspect = !crate::waf::blocks(waf, tx)
                 && waf.inspect_responses
                 && tx.response_body_access()
-                && tx.inspects_response_type(&content_type);
+                && tx.inspects_response_type(content_type);
             // Response bodies within the limit are read ahead and inspected, then relayed
             // as they came; larger ones, and those that run to the close, stream
             // through unread.
@@ -767,24 +761,15 @@ impl Downstream {
                 }
                 (true, Framing::Chunked) => {
                     let cap = resp_head.len + 2 * limit as usize + 16 * 1024;
-                    let mut scanner = ChunkedScanner::default();
-                    let mut end = resp_head.len;
-                    while let Ok(n) = scanner.scan(&up.buf[end..]) {
-                        end += n;
-                        if scanner.is_done() {
+                    match chunked_end(&mut up.buf, resp_head.len, &mut up.stream, cap).await {
+                        ChunkedEnd::Done(end) => {
                             let body = dechunk(&up.buf[resp_head.len..end]);
                             tx.append_response_body(&body);
                             tx.process_response_body();
-                            break;
                         }
-                        if up.buf.len() > cap {
-                            break;
-                        }
-                        up.buf.reserve(16 * 1024);
-                        match up.stream.read_buf(&mut up.buf).await {
-                            Ok(0) | Err(_) => return (502, false),
-                            Ok(_) => {}
-                        }
+                        ChunkedEnd::Closed => return (502, false),
+                        // Too large or malformed: relayed unread, as it came.
+                        ChunkedEnd::TooLarge | ChunkedEnd::Malformed => {}
                     }
                 }
                 _ => {}
@@ -882,27 +867,14 @@ impl Downstream {
                 Ok(self.buf.split_to(n))
             }
             Framing::Chunked => {
-                let mut scanner = ChunkedScanner::default();
-                let mut body = BytesMut::new();
-                loop {
-                    let (used, data) = scanner.decode(&self.buf).map_err(|_| SendError::Client)?;
-                    if let Some(r) = data {
-                        body.extend_from_slice(&self.buf[r]);
-                        if body.len() as u64 > dp.cfg.max_body_bytes {
-                            return Err(SendError::TooLarge);
-                        }
+                let cap = dp.cfg.max_body_bytes as usize;
+                match chunked_end(&mut self.buf, 0, client, cap).await {
+                    ChunkedEnd::Done(end) => {
+                        let raw = self.buf.split_to(end);
+                        Ok(BytesMut::from(Bytes::from(dechunk(&raw))))
                     }
-                    bytes::Buf::advance(&mut self.buf, used);
-                    if scanner.is_done() {
-                        return Ok(body);
-                    }
-                    if used == 0 {
-                        self.buf.reserve(16 * 1024);
-                        match client.read_buf(&mut self.buf).await {
-                            Ok(0) | Err(_) => return Err(SendError::Client),
-                            Ok(_) => {}
-                        }
-                    }
+                    ChunkedEnd::TooLarge => Err(SendError::TooLarge),
+                    ChunkedEnd::Malformed | ChunkedEnd::Closed => Err(SendError::Client),
                 }
             }
             Framing::None | Framing::Close => Ok(BytesMut::new()),
@@ -1045,6 +1017,46 @@ impl Downstream {
                     send_all(client, &chunk).await.map_err(|_| ())?;
                 }
             }
+        }
+    }
+}
+
+/// How reading a chunked body ahead ended.
+enum ChunkedEnd {
+    /// Complete: it ends at this offset of the buffer.
+    Done(usize),
+    /// The buffer grew past its cap first.
+    TooLarge,
+    Malformed,
+    /// The stream ended or failed first.
+    Closed,
+}
+
+/// Reads from `src` into `buf` until the chunked body that starts at `buf[from..]` is
+/// complete, without consuming it.
+async fn chunked_end<R: tokio::io::AsyncRead + Unpin>(
+    buf: &mut BytesMut,
+    from: usize,
+    src: &mut R,
+    cap: usize,
+) -> ChunkedEnd {
+    let mut scanner = ChunkedScanner::default();
+    let mut end = from;
+    loop {
+        match scanner.scan(&buf[end..]) {
+            Ok(n) => end += n,
+            Err(_) => return ChunkedEnd::Malformed,
+        }
+        if scanner.is_done() {
+            return ChunkedEnd::Done(end);
+        }
+        if buf.len() > cap {
+            return ChunkedEnd::TooLarge;
+        }
+        buf.reserve(16 * 1024);
+        match src.read_buf(buf).await {
+            Ok(0) | Err(_) => return ChunkedEnd::Closed,
+            Ok(_) => {}
         }
     }
 }

@@ -27,7 +27,7 @@ pub async fn guard(
     fwd: Routed<'static>,
     req: Request<RequestBody>,
 ) -> Response<Body> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let target = match parts.uri.path_and_query() {
         Some(pq) if parts.uri.scheme().is_none() => pq.as_str().to_string(),
         _ => parts.uri.to_string(),
@@ -53,21 +53,21 @@ pub async fn guard(
             tx.x.add_header(b"host", a.as_str().as_bytes());
         }
     }
-    if let Some(i) = tx.process_request_headers().cloned() {
-        return finish(dp, waf, &mut tx, rid, Some(i), None);
+    tx.process_request_headers();
+    if blocks(waf, &tx) {
+        return finish(dp, waf, &mut tx, rid, None);
     }
     let body = match inspect_request_body(&mut tx, body).await {
         Ok(b) => b,
         Err(resp) => {
-            tx.process_logging();
-            log(dp, waf, &tx, rid);
+            conclude(dp, waf, &mut tx, rid);
             return resp;
         }
     };
-    if let Some(i) = tx.process_request_body().cloned() {
-        return finish(dp, waf, &mut tx, rid, Some(i), None);
+    tx.process_request_body();
+    if blocks(waf, &tx) {
+        return finish(dp, waf, &mut tx, rid, None);
     }
-    parts.extensions = http::Extensions::new();
     let req = Request::from_parts(parts, body);
     let resp = fwd.send(dp, conn, rid, req).await;
     let (rparts, rbody) = resp.into_parts();
@@ -77,8 +77,9 @@ pub async fn guard(
         tx.x.response_headers
             .push((k.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()));
     }
-    if let Some(i) = tx.process_response_headers().cloned() {
-        return finish(dp, waf, &mut tx, rid, Some(i), None);
+    tx.process_response_headers();
+    if blocks(waf, &tx) {
+        return finish(dp, waf, &mut tx, rid, None);
     }
     let inspect = waf.inspect_responses
         && tx.response_body_access()
@@ -91,8 +92,9 @@ pub async fn guard(
     let rbody = if inspect {
         let Buffered { kept, rest, .. } =
             buffer(rbody, |chunk| tx.append_response_body(chunk)).await;
-        if let Some(i) = tx.process_response_body().cloned() {
-            return finish(dp, waf, &mut tx, rid, Some(i), None);
+        tx.process_response_body();
+        if blocks(waf, &tx) {
+            return finish(dp, waf, &mut tx, rid, None);
         }
         match rest {
             Some(rest) => Prefixed::new(kept, rest).boxed_unsync(),
@@ -106,7 +108,6 @@ pub async fn guard(
         waf,
         &mut tx,
         rid,
-        None,
         Some(Response::from_parts(rparts, rbody)),
     )
 }
@@ -256,16 +257,25 @@ fn finish(
     waf: &WafPolicy,
     tx: &mut Transaction<'_>,
     rid: &HeaderValue,
-    interruption: Option<Interruption>,
     resp: Option<Response<Body>>,
 ) -> Response<Body> {
-    tx.process_logging();
-    log(dp, waf, tx, rid);
-    match (interruption, resp) {
-        (Some(i), _) if waf.mode == WafMode::Blocking => blocked(waf, &i, rid),
+    conclude(dp, waf, tx, rid);
+    match (tx.interruption(), resp) {
+        (Some(i), _) if waf.mode == WafMode::Blocking => blocked(waf, i, rid),
         (_, Some(r)) => r,
         (_, None) => crate::handler::error(StatusCode::INTERNAL_SERVER_ERROR, "no response"),
     }
+}
+
+/// Runs phase 5 and writes the transaction's logs (once, at its end).
+pub(crate) fn conclude(
+    dp: &DataPlane,
+    waf: &WafPolicy,
+    tx: &mut Transaction<'_>,
+    rid: &HeaderValue,
+) {
+    tx.process_logging();
+    log(dp, waf, tx, rid);
 }
 
 /// The response to a blocked request.
@@ -310,7 +320,7 @@ pub(crate) fn blocked(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> R
 }
 
 /// Writes the error-log lines and the audit event of a transaction that matched.
-pub(crate) fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue) {
+fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue) {
     let matched = tx.matched();
     if matched.is_empty() {
         return;
@@ -321,7 +331,7 @@ pub(crate) fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &H
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
     let client = &tx.x.peer.remote_addr;
-    let blocked = waf.mode == WafMode::Blocking && tx.interruption().is_some();
+    let blocked = blocks(waf, tx);
     for m in matched {
         let line = m.log_line(client, &host, &tx.x.uri, &id);
         match &dp.waf_logs.error {

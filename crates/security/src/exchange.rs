@@ -112,7 +112,8 @@ impl Exchange {
             None => (rel, &b""[..]),
         };
         self.query = query.to_vec();
-        self.filename = percent_decode(path);
+        // `%XX` only (no `+`), as ModSecurity decodes the path.
+        self.filename = crate::transform::url_decode(path, false, false).into_owned();
         self.basename = match self.filename.iter().rposition(|&b| b == b'/' || b == b'\\') {
             Some(i) => self.filename[i + 1..].to_vec(),
             None => self.filename.clone(),
@@ -128,18 +129,14 @@ impl Exchange {
         self.headers.push((name.to_vec(), value.to_vec()));
     }
 
+    /// The first request header named `name` (any case).
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        first(&self.headers, name)
     }
 
-    fn response_header(&self, name: &[u8]) -> Option<&[u8]> {
-        self.response_headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+    /// The first response header named `name` (any case).
+    pub fn response_header(&self, name: &[u8]) -> Option<&[u8]> {
+        first(&self.response_headers, name)
     }
 
     /// Appends the values `t` selects (not counting, not excluding) to `out`.
@@ -399,6 +396,12 @@ impl Exchange {
     }
 }
 
+fn first<'a>(list: &'a Pairs, name: &[u8]) -> Option<&'a [u8]> {
+    list.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
 /// The current rule's matches (`MATCHED_VAR(S)`, `MATCHED_VAR_NAME`), as owned copies.
 #[derive(Debug, Default)]
 pub struct Matched {
@@ -419,26 +422,6 @@ fn epoch() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// `%XX` decoding only (no `+`), invalid escapes kept: what ModSecurity applies to
-/// the path for `REQUEST_FILENAME`.
-pub fn percent_decode(input: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' && i + 2 < input.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(input[i + 1]), hex(input[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(input[i]);
-        i += 1;
-    }
-    out
 }
 
 /// `Cookie: a=1; b=2` into pairs; a part without `=` is a name with an empty value.
@@ -500,6 +483,7 @@ mod tests {
         assert_eq!(values(&x, "REQUEST_HEADERS:host")[0].1, "example.com");
         assert_eq!(values(&x, "SERVER_NAME")[0].1, "example.com");
         assert!(values(&x, "REQUEST_BODY").is_empty());
-        assert_eq!(percent_decode(b"%41%4"), b"A%4");
+        let decoded = crate::transform::url_decode(b"%41%4", false, false);
+        assert_eq!(decoded.as_ref(), b"A%4");
     }
 }

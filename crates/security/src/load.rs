@@ -30,30 +30,15 @@ pub fn load_file(path: &Path) -> Result<Vec<Located>, ParseError> {
 /// errors, and relative `Include`s are read from `base`.
 pub fn load_str(text: &str, name: &Path, base: &Path) -> Result<Vec<Located>, ParseError> {
     let mut out = Vec::new();
-    read_text(text, &Arc::from(name), base, &mut out, 0)?;
+    read_text(text, &Arc::from(name), Some(base), &mut out, 0)?;
     chain(out)
 }
 
 /// Loads SecLang text given inline (in a policy), where `Include` is refused: such
 /// text may not read files.
 pub fn load_inline(text: &str, name: &Path) -> Result<Vec<Located>, ParseError> {
-    let file: Arc<Path> = Arc::from(name);
-    let raw = lexer::directives(text).map_err(|(line, b)| ParseError {
-        file: name.to_path_buf(),
-        line,
-        token: b.token,
-        message: b.message,
-    })?;
-    if let Some(d) = raw.iter().find(|d| d.name.eq_ignore_ascii_case("include")) {
-        return Err(ParseError {
-            file: name.to_path_buf(),
-            line: d.line,
-            token: d.name.clone(),
-            message: "Include is not allowed in inline rules".into(),
-        });
-    }
     let mut out = Vec::new();
-    read_text(text, &file, Path::new("."), &mut out, 0)?;
+    read_text(text, &Arc::from(name), None, &mut out, 0)?;
     chain(out)
 }
 
@@ -78,13 +63,15 @@ fn read_file(
         },
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    read_text(&text, &Arc::from(path), base, out, depth)
+    read_text(&text, &Arc::from(path), Some(base), out, depth)
 }
 
+/// Reads directives from `text`; `Include`s are read relative to `base`, or refused
+/// without one.
 fn read_text(
     text: &str,
     file: &Arc<Path>,
-    base: &Path,
+    base: Option<&Path>,
     out: &mut Vec<Located>,
     depth: usize,
 ) -> Result<(), ParseError> {
@@ -97,6 +84,10 @@ fn read_text(
     let raw = lexer::directives(text).map_err(|(line, b)| at(line, b))?;
     for d in raw {
         if d.name.eq_ignore_ascii_case("include") {
+            let Some(base) = base else {
+                let why = "Include is not allowed in inline rules";
+                return Err(at(d.line, Bad::new(&d.name, why)));
+            };
             let [pattern] = d.args.as_slice() else {
                 return Err(at(d.line, Bad::new(&d.name, "Include takes one path")));
             };

@@ -253,7 +253,7 @@ fn number(s: &[u8]) -> i64 {
     s[..end].parse().unwrap_or(0)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
     }
@@ -339,7 +339,7 @@ fn byte_ranges(arg: &str) -> Result<[bool; 256], Bad> {
     Ok(allowed)
 }
 
-fn valid_url_encoding(s: &[u8]) -> bool {
+pub(crate) fn valid_url_encoding(s: &[u8]) -> bool {
     let mut i = 0;
     while i < s.len() {
         if s[i] == b'%' {

@@ -52,11 +52,12 @@ impl Store {
     pub fn members<'a>(
         &'a self,
         collection: &str,
-    ) -> Box<dyn Iterator<Item = (&'a str, &'a [u8])> + 'a> {
-        match index(collection) {
-            Some(i) => Box::new(self.cols[i].iter().map(|(k, v)| (&**k, v.as_slice()))),
-            None => Box::new(std::iter::empty()),
-        }
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        index(collection)
+            .map(|i| &self.cols[i])
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (&**k, v.as_slice()))
     }
 
     /// Applies a `setvar` whose name and value are already expanded.

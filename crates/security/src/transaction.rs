@@ -66,8 +66,6 @@ pub struct Transaction<'r> {
     force_body_variable: bool,
     request_body_access: bool,
     response_body_access: bool,
-    /// The last phase run.
-    phase: u8,
     /// The rule being run, for `%{rule.*}`.
     current: Option<&'r CompiledRule>,
     /// Transformed values by (value address, length, transformation prefix id), for
@@ -98,7 +96,6 @@ impl<'r> Transaction<'r> {
             force_body_variable: false,
             request_body_access: rules.request_body_access,
             response_body_access: rules.response_body_access,
-            phase: 0,
             current: None,
             cache: RefCell::new(FxHashMap::with_capacity_and_hasher(256, Default::default())),
             candidates: RefCell::new(FxHashMap::with_capacity_and_hasher(64, Default::default())),
@@ -269,7 +266,6 @@ impl<'r> Transaction<'r> {
     }
 
     fn run(&mut self, phase: u8) {
-        self.phase = phase;
         self.cache.get_mut().clear();
         self.candidates.get_mut().clear();
         if self.engine == EngineMode::Off || (phase <= self.allowed_through && phase != 5) {

@@ -29,8 +29,8 @@ pub fn apply(t: Transform, input: &[u8]) -> Cow<'_, [u8]> {
         T::Trim => Cow::Borrowed(trim_end(trim_start(input))),
         T::TrimLeft => Cow::Borrowed(trim_start(input)),
         T::TrimRight => Cow::Borrowed(trim_end(input)),
-        T::UrlDecode => url_decode(input, false),
-        T::UrlDecodeUni => url_decode(input, true),
+        T::UrlDecode => url_decode(input, false, true),
+        T::UrlDecodeUni => url_decode(input, true, true),
         T::UrlEncode => Cow::Owned(url_encode(input)),
         T::HexEncode => Cow::Owned(hex_encode(input)),
         T::HexDecode => Cow::Owned(hex_decode(input)),
@@ -151,15 +151,17 @@ fn unicode_byte(h: &[u8]) -> Option<u8> {
     Some(lo)
 }
 
-fn url_decode(input: &[u8], uni: bool) -> Cow<'_, [u8]> {
-    if !input.iter().any(|&b| b == b'%' || b == b'+') {
+/// Non-strict URL decoding: invalid escapes are kept as written; `%uHHHH` too with
+/// `uni`, and `+` as a space with `plus`.
+pub(crate) fn url_decode(input: &[u8], uni: bool, plus: bool) -> Cow<'_, [u8]> {
+    if !input.iter().any(|&b| b == b'%' || (plus && b == b'+')) {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;
     while i < input.len() {
         let b = input[i];
-        if b == b'+' {
+        if plus && b == b'+' {
             out.push(b' ');
             i += 1;
             continue;

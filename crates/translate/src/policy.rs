@@ -21,7 +21,7 @@ use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+pub(crate) const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// What a policy can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,6 +7,7 @@
 //! compiled rule set, and a translation that leaves the WAF settings alone reuses the
 //! previous one, so an unrelated config change never recompiles CRS.
 
+use crate::policy::GATEWAY_GROUP;
 use gatehouse_model::policy::{SecurityPolicy, Waf};
 use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
 use gatehouse_security::load::{load_inline, Located};
@@ -130,8 +131,6 @@ pub struct WafPolicy {
 pub struct WafPolicies {
     by_target: HashMap<(&'static str, String, String), Option<Arc<WafPolicy>>>,
 }
-
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 impl WafPolicies {
     /// Checks every SecurityPolicy; errors name the policy and field.

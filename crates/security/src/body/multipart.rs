@@ -6,6 +6,7 @@
 //! is their sum.
 
 use super::Pairs;
+use crate::operators::find;
 
 /// The `MULTIPART_*` flags.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +112,6 @@ pub fn boundary(content_type: &[u8], flags: &mut Flags) -> Result<Vec<u8>, Strin
         return Err(bad());
     }
     Ok(value.to_vec())
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Lines with their ending: (content, had CR before LF, had LF).

@@ -3,6 +3,11 @@
 //! written and reported, as ModSecurity's non-strict decoder does.
 
 use super::Pairs;
+use crate::operators::valid_url_encoding;
+
+fn decode(s: &[u8]) -> Vec<u8> {
+    crate::transform::url_decode(s, false, true).into_owned()
+}
 
 /// Parses `input` into `out`; returns true if some `%` escape was invalid.
 pub fn parse(input: &[u8], out: &mut Pairs) -> bool {
@@ -15,44 +20,10 @@ pub fn parse(input: &[u8], out: &mut Pairs) -> bool {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        let (name, bad_name) = decode(name);
-        let (value, bad_value) = decode(value);
-        invalid |= bad_name | bad_value;
-        out.push((name, value));
+        invalid |= !valid_url_encoding(name) || !valid_url_encoding(value);
+        out.push((decode(name), decode(value)));
     }
     invalid
-}
-
-/// URL-decodes `input` (`+` is a space); the flag says an escape was invalid.
-pub fn decode(input: &[u8]) -> (Vec<u8>, bool) {
-    let mut out = Vec::with_capacity(input.len());
-    let mut invalid = false;
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (
-                    input.get(i + 1).and_then(|&b| hex(b)),
-                    input.get(i + 2).and_then(|&b| hex(b)),
-                ) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => {
-                        invalid = true;
-                        out.push(b'%');
-                    }
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    (out, invalid)
 }
 
 #[cfg(test)]
