@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 #[path = "support/mod.rs"]
 mod fixture;
-use fixture::{crs, judge, ATTACK, CLEAN, CLEAN_POST};
+use fixture::{crs, judge, ATTACK, CLEAN, CLEAN_POST, WRK};
 
 fn bench(c: &mut Criterion) {
     for pl in [1u8, 4] {
@@ -15,6 +15,7 @@ fn bench(c: &mut Criterion) {
             ("clean_get", &CLEAN),
             ("clean_post", &CLEAN_POST),
             ("attack", &ATTACK),
+            ("bench_get", &WRK),
         ] {
             c.bench_function(&format!("pl{pl}/{name}"), |b| {
                 b.iter(|| black_box(judge(&rules, req)))

@@ -403,7 +403,7 @@ fn first<'a>(list: &'a Pairs, name: &[u8]) -> Option<&'a [u8]> {
 }
 
 /// The current rule's matches (`MATCHED_VAR(S)`, `MATCHED_VAR_NAME`), as owned copies.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Matched {
     pub vars: Vec<(Vec<u8>, Vec<u8>)>,
     /// The last match of any rule, which `MATCHED_VAR` keeps after its rule ends.

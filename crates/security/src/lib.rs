@@ -32,6 +32,7 @@ pub mod operator;
 pub mod operators;
 pub mod pattern;
 pub mod prefilter;
+pub mod prologue;
 pub mod ruleset;
 pub mod store;
 pub mod target;

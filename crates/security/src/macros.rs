@@ -63,6 +63,31 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// The collections the macros read (lower case).
+    pub fn collections(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(c, _) => Some(c.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// The text before the first macro.
+    pub fn literal_prefix(&self) -> &str {
+        match self.parts.first() {
+            Some(Part::Text(t)) => t,
+            _ => "",
+        }
+    }
+
+    /// The keys (lower case) the macros read from `collection`; None for a whole
+    /// collection.
+    pub fn keys_of<'a>(&'a self, collection: &'a str) -> impl Iterator<Item = Option<&'a str>> {
+        self.parts.iter().filter_map(move |p| match p {
+            Part::Var(c, k) if c == collection => Some(k.as_deref()),
+            _ => None,
+        })
+    }
+
     /// Expands with the transaction's variables.
     pub fn expand<'t>(&'t self, vars: &dyn Vars) -> Cow<'t, [u8]> {
         match self.parts.as_slice() {

@@ -129,6 +129,14 @@ impl CompiledOp {
         })
     }
 
+    /// The argument's macros, if the operator expands any when it runs.
+    pub fn template(&self) -> Option<&Template> {
+        match &self.kind {
+            Kind::Compare(_, t, _) | Kind::Text(_, t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// `!@op`: the test's result is inverted.
     pub fn negated(&self) -> bool {
         self.negated

@@ -63,6 +63,9 @@ pub struct CompiledRule {
     pub prefilter: Option<(u32, u32)>,
     pub capture: bool,
     pub multi_match: bool,
+    /// Set for a `TX`-only test that skips and does nothing else, when no rule that
+    /// runs per request writes what it reads: whether it matches, known at load.
+    pub fixed: Option<bool>,
     pub log: bool,
     pub audit_log: bool,
     pub skip_after: Option<String>,
@@ -104,6 +107,8 @@ pub struct RuleSet {
     pub phases: [Vec<Entry>; 5],
     /// Literal prefilters of `@rx` rules, by the transformation chain they share.
     pub prefilters: rustc_hash::FxHashMap<u32, crate::prefilter::Group>,
+    /// Phase 1's leading rules that read only `TX`, run once at compile time.
+    pub prologue: crate::prologue::Prologue,
 }
 
 impl RuleSet {
@@ -288,6 +293,8 @@ pub fn compile_with(all: Vec<Located>, files: &dyn DataFiles) -> Result<RuleSet,
         }
     }
     group_prefilters(&mut set);
+    set.prologue = crate::prologue::Prologue::of(&set);
+    crate::prologue::fold(&mut set);
     Ok(set)
 }
 
@@ -385,6 +392,7 @@ fn compile_rule(
         prefilter: None,
         capture: false,
         multi_match: false,
+        fixed: None,
         log: d.log,
         audit_log: d.audit_log,
         skip_after: None,

@@ -84,8 +84,8 @@ impl<'r> Transaction<'r> {
                 peer,
                 ..Default::default()
             },
-            store: Store::default(),
-            matched_now: Matched::default(),
+            store: rules.prologue.store.clone(),
+            matched_now: rules.prologue.matched.clone(),
             log: Vec::new(),
             interruption: None,
             allowed_through: 0,
@@ -100,6 +100,20 @@ impl<'r> Transaction<'r> {
             cache: RefCell::new(FxHashMap::with_capacity_and_hasher(256, Default::default())),
             candidates: RefCell::new(FxHashMap::with_capacity_and_hasher(64, Default::default())),
         }
+    }
+
+    /// What the prologue's run left: the variables, the last match, and whether it
+    /// stayed free of anything a request must see happen (a log entry, a verdict, a
+    /// `ctl`).
+    pub(crate) fn prologue_state(self) -> Option<(Store, Matched)> {
+        let clean = self.log.is_empty()
+            && self.interruption.is_none()
+            && self.allowed_through == 0
+            && self.removed_ids.is_empty()
+            && self.removed_tags.is_empty()
+            && self.removed_targets.is_empty()
+            && self.engine == self.rules.engine.unwrap_or(EngineMode::On);
+        clean.then_some((self.store, self.matched_now))
     }
 
     /// The rules that matched and log, in order.
@@ -273,7 +287,27 @@ impl<'r> Transaction<'r> {
         }
         let rules = self.rules;
         let entries = &rules.phases[phase as usize - 1];
-        let mut skip_to: Option<&str> = None;
+        if phase != 1 {
+            self.run_entries(phase, entries);
+            return;
+        }
+        // Phase 1 leaves out the rule set's prologue, already run: the rules before it
+        // cannot skip or stop (see `prologue`), so those after it follow directly.
+        let p = &rules.prologue;
+        self.run_entries(phase, &entries[..p.lead.min(entries.len())]);
+        if self.interruption.is_none() {
+            self.run_entries(phase, &entries[p.start.min(entries.len())..]);
+        }
+    }
+
+    /// Runs `entries` of `phase` in order; returns the skip still pending at their end
+    /// (a `skipAfter` marker not reached, or rules left to `skip`).
+    pub(crate) fn run_entries(
+        &mut self,
+        phase: u8,
+        entries: &'r [Entry],
+    ) -> (Option<&'r str>, u32) {
+        let mut skip_to: Option<&'r str> = None;
         let mut skip = 0u32;
         for e in entries {
             let r = match e {
@@ -293,6 +327,14 @@ impl<'r> Transaction<'r> {
                 continue;
             }
             if self.removed(r) {
+                continue;
+            }
+            // A skip decided at load (see `prologue::fold`), unless this transaction
+            // removed targets, which could change the outcome.
+            if let (Some(fixed), true) = (r.fixed, self.removed_targets.is_empty()) {
+                if fixed {
+                    skip_to = r.skip_after.as_deref();
+                }
                 continue;
             }
             self.matched_now.vars.clear();
@@ -331,6 +373,7 @@ impl<'r> Transaction<'r> {
             }
         }
         self.current = None;
+        (skip_to, skip)
     }
 
     /// Carries out the rule's disruptive action; true if rule processing stops.

@@ -61,6 +61,14 @@ pub const CLEAN: Req = Req {
     body: b"",
 };
 
+/// What `bench/waf.sh` sends through the proxy (wrk's request: a Host header only).
+pub const WRK: Req = Req {
+    method: "GET",
+    uri: "/search?q=running+shoes&page=2",
+    headers: &[("Host", "localhost:18095")],
+    body: b"",
+};
+
 pub const CLEAN_POST: Req = Req {
     method: "POST",
     uri: "/checkout",
