@@ -92,7 +92,9 @@ MS=$(printf '%q ' nginx -e "$STATE/nginx-modsec-error.log" -c "$STATE/nginx-mods
 
 OUT="$REPO/bench/results/waf-$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
+# Addressed as localhost, so the Host header is a name, as in real traffic: CRS scores a
+# numeric Host (rule 920350) and every request would then be logged by both WAFs.
 bash "$PEERS_SH" -P nginx -o "$OUT" -s "$GH" -s "$GHW" -s "$MS" "$@" \
-  "gatehouse=127.0.0.1:18090$QUERY" "gatehouse-waf=127.0.0.1:18095$QUERY" \
-  "nginx-modsec=127.0.0.1:18096$QUERY"
+  "gatehouse=localhost:18090$QUERY" "gatehouse-waf=localhost:18095$QUERY" \
+  "nginx-modsec=localhost:18096$QUERY"
 echo "summary: $OUT/summary.txt"
