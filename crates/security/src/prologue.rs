@@ -9,7 +9,7 @@
 //! and sees exactly what running every rule in order would have given.
 
 use crate::actions::{Ctl, EngineMode};
-use crate::exchange::{Matched, Peer};
+use crate::exchange::Peer;
 use crate::ruleset::{CompiledRule, Disruptive, Entry, RuleCtl, RuleSet};
 use crate::store::Store;
 use crate::transaction::Transaction;
@@ -21,8 +21,10 @@ pub struct Prologue {
     /// Phase 1 runs its entries before `lead`, then those from `start` on.
     pub lead: usize,
     pub start: usize,
+    /// `TX` after the prologue's rules.
     pub store: Store,
-    pub matched: Matched,
+    /// Their last match (`MATCHED_VAR`), which the rules after them see.
+    pub last: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Prologue {
@@ -49,30 +51,27 @@ impl Prologue {
         let Some((store, matched)) = tx.prologue_state() else {
             return Prologue::default();
         };
-        // A skip still pending goes on past the prologue, whatever the request.
-        let start = match (skip_to, skip) {
-            (Some(marker), _) => entries[n..]
+        // A skip still pending goes on past the prologue, whatever the request: to its
+        // marker, then over the rules a `skip` still counts.
+        let mut start = match skip_to {
+            Some(marker) => entries[n..]
                 .iter()
                 .position(|e| matches!(e, Entry::Marker(m) if m == marker))
                 .map_or(entries.len(), |p| n + p + 1),
-            (None, 0) => n,
-            (None, k) => {
-                let mut left = k;
-                let mut at = n;
-                while left > 0 && at < entries.len() {
-                    if matches!(entries[at], Entry::Rule(_)) {
-                        left -= 1;
-                    }
-                    at += 1;
-                }
-                at
-            }
+            None => n,
         };
+        let mut left = skip;
+        while left > 0 && start < entries.len() {
+            if matches!(entries[start], Entry::Rule(_)) {
+                left -= 1;
+            }
+            start += 1;
+        }
         Prologue {
             lead,
             start,
             store,
-            matched,
+            last: matched.last,
         }
     }
 }
@@ -92,10 +91,18 @@ fn request_independent(r: &CompiledRule) -> bool {
 }
 
 /// True if the rule (and its chain) cannot change what later `TX`-only rules do or
-/// whether they run: no `setvar`, capture, skip or verdict, and no `ctl` but those
-/// about bodies.
+/// whether they run (no `setvar`, capture, skip or verdict, and no `ctl` but those
+/// about bodies), nor see what they did (it reads no `TX` and no earlier match).
 fn order_free(r: &CompiledRule) -> bool {
-    r.setvars.is_empty()
+    let stateless = |t: &crate::macros::Template| {
+        t.collections()
+            .all(|c| c != "tx" && !c.starts_with("matched_var"))
+    };
+    r.targets.iter().all(|t| !reads_state(t.collection))
+        && r.operator.template().is_none_or(stateless)
+        && r.msg.as_ref().is_none_or(stateless)
+        && r.logdata.as_ref().is_none_or(stateless)
+        && r.setvars.is_empty()
         && !r.capture
         && r.skip.is_none()
         && r.skip_after.is_none()
@@ -122,6 +129,11 @@ pub(crate) fn fold(set: &mut RuleSet) {
     let Some(written) = written_per_request(set) else {
         return;
     };
+    // A gate that matches sets `MATCHED_VAR`; a decided one does not. That is only
+    // seen by a rule that reads an earlier rule's match before matching itself.
+    if set.rules().any(reads_earlier_match) {
+        return;
+    }
     let mut decided = Vec::new();
     for (phase, entries) in set.phases.iter().enumerate() {
         for (i, e) in entries.iter().enumerate() {
@@ -132,7 +144,7 @@ pub(crate) fn fold(set: &mut RuleSet) {
             if !foldable(r, &written) {
                 continue;
             }
-            let mut tx = Transaction::new(set, Peer::default());
+            let mut tx = Transaction::after_prologue(set);
             let (skip_to, _) = tx.run_entries(phase as u8 + 1, std::slice::from_ref(e));
             if tx.prologue_state().is_some() {
                 decided.push((phase, i, skip_to.is_some()));
@@ -197,6 +209,34 @@ fn written_per_request(set: &RuleSet) -> Option<Written> {
         }
     }
     Some(w)
+}
+
+/// Collections that hold what rules did, rather than what the request holds.
+fn reads_state(c: Collection) -> bool {
+    matches!(
+        c,
+        Collection::Tx
+            | Collection::MatchedVar
+            | Collection::MatchedVars
+            | Collection::MatchedVarName
+            | Collection::MatchedVarsNames
+    )
+}
+
+/// True if a rule's first link tests, or its operator expands, an earlier match.
+fn reads_earlier_match(r: &CompiledRule) -> bool {
+    r.targets.iter().any(|t| {
+        matches!(
+            t.collection,
+            Collection::MatchedVar
+                | Collection::MatchedVars
+                | Collection::MatchedVarName
+                | Collection::MatchedVarsNames
+        )
+    }) || r
+        .operator
+        .template()
+        .is_some_and(|t| t.collections().any(|c| c.starts_with("matched_var")))
 }
 
 /// A rule that tests named `TX` keys no per-request rule writes, and whose only effect
@@ -285,6 +325,64 @@ mod tests {
             "SecRule &TX:a \"@eq 0\" \"id:2,phase:1,pass,nolog,setvar:tx.a=1\"\n",
         ));
         assert_eq!((set.prologue.lead, set.prologue.start), (0, 0));
+    }
+
+    #[test]
+    fn a_lead_that_reads_tx_sees_it_empty() {
+        let set = rules(concat!(
+            "SecRuleEngine On\n",
+            "SecRequestBodyAccess On\n",
+            "SecRule REQUEST_HEADERS:X-Token \"@streq %{tx.tok}\" \"id:10,phase:1,pass,nolog,ctl:requestBodyAccess=Off\"\n",
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.tok=abc\"\n",
+        ));
+        assert_eq!((set.prologue.lead, set.prologue.start), (0, 0));
+        let mut tx = Transaction::new(&set, Default::default());
+        tx.x.set_request_line(b"GET", b"/", b"HTTP/1.1");
+        tx.x.add_header(b"X-Token", b"abc");
+        tx.process_request_headers();
+        assert!(tx.request_body_access());
+    }
+
+    #[test]
+    fn without_phase_1_there_is_no_prologue_state() {
+        let set = rules(concat!(
+            "SecRuleEngine On\n",
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.t=5\"\n",
+            "SecRule TX:t \"@lt 9\" \"id:2,phase:5,pass,nolog,skipAfter:END\"\n",
+            "SecRule &TX:t \"@eq 0\" \"id:9,phase:5,pass,log,msg:'no setup'\"\n",
+            "SecMarker END\n",
+        ));
+        assert_eq!(set.prologue.store.get("tx", "t"), Some(&b"5"[..]));
+        // A request refused before its headers were judged: phase 5 alone.
+        let mut tx = Transaction::new(&set, Default::default());
+        tx.process_logging();
+        assert_eq!(
+            tx.matched().iter().map(|m| m.rule.id).collect::<Vec<_>>(),
+            [Some(9)]
+        );
+        // A judged one: the gate skips rule 9.
+        let mut tx = Transaction::new(&set, Default::default());
+        tx.x.set_request_line(b"GET", b"/", b"HTTP/1.1");
+        tx.process_request_headers();
+        tx.process_logging();
+        assert!(tx.matched().is_empty());
+    }
+
+    #[test]
+    fn gates_stay_rules_when_a_rule_reads_an_earlier_match() {
+        let set = rules(concat!(
+            "SecRuleEngine On\n",
+            "SecAction \"id:1,phase:1,pass,nolog,setvar:tx.pl=1\"\n",
+            "SecRule TX:pl \"@lt 2\" \"id:2,phase:2,pass,nolog,skipAfter:E\"\n",
+            "SecMarker E\n",
+            "SecRule MATCHED_VAR \"@streq 1\" \"id:3,phase:2,deny,log\"\n",
+        ));
+        assert!(set.rules().all(|r| r.fixed.is_none()));
+        let mut tx = Transaction::new(&set, Default::default());
+        tx.x.set_request_line(b"GET", b"/", b"HTTP/1.1");
+        tx.process_request_headers();
+        let verdict = tx.process_request_body().map(|i| i.rule_id);
+        assert_eq!(verdict, Some(Some(3)));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct Transaction<'r> {
     force_body_variable: bool,
     request_body_access: bool,
     response_body_access: bool,
+    /// Phase 1 has started from the prologue's variables.
+    prologue_applied: bool,
     /// The rule being run, for `%{rule.*}`.
     current: Option<&'r CompiledRule>,
     /// Transformed values by (value address, length, transformation prefix id), for
@@ -84,8 +86,8 @@ impl<'r> Transaction<'r> {
                 peer,
                 ..Default::default()
             },
-            store: rules.prologue.store.clone(),
-            matched_now: rules.prologue.matched.clone(),
+            store: Store::default(),
+            matched_now: Matched::default(),
             log: Vec::new(),
             interruption: None,
             allowed_through: 0,
@@ -96,10 +98,20 @@ impl<'r> Transaction<'r> {
             force_body_variable: false,
             request_body_access: rules.request_body_access,
             response_body_access: rules.response_body_access,
+            prologue_applied: false,
             current: None,
             cache: RefCell::new(FxHashMap::with_capacity_and_hasher(256, Default::default())),
             candidates: RefCell::new(FxHashMap::with_capacity_and_hasher(64, Default::default())),
         }
+    }
+
+    /// A transaction in phase 1 just past the prologue: its variables, its last match.
+    pub(crate) fn after_prologue(rules: &'r RuleSet) -> Transaction<'r> {
+        let mut tx = Transaction::new(rules, Peer::default());
+        tx.store = rules.prologue.store.clone();
+        tx.matched_now.last.clone_from(&rules.prologue.last);
+        tx.prologue_applied = true;
+        tx
     }
 
     /// What the prologue's run left: the variables, the last match, and whether it
@@ -291,13 +303,18 @@ impl<'r> Transaction<'r> {
             self.run_entries(phase, entries);
             return;
         }
-        // Phase 1 leaves out the rule set's prologue, already run: the rules before it
-        // cannot skip or stop (see `prologue`), so those after it follow directly.
+        // Phase 1 leaves out the rule set's prologue, already run: it starts from the
+        // variables the prologue left. The rules before it read none of them and cannot
+        // skip or stop (see `prologue`), so those after it follow directly, seeing the
+        // prologue's last match if it had one.
         let p = &rules.prologue;
+        self.store = p.store.clone();
+        self.prologue_applied = true;
         self.run_entries(phase, &entries[..p.lead.min(entries.len())]);
-        if self.interruption.is_none() {
-            self.run_entries(phase, &entries[p.start.min(entries.len())..]);
+        if p.last.is_some() {
+            self.matched_now.last.clone_from(&p.last);
         }
+        self.run_entries(phase, &entries[p.start.min(entries.len())..]);
     }
 
     /// Runs `entries` of `phase` in order; returns the skip still pending at their end
@@ -330,8 +347,13 @@ impl<'r> Transaction<'r> {
                 continue;
             }
             // A skip decided at load (see `prologue::fold`), unless this transaction
-            // removed targets, which could change the outcome.
-            if let (Some(fixed), true) = (r.fixed, self.removed_targets.is_empty()) {
+            // removed targets, which could change the outcome, or never ran phase 1,
+            // so that `TX` does not hold what the decision assumed.
+            if let (Some(fixed), true, true) = (
+                r.fixed,
+                self.prologue_applied,
+                self.removed_targets.is_empty(),
+            ) {
                 if fixed {
                     skip_to = r.skip_after.as_deref();
                 }
