@@ -119,17 +119,19 @@ pub(crate) async fn data_plane(
     proxy: &ProxyConfig,
     admin: SocketAddr,
 ) -> anyhow::Result<(Arc<DataPlane>, SocketAddr)> {
-    let open = |p: &Option<PathBuf>| -> anyhow::Result<Option<gatehouse_proxy::waf_log::LogFile>> {
-        p.as_deref()
-            .map(|p| {
-                gatehouse_proxy::waf_log::LogFile::open(p)
-                    .with_context(|| format!("cannot open WAF log {}", p.display()))
-            })
-            .transpose()
-    };
-    let logs = gatehouse_proxy::waf_log::WafLogs {
+    let open =
+        |p: &Option<PathBuf>| -> anyhow::Result<Option<gatehouse_proxy::security_log::LogFile>> {
+            p.as_deref()
+                .map(|p| {
+                    gatehouse_proxy::security_log::LogFile::open(p)
+                        .with_context(|| format!("cannot open WAF log {}", p.display()))
+                })
+                .transpose()
+        };
+    let logs = gatehouse_proxy::security_log::SecurityLogs {
         error: open(&proxy.waf_log)?,
         audit: open(&proxy.waf_audit_log)?,
+        events: open(&proxy.security_log)?,
     };
     let dp = DataPlane::with_workers_and_logs(proxy.clone(), WORKERS.get().cloned(), logs);
     let addr = gatehouse_proxy::admin::serve(dp.clone(), admin)

@@ -58,6 +58,7 @@ impl Addrs {
                 .cloned()
                 .collect(),
             waf: None,
+            limiters: Default::default(),
         }
     }
 }
@@ -76,6 +77,10 @@ struct WafArgs {
     /// File the WAF appends one JSON audit event per request that matched to.
     #[arg(long)]
     waf_audit_log: Option<PathBuf>,
+    /// File to append one JSON security event per request refused by a rate limit to
+    /// (default: the process log).
+    #[arg(long)]
+    security_log: Option<PathBuf>,
 }
 
 impl WafArgs {
@@ -358,6 +363,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let proxy = ProxyConfig {
         waf_log: waf.waf_log.clone(),
         waf_audit_log: waf.waf_audit_log.clone(),
+        security_log: waf.security_log.clone(),
         merge_slashes,
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),

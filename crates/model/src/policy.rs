@@ -240,8 +240,8 @@ pub struct CircuitBreaker {
 }
 
 /// North-south protection of the routes it targets (Gateways, HTTPRoutes, GRPCRoutes,
-/// Ingresses): the web application firewall. The most specific policy wins: one
-/// targeting the route (or Ingress), else one targeting its Gateway.
+/// Ingresses): the web application firewall and rate limits. The most specific policy
+/// wins: one targeting the route (or Ingress), else one targeting its Gateway.
 #[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[kube(
     group = "gatehouse.dev",
@@ -265,6 +265,59 @@ pub struct SecurityPolicySpec {
     pub target_refs: Vec<PolicyTargetRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<Waf>,
+    /// Request rate limits; a request must pass every one. Counted per proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// A request rate limit: `requests` per `per` for each key, with bursts of up to
+/// `burst` at once (GCRA, a token bucket of `burst` tokens). A request over the limit
+/// gets 429 with `Retry-After` and `RateLimit-*` headers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimit {
+    /// Names the limit in events, metrics and the `RateLimit-Policy` header; unique in
+    /// the policy.
+    pub name: String,
+    /// Requests allowed per `per`, on average (at least 1).
+    pub requests: u32,
+    /// The period: a duration such as `1s`, `1m`, `1h`.
+    pub per: String,
+    /// Requests that may come at once (default: `requests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// What requests are counted by; the parts combine. None: all requests of the
+    /// routes the policy covers count together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitKey {
+    /// The client address, or its network.
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpKey>,
+    /// A request header's value, such as an API key. Requests without the header are
+    /// not counted by this limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// The request path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<bool>,
+}
+
+/// The client address a rate limit counts by, cut to a network prefix.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpKey {
+    /// IPv4 prefix length (default 32: each address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_prefix: Option<u8>,
+    /// IPv6 prefix length (default 128: each address; 64 counts a site's network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefix: Option<u8>,
 }
 
 /// The web application firewall: the OWASP Core Rule Set (v4) run by Gatehouse's

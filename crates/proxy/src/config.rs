@@ -26,6 +26,9 @@ pub struct ProxyConfig {
     pub waf_log: Option<std::path::PathBuf>,
     /// WAF audit log (one JSON event per request that matched).
     pub waf_audit_log: Option<std::path::PathBuf>,
+    /// Security event log (one JSON event per request refused by a limit); None:
+    /// tracing.
+    pub security_log: Option<std::path::PathBuf>,
 }
 
 impl Default for ProxyConfig {
@@ -42,6 +45,7 @@ impl Default for ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             waf_log: None,
             waf_audit_log: None,
+            security_log: None,
         }
     }
 }

@@ -95,7 +95,7 @@ pub struct DataPlane {
     /// Worker threads serving the connections, if any.
     pub(crate) workers: Option<Arc<Workers>>,
     /// Where WAF verdicts go (else the tracing log).
-    pub waf_logs: crate::waf_log::WafLogs,
+    pub security_logs: crate::security_log::SecurityLogs,
 }
 
 impl DataPlane {
@@ -106,14 +106,14 @@ impl DataPlane {
     /// A data plane whose connections are served on `workers` (see
     /// [`crate::workers`]); without them, on the runtime that binds the ports.
     pub fn with_workers(cfg: ProxyConfig, workers: Option<Arc<Workers>>) -> Arc<Self> {
-        Self::with_workers_and_logs(cfg, workers, crate::waf_log::WafLogs::default())
+        Self::with_workers_and_logs(cfg, workers, crate::security_log::SecurityLogs::default())
     }
 
     /// As [`DataPlane::with_workers`], with WAF logs written to files.
     pub fn with_workers_and_logs(
         cfg: ProxyConfig,
         workers: Option<Arc<Workers>>,
-        waf_logs: crate::waf_log::WafLogs,
+        security_logs: crate::security_log::SecurityLogs,
     ) -> Arc<Self> {
         let metrics = Metrics::default();
         let no_route = metrics.stats_named("none");
@@ -146,7 +146,7 @@ impl DataPlane {
             health: HealthCheckers::default(),
             ready: AtomicBool::new(false),
             workers,
-            waf_logs,
+            security_logs,
         })
     }
 

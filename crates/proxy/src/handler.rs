@@ -209,6 +209,21 @@ pub fn decide<'a>(
         .get(action.id as usize)
         .cloned()
         .unwrap_or_else(no_route);
+    if let Some(limits) = &action.rate_limits {
+        let header = |n: &str| req.headers.get(n).map(HeaderValue::as_bytes);
+        if let Some(over) = limits.check(conn.peer.ip(), path.as_bytes(), &header) {
+            dp.metrics
+                .counters
+                .rate_limited_total
+                .fetch_add(1, Ordering::Relaxed);
+            return (
+                Decision::Respond(crate::ratelimit::too_many(
+                    dp, &action, limits, &over, conn, rid,
+                )),
+                stats,
+            );
+        }
+    }
     let listener_port = section
         .map(|s| s.listener_port)
         .unwrap_or(conn.listener.port());

@@ -23,14 +23,16 @@ pub mod metrics;
 pub mod mirror;
 pub mod normalize;
 pub mod pool;
+pub mod ratelimit;
 pub mod raw_client;
 pub mod redirect;
 pub mod retry;
 pub mod rewind;
+pub mod security_log;
 pub mod tls;
 pub mod upstream;
 pub mod waf;
-pub mod waf_log;
+
 pub mod workers;
 
 pub use config::ProxyConfig;

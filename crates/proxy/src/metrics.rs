@@ -68,6 +68,8 @@ pub struct Counters {
     /// Active health probes, and endpoints that changed health by them.
     pub health_probes_total: AtomicU64,
     pub health_transitions_total: AtomicU64,
+    /// Requests refused by a rate limit.
+    pub rate_limited_total: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -259,6 +261,11 @@ impl Metrics {
                 "gatehouse_health_transitions_total",
                 "Endpoints that turned healthy or unhealthy by active probes.",
                 &c.health_transitions_total,
+            ),
+            (
+                "gatehouse_rate_limited_total",
+                "Requests refused with 429 by a rate limit.",
+                &c.rate_limited_total,
             ),
         ] {
             scalar(&mut out, name, "counter", help, v.load(Relaxed));

@@ -1,7 +1,8 @@
-//! Where WAF verdicts are written, off the request path: an error log with one
-//! ModSecurity-style line per matched rule (`[id "942100"] [msg "..."]`, which tools
-//! built for ModSecurity parse), and an audit log with one JSON event per judged
-//! request that matched something. Requests hand lines to a writer thread through a
+//! Where security verdicts are written, off the request path: the WAF's error log with
+//! one ModSecurity-style line per matched rule (`[id "942100"] [msg "..."]`, which
+//! tools built for ModSecurity parse), its audit log with one JSON event per judged
+//! request that matched something, and the security event log with one JSON event per
+//! request refused by a limit. Requests hand lines to a writer thread through a
 //! channel, so they never wait on the disk.
 
 use std::io::Write;
@@ -23,7 +24,7 @@ impl LogFile {
             .open(path)?;
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::Builder::new()
-            .name("gatehouse-waf-log".into())
+            .name("gatehouse-security-log".into())
             .spawn(move || {
                 let mut out = std::io::BufWriter::new(file);
                 while let Ok(line) = rx.recv() {
@@ -45,9 +46,13 @@ impl LogFile {
     }
 }
 
-/// The WAF's logs.
+/// The security logs.
 #[derive(Debug, Clone, Default)]
-pub struct WafLogs {
+pub struct SecurityLogs {
+    /// The WAF's error log.
     pub error: Option<LogFile>,
+    /// The WAF's audit log.
     pub audit: Option<LogFile>,
+    /// Requests refused by a rate limit (and the other limits to come).
+    pub events: Option<LogFile>,
 }

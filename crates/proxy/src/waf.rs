@@ -334,12 +334,12 @@ fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue)
     let blocked = blocks(waf, tx);
     for m in matched {
         let line = m.log_line(client, &host, &tx.x.uri, &id);
-        match &dp.waf_logs.error {
+        match &dp.security_logs.error {
             Some(f) => f.write(line),
             None => tracing::warn!(target: "gatehouse::waf", "{line}"),
         }
     }
-    if let Some(audit) = &dp.waf_logs.audit {
+    if let Some(audit) = &dp.security_logs.audit {
         let score = |k: &str| {
             tx.tx(k)
                 .and_then(|v| std::str::from_utf8(v).ok())

@@ -33,6 +33,7 @@ pub mod operators;
 pub mod pattern;
 pub mod prefilter;
 pub mod prologue;
+pub mod ratelimit;
 pub mod ruleset;
 pub mod store;
 pub mod target;

@@ -31,7 +31,7 @@ pub struct Builder<'a> {
     pub statuses: Vec<StatusUpdate>,
     /// BackendTrafficPolicies by the Services they govern.
     pub policies: Policies,
-    pub wafs: crate::waf::WafPolicies,
+    pub security: crate::security::SecurityPolicies,
     /// Set for an incremental run: only these hostnames are compiled.
     pub scope: Option<&'a Scope>,
     /// Clusters of the previous Snapshot, reused for Services that did not change.
@@ -103,15 +103,15 @@ impl<'a> Builder<'a> {
             false => HashMap::new(),
         };
         let policies = Policies::load(store, &mut errors, &mut warnings);
-        let wafs =
-            crate::waf::WafPolicies::load(store, opts.waf.as_deref(), &mut errors, &mut warnings);
+        let security =
+            crate::security::SecurityPolicies::load(store, opts, &mut errors, &mut warnings);
         Builder {
             store,
             opts,
             errors,
             warnings,
             policies,
-            wafs,
+            security,
             certs,
             clusters: Clusters::new(),
             route_names: Vec::new(),

@@ -1084,6 +1084,7 @@ fn compile_rule(
     if b.errors.len() > errors_before {
         return false;
     }
+    let protection = b.security.for_route(o, parents_of(o));
     let action = b.action(RouteAction {
         id: 0,
         name: Arc::from(format!(
@@ -1097,7 +1098,8 @@ fn compile_rule(
         timeout,
         backend_timeout,
         mirrors,
-        waf: b.wafs.for_route(o, parents_of(o)),
+        waf: protection.waf,
+        rate_limits: protection.rate_limits,
     });
     for (key, path, method, headers, query) in compiled {
         out.push(CompiledMatch {

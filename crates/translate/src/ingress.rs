@@ -170,16 +170,14 @@ pub fn translate(b: &mut Builder<'_>) {
         if !in_scope {
             continue;
         }
-        let waf = b.wafs.for_ingress(
-            o,
-            ing.metadata.annotations.as_ref(),
-            b.opts.waf.as_deref(),
-            &mut b.errors,
-        );
+        let protection =
+            b.security
+                .for_ingress(o, ing.metadata.annotations.as_ref(), b.opts, &mut b.errors);
         let via = Via {
             route: policy::from_annotations(o, ing.metadata.annotations.as_ref(), &mut b.errors),
             gateway: None,
-            waf,
+            waf: protection.waf,
+            rate_limits: protection.rate_limits,
         };
         // An incremental run keeps the previous fallback (a change to a defaultBackend
         // always takes a full translation).
@@ -303,6 +301,7 @@ pub fn translate(b: &mut Builder<'_>) {
                         backend_timeout: None,
                         mirrors: Vec::new(),
                         waf: None,
+                        rate_limits: None,
                     })
                 })
                 .clone(),
@@ -461,5 +460,6 @@ fn backend_action(
         backend_timeout: None,
         mirrors: Vec::new(),
         waf: via.waf.clone(),
+        rate_limits: via.rate_limits.clone(),
     }))
 }

@@ -17,8 +17,10 @@ pub mod ingress;
 pub mod labels;
 pub mod maglev;
 pub mod policy;
+pub mod ratelimit;
 pub mod retry_budget;
 pub mod routes;
+pub mod security;
 pub mod snapshot;
 pub mod tls;
 pub mod waf;
@@ -40,6 +42,8 @@ pub struct TranslateOptions {
     pub publish_addresses: Vec<String>,
     /// The WAF rule base (CRS), if loaded; policies asking for a WAF need it.
     pub waf: Option<Arc<waf::WafBase>>,
+    /// Rate limiters, kept from one translation to the next.
+    pub limiters: Arc<ratelimit::LimiterRegistry>,
 }
 
 impl Default for TranslateOptions {
@@ -51,6 +55,7 @@ impl Default for TranslateOptions {
             listen_map: Vec::new(),
             publish_addresses: Vec::new(),
             waf: None,
+            limiters: Arc::default(),
         }
     }
 }

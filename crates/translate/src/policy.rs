@@ -66,6 +66,7 @@ pub struct Via {
     pub gateway: Option<ClusterPolicy>,
     /// The WAF of the route (set where actions are built for Ingress rules).
     pub waf: Option<std::sync::Arc<crate::waf::WafPolicy>>,
+    pub rate_limits: Option<std::sync::Arc<crate::ratelimit::RateLimits>>,
 }
 
 impl Policies {
@@ -145,6 +146,7 @@ impl Policies {
             route,
             gateway,
             waf: None,
+            rate_limits: None,
         }
     }
 }

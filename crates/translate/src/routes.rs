@@ -240,6 +240,7 @@ mod tests {
             backend_timeout: None,
             mirrors: Vec::new(),
             waf: None,
+            rate_limits: None,
         })
     }
 

@@ -116,6 +116,8 @@ pub struct RouteAction {
     pub mirrors: Vec<Mirror>,
     /// The web application firewall that inspects this route's traffic.
     pub waf: Option<Arc<crate::waf::WafPolicy>>,
+    /// Request rate limits on this route.
+    pub rate_limits: Option<Arc<crate::ratelimit::RateLimits>>,
 }
 
 /// Where a RequestMirror filter sends copies, and how many (in millionths of requests).

@@ -7,9 +7,8 @@
 //! compiled rule set, and a translation that leaves the WAF settings alone reuses the
 //! previous one, so an unrelated config change never recompiles CRS.
 
-use crate::policy::GATEWAY_GROUP;
-use gatehouse_model::policy::{SecurityPolicy, Waf};
-use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
+use gatehouse_model::policy::Waf;
+use gatehouse_model::{ConfigError, StoredObject};
 use gatehouse_security::load::{load_inline, Located};
 use gatehouse_security::ruleset::{compile_with, RuleSet};
 use std::collections::{BTreeMap, HashMap};
@@ -126,119 +125,25 @@ pub struct WafPolicy {
     pub block_content_type: String,
 }
 
-/// WAF policies by what they target: (kind, namespace, name).
-#[derive(Debug, Default)]
-pub struct WafPolicies {
-    by_target: HashMap<(&'static str, String, String), Option<Arc<WafPolicy>>>,
-}
-
-impl WafPolicies {
-    /// Checks every SecurityPolicy; errors name the policy and field.
-    pub fn load(
-        store: &ObjectStore,
-        base: Option<&WafBase>,
-        errors: &mut Vec<ConfigError>,
-        warnings: &mut Vec<String>,
-    ) -> WafPolicies {
-        let mut objects: Vec<&StoredObject> = store.of_kind("SecurityPolicy").collect();
-        objects.sort_by(|a, b| crate::ingress::oldest_first(a, b));
-        let mut by_target = HashMap::new();
-        for o in objects {
-            let Object::SecurityPolicy(SecurityPolicy { spec, .. }) = &o.object else {
-                continue;
-            };
-            let from = format!("SecurityPolicy {}/{}", o.namespace(), o.name());
-            let policy = match &spec.waf {
-                Some(w) => match compile(w, &from, base, &|f, m| o.error(f, m), errors) {
-                    Some(p) => p,
-                    None => continue,
-                },
-                None => None,
-            };
-            for (i, t) in spec.target_refs.iter().enumerate() {
-                let kind = match (t.group.as_str(), t.kind.as_str()) {
-                    (GATEWAY_GROUP, "Gateway") => "Gateway",
-                    (GATEWAY_GROUP, "HTTPRoute") => "HTTPRoute",
-                    (GATEWAY_GROUP, "GRPCRoute") => "GRPCRoute",
-                    ("networking.k8s.io", "Ingress") => "Ingress",
-                    (g, k) => {
-                        errors.push(o.error(
-                            &format!("spec.targetRefs[{i}].kind"),
-                            format!("unsupported target {g}/{k}: must be a Gateway, HTTPRoute or GRPCRoute ({GATEWAY_GROUP}) or an Ingress (networking.k8s.io)"),
-                        ));
-                        continue;
-                    }
-                };
-                let key = (kind, o.namespace().to_string(), t.name.clone());
-                if by_target.contains_key(&key) {
-                    warnings.push(format!(
-                        "{from}: {kind} {}/{} already has an older SecurityPolicy; ignored for it",
-                        key.1, key.2
-                    ));
-                    continue;
-                }
-                by_target.insert(key, policy.clone());
-            }
-        }
-        WafPolicies { by_target }
-    }
-
-    fn get(&self, kind: &'static str, ns: &str, name: &str) -> Option<&Option<Arc<WafPolicy>>> {
-        if self.by_target.is_empty() {
-            return None;
-        }
-        self.by_target
-            .get(&(kind, ns.to_string(), name.to_string()))
-    }
-
-    /// The WAF of a Gateway API route: its own policy, else its first parent
-    /// Gateway's.
-    pub fn for_route(
-        &self,
-        o: &StoredObject,
-        parents: &[gatehouse_model::gateway::ParentReference],
-    ) -> Option<Arc<WafPolicy>> {
-        let ns = o.namespace();
-        let kind = match o.object.kind() {
-            "HTTPRoute" => "HTTPRoute",
-            "GRPCRoute" => "GRPCRoute",
-            _ => return None,
+/// The WAF an Ingress's annotations ask for, compiled; errors name the annotation.
+pub(crate) fn from_ingress(
+    o: &StoredObject,
+    annotations: &BTreeMap<String, String>,
+    base: Option<&WafBase>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<WafPolicy>> {
+    let waf = from_annotations(o, annotations, errors)?;
+    let from = format!("Ingress {}/{} annotations", o.namespace(), o.name());
+    let field = |f: &str| {
+        let a = match f {
+            "spec.waf.paranoiaLevel" => "waf-paranoia-level",
+            "spec.waf.inboundAnomalyThreshold" => "waf-anomaly-threshold",
+            f if f.starts_with("spec.waf.exclusions") => "waf-exclude-ids",
+            _ => "waf",
         };
-        if let Some(p) = self.get(kind, ns, o.name()) {
-            return p.clone();
-        }
-        parents
-            .iter()
-            .filter(|p| p.kind.as_deref().unwrap_or("Gateway") == "Gateway")
-            .find_map(|p| self.get("Gateway", p.namespace.as_deref().unwrap_or(ns), &p.name))
-            .cloned()
-            .flatten()
-    }
-
-    /// The WAF of an Ingress: a SecurityPolicy targeting it, else its annotations.
-    pub fn for_ingress(
-        &self,
-        o: &StoredObject,
-        annotations: Option<&BTreeMap<String, String>>,
-        base: Option<&WafBase>,
-        errors: &mut Vec<ConfigError>,
-    ) -> Option<Arc<WafPolicy>> {
-        if let Some(p) = self.get("Ingress", o.namespace(), o.name()) {
-            return p.clone();
-        }
-        let waf = from_annotations(o, annotations?, errors)?;
-        let from = format!("Ingress {}/{} annotations", o.namespace(), o.name());
-        let field = |f: &str| {
-            let a = match f {
-                "spec.waf.paranoiaLevel" => "waf-paranoia-level",
-                "spec.waf.inboundAnomalyThreshold" => "waf-anomaly-threshold",
-                f if f.starts_with("spec.waf.exclusions") => "waf-exclude-ids",
-                _ => "waf",
-            };
-            format!("metadata.annotations[\"gatehouse.dev/{a}\"]")
-        };
-        compile(&waf, &from, base, &|f, m| o.error(&field(f), m), errors).flatten()
-    }
+        format!("metadata.annotations[\"gatehouse.dev/{a}\"]")
+    };
+    compile(&waf, &from, base, &|f, m| o.error(&field(f), m), errors).flatten()
 }
 
 /// The WAF an Ingress's annotations ask for: `gatehouse.dev/waf` (the mode),
@@ -304,7 +209,7 @@ fn quoted(s: &str) -> String {
 }
 
 /// Checks and compiles `spec.waf`. Some(None): the WAF is off. None: errors.
-fn compile(
+pub(crate) fn compile(
     w: &Waf,
     from: &str,
     base: Option<&WafBase>,

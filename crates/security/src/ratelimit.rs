@@ -1,0 +1,410 @@
+//! Rate limits by key with GCRA, the generic cell rate algorithm: per key one number,
+//! the theoretical arrival time (TAT) of the next request if requests came at exactly
+//! the allowed rate. A request is allowed if it comes no earlier than `TAT - burst ×
+//! interval`, and then moves the TAT on by one interval. This is a token bucket of
+//! `burst` tokens refilled at `requests` per `period`, kept in one word per key.
+//!
+//! The state is sharded by key. A known key costs a shared read lock and a
+//! compare-and-swap; only a new key takes its shard's write lock. Keys whose bucket is
+//! full again hold nothing a new entry would not: a shard drops them when a new key
+//! finds it grown to twice its size after the last such sweep (at least 1,024 keys), so
+//! memory follows the clients seen lately, at an amortised constant cost. Keys are
+//! hashed with a per-process secret (SipHash), so a client cannot choose header values
+//! that land on another client's bucket.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+const SHARDS: usize = 64;
+
+/// A shard sweeps when a new key finds it this big at least.
+const SWEEP_FLOOR: usize = 1024;
+
+/// One shard: TATs by key, and the size at which it sweeps next.
+#[derive(Default)]
+struct Shard {
+    tats: HashMap<u64, AtomicU64>,
+    sweep_at: usize,
+}
+
+/// How many requests a key may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests per `period`, on average.
+    pub requests: u32,
+    pub period: Duration,
+    /// Requests that may come at once (at least 1).
+    pub burst: u32,
+}
+
+/// The verdict on one request, with what the `RateLimit-*` headers say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow {
+        /// Requests the key may still make at once.
+        remaining: u32,
+        /// Until the key's bucket is full again.
+        reset: Duration,
+    },
+    Deny {
+        /// The earliest time a request of this key would be allowed.
+        retry_after: Duration,
+        reset: Duration,
+    },
+}
+
+/// A quota applied per key, in this process's memory.
+pub struct Limiter {
+    quota: Quota,
+    /// Nanoseconds between two requests at the allowed rate.
+    interval: u64,
+    /// `burst × interval`: how far ahead of now a key's TAT may be.
+    capacity: u64,
+    epoch: Instant,
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("quota", &self.quota)
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter for `quota`; requests and burst of 0 count as 1.
+    pub fn new(quota: Quota) -> Limiter {
+        let requests = u64::from(quota.requests.max(1));
+        let period = u64::try_from(quota.period.as_nanos()).unwrap_or(u64::MAX);
+        let interval = (period / requests).max(1);
+        let burst = u64::from(quota.burst.max(1));
+        Limiter {
+            quota,
+            interval,
+            capacity: interval.saturating_mul(burst),
+            epoch: Instant::now(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// Counts one request of `key` now.
+    pub fn check(&self, key: u64) -> Decision {
+        self.check_at(key, self.nanos(Instant::now()))
+    }
+
+    /// Counts one request of `key` at `now` nanoseconds since the limiter started.
+    pub fn check_at(&self, key: u64, now: u64) -> Decision {
+        let shard = &self.shards[(key as usize) % SHARDS];
+        {
+            let s = shard.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(tat) = s.tats.get(&key) {
+                return self.advance(tat, now);
+            }
+        }
+        let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+        if s.tats.len() >= s.sweep_at.max(SWEEP_FLOOR) && !s.tats.contains_key(&key) {
+            s.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now);
+            s.sweep_at = s.tats.len() * 2;
+        }
+        let tat = s.tats.entry(key).or_insert_with(|| AtomicU64::new(0));
+        self.advance(tat, now)
+    }
+
+    /// One GCRA step on a key's TAT.
+    fn advance(&self, tat: &AtomicU64, now: u64) -> Decision {
+        let mut current = tat.load(Ordering::Acquire);
+        loop {
+            let base = current.max(now);
+            let next = base.saturating_add(self.interval);
+            let allowed_from = next.saturating_sub(self.capacity);
+            if now < allowed_from {
+                return Decision::Deny {
+                    retry_after: Duration::from_nanos(allowed_from - now),
+                    reset: Duration::from_nanos(base - now),
+                };
+            }
+            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    let left = (now + self.capacity).saturating_sub(next) / self.interval;
+                    return Decision::Allow {
+                        remaining: u32::try_from(left).unwrap_or(u32::MAX),
+                        reset: Duration::from_nanos(next - now),
+                    };
+                }
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// Drops the keys whose bucket is full again; returns how many keys are left.
+    pub fn sweep(&self) -> usize {
+        let now = self.nanos(Instant::now());
+        self.sweep_at(now)
+    }
+
+    pub fn sweep_at(&self, now: u64) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let mut s = s.write().unwrap_or_else(|p| p.into_inner());
+                s.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now);
+                s.tats.len()
+            })
+            .sum()
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).tats.len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// What a limit counts requests by. Parts combine: a client and an API key, say. No
+/// part at all counts every request together.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    /// The client address, cut to a prefix (IPv4, IPv6): (32, 128) counts each address.
+    pub client: Option<(u8, u8)>,
+    /// A request header's value (name in lower case).
+    pub header: Option<String>,
+    /// The request path.
+    pub path: bool,
+}
+
+/// A request as a key sees it.
+pub struct KeyView<'a> {
+    pub client: IpAddr,
+    pub path: &'a [u8],
+    /// Looks up a header by lower-case name.
+    pub header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+}
+
+/// Builds keys, hashed with a secret that is the same for every key of the process.
+#[derive(Clone)]
+pub struct Keys {
+    hasher: RandomState,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keys").finish_non_exhaustive()
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys {
+            hasher: RandomState::new(),
+        }
+    }
+}
+
+impl Keys {
+    /// The key of `view` under `spec`; None if the header it counts by is missing (the
+    /// limit does not apply to such a request, as in Envoy).
+    pub fn key(&self, spec: &KeySpec, view: &KeyView<'_>) -> Option<u64> {
+        let mut h = self.hasher.build_hasher();
+        if let Some((v4, v6)) = spec.client {
+            match view.client {
+                IpAddr::V4(a) => {
+                    h.write_u8(4);
+                    h.write_u32(mask(u128::from(u32::from(a)), 32, v4) as u32);
+                }
+                IpAddr::V6(a) => {
+                    h.write_u8(6);
+                    h.write_u128(mask(u128::from(a), 128, v6));
+                }
+            }
+        }
+        if let Some(name) = &spec.header {
+            let value = (view.header)(name)?;
+            h.write_usize(value.len());
+            h.write(value);
+        }
+        if spec.path {
+            h.write_usize(view.path.len());
+            h.write(view.path);
+        }
+        Some(h.finish())
+    }
+}
+
+/// The first `prefix` bits of an address of `bits` bits.
+fn mask(addr: u128, bits: u32, prefix: u8) -> u128 {
+    let keep = u32::from(prefix).min(bits);
+    if keep == 0 {
+        return 0;
+    }
+    let drop = bits - keep;
+    (addr >> drop) << drop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn limiter(requests: u32, period_ms: u64, burst: u32) -> Limiter {
+        Limiter::new(Quota {
+            requests,
+            period: Duration::from_millis(period_ms),
+            burst,
+        })
+    }
+
+    #[test]
+    fn burst_then_the_rate() {
+        // 10 per second (one every 100 ms), 3 at once.
+        let l = limiter(10, 1000, 3);
+        let t = 1000 * MS;
+        for left in [2, 1, 0] {
+            assert!(
+                matches!(l.check_at(1, t), Decision::Allow { remaining, .. } if remaining == left)
+            );
+        }
+        match l.check_at(1, t) {
+            Decision::Deny { retry_after, reset } => {
+                assert_eq!(retry_after, Duration::from_millis(100));
+                assert_eq!(reset, Duration::from_millis(300));
+            }
+            d => panic!("allowed: {d:?}"),
+        }
+        // One more every 100 ms, not before.
+        assert!(matches!(l.check_at(1, t + 99 * MS), Decision::Deny { .. }));
+        assert!(matches!(
+            l.check_at(1, t + 100 * MS),
+            Decision::Allow { remaining: 0, .. }
+        ));
+        assert!(matches!(l.check_at(1, t + 150 * MS), Decision::Deny { .. }));
+        // Another key has its own bucket.
+        assert!(matches!(
+            l.check_at(2, t),
+            Decision::Allow { remaining: 2, .. }
+        ));
+        // After a quiet second the whole burst is back.
+        assert!(matches!(
+            l.check_at(1, t + 1500 * MS),
+            Decision::Allow { remaining: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn sweep_drops_only_full_buckets() {
+        let l = limiter(10, 1000, 5);
+        l.check_at(1, 0);
+        l.check_at(2, 500 * MS);
+        assert_eq!(l.len(), 2);
+        // Key 1 is full again at 100 ms, key 2 at 600 ms.
+        assert_eq!(l.sweep_at(300 * MS), 1);
+        assert_eq!(l.sweep_at(600 * MS), 0);
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn new_keys_sweep_a_grown_shard() {
+        let l = limiter(1000, 1000, 1);
+        // 100,000 clients once each, 1 ms apart: each bucket is full again 1 ms later.
+        for k in 0..100_000u64 {
+            l.check_at(k, k * MS);
+        }
+        assert!(l.len() < 64 * 2 * SWEEP_FLOOR, "{} keys held", l.len());
+        // A key still in its interval is never dropped.
+        assert!(matches!(
+            l.check_at(99_999, 99_999 * MS),
+            Decision::Deny { .. }
+        ));
+    }
+
+    #[test]
+    fn threads_never_get_more_than_the_quota() {
+        // 1000 per second, burst 50: in a fixed instant, exactly 50 pass.
+        let l = std::sync::Arc::new(limiter(1000, 1000, 50));
+        let allowed: usize = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| matches!(l.check_at(7, 5000 * MS), Decision::Allow { .. }))
+                        .count()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .sum();
+        assert_eq!(allowed, 50);
+    }
+
+    #[test]
+    fn keys_by_prefix_header_and_path() {
+        let keys = Keys::default();
+        let none = |_: &str| None;
+        let api = |n: &str| (n == "x-api-key").then_some(&b"k1"[..]);
+        fn view<'a>(
+            ip: &str,
+            path: &'a [u8],
+            header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+        ) -> KeyView<'a> {
+            KeyView {
+                client: ip.parse().expect("ip"),
+                path,
+                header,
+            }
+        }
+        let by24 = KeySpec {
+            client: Some((24, 64)),
+            ..Default::default()
+        };
+        let k = |spec: &KeySpec, v: &KeyView<'_>| keys.key(spec, v);
+        assert_eq!(
+            k(&by24, &view("10.0.0.1", b"/", &none)),
+            k(&by24, &view("10.0.0.200", b"/a", &none))
+        );
+        assert_ne!(
+            k(&by24, &view("10.0.0.1", b"/", &none)),
+            k(&by24, &view("10.0.1.1", b"/", &none))
+        );
+        assert_eq!(
+            k(&by24, &view("2001:db8::1", b"/", &none)),
+            k(&by24, &view("2001:db8::ffff", b"/", &none))
+        );
+        let by_key = KeySpec {
+            header: Some("x-api-key".into()),
+            ..Default::default()
+        };
+        assert_eq!(k(&by_key, &view("10.0.0.1", b"/", &none)), None);
+        assert!(k(&by_key, &view("10.0.0.1", b"/", &api)).is_some());
+        let by_path = KeySpec {
+            path: true,
+            ..Default::default()
+        };
+        assert_ne!(
+            k(&by_path, &view("10.0.0.1", b"/a", &none)),
+            k(&by_path, &view("10.0.0.1", b"/b", &none))
+        );
+        assert_eq!(mask(0xffff_ffff, 32, 0), 0);
+        assert_eq!(mask(0xffff_ffff, 32, 8), 0xff00_0000);
+    }
+}

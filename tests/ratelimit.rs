@@ -1,0 +1,318 @@
+//! Rate limits in the proxy, over real sockets: a SecurityPolicy's limit per client
+//! address answers 429 with `Retry-After` and `RateLimit-*` headers once a client has
+//! spent its burst, while other addresses (clients bound to other loopback addresses)
+//! are still served; a limit per API key counts each key and leaves requests without
+//! one alone; a route-wide limit holds its rate within tolerance; a limit keeps its
+//! counts across config reloads; a bad limit is refused and the last good config keeps
+//! serving; the Ingress annotations work; every refusal is a JSON security event.
+
+mod support;
+
+use gatehouse_proxy::ProxyConfig;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn policy(limits: &str) -> String {
+    format!(
+        "---
+apiVersion: gatehouse.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: limits, namespace: default}}
+spec:
+  targetRefs: [{{group: networking.k8s.io, kind: Ingress, name: app}}]
+  rateLimits:
+{limits}"
+    )
+}
+
+struct Limited {
+    proxy: Proxy,
+    events: std::path::PathBuf,
+    backend: SocketAddr,
+    _logs: tempfile::TempDir,
+}
+
+async fn start(policy: &str, annotations: &str) -> Limited {
+    let backend = echo("app").await;
+    let logs = tempfile::tempdir().expect("tempdir");
+    let events = logs.path().join("security.log");
+    let cfg = ProxyConfig {
+        drain_timeout: Duration::from_secs(2),
+        security_log: Some(events.clone()),
+        ..ProxyConfig::default()
+    };
+    let app = app(backend, annotations);
+    let (proxy, _) = start_proxy_with(
+        &[
+            ("classes.yaml", CLASSES),
+            ("app.yaml", &app),
+            ("policy.yaml", policy),
+        ],
+        &[],
+        cfg,
+    )
+    .await;
+    Limited {
+        proxy,
+        events,
+        backend,
+        _logs: logs,
+    }
+}
+
+fn app(backend: SocketAddr, annotations: &str) -> String {
+    let ing = ingress("app.test", "app");
+    let ing = match annotations {
+        "" => ing,
+        a => ing.replace(
+            "metadata: {name: app, namespace: default}",
+            &format!("metadata: {{name: app, namespace: default, annotations: {{{a}}}}}"),
+        ),
+    };
+    [service("default", "app", backend, None), ing].concat()
+}
+
+/// One request on a new connection from source address `from`; the status and head.
+async fn get_from(from: &str, addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip: IpAddr = from.parse().expect("ip");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(SocketAddr::new(ip, 0)).expect("bind source");
+    let mut s = sock.connect(addr).await.expect("connect");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    (status, head)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+async fn wait_event(path: &std::path::Path, needle: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{needle:?} never logged in {}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn per_client_limits_answer_429_with_headers_and_spare_other_clients() {
+    let l = start(
+        &policy("  - {name: per-client, requests: 3, per: 1m, key: {clientIP: {}}}\n"),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    // Over keep-alive (the fast path): three pass, the fourth is refused.
+    let c = client();
+    for i in 0..3 {
+        let r = get(&c, addr, "app.test", "/").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    let r = get(&c, addr, "app.test", "/").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("per-client"), "{}", r.body);
+    let h = |n: &str| {
+        r.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    // One request every 20 s: the next is allowed in at most 20 s.
+    let retry: u64 = h("retry-after").parse().expect("Retry-After in seconds");
+    assert!((1..=20).contains(&retry), "Retry-After {retry}");
+    assert_eq!(h("ratelimit-limit"), "3");
+    assert_eq!(h("ratelimit-remaining"), "0");
+    let reset: u64 = h("ratelimit-reset").parse().expect("RateLimit-Reset");
+    assert!((40..=60).contains(&reset), "RateLimit-Reset {reset}");
+    assert_eq!(
+        h("ratelimit-policy"),
+        "3;w=60;burst=3;comment=\"per-client\""
+    );
+    assert!(!h("x-request-id").is_empty());
+
+    // The same address on new connections is still limited; other addresses are not.
+    let (status, _) = get_from("127.0.0.1", addr, "/", "").await;
+    assert_eq!(status, 429);
+    for _ in 0..3 {
+        let (status, head) = get_from("127.0.0.2", addr, "/", "").await;
+        assert_eq!(status, 200, "{head}");
+    }
+    let (status, head) = get_from("127.0.0.2", addr, "/", "").await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&head, "ratelimit-limit"), Some("3"));
+    let (status, _) = get_from("127.0.0.3", addr, "/", "").await;
+    assert_eq!(status, 200);
+
+    // Each refusal is a security event.
+    let text = wait_event(&l.events, "127.0.0.2").await;
+    let event: serde_json::Value = text
+        .lines()
+        .find(|line| line.contains("127.0.0.2"))
+        .and_then(|line| serde_json::from_str(line).ok())
+        .expect("a JSON event");
+    assert_eq!(event["event"], "rate_limited");
+    assert_eq!(event["limit"], "per-client");
+    assert_eq!(event["policy"], "SecurityPolicy default/limits");
+    assert_eq!(event["action"], "deny");
+    assert!(event["route"].as_str().is_some_and(|r| !r.is_empty()));
+
+    // And counted.
+    let metrics = get(&c, l.proxy.admin, "admin", "/metrics").await.body;
+    let refused = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("gatehouse_rate_limited_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(refused.is_some_and(|n| n >= 3), "{refused:?}");
+}
+
+#[tokio::test]
+async fn api_key_limits_count_each_key_and_leave_requests_without_one_alone() {
+    let l = start(
+        &policy("  - {name: per-key, requests: 2, per: 1h, key: {header: X-API-Key}}\n"),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    let c = client();
+    let with = |key: &'static str| [("x-api-key", key)];
+    for _ in 0..2 {
+        assert_eq!(
+            send(&c, "GET", addr, "app.test", "/", &with("a"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        send(&c, "GET", addr, "app.test", "/", &with("a"))
+            .await
+            .status,
+        429
+    );
+    assert_eq!(
+        send(&c, "GET", addr, "app.test", "/", &with("b"))
+            .await
+            .status,
+        200
+    );
+    for _ in 0..5 {
+        assert_eq!(get(&c, addr, "app.test", "/").await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_route_wide_limit_holds_its_rate() {
+    // 20 per second, one at a time, for every client together.
+    let l = start(
+        &policy("  - {name: route, requests: 20, per: 1s, burst: 1}\n"),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    let c = client();
+    let t = Instant::now();
+    let (mut ok, mut refused) = (0u32, 0u32);
+    while t.elapsed() < Duration::from_millis(1500) {
+        match get(&c, addr, "app.test", "/").await.status {
+            200 => ok += 1,
+            429 => refused += 1,
+            s => panic!("status {s}"),
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    // One at the start, then one per 50 ms.
+    let expected = 1.0 + elapsed * 20.0;
+    assert!(
+        (f64::from(ok) - expected).abs() <= 3.0,
+        "{ok} passed in {elapsed:.2} s, expected about {expected:.0} ({refused} refused)"
+    );
+    assert!(refused > 0);
+}
+
+#[tokio::test]
+async fn limits_survive_reloads_and_bad_limits_are_refused() {
+    let l = start(
+        &policy(
+            "  - {name: per-client, requests: 1, per: 1h, key: {clientIP: {ipv4Prefix: 24}}}\n",
+        ),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    assert_eq!(get_from("127.0.0.5", addr, "/", "").await.0, 200);
+    // The /24 is one key: another address of it is over the limit too.
+    assert_eq!(get_from("127.0.0.6", addr, "/", "").await.0, 429);
+    assert_eq!(get_from("127.0.1.6", addr, "/", "").await.0, 200);
+
+    // An unrelated change: the limit keeps its count.
+    let v = l.proxy.running.version();
+    let more = [
+        app(l.backend, ""),
+        service("default", "other", l.backend, None),
+    ]
+    .concat();
+    write(l.proxy.dir.path(), "app.yaml", &more);
+    l.proxy.wait_version(v + 1).await;
+    assert_eq!(get_from("127.0.0.5", addr, "/", "").await.0, 429);
+
+    // A bad limit: refused, named by field; the last good config keeps serving.
+    let v = l.proxy.running.version();
+    write(
+        l.proxy.dir.path(),
+        "policy.yaml",
+        &policy("  - {name: per-client, requests: 1, per: soon}\n"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(l.proxy.running.version(), v, "the bad policy is not served");
+    assert_eq!(get_from("127.0.0.5", addr, "/", "").await.0, 429);
+    let errors =
+        gatehouse::app::validate(l.proxy.dir.path(), &Default::default()).expect_err("invalid");
+    let text = format!("{errors:#}");
+    assert!(
+        text.contains("SecurityPolicy") && text.contains("spec.rateLimits[0].per"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn ingress_annotations_limit_each_client() {
+    let l = start(
+        "# no policy: the annotations alone\n",
+        "gatehouse.dev/limit-rpm: \"2\", gatehouse.dev/limit-burst-multiplier: \"1\"",
+    )
+    .await;
+    let addr = l.proxy.http;
+    assert_eq!(get_from("127.0.0.7", addr, "/", "").await.0, 200);
+    assert_eq!(get_from("127.0.0.7", addr, "/", "").await.0, 200);
+    let (status, head) = get_from("127.0.0.7", addr, "/", "").await;
+    assert_eq!(status, 429);
+    assert_eq!(header(&head, "ratelimit-limit"), Some("2"));
+    assert_eq!(get_from("127.0.0.8", addr, "/", "").await.0, 200);
+}
