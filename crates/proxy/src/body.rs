@@ -29,6 +29,8 @@ pub enum RequestBody {
     H2(crate::fast_h2::RecvBody),
     /// Bytes the WAF read for inspection, then the rest.
     Prefixed(Box<crate::waf::Prefixed<RequestBody>>),
+    /// A body that must keep a pace (`crate::pace`).
+    Paced(Box<crate::pace::Paced>),
 }
 
 /// Why a request body could not be read.
@@ -38,6 +40,8 @@ pub enum RequestBodyError {
     Hyper(#[from] hyper::Error),
     #[error("{0}")]
     H2(&'static str),
+    #[error("request body too slow")]
+    Slow,
 }
 
 impl http_body::Body for RequestBody {
@@ -59,6 +63,7 @@ impl http_body::Body for RequestBody {
             },
             RequestBody::H2(b) => std::pin::Pin::new(b).poll_frame(cx),
             RequestBody::Prefixed(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
+            RequestBody::Paced(b) => std::pin::Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -68,6 +73,7 @@ impl http_body::Body for RequestBody {
             RequestBody::Hyper(b) => b.is_end_stream(),
             RequestBody::H2(b) => b.is_end_stream(),
             RequestBody::Prefixed(b) => b.is_end_stream(),
+            RequestBody::Paced(b) => b.inner.is_end_stream(),
         }
     }
 
@@ -77,6 +83,7 @@ impl http_body::Body for RequestBody {
             RequestBody::Hyper(b) => b.size_hint(),
             RequestBody::H2(b) => b.size_hint(),
             RequestBody::Prefixed(b) => b.size_hint(),
+            RequestBody::Paced(b) => b.inner.size_hint(),
         }
     }
 }

@@ -103,6 +103,11 @@ impl ChunkedScanner {
                     i += 1;
                     match b {
                         b'\r' if digits > 0 => State::SizeLf { value },
+                        // Extensions are tokens and quoted strings: no control bytes
+                        // (a bare LF or a NUL there is a smuggling attempt).
+                        _ if ext && ((b < 0x20 && b != b'\t') || b == 0x7f) => {
+                            return Err(Malformed)
+                        }
                         _ if ext => State::Size { value, digits, ext },
                         b';' | b' ' | b'\t' if digits > 0 => State::Size {
                             value,
@@ -252,5 +257,19 @@ mod tests {
             "size overflow"
         );
         assert_eq!(scan_all(&[b"5\nhello"]), Err(Malformed), "bare LF");
+        assert_eq!(
+            scan_all(&[b"3;\x00\r\nabc"]),
+            Err(Malformed),
+            "NUL in an extension"
+        );
+        assert_eq!(
+            scan_all(&[b"3;a\nb\r\nabc"]),
+            Err(Malformed),
+            "LF in an extension"
+        );
+        assert_eq!(
+            scan_all(&[b"3;a=\"x\ty\"\r\nabc\r\n0\r\n\r\n"]),
+            Ok((21, true))
+        );
     }
 }

@@ -10,6 +10,12 @@ pub struct ProxyConfig {
     pub upstream_timeout: Duration,
     /// Time a client has to send a complete request head (also bounds keep-alive idle).
     pub header_read_timeout: Duration,
+    /// A request body read that brings nothing for this long ends the request (408);
+    /// also the grace before `body_min_rate` applies.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average once `body_timeout` has passed,
+    /// counting only the time spent waiting for the client (0: no rate).
+    pub body_min_rate: u64,
     /// HTTP/2 keep-alive ping interval; a peer that does not answer is dropped.
     pub h2_keepalive: Duration,
     /// Idle upstream connections are closed after this long.
@@ -31,12 +37,21 @@ pub struct ProxyConfig {
     pub security_log: Option<std::path::PathBuf>,
 }
 
+impl ProxyConfig {
+    /// The pace a new request body must keep.
+    pub fn body_pace(&self) -> crate::pace::BodyPace {
+        crate::pace::BodyPace::new(self.body_timeout, self.body_min_rate)
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(60),
             header_read_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(20),
+            body_min_rate: 1024,
             h2_keepalive: Duration::from_secs(30),
             upstream_idle_timeout: Duration::from_secs(90),
             max_header_bytes: 64 * 1024,

@@ -14,6 +14,7 @@ use crate::dataplane::DataPlane;
 use crate::deadline::Deadline;
 use crate::handler::{self, error, ConnInfo, Decision, Head, Routed};
 use crate::headers::{add_forwarded, request_id, strip_hop_by_hop, X_REQUEST_ID};
+use crate::pace::BodyPace;
 use crate::pool::{Acquired, Lease, Pool, Pooled, Reusable};
 use crate::rewind::Rewind;
 use crate::upstream::UpstreamError;
@@ -261,38 +262,34 @@ impl Downstream {
         let mut framing = Framing::None;
         let mut close = false;
         let mut handover = false;
+        let (mut saw_length, mut saw_coding) = (false, false);
         let mut host = None;
         for (name_range, value_range) in &ranges[..n] {
             let (name, value) = (name_range, value_range);
             let name = HeaderName::from_bytes(&raw[name.clone()]).map_err(|_| ())?;
             let value = HeaderValue::from_maybe_shared(raw.slice(value.clone())).map_err(|_| ())?;
             match name {
-                header::UPGRADE | header::EXPECT => {
-                    handover = true;
-                    break;
-                }
+                header::UPGRADE | header::EXPECT => handover = true,
                 header::CONTENT_LENGTH => {
+                    saw_length = true;
                     let n = std::str::from_utf8(value.as_bytes())
                         .ok()
                         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
                         .and_then(|s| s.parse::<u64>().ok());
                     match (framing, n) {
                         (Framing::None, Some(n)) => framing = Framing::Length(n),
-                        _ => {
-                            handover = true;
-                            break;
-                        }
+                        _ => handover = true,
                     }
                 }
-                header::TRANSFER_ENCODING => match framing {
-                    Framing::None if value.as_bytes().eq_ignore_ascii_case(b"chunked") => {
-                        framing = Framing::Chunked
+                header::TRANSFER_ENCODING => {
+                    saw_coding = true;
+                    match framing {
+                        Framing::None if value.as_bytes().eq_ignore_ascii_case(b"chunked") => {
+                            framing = Framing::Chunked
+                        }
+                        _ => handover = true,
                     }
-                    _ => {
-                        handover = true;
-                        break;
-                    }
-                },
+                }
                 header::HOST => host = Some(value_range.clone()),
                 header::CONNECTION => {
                     close |= value
@@ -304,7 +301,11 @@ impl Downstream {
             }
             headers.append(name, value);
         }
-        if handover {
+        if saw_length && saw_coding {
+            // A smuggling attempt, whatever the values: routing refuses it (`strict`)
+            // with both headers in view, and the connection closes after the answer.
+            framing = Framing::Close;
+        } else if handover {
             self.unread(raw);
             return Err(());
         }
@@ -562,6 +563,7 @@ impl Downstream {
                         let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                         return self.answer(stream, resp, rid, false).await;
                     }
+                    Err(SendError::Slow) => return self.too_slow(dp, stream, info, rid).await,
                     Err(_) => return (400, false),
                 };
                 tx.append_request_body(&body);
@@ -689,6 +691,11 @@ impl Downstream {
                     admitted.guard.outcome(true);
                     return (400, false);
                 }
+                Err(SendError::Slow) => {
+                    // The upstream connection, with half a request on it, is dropped.
+                    admitted.guard.outcome(true);
+                    return self.too_slow(dp, stream, info, rid).await;
+                }
                 Err(SendError::TooLarge) => {
                     admitted.guard.outcome(true);
                     let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
@@ -761,13 +768,13 @@ impl Downstream {
                 }
                 (true, Framing::Chunked) => {
                     let cap = resp_head.len + 2 * limit as usize + 16 * 1024;
-                    match chunked_end(&mut up.buf, resp_head.len, &mut up.stream, cap).await {
+                    match chunked_end(&mut up.buf, resp_head.len, &mut up.stream, cap, None).await {
                         ChunkedEnd::Done(end) => {
                             let body = dechunk(&up.buf[resp_head.len..end]);
                             tx.append_response_body(&body);
                             tx.process_response_body();
                         }
-                        ChunkedEnd::Closed => return (502, false),
+                        ChunkedEnd::Closed | ChunkedEnd::Slow => return (502, false),
                         // Too large or malformed: relayed unread, as it came.
                         ChunkedEnd::TooLarge | ChunkedEnd::Malformed => {}
                     }
@@ -824,6 +831,19 @@ impl Downstream {
         }
     }
 
+    /// Answers 408 to a client whose request body came too slowly, and closes.
+    async fn too_slow<S: Io>(
+        &mut self,
+        dp: &DataPlane,
+        stream: &mut S,
+        info: &ConnInfo,
+        rid: &HeaderValue,
+    ) -> (u16, bool) {
+        crate::pace::record_slow(dp, info.peer, rid);
+        let resp = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
+        self.answer(stream, resp, rid, false).await
+    }
+
     /// Answers with the WAF's blocking response (logged first), or closes the
     /// connection for `drop`.
     async fn waf_block<S: Io>(
@@ -857,23 +877,23 @@ impl Downstream {
         match framing {
             Framing::Length(n) => {
                 let n = n as usize;
+                let mut pace = dp.cfg.body_pace();
                 while self.buf.len() < n {
                     self.buf.reserve((n - self.buf.len()).min(64 * 1024));
-                    match client.read_buf(&mut self.buf).await {
-                        Ok(0) | Err(_) => return Err(SendError::Client),
-                        Ok(_) => {}
-                    }
+                    paced_read(client, &mut self.buf, &mut pace).await?;
                 }
                 Ok(self.buf.split_to(n))
             }
             Framing::Chunked => {
                 let cap = dp.cfg.max_body_bytes as usize;
-                match chunked_end(&mut self.buf, 0, client, cap).await {
+                let mut pace = dp.cfg.body_pace();
+                match chunked_end(&mut self.buf, 0, client, cap, Some(&mut pace)).await {
                     ChunkedEnd::Done(end) => {
                         let raw = self.buf.split_to(end);
                         Ok(BytesMut::from(Bytes::from(dechunk(&raw))))
                     }
                     ChunkedEnd::TooLarge => Err(SendError::TooLarge),
+                    ChunkedEnd::Slow => Err(SendError::Slow),
                     ChunkedEnd::Malformed | ChunkedEnd::Closed => Err(SendError::Client),
                 }
             }
@@ -904,15 +924,10 @@ impl Downstream {
                     .write_all(&self.out)
                     .await
                     .map_err(|_| SendError::Upstream)?;
+                let mut pace = dp.cfg.body_pace();
                 while left > 0 {
                     self.buf.reserve(16 * 1024);
-                    let n = client
-                        .read_buf(&mut self.buf)
-                        .await
-                        .map_err(|_| SendError::Client)?;
-                    if n == 0 {
-                        return Err(SendError::Client);
-                    }
+                    paced_read(client, &mut self.buf, &mut pace).await?;
                     let take = (left as usize).min(self.buf.len());
                     let chunk = self.buf.split_to(take);
                     left -= take as u64;
@@ -926,6 +941,7 @@ impl Downstream {
             Framing::Chunked => {
                 let mut scanner = ChunkedScanner::default();
                 let mut total = 0u64;
+                let mut pace = dp.cfg.body_pace();
                 loop {
                     let n = scanner.scan(&self.buf).map_err(|_| SendError::Client)?;
                     total += n as u64;
@@ -942,13 +958,7 @@ impl Downstream {
                         return Ok(());
                     }
                     self.buf.reserve(16 * 1024);
-                    let read = client
-                        .read_buf(&mut self.buf)
-                        .await
-                        .map_err(|_| SendError::Client)?;
-                    if read == 0 {
-                        return Err(SendError::Client);
-                    }
+                    paced_read(client, &mut self.buf, &mut pace).await?;
                 }
             }
         }
@@ -1030,6 +1040,8 @@ enum ChunkedEnd {
     Malformed,
     /// The stream ended or failed first.
     Closed,
+    /// The client sent the body too slowly.
+    Slow,
 }
 
 /// Reads from `src` into `buf` until the chunked body that starts at `buf[from..]` is
@@ -1039,6 +1051,7 @@ async fn chunked_end<R: tokio::io::AsyncRead + Unpin>(
     from: usize,
     src: &mut R,
     cap: usize,
+    mut pace: Option<&mut BodyPace>,
 ) -> ChunkedEnd {
     let mut scanner = ChunkedScanner::default();
     let mut end = from;
@@ -1054,9 +1067,34 @@ async fn chunked_end<R: tokio::io::AsyncRead + Unpin>(
             return ChunkedEnd::TooLarge;
         }
         buf.reserve(16 * 1024);
-        match src.read_buf(buf).await {
-            Ok(0) | Err(_) => return ChunkedEnd::Closed,
+        let read = match pace.as_deref_mut() {
+            Some(p) => paced_read(src, buf, p).await,
+            None => match src.read_buf(buf).await {
+                Ok(0) | Err(_) => Err(SendError::Client),
+                Ok(n) => Ok(n),
+            },
+        };
+        match read {
             Ok(_) => {}
+            Err(SendError::Slow) => return ChunkedEnd::Slow,
+            Err(_) => return ChunkedEnd::Closed,
+        }
+    }
+}
+
+/// One read of request body bytes from the client, within the body's pace.
+async fn paced_read<R: tokio::io::AsyncRead + Unpin>(
+    client: &mut R,
+    buf: &mut BytesMut,
+    pace: &mut BodyPace,
+) -> Result<usize, SendError> {
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(pace.budget(), client.read_buf(buf)).await {
+        Err(_) => Err(SendError::Slow),
+        Ok(Ok(0)) | Ok(Err(_)) => Err(SendError::Client),
+        Ok(Ok(n)) => {
+            pace.read(n, started.elapsed());
+            Ok(n)
         }
     }
 }
@@ -1094,6 +1132,8 @@ pub(crate) fn stale(reused: bool, replayable: bool, e: &io::Error) -> bool {
 enum SendError {
     /// The client's body broke off or was malformed.
     Client,
+    /// The client's body came too slowly (`BodyPace`).
+    Slow,
     /// The client's body is over the limit.
     TooLarge,
     /// The upstream connection failed.

@@ -59,6 +59,7 @@ pub async fn handle(
         (Decision::Respond(r), stats) => (r, stats),
         (Decision::Forward(fwd), stats) => {
             let fwd = fwd.into_owned();
+            let req = crate::pace::paced_request(&dp, &conn, &rid, req);
             let action = fwd.action.clone();
             let mut resp = match &action.waf {
                 Some(waf) => crate::waf::guard(&dp, &conn, &rid, waf, fwd, req).await,
@@ -130,6 +131,13 @@ pub fn decide<'a>(
 ) -> (Decision<'a>, Arc<RouteStats>) {
     let no_route = || dp.no_route.clone();
     let respond = |r: Response<Body>| (Decision::Respond(r), dp.no_route.clone());
+    if let Err(refused) = crate::strict::check(req.method, req.path, req.query, req.headers) {
+        // The rest of the connection cannot be trusted to be framed as the client meant.
+        let mut resp = error(refused.status, refused.reason);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return respond(resp);
+    }
     let Some(port) = active.snapshot.port(conn.listener) else {
         // The listener left the config while this connection stayed open: answer, then
         // close the connection so the client does not keep using a retired port.

@@ -70,6 +70,8 @@ pub struct Counters {
     pub health_transitions_total: AtomicU64,
     /// Requests refused by a rate limit.
     pub rate_limited_total: AtomicU64,
+    /// Requests cut off because their body came too slowly.
+    pub slow_bodies_total: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -266,6 +268,11 @@ impl Metrics {
                 "gatehouse_rate_limited_total",
                 "Requests refused with 429 by a rate limit.",
                 &c.rate_limited_total,
+            ),
+            (
+                "gatehouse_slow_bodies_total",
+                "Requests cut off with 408 because their body came too slowly.",
+                &c.slow_bodies_total,
             ),
         ] {
             scalar(&mut out, name, "counter", help, v.load(Relaxed));
