@@ -1,10 +1,13 @@
-//! Rate limits in the proxy, over real sockets: a SecurityPolicy's limit per client
+//! Rate limits and access lists in the proxy, over real sockets (clients bound to
+//! several loopback source addresses). Rate limits: a SecurityPolicy's limit per client
 //! address answers 429 with `Retry-After` and `RateLimit-*` headers once a client has
 //! spent its burst, while other addresses (clients bound to other loopback addresses)
 //! are still served; a limit per API key counts each key and leaves requests without
 //! one alone; a route-wide limit holds its rate within tolerance; a limit keeps its
 //! counts across config reloads; a bad limit is refused and the last good config keeps
 //! serving; the Ingress annotations work; every refusal is a JSON security event.
+//! Access lists: the most specific network decides, an allow list denies the rest,
+//! IPv4 and IPv6; `X-Forwarded-For` is believed from trusted proxies only.
 
 mod support;
 
@@ -14,6 +17,11 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn policy(limits: &str) -> String {
+    spec(&format!("  rateLimits:\n{limits}"))
+}
+
+/// A SecurityPolicy on the Ingress with `body` (indented) as the rest of its spec.
+fn spec(body: &str) -> String {
     format!(
         "---
 apiVersion: gatehouse.dev/v1alpha1
@@ -21,8 +29,7 @@ kind: SecurityPolicy
 metadata: {{name: limits, namespace: default}}
 spec:
   targetRefs: [{{group: networking.k8s.io, kind: Ingress, name: app}}]
-  rateLimits:
-{limits}"
+{body}"
     )
 }
 
@@ -315,4 +322,111 @@ async fn ingress_annotations_limit_each_client() {
     assert_eq!(status, 429);
     assert_eq!(header(&head, "ratelimit-limit"), Some("2"));
     assert_eq!(get_from("127.0.0.8", addr, "/", "").await.0, 200);
+}
+
+#[tokio::test]
+async fn access_lists_decide_by_the_most_specific_network() {
+    let l = start(
+        &spec("  ipAccess:\n    allow: [127.0.0.0/24, \"2001:db8::/32\"]\n    deny: [127.0.0.9, \"2001:db8:bad::/48\"]\n"),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    assert_eq!(get_from("127.0.0.5", addr, "/", "").await.0, 200);
+    let (status, head) = get_from("127.0.0.9", addr, "/", "").await;
+    assert_eq!(status, 403, "{head}");
+    assert_eq!(
+        get_from("127.0.1.1", addr, "/", "").await.0,
+        403,
+        "outside the allow list"
+    );
+    let text = wait_event(&l.events, "ip_denied").await;
+    assert!(text.contains("\"client\":\"127.0.0.9\""), "{text}");
+    assert!(text.contains("SecurityPolicy default/limits"), "{text}");
+    let c = client();
+    let metrics = get(&c, l.proxy.admin, "admin", "/metrics").await.body;
+    assert!(metrics.contains("gatehouse_ip_denied_total 2"), "{metrics}");
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let l = start(
+        &spec(concat!(
+            "  clientIPDetection:\n    xForwardedFor:\n      trustedCIDRs: [127.0.0.1/32]\n",
+            "  ipAccess:\n    deny: [203.0.113.0/24, \"2001:db8::/32\"]\n",
+        )),
+        "",
+    )
+    .await;
+    let addr = l.proxy.http;
+    let xff = |v: &str| format!("X-Forwarded-For: {v}\r\n");
+    // From the trusted proxy, its header tells the client.
+    assert_eq!(
+        get_from("127.0.0.1", addr, "/", &xff("203.0.113.5"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        get_from("127.0.0.1", addr, "/", &xff("2001:db8::7"))
+            .await
+            .0,
+        403,
+        "IPv6"
+    );
+    assert_eq!(
+        get_from("127.0.0.1", addr, "/", &xff("198.51.100.1"))
+            .await
+            .0,
+        200
+    );
+    // A client cannot hide behind an address it wrote itself: the rightmost
+    // untrusted address counts.
+    let spoof = xff("198.51.100.1, 203.0.113.5");
+    assert_eq!(get_from("127.0.0.1", addr, "/", &spoof).await.0, 403);
+    // From anyone else the header is not believed.
+    assert_eq!(
+        get_from("127.0.0.2", addr, "/", &xff("203.0.113.5"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get_from("127.0.0.2", addr, "/", &xff("198.51.100.1"))
+            .await
+            .0,
+        200
+    );
+
+    // Without trusted proxies the header is ignored.
+    let v = l.proxy.running.version();
+    write(
+        l.proxy.dir.path(),
+        "policy.yaml",
+        &spec("  ipAccess:\n    deny: [203.0.113.0/24]\n"),
+    );
+    l.proxy.wait_version(v + 1).await;
+    assert_eq!(
+        get_from("127.0.0.1", addr, "/", &xff("203.0.113.5"))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn bad_networks_are_refused_by_field() {
+    let l = start(&spec("  ipAccess:\n    deny: [203.0.113.0/24]\n"), "").await;
+    let v = l.proxy.running.version();
+    write(
+        l.proxy.dir.path(),
+        "policy.yaml",
+        &spec("  ipAccess:\n    deny: [203.0.113.0/24, 10.0.0.0/33]\n"),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(l.proxy.running.version(), v, "the bad policy is not served");
+    let errors =
+        gatehouse::app::validate(l.proxy.dir.path(), &Default::default()).expect_err("invalid");
+    let text = format!("{errors:#}");
+    assert!(text.contains("spec.ipAccess.deny[1]"), "{text}");
 }

@@ -268,6 +268,51 @@ pub struct SecurityPolicySpec {
     /// Request rate limits; a request must pass every one. Counted per proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimit>,
+    /// Client addresses allowed and denied (403 for the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_access: Option<IpAccess>,
+    /// How the client address is found behind proxies (for `ipAccess` and rate-limit
+    /// keys). Default: the address of the connection.
+    #[serde(
+        default,
+        rename = "clientIPDetection",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_ip_detection: Option<ClientIpDetection>,
+}
+
+/// Allowed and denied client networks. The most specific listed network that holds
+/// the address decides; with any `allow` entry, unlisted addresses are denied.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAccess {
+    /// CIDRs or addresses (`10.0.0.0/8`, `2001:db8::/32`, `192.0.2.7`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<String>,
+}
+
+/// How the client address is found behind proxies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpDetection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_forwarded_for: Option<XForwardedFor>,
+}
+
+/// `X-Forwarded-For`, believed from trusted proxies only: read from the right, the first
+/// address that is not a trusted proxy is the client.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct XForwardedFor {
+    /// The proxies in front (load balancers, CDNs) whose header is believed.
+    #[serde(
+        default,
+        rename = "trustedCIDRs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub trusted_cidrs: Vec<String>,
 }
 
 /// A request rate limit: `requests` per `per` for each key, with bursts of up to

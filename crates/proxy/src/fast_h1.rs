@@ -491,7 +491,7 @@ impl Downstream {
         rid: &HeaderValue,
         (target, raw): (&str, &[u8]),
     ) -> (u16, bool) {
-        let Some(waf) = routed.action.waf.clone() else {
+        let Some(waf) = routed.action.protection.waf.clone() else {
             return self
                 .forward_judged(dp, stream, info, head, routed, cluster, rid, None)
                 .await;
@@ -564,7 +564,13 @@ impl Downstream {
                         return self.answer(stream, resp, rid, false).await;
                     }
                     Err(SendError::Slow) => return self.too_slow(dp, stream, info, rid).await,
-                    Err(_) => return (400, false),
+                    Err(_) => {
+                        let resp = error(
+                            StatusCode::BAD_REQUEST,
+                            "malformed or truncated request body",
+                        );
+                        return self.answer(stream, resp, rid, false).await;
+                    }
                 };
                 tx.append_request_body(&body);
                 // The body now goes upstream from the buffer, with its length.
@@ -688,8 +694,14 @@ impl Downstream {
                     self.timer.run(read_response_head(up)).await
                 }
                 Err(SendError::Client) => {
+                    // Nothing of an answer has gone out: say why (a client that left
+                    // does not read it).
                     admitted.guard.outcome(true);
-                    return (400, false);
+                    let resp = error(
+                        StatusCode::BAD_REQUEST,
+                        "malformed or truncated request body",
+                    );
+                    return self.answer(stream, resp, rid, false).await;
                 }
                 Err(SendError::Slow) => {
                     // The upstream connection, with half a request on it, is dropped.

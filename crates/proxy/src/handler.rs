@@ -61,7 +61,7 @@ pub async fn handle(
             let fwd = fwd.into_owned();
             let req = crate::pace::paced_request(&dp, &conn, &rid, req);
             let action = fwd.action.clone();
-            let mut resp = match &action.waf {
+            let mut resp = match &action.protection.waf {
                 Some(waf) => crate::waf::guard(&dp, &conn, &rid, waf, fwd, req).await,
                 None => fwd.send(&dp, &conn, &rid, req).await,
             };
@@ -217,16 +217,24 @@ pub fn decide<'a>(
         .get(action.id as usize)
         .cloned()
         .unwrap_or_else(no_route);
-    if let Some(limits) = &action.rate_limits {
+    let guard = &action.protection;
+    let client = guard.client(conn.peer.ip(), req.headers);
+    if let Some(acl) = &guard.ip_access {
+        if acl.list.check(client) == gatehouse_security::ipacl::Access::Deny {
+            let resp = crate::ratelimit::ip_denied(dp, &action, acl, client, conn, rid);
+            return (Decision::Respond(resp), stats);
+        }
+    }
+    if let Some(limits) = &guard.rate_limits {
         let header = |n: &str| req.headers.get(n).map(HeaderValue::as_bytes);
-        if let Some(over) = limits.check(conn.peer.ip(), path.as_bytes(), &header) {
+        if let Some(over) = limits.check(client, path.as_bytes(), &header) {
             dp.metrics
                 .counters
                 .rate_limited_total
                 .fetch_add(1, Ordering::Relaxed);
             return (
                 Decision::Respond(crate::ratelimit::too_many(
-                    dp, &action, limits, &over, conn, rid,
+                    dp, &action, limits, &over, client, conn, rid,
                 )),
                 stats,
             );

@@ -72,6 +72,8 @@ pub struct Counters {
     pub rate_limited_total: AtomicU64,
     /// Requests cut off because their body came too slowly.
     pub slow_bodies_total: AtomicU64,
+    /// Requests refused by an access list.
+    pub ip_denied_total: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -268,6 +270,11 @@ impl Metrics {
                 "gatehouse_rate_limited_total",
                 "Requests refused with 429 by a rate limit.",
                 &c.rate_limited_total,
+            ),
+            (
+                "gatehouse_ip_denied_total",
+                "Requests refused with 403 by an access list.",
+                &c.ip_denied_total,
             ),
             (
                 "gatehouse_slow_bodies_total",

@@ -1,15 +1,61 @@
-//! A request over a rate limit: the 429 answer, with `Retry-After` and the IETF draft's
-//! `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and `RateLimit-Policy`
-//! headers, and the security event that records it (JSON, in the security log or the
-//! process log).
+//! Requests refused by a SecurityPolicy's limits, and the security events that record
+//! them (JSON, in the security log or the process log): over a rate limit, a 429 with
+//! `Retry-After` and the IETF draft's `RateLimit-Limit`, `RateLimit-Remaining`,
+//! `RateLimit-Reset` and `RateLimit-Policy` headers; a client address the access list
+//! denies, a 403.
 
 use crate::body::Body;
 use crate::dataplane::DataPlane;
 use crate::handler::{error, ConnInfo};
 use gatehouse_translate::ratelimit::{Exceeded, RateLimits};
+use gatehouse_translate::security::IpAccessPolicy;
 use gatehouse_translate::RouteAction;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use std::time::Duration;
+
+/// Writes a security event.
+fn record(dp: &DataPlane, event: serde_json::Value) {
+    match &dp.security_logs.events {
+        Some(f) => f.write(event.to_string()),
+        None => tracing::info!(target: "gatehouse::security", "{event}"),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The answer to a client address the access list denies, after recording the event.
+pub fn ip_denied(
+    dp: &DataPlane,
+    action: &RouteAction,
+    acl: &IpAccessPolicy,
+    client: std::net::IpAddr,
+    conn: &ConnInfo,
+    rid: &HeaderValue,
+) -> Response<Body> {
+    dp.metrics
+        .counters
+        .ip_denied_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    record(
+        dp,
+        serde_json::json!({
+            "time": now_ms(),
+            "event": "ip_denied",
+            "request_id": rid.to_str().unwrap_or(""),
+            "client": client.to_string(),
+            "peer": conn.peer.to_string(),
+            "route": &*action.name,
+            "policy": acl.from,
+            "action": "deny",
+            "status": 403,
+        }),
+    );
+    error(StatusCode::FORBIDDEN, "client address not allowed")
+}
 
 /// Whole seconds, rounded up: a client told to wait 0 s would retry at once.
 fn ceil_secs(d: Duration) -> u64 {
@@ -22,6 +68,7 @@ pub fn too_many(
     action: &RouteAction,
     limits: &RateLimits,
     over: &Exceeded<'_>,
+    client: std::net::IpAddr,
     conn: &ConnInfo,
     rid: &HeaderValue,
 ) -> Response<Body> {
@@ -29,12 +76,11 @@ pub fn too_many(
     let quota = limit.limiter.quota();
     let retry_after = ceil_secs(over.retry_after);
     let event = serde_json::json!({
-        "time": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        "time": now_ms(),
         "event": "rate_limited",
         "request_id": rid.to_str().unwrap_or(""),
-        "client": conn.peer.to_string(),
+        "client": client.to_string(),
+        "peer": conn.peer.to_string(),
         "route": &*action.name,
         "policy": limits.from,
         "limit": limit.name,
@@ -42,10 +88,7 @@ pub fn too_many(
         "status": 429,
         "retry_after_seconds": retry_after,
     });
-    match &dp.security_logs.events {
-        Some(f) => f.write(event.to_string()),
-        None => tracing::info!(target: "gatehouse::security", "{event}"),
-    }
+    record(dp, event);
     let mut resp = error(
         StatusCode::TOO_MANY_REQUESTS,
         &format!(

@@ -24,6 +24,7 @@ pub mod body;
 pub mod directive;
 pub mod error;
 pub mod exchange;
+pub mod ipacl;
 pub mod lexer;
 pub mod load;
 pub mod macros;

@@ -1098,8 +1098,7 @@ fn compile_rule(
         timeout,
         backend_timeout,
         mirrors,
-        waf: protection.waf,
-        rate_limits: protection.rate_limits,
+        protection,
     });
     for (key, path, method, headers, query) in compiled {
         out.push(CompiledMatch {

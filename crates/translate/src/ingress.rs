@@ -176,8 +176,7 @@ pub fn translate(b: &mut Builder<'_>) {
         let via = Via {
             route: policy::from_annotations(o, ing.metadata.annotations.as_ref(), &mut b.errors),
             gateway: None,
-            waf: protection.waf,
-            rate_limits: protection.rate_limits,
+            protection,
         };
         // An incremental run keeps the previous fallback (a change to a defaultBackend
         // always takes a full translation).
@@ -300,8 +299,7 @@ pub fn translate(b: &mut Builder<'_>) {
                         timeout: None,
                         backend_timeout: None,
                         mirrors: Vec::new(),
-                        waf: None,
-                        rate_limits: None,
+                        protection: Default::default(),
                     })
                 })
                 .clone(),
@@ -459,7 +457,6 @@ fn backend_action(
         timeout: None,
         backend_timeout: None,
         mirrors: Vec::new(),
-        waf: via.waf.clone(),
-        rate_limits: via.rate_limits.clone(),
+        protection: via.protection.clone(),
     }))
 }

@@ -65,8 +65,7 @@ pub struct Via {
     pub route: Option<ClusterPolicy>,
     pub gateway: Option<ClusterPolicy>,
     /// The WAF of the route (set where actions are built for Ingress rules).
-    pub waf: Option<std::sync::Arc<crate::waf::WafPolicy>>,
-    pub rate_limits: Option<std::sync::Arc<crate::ratelimit::RateLimits>>,
+    pub protection: crate::security::Protection,
 }
 
 impl Policies {
@@ -145,8 +144,7 @@ impl Policies {
         Via {
             route,
             gateway,
-            waf: None,
-            rate_limits: None,
+            protection: Default::default(),
         }
     }
 }

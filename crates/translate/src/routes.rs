@@ -239,8 +239,7 @@ mod tests {
             timeout: None,
             backend_timeout: None,
             mirrors: Vec::new(),
-            waf: None,
-            rate_limits: None,
+            protection: Default::default(),
         })
     }
 

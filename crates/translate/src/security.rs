@@ -11,7 +11,9 @@ use crate::waf::WafPolicy;
 use crate::TranslateOptions;
 use gatehouse_model::policy::SecurityPolicy;
 use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
+use gatehouse_security::ipacl::{AccessList, Cidr, TrustedProxies};
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What protects a route.
@@ -19,7 +21,55 @@ use std::sync::Arc;
 pub struct Protection {
     pub waf: Option<Arc<WafPolicy>>,
     pub rate_limits: Option<Arc<RateLimits>>,
+    pub ip_access: Option<Arc<IpAccessPolicy>>,
+    /// Whose `X-Forwarded-For` tells the client address.
+    pub trusted_proxies: Option<Arc<TrustedProxies>>,
 }
+
+/// A compiled `spec.ipAccess`.
+#[derive(Debug)]
+pub struct IpAccessPolicy {
+    /// `SecurityPolicy ns/name`.
+    pub from: String,
+    pub list: AccessList,
+}
+
+impl Protection {
+    /// The client address: the connection's, or the one trusted proxies forwarded for.
+    pub fn client(&self, peer: IpAddr, headers: &http::HeaderMap) -> IpAddr {
+        match &self.trusted_proxies {
+            Some(t) => t.client(
+                peer,
+                headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .map(http::HeaderValue::as_bytes),
+            ),
+            None => peer,
+        }
+    }
+}
+
+/// Parses a list of CIDRs; errors name the entry.
+fn cidrs(
+    list: &[String],
+    field: &str,
+    at: &ErrorAt<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Cidr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c.parse::<Cidr>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                errors.push(at(&format!("{field}[{i}]"), e));
+                None
+            }
+        })
+        .collect()
+}
+
+type ErrorAt<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
 /// Protections by what they target: (kind, namespace, name).
 #[derive(Debug, Default)]
@@ -55,10 +105,36 @@ impl SecurityPolicies {
             let before = errors.len();
             let rate_limits =
                 crate::ratelimit::compile(&spec.rate_limits, &from, &opts.limiters, &at, errors);
+            let ip_access = spec.ip_access.as_ref().map(|a| {
+                let allow = cidrs(&a.allow, "spec.ipAccess.allow", &at, errors);
+                let deny = cidrs(&a.deny, "spec.ipAccess.deny", &at, errors);
+                Arc::new(IpAccessPolicy {
+                    from: from.clone(),
+                    list: AccessList::new(&allow, &deny),
+                })
+            });
+            let trusted_proxies = spec
+                .client_ip_detection
+                .as_ref()
+                .and_then(|d| d.x_forwarded_for.as_ref())
+                .map(|x| {
+                    let field = "spec.clientIPDetection.xForwardedFor.trustedCIDRs";
+                    Arc::new(TrustedProxies::new(&cidrs(
+                        &x.trusted_cidrs,
+                        field,
+                        &at,
+                        errors,
+                    )))
+                });
             if errors.len() > before {
                 continue;
             }
-            let protection = Protection { waf, rate_limits };
+            let protection = Protection {
+                waf,
+                rate_limits,
+                ip_access,
+                trusted_proxies,
+            };
             for (i, t) in spec.target_refs.iter().enumerate() {
                 let kind = match (t.group.as_str(), t.kind.as_str()) {
                     (GATEWAY_GROUP, "Gateway") => "Gateway",
@@ -137,6 +213,7 @@ impl SecurityPolicies {
         Protection {
             waf: crate::waf::from_ingress(o, a, opts.waf.as_deref(), errors),
             rate_limits: crate::ratelimit::from_annotations(o, a, &opts.limiters, errors),
+            ..Default::default()
         }
     }
 }

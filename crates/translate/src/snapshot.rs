@@ -114,10 +114,8 @@ pub struct RouteAction {
     pub backend_timeout: Option<Duration>,
     /// Backends that get a copy of requests (RequestMirror filters).
     pub mirrors: Vec<Mirror>,
-    /// The web application firewall that inspects this route's traffic.
-    pub waf: Option<Arc<crate::waf::WafPolicy>>,
-    /// Request rate limits on this route.
-    pub rate_limits: Option<Arc<crate::ratelimit::RateLimits>>,
+    /// What protects this route: WAF, rate limits, access list (a SecurityPolicy's).
+    pub protection: crate::security::Protection,
 }
 
 /// Where a RequestMirror filter sends copies, and how many (in millionths of requests).
