@@ -13,7 +13,7 @@
 //! that land on another client's bucket.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
@@ -27,8 +27,28 @@ const SWEEP_FLOOR: usize = 1024;
 /// One shard: TATs by key, and the size at which it sweeps next.
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<u64, AtomicU64>,
+    tats: HashMap<u64, AtomicU64, BuildHasherDefault<KeyHasher>>,
     sweep_at: usize,
+}
+
+/// Keys are SipHash outputs already: the map uses them as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// How many requests a key may make.
@@ -104,7 +124,8 @@ impl Limiter {
 
     /// Counts one request of `key` at `now` nanoseconds since the limiter started.
     pub fn check_at(&self, key: u64, now: u64) -> Decision {
-        let shard = &self.shards[(key as usize) % SHARDS];
+        // The top bits pick the shard; the map's buckets use the low ones.
+        let shard = &self.shards[(key >> 58) as usize % SHARDS];
         {
             let s = shard.read().unwrap_or_else(|p| p.into_inner());
             if let Some(tat) = s.tats.get(&key) {

@@ -52,6 +52,9 @@ pub struct RateLimits {
     /// `SecurityPolicy ns/name` or `Ingress ns/name annotations`.
     pub from: String,
     pub limits: Vec<RouteLimit>,
+    /// The distinct keys the limits count by: a request's key is hashed once for all
+    /// the limits that share it.
+    specs: Vec<KeySpec>,
     keys: Keys,
 }
 
@@ -59,9 +62,13 @@ pub struct RateLimits {
 #[derive(Debug)]
 pub struct RouteLimit {
     pub name: String,
-    pub key: KeySpec,
+    /// Its key, in `RateLimits::specs`.
+    spec: usize,
     pub limiter: Arc<Limiter>,
 }
+
+/// Keys hashed per request, by spec index, for the first few specs.
+const CACHED_SPECS: usize = 8;
 
 /// A request over a limit.
 #[derive(Debug)]
@@ -84,8 +91,14 @@ impl RateLimits {
             path,
             header,
         };
+        let mut hashed: [Option<Option<u64>>; CACHED_SPECS] = [None; CACHED_SPECS];
         for limit in &self.limits {
-            let Some(key) = self.keys.key(&limit.key, &view) else {
+            let spec = &self.specs[limit.spec];
+            let key = match hashed.get_mut(limit.spec) {
+                Some(slot) => *slot.get_or_insert_with(|| self.keys.key(spec, &view)),
+                None => self.keys.key(spec, &view),
+            };
+            let Some(key) = key else {
                 continue;
             };
             if let Decision::Deny { retry_after, reset } = limit.limiter.check(key) {
@@ -112,6 +125,7 @@ pub(crate) fn compile(
 ) -> Option<Arc<RateLimits>> {
     let before = errors.len();
     let mut out = Vec::new();
+    let mut specs: Vec<KeySpec> = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, l) in limits.iter().enumerate() {
         let field = |f: &str| format!("spec.rateLimits[{i}].{f}");
@@ -179,9 +193,16 @@ pub(crate) fn compile(
             period,
             burst: l.burst.unwrap_or(l.requests).max(1),
         };
+        let spec = match specs.iter().position(|s| *s == key) {
+            Some(i) => i,
+            None => {
+                specs.push(key);
+                specs.len() - 1
+            }
+        };
         out.push(RouteLimit {
             name: l.name.clone(),
-            key,
+            spec,
             limiter: registry.limiter(from, &l.name, quota),
         });
     }
@@ -191,6 +212,7 @@ pub(crate) fn compile(
     Some(Arc::new(RateLimits {
         from: from.to_string(),
         limits: out,
+        specs,
         keys: registry.keys.clone(),
     }))
 }
