@@ -134,6 +134,10 @@ struct RunArgs {
     /// Seconds to wait for upstream response headers when the route sets no timeout.
     #[arg(long, default_value_t = 60)]
     upstream_timeout: u64,
+    /// Load balancers (CIDRs) whose connections start with a PROXY protocol header (v1
+    /// or v2), which then names the client. Repeatable; never read from others.
+    #[arg(long = "proxy-protocol-from", value_name = "CIDR")]
+    proxy_protocol_from: Vec<gatehouse_security::ipacl::Cidr>,
     /// Read objects from the Kubernetes API instead of a directory.
     #[arg(long)]
     kubernetes: bool,
@@ -335,6 +339,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes,
         drain_timeout,
         upstream_timeout,
+        proxy_protocol_from,
         kubernetes,
         kubeconfig,
         context,
@@ -368,6 +373,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),
         upstream_timeout: Duration::from_secs(upstream_timeout),
+        proxy_protocol: (!proxy_protocol_from.is_empty()).then(|| {
+            std::sync::Arc::new(gatehouse_security::ipacl::AccessList::new(
+                &proxy_protocol_from,
+                &[],
+            ))
+        }),
         ..ProxyConfig::default()
     };
     if kubernetes {

@@ -7,7 +7,9 @@
 //! counts across config reloads; a bad limit is refused and the last good config keeps
 //! serving; the Ingress annotations work; every refusal is a JSON security event.
 //! Access lists: the most specific network decides, an allow list denies the rest,
-//! IPv4 and IPv6; `X-Forwarded-For` is believed from trusted proxies only.
+//! IPv4 and IPv6; `X-Forwarded-For` is believed from trusted proxies only; a PROXY
+//! protocol header (v1, v2) names the client for a configured load balancer, and is
+//! required from it and never believed from anyone else.
 
 mod support;
 
@@ -41,13 +43,17 @@ struct Limited {
 }
 
 async fn start(policy: &str, annotations: &str) -> Limited {
+    start_with(policy, annotations, ProxyConfig::default()).await
+}
+
+async fn start_with(policy: &str, annotations: &str, cfg: ProxyConfig) -> Limited {
     let backend = echo("app").await;
     let logs = tempfile::tempdir().expect("tempdir");
     let events = logs.path().join("security.log");
     let cfg = ProxyConfig {
         drain_timeout: Duration::from_secs(2),
         security_log: Some(events.clone()),
-        ..ProxyConfig::default()
+        ..cfg
     };
     let app = app(backend, annotations);
     let (proxy, _) = start_proxy_with(
@@ -82,21 +88,28 @@ fn app(backend: SocketAddr, annotations: &str) -> String {
 
 /// One request on a new connection from source address `from`; the status and head.
 async fn get_from(from: &str, addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n");
+    let (status, head) = send_from(from, addr, req.as_bytes()).await;
+    (
+        status.unwrap_or_else(|| panic!("no status in {head:?}")),
+        head,
+    )
+}
+
+/// Bytes sent on a new connection from source address `from`; the status (None: closed
+/// without an answer) and the head.
+async fn send_from(from: &str, addr: SocketAddr, bytes: &[u8]) -> (Option<u16>, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ip: IpAddr = from.parse().expect("ip");
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.bind(SocketAddr::new(ip, 0)).expect("bind source");
     let mut s = sock.connect(addr).await.expect("connect");
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(bytes).await.expect("write");
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let status = text.get(9..12).and_then(|s| s.parse().ok());
     let head = text
         .split("\r\n\r\n")
         .next()
@@ -429,4 +442,63 @@ async fn bad_networks_are_refused_by_field() {
         gatehouse::app::validate(l.proxy.dir.path(), &Default::default()).expect_err("invalid");
     let text = format!("{errors:#}");
     assert!(text.contains("spec.ipAccess.deny[1]"), "{text}");
+}
+
+#[tokio::test]
+async fn proxy_protocol_names_the_client_for_load_balancers_only() {
+    let from: gatehouse_security::ipacl::Cidr = "127.0.0.1/32".parse().expect("cidr");
+    let cfg = ProxyConfig {
+        proxy_protocol: Some(std::sync::Arc::new(
+            gatehouse_security::ipacl::AccessList::new(&[from], &[]),
+        )),
+        ..ProxyConfig::default()
+    };
+    let l = start_with(&spec("  ipAccess:\n    deny: [203.0.113.0/24]\n"), "", cfg).await;
+    let addr = l.proxy.http;
+    let req = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let v1 = |client: &str| {
+        [
+            format!("PROXY TCP4 {client} 127.0.0.1 40000 80\r\n").as_bytes(),
+            &req[..],
+        ]
+        .concat()
+    };
+    // Version 1 from the load balancer: the named client decides.
+    assert_eq!(
+        send_from("127.0.0.1", addr, &v1("203.0.113.5")).await.0,
+        Some(403)
+    );
+    assert_eq!(
+        send_from("127.0.0.1", addr, &v1("198.51.100.1")).await.0,
+        Some(200)
+    );
+    // Version 2.
+    let v2 = |ip: [u8; 4]| {
+        let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+        h.extend_from_slice(&ip);
+        h.extend_from_slice(&[127, 0, 0, 1, 0x9c, 0x40, 0, 80]);
+        [&h[..], &req[..]].concat()
+    };
+    assert_eq!(
+        send_from("127.0.0.1", addr, &v2([203, 0, 113, 9])).await.0,
+        Some(403)
+    );
+    assert_eq!(
+        send_from("127.0.0.1", addr, &v2([198, 51, 100, 2])).await.0,
+        Some(200)
+    );
+    // The header is required from the load balancer...
+    assert_eq!(
+        send_from("127.0.0.1", addr, req).await.0,
+        None,
+        "no header: dropped"
+    );
+    // ...and never believed from anyone else (it is a bad request there).
+    let forged = [
+        &b"PROXY TCP4 198.51.100.1 127.0.0.1 40000 80\r\n"[..],
+        &req[..],
+    ]
+    .concat();
+    assert_eq!(send_from("127.0.0.2", addr, &forged).await.0, Some(400));
+    assert_eq!(get_from("127.0.0.2", addr, "/", "").await.0, 200);
 }

@@ -24,6 +24,7 @@ pub mod mirror;
 pub mod normalize;
 pub mod pace;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod raw_client;
 pub mod redirect;

@@ -148,7 +148,7 @@ impl Drop for ListenerHandle {
 
 async fn serve_connection(
     dp: Arc<DataPlane>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     addr: SocketAddr,
     mode: Mode,
@@ -156,8 +156,27 @@ async fn serve_connection(
     let _guard = dp.conns.enter();
     let counters = &dp.metrics.counters;
     counters.connections_total.fetch_add(1, Relaxed);
-    counters.connections_active.fetch_add(1, Relaxed);
     let _ = stream.set_nodelay(true);
+    // A load balancer's connection names the client first.
+    let from_balancer = dp
+        .cfg
+        .proxy_protocol
+        .as_ref()
+        .is_some_and(|l| l.check(peer.ip()) == gatehouse_security::ipacl::Access::Allow);
+    let peer = match from_balancer {
+        false => peer,
+        true => {
+            let wait = dp.cfg.header_read_timeout;
+            match crate::proxy_protocol::read(&mut stream, peer, wait).await {
+                Ok(client) => client,
+                Err(why) => {
+                    tracing::debug!(%peer, why, "connection without a valid PROXY header");
+                    return;
+                }
+            }
+        }
+    };
+    counters.connections_active.fetch_add(1, Relaxed);
     match mode {
         Mode::L4 => crate::l4::serve(dp.clone(), stream, peer, addr).await,
         Mode::Https(acceptor) => {
