@@ -59,6 +59,7 @@ impl Addrs {
                 .collect(),
             waf: None,
             limiters: Default::default(),
+            global_rate_limits: false,
         }
     }
 }
@@ -134,6 +135,9 @@ struct RunArgs {
     /// Seconds to wait for upstream response headers when the route sets no timeout.
     #[arg(long, default_value_t = 60)]
     upstream_timeout: u64,
+    /// Redis that counts Global rate limits for all replicas (`redis://host:port/db`).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// Load balancers (CIDRs) whose connections start with a PROXY protocol header (v1
     /// or v2), which then names the client. Repeatable; never read from others.
     #[arg(long = "proxy-protocol-from", value_name = "CIDR")]
@@ -340,6 +344,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         drain_timeout,
         upstream_timeout,
         proxy_protocol_from,
+        redis,
         kubernetes,
         kubeconfig,
         context,
@@ -365,6 +370,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut translate = addrs.translate();
     translate.waf = waf.base()?;
+    translate.global_rate_limits = redis.is_some();
     let proxy = ProxyConfig {
         waf_log: waf.waf_log.clone(),
         waf_audit_log: waf.waf_audit_log.clone(),
@@ -373,6 +379,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),
         upstream_timeout: Duration::from_secs(upstream_timeout),
+        redis,
         proxy_protocol: (!proxy_protocol_from.is_empty()).then(|| {
             std::sync::Arc::new(gatehouse_security::ipacl::AccessList::new(
                 &proxy_protocol_from,

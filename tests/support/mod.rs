@@ -155,6 +155,20 @@ pub async fn start_proxy_waf(
     proxy: ProxyConfig,
     waf: Option<std::sync::Arc<gatehouse_translate::waf::WafBase>>,
 ) -> (Proxy, Vec<SocketAddr>) {
+    let base = TranslateOptions {
+        waf,
+        ..TranslateOptions::default()
+    };
+    start_proxy_translating(files, gateway_ports, proxy, base).await
+}
+
+/// As `start_proxy_with`, with translate options (their addresses are set here).
+pub async fn start_proxy_translating(
+    files: &[(&str, &str)],
+    gateway_ports: &[u16],
+    proxy: ProxyConfig,
+    base: TranslateOptions,
+) -> (Proxy, Vec<SocketAddr>) {
     let dir = tempfile::tempdir().expect("tempdir");
     for (name, text) in files {
         write(dir.path(), name, text);
@@ -178,8 +192,7 @@ pub async fn start_proxy_waf(
             https_addr: https,
             gateway_host: "127.0.0.1".parse().expect("ip"),
             listen_map,
-            waf,
-            ..TranslateOptions::default()
+            ..base
         },
         proxy,
         admin_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -265,7 +265,7 @@ pub struct SecurityPolicySpec {
     pub target_refs: Vec<PolicyTargetRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waf: Option<Waf>,
-    /// Request rate limits; a request must pass every one. Counted per proxy.
+    /// Request rate limits; a request must pass every one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimit>,
     /// Client addresses allowed and denied (403 for the others).
@@ -316,8 +316,9 @@ pub struct XForwardedFor {
 }
 
 /// A request rate limit: `requests` per `per` for each key, with bursts of up to
-/// `burst` at once (GCRA, a token bucket of `burst` tokens). A request over the limit
-/// gets 429 with `Retry-After` and `RateLimit-*` headers.
+/// `burst` at once (GCRA, a token bucket of `burst` tokens), counted per proxy or, in
+/// Global mode, across all replicas through Redis. A request over the limit gets 429
+/// with `Retry-After` and `RateLimit-*` headers.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RateLimit {
@@ -335,6 +336,14 @@ pub struct RateLimit {
     /// routes the policy covers count together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<RateLimitKey>,
+    /// `Local` (default: counted by each proxy in its memory) or `Global` (counted once
+    /// for all replicas, in the Redis that `--redis` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// A Global limit whose Redis cannot be reached lets requests through (true, the
+    /// default) or refuses them with 503 (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_open: Option<bool>,
 }
 
 /// What a rate limit counts requests by.

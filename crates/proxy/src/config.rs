@@ -35,6 +35,8 @@ pub struct ProxyConfig {
     /// Security event log (one JSON event per request refused by a limit); None:
     /// tracing.
     pub security_log: Option<std::path::PathBuf>,
+    /// The Redis that counts Global rate limits (`redis://host:port/db`).
+    pub redis: Option<String>,
     /// Peers whose connections start with a PROXY protocol header (load balancers).
     pub proxy_protocol: Option<std::sync::Arc<gatehouse_security::ipacl::AccessList>>,
 }
@@ -64,6 +66,7 @@ impl Default for ProxyConfig {
             waf_audit_log: None,
             security_log: None,
             proxy_protocol: None,
+            redis: None,
         }
     }
 }

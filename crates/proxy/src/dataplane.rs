@@ -96,6 +96,8 @@ pub struct DataPlane {
     pub(crate) workers: Option<Arc<Workers>>,
     /// Where WAF verdicts go (else the tracing log).
     pub security_logs: crate::security_log::SecurityLogs,
+    /// Where Global rate limits are counted (`ProxyConfig::redis`).
+    pub global_limits: Option<crate::global_limit::GlobalStore>,
 }
 
 impl DataPlane {
@@ -133,6 +135,11 @@ impl DataPlane {
             snapshot: Arc::new(Snapshot::empty()),
             stats: Vec::new(),
         };
+        let global_limits = cfg.redis.as_deref().and_then(|url| {
+            crate::global_limit::GlobalStore::new(url)
+                .map_err(|e| tracing::error!("{e}: Global rate limits fail as configured"))
+                .ok()
+        });
         Arc::new(DataPlane {
             state: Arc::new(ArcSwap::from_pointee(empty)),
             metrics,
@@ -147,6 +154,7 @@ impl DataPlane {
             ready: AtomicBool::new(false),
             workers,
             security_logs,
+            global_limits,
         })
     }
 

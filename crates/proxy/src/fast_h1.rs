@@ -403,6 +403,21 @@ impl Downstream {
         {
             return Err(self.handover(&raw));
         }
+        let refused = crate::ratelimit::check_global(
+            dp,
+            &routed.action,
+            info,
+            &routed.path,
+            &msg.headers,
+            &rid,
+        )
+        .await;
+        if let Some(resp) = refused {
+            let keep = !msg.close && msg.framing == Framing::None;
+            let (status, ok) = self.answer(stream, resp, &rid, keep).await;
+            stats.record(status, start.elapsed());
+            return Ok(ok);
+        }
         let (status, keep) = self
             .forward(
                 dp,

@@ -61,9 +61,13 @@ pub async fn handle(
             let fwd = fwd.into_owned();
             let req = crate::pace::paced_request(&dp, &conn, &rid, req);
             let action = fwd.action.clone();
-            let mut resp = match &action.protection.waf {
-                Some(waf) => crate::waf::guard(&dp, &conn, &rid, waf, fwd, req).await,
-                None => fwd.send(&dp, &conn, &rid, req).await,
+            let refused =
+                crate::ratelimit::check_global(&dp, &action, &conn, &fwd.path, req.headers(), &rid)
+                    .await;
+            let mut resp = match (refused, &action.protection.waf) {
+                (Some(r), _) => r,
+                (None, Some(waf)) => crate::waf::guard(&dp, &conn, &rid, waf, fwd, req).await,
+                (None, None) => fwd.send(&dp, &conn, &rid, req).await,
             };
             if let Some(m) = &action.response_headers {
                 m.apply(resp.headers_mut());

@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod deadline;
 pub mod fast_h1;
 pub mod fast_h2;
+pub mod global_limit;
 pub mod h1pool;
 pub mod handler;
 pub mod headers;

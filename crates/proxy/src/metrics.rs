@@ -74,6 +74,9 @@ pub struct Counters {
     pub slow_bodies_total: AtomicU64,
     /// Requests refused by an access list.
     pub ip_denied_total: AtomicU64,
+    /// Global rate-limit checks the store could not answer, and what they did.
+    pub ratelimit_store_errors_total: AtomicU64,
+    pub ratelimit_store_fail_closed_total: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -270,6 +273,16 @@ impl Metrics {
                 "gatehouse_rate_limited_total",
                 "Requests refused with 429 by a rate limit.",
                 &c.rate_limited_total,
+            ),
+            (
+                "gatehouse_ratelimit_store_errors_total",
+                "Global rate-limit checks the store (Redis) could not answer.",
+                &c.ratelimit_store_errors_total,
+            ),
+            (
+                "gatehouse_ratelimit_store_fail_closed_total",
+                "Requests refused with 503 because a fail-closed Global limit's store was down.",
+                &c.ratelimit_store_fail_closed_total,
             ),
             (
                 "gatehouse_ip_denied_total",

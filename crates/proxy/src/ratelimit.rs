@@ -13,6 +13,80 @@ use gatehouse_translate::RouteAction;
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use std::time::Duration;
 
+/// Counts a routed request against its route's Global limits (in the shared store);
+/// the answer if one refuses it: 429 over the limit, 503 if a fail-closed limit's
+/// store cannot be reached.
+pub async fn check_global(
+    dp: &DataPlane,
+    action: &RouteAction,
+    conn: &ConnInfo,
+    path: &str,
+    headers: &http::HeaderMap,
+    rid: &HeaderValue,
+) -> Option<Response<Body>> {
+    let limits = action
+        .protection
+        .rate_limits
+        .as_ref()
+        .filter(|l| l.has_global())?;
+    let client = action.protection.client(conn.peer.ip(), headers);
+    let header = |n: &str| headers.get(n).map(HeaderValue::as_bytes);
+    let keys: Vec<_> = limits
+        .global_keys(client, path.as_bytes(), &header)
+        .collect();
+    let counters = &dp.metrics.counters;
+    for (limit, key) in keys {
+        let verdict = match &dp.global_limits {
+            Some(store) => store.check(&key, limit.limiter.quota()).await,
+            None => Err(crate::global_limit::StoreError::Down),
+        };
+        match verdict {
+            Ok(gatehouse_security::ratelimit::Decision::Allow { .. }) => {}
+            Ok(gatehouse_security::ratelimit::Decision::Deny { retry_after, reset }) => {
+                counters
+                    .rate_limited_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let over = Exceeded {
+                    limit,
+                    retry_after,
+                    reset,
+                };
+                return Some(too_many(dp, action, limits, &over, client, conn, rid));
+            }
+            Err(e) => {
+                counters
+                    .ratelimit_store_errors_total
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(error = %e, limit = %limit.name, "Global rate limit not checked");
+                if limit.global.is_some_and(|g| !g.fail_open) {
+                    counters
+                        .ratelimit_store_fail_closed_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    record(
+                        dp,
+                        serde_json::json!({
+                            "time": now_ms(),
+                            "event": "rate_limit_store_down",
+                            "request_id": rid.to_str().unwrap_or(""),
+                            "client": client.to_string(),
+                            "route": &*action.name,
+                            "policy": limits.from,
+                            "limit": limit.name,
+                            "action": "deny",
+                            "status": 503,
+                        }),
+                    );
+                    return Some(error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "rate limit store unavailable",
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Writes a security event.
 fn record(dp: &DataPlane, event: serde_json::Value) {
     match &dp.security_logs.events {

@@ -213,6 +213,38 @@ pub struct KeySpec {
     pub path: bool,
 }
 
+impl KeySpec {
+    /// The key of `view` spelled out (`ip=203.0.113.0/24 header=k1 path=/a`), the same in
+    /// every process: the name of a key shared through a store. None as for
+    /// [`Keys::key`].
+    pub fn material(&self, view: &KeyView<'_>) -> Option<String> {
+        use std::fmt::Write;
+        let mut out = String::new();
+        if let Some((v4, v6)) = self.client {
+            let _ = match view.client {
+                IpAddr::V4(a) => write!(
+                    out,
+                    "ip={}/{v4} ",
+                    std::net::Ipv4Addr::from(mask(u128::from(u32::from(a)), 32, v4) as u32)
+                ),
+                IpAddr::V6(a) => write!(
+                    out,
+                    "ip={}/{v6} ",
+                    std::net::Ipv6Addr::from(mask(u128::from(a), 128, v6))
+                ),
+            };
+        }
+        if let Some(name) = &self.header {
+            let value = (view.header)(name)?;
+            let _ = write!(out, "header={} ", String::from_utf8_lossy(value));
+        }
+        if self.path {
+            let _ = write!(out, "path={}", String::from_utf8_lossy(view.path));
+        }
+        Some(out)
+    }
+}
+
 /// A request as a key sees it.
 pub struct KeyView<'a> {
     pub client: IpAddr,

@@ -44,6 +44,8 @@ pub struct TranslateOptions {
     pub waf: Option<Arc<waf::WafBase>>,
     /// Rate limiters, kept from one translation to the next.
     pub limiters: Arc<ratelimit::LimiterRegistry>,
+    /// A shared store (Redis) counts Global rate limits.
+    pub global_rate_limits: bool,
 }
 
 impl Default for TranslateOptions {
@@ -56,6 +58,7 @@ impl Default for TranslateOptions {
             publish_addresses: Vec::new(),
             waf: None,
             limiters: Arc::default(),
+            global_rate_limits: false,
         }
     }
 }

@@ -64,7 +64,16 @@ pub struct RouteLimit {
     pub name: String,
     /// Its key, in `RateLimits::specs`.
     spec: usize,
+    /// Local mode's limiter (Global mode keeps its quota there and counts in Redis).
     pub limiter: Arc<Limiter>,
+    /// Counted for all replicas in the shared store.
+    pub global: Option<Global>,
+}
+
+/// A Global limit's behaviour when its store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Global {
+    pub fail_open: bool,
 }
 
 /// Keys hashed per request, by spec index, for the first few specs.
@@ -79,7 +88,37 @@ pub struct Exceeded<'a> {
 }
 
 impl RateLimits {
-    /// Counts the request against every limit in turn; the first it exceeds, if any.
+    /// True if some limit is counted in the shared store.
+    pub fn has_global(&self) -> bool {
+        self.limits.iter().any(|l| l.global.is_some())
+    }
+
+    /// The Global limits and the store keys this request counts under (limits whose
+    /// key does not apply to it are left out).
+    pub fn global_keys<'a>(
+        &'a self,
+        client: IpAddr,
+        path: &'a [u8],
+        header: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a RouteLimit, String)> + 'a {
+        let view = KeyView {
+            client,
+            path,
+            header,
+        };
+        self.limits
+            .iter()
+            .filter(|l| l.global.is_some())
+            .filter_map(move |l| {
+                let material = self.specs[l.spec].material(&view)?;
+                Some((
+                    l,
+                    format!("gatehouse:ratelimit:{}:{}:{material}", self.from, l.name),
+                ))
+            })
+    }
+
+    /// Counts the request against every Local limit in turn; the first it exceeds.
     pub fn check<'a>(
         &self,
         client: IpAddr,
@@ -92,7 +131,7 @@ impl RateLimits {
             header,
         };
         let mut hashed: [Option<Option<u64>>; CACHED_SPECS] = [None; CACHED_SPECS];
-        for limit in &self.limits {
+        for limit in self.limits.iter().filter(|l| l.global.is_none()) {
             let spec = &self.specs[limit.spec];
             let key = match hashed.get_mut(limit.spec) {
                 Some(slot) => *slot.get_or_insert_with(|| self.keys.key(spec, &view)),
@@ -119,10 +158,11 @@ type ErrorAt<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 pub(crate) fn compile(
     limits: &[RateLimit],
     from: &str,
-    registry: &LimiterRegistry,
+    opts: &crate::TranslateOptions,
     at: &ErrorAt<'_>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<RateLimits>> {
+    let registry = &*opts.limiters;
     let before = errors.len();
     let mut out = Vec::new();
     let mut specs: Vec<KeySpec> = Vec::new();
@@ -193,6 +233,26 @@ pub(crate) fn compile(
             period,
             burst: l.burst.unwrap_or(l.requests).max(1),
         };
+        let global = match l.mode.as_deref().unwrap_or("Local") {
+            "Local" => None,
+            "Global" if opts.global_rate_limits => Some(Global {
+                fail_open: l.fail_open.unwrap_or(true),
+            }),
+            "Global" => {
+                errors.push(at(
+                    &field("mode"),
+                    "Global limits are counted in Redis: start Gatehouse with --redis URL".into(),
+                ));
+                None
+            }
+            other => {
+                errors.push(at(
+                    &field("mode"),
+                    format!("{other:?} is not Local or Global"),
+                ));
+                None
+            }
+        };
         let spec = match specs.iter().position(|s| *s == key) {
             Some(i) => i,
             None => {
@@ -204,6 +264,7 @@ pub(crate) fn compile(
             name: l.name.clone(),
             spec,
             limiter: registry.limiter(from, &l.name, quota),
+            global,
         });
     }
     if errors.len() > before || out.is_empty() {
@@ -224,7 +285,7 @@ pub(crate) fn compile(
 pub(crate) fn from_annotations(
     o: &StoredObject,
     a: &BTreeMap<String, String>,
-    registry: &LimiterRegistry,
+    opts: &crate::TranslateOptions,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Arc<RateLimits>> {
     let field = |k: &str| format!("metadata.annotations[\"gatehouse.dev/{k}\"]");
@@ -254,6 +315,7 @@ pub(crate) fn from_annotations(
                 per: per.into(),
                 burst: Some(n.saturating_mul(multiplier)),
                 key: per_client.clone(),
+                ..Default::default()
             });
         }
     }
@@ -266,7 +328,7 @@ pub(crate) fn from_annotations(
         };
         o.error(&field(k), m)
     };
-    compile(&limits, &from, registry, &at, errors)
+    compile(&limits, &from, opts, &at, errors)
 }
 
 #[cfg(test)]
@@ -281,6 +343,8 @@ mod tests {
             per: per.into(),
             burst: None,
             key: None,
+            mode: None,
+            fail_open: None,
         }
     }
 
@@ -298,7 +362,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let reg = LimiterRegistry::default();
+        let reg = crate::TranslateOptions::default();
         let mut errors = Vec::new();
         let bad = [
             limit("a", 0, "1s"),
@@ -330,8 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn global_limits_need_a_store() {
+        let global = RateLimit {
+            mode: Some("Global".into()),
+            ..limit("g", 5, "1s")
+        };
+        let mut errors = Vec::new();
+        let none = crate::TranslateOptions::default();
+        assert!(compile(std::slice::from_ref(&global), "p", &none, &at, &mut errors).is_none());
+        assert_eq!(errors[0].field, "spec.rateLimits[0].mode");
+        assert!(errors[0].message.contains("--redis"), "{}", errors[0].message);
+        let with = crate::TranslateOptions {
+            global_rate_limits: true,
+            ..Default::default()
+        };
+        let limits = compile(&[global], "p", &with, &at, &mut Vec::new()).expect("compiles");
+        assert!(limits.has_global());
+        let keys: Vec<String> = limits
+            .global_keys("10.0.0.1".parse().expect("ip"), b"/", &|_| None)
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(keys, ["gatehouse:ratelimit:p:g:"]);
+    }
+
+    #[test]
     fn a_limiter_survives_a_translation_unless_its_quota_changes() {
-        let reg = LimiterRegistry::default();
+        let reg = crate::TranslateOptions::default();
         let mut errors = Vec::new();
         let first = compile(&[limit("a", 1, "1h")], "p", &reg, &at, &mut errors).expect("compiles");
         let client: IpAddr = "10.0.0.1".parse().expect("ip");

@@ -104,7 +104,7 @@ impl SecurityPolicies {
             };
             let before = errors.len();
             let rate_limits =
-                crate::ratelimit::compile(&spec.rate_limits, &from, &opts.limiters, &at, errors);
+                crate::ratelimit::compile(&spec.rate_limits, &from, opts, &at, errors);
             let ip_access = spec.ip_access.as_ref().map(|a| {
                 let allow = cidrs(&a.allow, "spec.ipAccess.allow", &at, errors);
                 let deny = cidrs(&a.deny, "spec.ipAccess.deny", &at, errors);
@@ -212,7 +212,7 @@ impl SecurityPolicies {
         };
         Protection {
             waf: crate::waf::from_ingress(o, a, opts.waf.as_deref(), errors),
-            rate_limits: crate::ratelimit::from_annotations(o, a, &opts.limiters, errors),
+            rate_limits: crate::ratelimit::from_annotations(o, a, opts, errors),
             ..Default::default()
         }
     }
