@@ -124,22 +124,6 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
-async fn wait_event(path: &std::path::Path, needle: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{needle:?} never logged in {}:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn per_client_limits_answer_429_with_headers_and_spare_other_clients() {
     let l = start(
@@ -191,7 +175,7 @@ async fn per_client_limits_answer_429_with_headers_and_spare_other_clients() {
     assert_eq!(status, 200);
 
     // Each refusal is a security event.
-    let text = wait_event(&l.events, "127.0.0.2").await;
+    let text = wait_log(&l.events, "127.0.0.2").await;
     let event: serde_json::Value = text
         .lines()
         .find(|line| line.contains("127.0.0.2"))
@@ -353,7 +337,7 @@ async fn access_lists_decide_by_the_most_specific_network() {
         403,
         "outside the allow list"
     );
-    let text = wait_event(&l.events, "ip_denied").await;
+    let text = wait_log(&l.events, "ip_denied").await;
     assert!(text.contains("\"client\":\"127.0.0.9\""), "{text}");
     assert!(text.contains("SecurityPolicy default/limits"), "{text}");
     let c = client();

@@ -9,7 +9,7 @@ mod support;
 
 use gatehouse_proxy::ProxyConfig;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
 
 fn policy(mode: &str, extra: &str) -> String {
@@ -64,23 +64,6 @@ async fn start(policy: &str, backend: SocketAddr) -> Waf {
         log,
         audit,
         _logs: logs,
-    }
-}
-
-/// Waits for a log file to hold `needle`; returns its text.
-async fn wait_log(path: &std::path::Path, needle: &str) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) {
-            return text;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{needle:?} never logged in {}:\n{text}",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

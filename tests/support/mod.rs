@@ -377,3 +377,21 @@ pub fn kube_options(
         status,
     }
 }
+
+/// Waits (up to 5 s) for a log file to hold `needle`; returns its text.
+#[allow(dead_code)]
+pub async fn wait_log(path: &Path, needle: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{needle:?} never logged in {}:\n{text}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -403,7 +403,11 @@ mod tests {
         let none = crate::TranslateOptions::default();
         assert!(compile(std::slice::from_ref(&global), "p", &none, &at, &mut errors).is_none());
         assert_eq!(errors[0].field, "spec.rateLimits[0].mode");
-        assert!(errors[0].message.contains("--redis"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("--redis"),
+            "{}",
+            errors[0].message
+        );
         let with = crate::TranslateOptions {
             global_rate_limits: true,
             ..Default::default()
