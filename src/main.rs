@@ -135,6 +135,15 @@ struct RunArgs {
     /// Seconds to wait for upstream response headers when the route sets no timeout.
     #[arg(long, default_value_t = 60)]
     upstream_timeout: u64,
+    /// Most connections one client address may hold open at once (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_ip: u32,
+    /// Most connections one listener may hold open at once (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_listener: u32,
+    /// Most new connections one client address may open per second (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_new_connections_per_ip: u32,
     /// Redis that counts Global rate limits for all replicas (`redis://host:port/db`).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -345,6 +354,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         upstream_timeout,
         proxy_protocol_from,
         redis,
+        max_connections_per_ip,
+        max_connections_per_listener,
+        max_new_connections_per_ip,
         kubernetes,
         kubeconfig,
         context,
@@ -380,6 +392,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(drain_timeout),
         upstream_timeout: Duration::from_secs(upstream_timeout),
         redis,
+        conn_limits: gatehouse_proxy::connlimit::ConnLimits {
+            per_ip: max_connections_per_ip,
+            per_listener: max_connections_per_listener,
+            new_per_ip_per_second: max_new_connections_per_ip,
+        },
         proxy_protocol: (!proxy_protocol_from.is_empty()).then(|| {
             std::sync::Arc::new(gatehouse_security::ipacl::AccessList::new(
                 &proxy_protocol_from,

@@ -9,7 +9,9 @@
 //! Access lists: the most specific network decides, an allow list denies the rest,
 //! IPv4 and IPv6; `X-Forwarded-For` is believed from trusted proxies only; a PROXY
 //! protocol header (v1, v2) names the client for a configured load balancer, and is
-//! required from it and never believed from anyone else.
+//! required from it and never believed from anyone else. Connection limits: a client
+//! address over its concurrent or per-second connections is closed at once while others
+//! are served.
 
 mod support;
 
@@ -485,4 +487,68 @@ async fn proxy_protocol_names_the_client_for_load_balancers_only() {
     .concat();
     assert_eq!(send_from("127.0.0.2", addr, &forged).await.0, Some(400));
     assert_eq!(get_from("127.0.0.2", addr, "/", "").await.0, 200);
+}
+
+#[tokio::test]
+async fn connection_limits_close_extra_connections_at_once() {
+    use tokio::io::AsyncReadExt;
+    let cfg = ProxyConfig {
+        conn_limits: gatehouse_proxy::connlimit::ConnLimits {
+            per_ip: 2,
+            ..Default::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let l = start_with("# no policy\n", "", cfg).await;
+    let addr = l.proxy.http;
+    let idle = |from: &'static str| async move {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(SocketAddr::new(from.parse().expect("ip"), 0))
+            .expect("bind");
+        sock.connect(addr).await.expect("connect")
+    };
+    // Two idle connections from one address hold its two places.
+    let first = idle("127.0.0.1").await;
+    let _second = idle("127.0.0.1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A third is closed at once, before it sends anything.
+    let mut third = idle("127.0.0.1").await;
+    let mut b = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), third.read(&mut b)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    // Other addresses are served meanwhile.
+    assert_eq!(get_from("127.0.0.2", addr, "/", "").await.0, 200);
+    // A place comes free when a connection closes.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(get_from("127.0.0.1", addr, "/", "").await.0, 200);
+    let metrics = get(&client(), l.proxy.admin, "admin", "/metrics")
+        .await
+        .body;
+    assert!(
+        metrics.contains("gatehouse_connections_refused_total 1"),
+        "{metrics}"
+    );
+    wait_log(&l.events, "connections_per_ip").await;
+
+    // New connections per second per address.
+    let cfg = ProxyConfig {
+        conn_limits: gatehouse_proxy::connlimit::ConnLimits {
+            new_per_ip_per_second: 3,
+            ..Default::default()
+        },
+        ..ProxyConfig::default()
+    };
+    let l = start_with("# no policy\n", "", cfg).await;
+    let addr = l.proxy.http;
+    for _ in 0..3 {
+        assert_eq!(get_from("127.0.0.4", addr, "/", "").await.0, 200);
+    }
+    let req = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        send_from("127.0.0.4", addr, req).await.0,
+        None,
+        "a fourth in the second"
+    );
+    assert_eq!(get_from("127.0.0.5", addr, "/", "").await.0, 200);
 }

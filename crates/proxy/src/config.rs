@@ -35,6 +35,8 @@ pub struct ProxyConfig {
     /// Security event log (one JSON event per request refused by a limit); None:
     /// tracing.
     pub security_log: Option<std::path::PathBuf>,
+    /// Connection limits per client address and per listener (0: none).
+    pub conn_limits: crate::connlimit::ConnLimits,
     /// The Redis that counts Global rate limits (`redis://host:port/db`).
     pub redis: Option<String>,
     /// Peers whose connections start with a PROXY protocol header (load balancers).
@@ -67,6 +69,7 @@ impl Default for ProxyConfig {
             security_log: None,
             proxy_protocol: None,
             redis: None,
+            conn_limits: Default::default(),
         }
     }
 }

@@ -98,6 +98,8 @@ pub struct DataPlane {
     pub security_logs: crate::security_log::SecurityLogs,
     /// Where Global rate limits are counted (`ProxyConfig::redis`).
     pub global_limits: Option<crate::global_limit::GlobalStore>,
+    /// Live connection counts, if `ProxyConfig::conn_limits` sets any limit.
+    pub conn_limits: Option<Arc<crate::connlimit::ConnCounts>>,
 }
 
 impl DataPlane {
@@ -135,6 +137,7 @@ impl DataPlane {
             snapshot: Arc::new(Snapshot::empty()),
             stats: Vec::new(),
         };
+        let cfg_limits = cfg.conn_limits;
         let global_limits = cfg.redis.as_deref().and_then(|url| {
             crate::global_limit::GlobalStore::new(url)
                 .map_err(|e| tracing::error!("{e}: Global rate limits fail as configured"))
@@ -155,6 +158,8 @@ impl DataPlane {
             workers,
             security_logs,
             global_limits,
+            conn_limits: (cfg_limits != crate::connlimit::ConnLimits::default())
+                .then(|| Arc::new(crate::connlimit::ConnCounts::new(cfg_limits))),
         })
     }
 

@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod body;
 pub mod chunked;
 pub mod config;
+pub mod connlimit;
 pub mod dataplane;
 pub mod deadline;
 pub mod fast_h1;

@@ -176,6 +176,9 @@ async fn serve_connection(
             }
         }
     };
+    let Ok(_admitted) = crate::connlimit::admit(&dp, peer, addr) else {
+        return;
+    };
     counters.connections_active.fetch_add(1, Relaxed);
     match mode {
         Mode::L4 => crate::l4::serve(dp.clone(), stream, peer, addr).await,

@@ -74,6 +74,8 @@ pub struct Counters {
     pub slow_bodies_total: AtomicU64,
     /// Requests refused by an access list.
     pub ip_denied_total: AtomicU64,
+    /// Connections closed at once by a connection limit.
+    pub connections_refused_total: AtomicU64,
     /// Global rate-limit checks the store could not answer, and what they did.
     pub ratelimit_store_errors_total: AtomicU64,
     pub ratelimit_store_fail_closed_total: AtomicU64,
@@ -283,6 +285,11 @@ impl Metrics {
                 "gatehouse_ratelimit_store_fail_closed_total",
                 "Requests refused with 503 because a fail-closed Global limit's store was down.",
                 &c.ratelimit_store_fail_closed_total,
+            ),
+            (
+                "gatehouse_connections_refused_total",
+                "Connections closed at once by a connection limit.",
+                &c.connections_refused_total,
             ),
             (
                 "gatehouse_ip_denied_total",
