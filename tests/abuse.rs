@@ -2,7 +2,9 @@
 //! cases, each sent byte for byte, must be refused without the backend seeing a
 //! request (a recording backend counts what reaches it); dot segments are resolved
 //! before forwarding; slow-header (slowloris) and slow-body (R.U.D.Y.) clients are cut
-//! off while a normal client keeps being served, and the slow bodies are recorded.
+//! off while a normal client keeps being served, and the slow bodies are recorded; an
+//! HTTP/2 rapid-reset burst (CVE-2023-44487) ends its connection with at most 1% of its
+//! streams reaching the backend.
 
 mod support;
 
@@ -275,4 +277,62 @@ async fn slow_headers_and_slow_bodies_are_cut_off_while_others_are_served() {
     // Both slow bodies were cut by their pace, each a security event.
     let text = std::fs::read_to_string(&events).unwrap_or_default();
     assert_eq!(text.matches("\"event\":\"slow_body\"").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_is_stopped_before_it_reaches_the_backend() {
+    let (proxy, seen, _, _logs) = start(ProxyConfig::default()).await;
+    let addr = proxy.http;
+    // h2c with prior knowledge, frames written by hand as the attack writes them: a
+    // request (HEADERS with END_STREAM) and its RST_STREAM (CANCEL), 20,000 times, in
+    // batches of 100 streams per write.
+    let frame = |kind: u8, flags: u8, id: u32, payload: &[u8]| {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    };
+    // :method GET, :scheme http, :path /, :authority a (literal, not indexed).
+    let block = [0x82, 0x86, 0x84, 0x01, 0x01, b'a'];
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&frame(0x4, 0, 0, &[]));
+    s.write_all(&hello).await.expect("preface");
+    let (mut rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(async move {
+        let mut sink = vec![0u8; 65536];
+        while let Ok(n) = rd.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    });
+    const BURST: u32 = 20_000;
+    let mut sent = 0;
+    while sent < BURST {
+        let mut batch = Vec::new();
+        for i in sent..sent + 100 {
+            let id = 2 * i + 1;
+            batch.extend_from_slice(&frame(0x1, 0x5, id, &block));
+            batch.extend_from_slice(&frame(0x3, 0, id, &8u32.to_be_bytes()));
+        }
+        if wr.write_all(&batch).await.is_err() {
+            break;
+        }
+        sent += 100;
+    }
+    // The proxy ends the connection (GOAWAY, then close) long before the burst is over,
+    // or at the latest once it has seen it.
+    let ended = tokio::time::timeout(Duration::from_secs(5), reader).await;
+    assert!(ended.is_ok(), "the connection survived {sent} resets");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = seen.lock().expect("log").len();
+    eprintln!("rapid reset: {sent} of {BURST} streams written, {reached} reached the backend");
+    assert!(
+        reached as u32 * 100 <= BURST,
+        "{reached} of {BURST} reset streams reached the backend ({sent} written)"
+    );
+    // Everyone else is still served.
+    assert_eq!(get(&client(), addr, "a", "/").await.status, 200);
 }
