@@ -84,7 +84,6 @@ pub struct Limiter {
     interval: u64,
     /// `burst × interval`: how far ahead of now a key's TAT may be.
     capacity: u64,
-    epoch: Instant,
     shards: Box<[RwLock<Shard>]>,
 }
 
@@ -108,7 +107,6 @@ impl Limiter {
             quota,
             interval,
             capacity: interval.saturating_mul(burst),
-            epoch: Instant::now(),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
     }
@@ -119,10 +117,11 @@ impl Limiter {
 
     /// Counts one request of `key` now.
     pub fn check(&self, key: u64) -> Decision {
-        self.check_at(key, self.nanos(Instant::now()))
+        self.check_at(key, now())
     }
 
-    /// Counts one request of `key` at `now` nanoseconds since the limiter started.
+    /// Counts one request of `key` at `now` ([`now`]: the same clock for every
+    /// limiter, so a request with several limits reads it once).
     pub fn check_at(&self, key: u64, now: u64) -> Decision {
         // The top bits pick the shard; the map's buckets use the low ones.
         let shard = &self.shards[(key >> 58) as usize % SHARDS];
@@ -169,8 +168,7 @@ impl Limiter {
 
     /// Drops the keys whose bucket is full again; returns how many keys are left.
     pub fn sweep(&self) -> usize {
-        let now = self.nanos(Instant::now());
-        self.sweep_at(now)
+        self.sweep_at(now())
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
@@ -195,10 +193,13 @@ impl Limiter {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
-    }
+/// Nanoseconds on the limiters' clock (monotonic, from the first use in the process).
+pub fn now() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// What a limit counts requests by. Parts combine: a client and an API key, say. No

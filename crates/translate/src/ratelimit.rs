@@ -131,6 +131,7 @@ impl RateLimits {
             header,
         };
         let mut hashed: [Option<Option<u64>>; CACHED_SPECS] = [None; CACHED_SPECS];
+        let now = gatehouse_security::ratelimit::now();
         for limit in self.limits.iter().filter(|l| l.global.is_none()) {
             let spec = &self.specs[limit.spec];
             let key = match hashed.get_mut(limit.spec) {
@@ -140,7 +141,7 @@ impl RateLimits {
             let Some(key) = key else {
                 continue;
             };
-            if let Decision::Deny { retry_after, reset } = limit.limiter.check(key) {
+            if let Decision::Deny { retry_after, reset } = limit.limiter.check_at(key, now) {
                 return Some(Exceeded {
                     limit,
                     retry_after,
