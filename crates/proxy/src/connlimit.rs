@@ -174,19 +174,14 @@ pub fn admit(
                 Decision::Allow { .. }
             ) {
                 let event = serde_json::json!({
-                    "time": std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
+                    "time": crate::security_log::now_ms(),
                     "event": "connection_refused",
                     "client": peer.ip().to_string(),
                     "listener": listener.to_string(),
                     "limit": refused.name(),
                     "action": "close",
                 });
-                match &dp.security_logs.events {
-                    Some(f) => f.write(event.to_string()),
-                    None => tracing::info!(target: "gatehouse::security", "{event}"),
-                }
+                crate::security_log::event(dp, event);
             }
             Err(refused)
         }

@@ -150,19 +150,14 @@ pub fn record_slow(
         .slow_bodies_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let event = serde_json::json!({
-        "time": std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        "time": crate::security_log::now_ms(),
         "event": "slow_body",
         "request_id": rid.to_str().unwrap_or(""),
         "client": client.to_string(),
         "action": "deny",
         "status": 408,
     });
-    match &dp.security_logs.events {
-        Some(f) => f.write(event.to_string()),
-        None => tracing::info!(target: "gatehouse::security", "{event}"),
-    }
+    crate::security_log::event(dp, event);
 }
 
 #[cfg(test)]

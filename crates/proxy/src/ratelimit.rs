@@ -62,10 +62,10 @@ pub async fn check_global(
                     counters
                         .ratelimit_store_fail_closed_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    record(
+                    crate::security_log::event(
                         dp,
                         serde_json::json!({
-                            "time": now_ms(),
+                            "time": crate::security_log::now_ms(),
                             "event": "rate_limit_store_down",
                             "request_id": rid.to_str().unwrap_or(""),
                             "client": client.to_string(),
@@ -87,20 +87,6 @@ pub async fn check_global(
     None
 }
 
-/// Writes a security event.
-fn record(dp: &DataPlane, event: serde_json::Value) {
-    match &dp.security_logs.events {
-        Some(f) => f.write(event.to_string()),
-        None => tracing::info!(target: "gatehouse::security", "{event}"),
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The answer to a client address the access list denies, after recording the event.
 pub fn ip_denied(
     dp: &DataPlane,
@@ -114,10 +100,10 @@ pub fn ip_denied(
         .counters
         .ip_denied_total
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    record(
+    crate::security_log::event(
         dp,
         serde_json::json!({
-            "time": now_ms(),
+            "time": crate::security_log::now_ms(),
             "event": "ip_denied",
             "request_id": rid.to_str().unwrap_or(""),
             "client": client.to_string(),
@@ -150,7 +136,7 @@ pub fn too_many(
     let quota = limit.limiter.quota();
     let retry_after = ceil_secs(over.retry_after);
     let event = serde_json::json!({
-        "time": now_ms(),
+        "time": crate::security_log::now_ms(),
         "event": "rate_limited",
         "request_id": rid.to_str().unwrap_or(""),
         "client": client.to_string(),
@@ -162,7 +148,7 @@ pub fn too_many(
         "status": 429,
         "retry_after_seconds": retry_after,
     });
-    record(dp, event);
+    crate::security_log::event(dp, event);
     let mut resp = error(
         StatusCode::TOO_MANY_REQUESTS,
         &format!(

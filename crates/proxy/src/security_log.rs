@@ -56,3 +56,19 @@ pub struct SecurityLogs {
     /// Requests refused by a rate limit (and the other limits to come).
     pub events: Option<LogFile>,
 }
+
+/// Milliseconds since the Unix epoch, the `time` of every event.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes a security event (a refusal by a limit) to the security event log, or the
+/// process log if there is none.
+pub fn event(dp: &crate::dataplane::DataPlane, event: serde_json::Value) {
+    match &dp.security_logs.events {
+        Some(f) => f.write(event.to_string()),
+        None => tracing::info!(target: "gatehouse::security", "{event}"),
+    }
+}

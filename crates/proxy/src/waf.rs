@@ -346,9 +346,7 @@ fn log(dp: &DataPlane, waf: &WafPolicy, tx: &Transaction<'_>, rid: &HeaderValue)
                 .and_then(|v| v.parse::<i64>().ok())
         };
         let event = serde_json::json!({
-            "time": std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            "time": crate::security_log::now_ms(),
             "request_id": id,
             "client": format!("{}:{}", client, tx.x.peer.remote_port),
             "host": host,

@@ -135,20 +135,14 @@ pub(crate) fn fold(set: &mut RuleSet) {
         return;
     }
     let mut decided = Vec::new();
-    for (phase, entries) in set.phases.iter().enumerate() {
-        for (i, e) in entries.iter().enumerate() {
-            let Entry::Rule(r) = e else { continue };
-            if phase == 0 && (set.prologue.lead..set.prologue.start).contains(&i) {
-                continue;
-            }
-            if !foldable(r, &written) {
-                continue;
-            }
-            let mut tx = Transaction::after_prologue(set);
-            let (skip_to, _) = tx.run_entries(phase as u8 + 1, std::slice::from_ref(e));
-            if tx.prologue_state().is_some() {
-                decided.push((phase, i, skip_to.is_some()));
-            }
+    for (phase, i, e, r) in per_request_rules(set) {
+        if !foldable(r, &written) {
+            continue;
+        }
+        let mut tx = Transaction::after_prologue(set);
+        let (skip_to, _) = tx.run_entries(phase as u8 + 1, std::slice::from_ref(e));
+        if tx.prologue_state().is_some() {
+            decided.push((phase, i, skip_to.is_some()));
         }
     }
     for (phase, i, fixed) in decided {
@@ -177,66 +171,77 @@ impl Written {
 /// be anything.
 fn written_per_request(set: &RuleSet) -> Option<Written> {
     let mut w = Written::default();
-    for (phase, entries) in set.phases.iter().enumerate() {
-        for (i, e) in entries.iter().enumerate() {
-            let Entry::Rule(r) = e else { continue };
-            if phase == 0 && (set.prologue.lead..set.prologue.start).contains(&i) {
-                continue;
-            }
-            let mut link = Some(&**r);
-            while let Some(r) = link {
-                for sv in r
-                    .setvars
-                    .iter()
-                    .filter(|s| s.collection.eq_ignore_ascii_case("tx"))
-                {
-                    if sv.name.is_literal() {
-                        let name = sv.name.expand(&crate::macros::NoVars);
-                        w.keys
-                            .insert(String::from_utf8_lossy(&name).to_ascii_lowercase());
-                    } else if sv.name.literal_prefix().is_empty() {
-                        return None;
-                    } else {
-                        w.prefixes
-                            .push(sv.name.literal_prefix().to_ascii_lowercase());
-                    }
+    for (_, _, _, first) in per_request_rules(set) {
+        let mut link = Some(first);
+        while let Some(r) = link {
+            let tx = r
+                .setvars
+                .iter()
+                .filter(|s| s.collection.eq_ignore_ascii_case("tx"));
+            for sv in tx {
+                if sv.name.is_literal() {
+                    let name = sv.name.expand(&crate::macros::NoVars);
+                    w.keys
+                        .insert(String::from_utf8_lossy(&name).to_ascii_lowercase());
+                } else if sv.name.literal_prefix().is_empty() {
+                    return None;
+                } else {
+                    w.prefixes
+                        .push(sv.name.literal_prefix().to_ascii_lowercase());
                 }
-                if r.capture {
-                    w.keys.extend((0..10).map(|d| d.to_string()));
-                }
-                link = r.chained.as_deref();
             }
+            if r.capture {
+                w.keys.extend((0..10).map(|d| d.to_string()));
+            }
+            link = r.chained.as_deref();
         }
     }
     Some(w)
 }
 
-/// Collections that hold what rules did, rather than what the request holds.
-fn reads_state(c: Collection) -> bool {
+/// The rules a transaction runs (all but the prologue's block): phase index, entry
+/// index, the entry, its rule.
+fn per_request_rules(set: &RuleSet) -> impl Iterator<Item = (usize, usize, &Entry, &CompiledRule)> {
+    let block = set.prologue.lead..set.prologue.start;
+    set.phases
+        .iter()
+        .enumerate()
+        .flat_map(move |(phase, entries)| {
+            let block = block.clone();
+            entries
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, e)| match e {
+                    Entry::Rule(r) if !(phase == 0 && block.contains(&i)) => {
+                        Some((phase, i, e, &**r))
+                    }
+                    _ => None,
+                })
+        })
+}
+
+/// The collections of earlier matches (`MATCHED_VAR` and kin).
+fn is_match(c: Collection) -> bool {
     matches!(
         c,
-        Collection::Tx
-            | Collection::MatchedVar
+        Collection::MatchedVar
             | Collection::MatchedVars
             | Collection::MatchedVarName
             | Collection::MatchedVarsNames
     )
 }
 
+/// Collections that hold what rules did, rather than what the request holds.
+fn reads_state(c: Collection) -> bool {
+    c == Collection::Tx || is_match(c)
+}
+
 /// True if a rule's first link tests, or its operator expands, an earlier match.
 fn reads_earlier_match(r: &CompiledRule) -> bool {
-    r.targets.iter().any(|t| {
-        matches!(
-            t.collection,
-            Collection::MatchedVar
-                | Collection::MatchedVars
-                | Collection::MatchedVarName
-                | Collection::MatchedVarsNames
-        )
-    }) || r
-        .operator
-        .template()
-        .is_some_and(|t| t.collections().any(|c| c.starts_with("matched_var")))
+    r.targets.iter().any(|t| is_match(t.collection))
+        || r.operator
+            .template()
+            .is_some_and(|t| t.collections().any(|c| c.starts_with("matched_var")))
 }
 
 /// A rule that tests named `TX` keys no per-request rule writes, and whose only effect

@@ -56,6 +56,8 @@ pub struct RateLimits {
     /// the limits that share it.
     specs: Vec<KeySpec>,
     keys: Keys,
+    /// Some limit is Global (known at compile time, asked on every request).
+    global: bool,
 }
 
 /// One limit, ready to count.
@@ -90,7 +92,7 @@ pub struct Exceeded<'a> {
 impl RateLimits {
     /// True if some limit is counted in the shared store.
     pub fn has_global(&self) -> bool {
-        self.limits.iter().any(|l| l.global.is_some())
+        self.global
     }
 
     /// The Global limits and the store keys this request counts under (limits whose
@@ -273,6 +275,7 @@ pub(crate) fn compile(
     }
     Some(Arc::new(RateLimits {
         from: from.to_string(),
+        global: out.iter().any(|l| l.global.is_some()),
         limits: out,
         specs,
         keys: registry.keys.clone(),
