@@ -4,6 +4,7 @@
 pub use crate::cluster::{kube_client, start_kubernetes, KubeRunOptions};
 use anyhow::{anyhow, Context};
 use gatehouse_model::ConfigError;
+use gatehouse_proxy::generated::Generated;
 use gatehouse_proxy::{DataPlane, ProxyConfig};
 use gatehouse_sources::{load_dir_partial, watch_dir};
 use gatehouse_translate::{translate_after, Snapshot, TranslateOptions};
@@ -30,18 +31,23 @@ pub fn build_snapshot(
     opts: &TranslateOptions,
     version: u64,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    build_snapshot_after(dir, opts, version, None)
+    build_snapshot_after(dir, opts, version, None, None)
 }
 
-/// `build_snapshot`, carrying over the cluster state of `prev` (the Snapshot served).
+/// `build_snapshot`, with the objects the adaptive controls made, carrying over the
+/// cluster state of `prev` (the Snapshot served).
 fn build_snapshot_after(
     dir: &Path,
     opts: &TranslateOptions,
     version: u64,
     prev: Option<&Snapshot>,
+    generated: Option<&Generated>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
     // Translate even when some files failed to parse, so every error shows at once.
-    let (loaded, mut errors) = load_dir_partial(dir);
+    let (mut loaded, mut errors) = load_dir_partial(dir);
+    if let Some(g) = generated {
+        g.add_to(&mut loaded.store);
+    }
     match translate_after(&loaded.store, opts, version, prev) {
         Ok(s) if errors.is_empty() => Ok(s),
         Ok(_) => Err(errors),
@@ -158,19 +164,36 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         crate::echo::start_demo_backends(&opts.config_dir).await;
     }
     dp.apply(snapshot).await.map_err(|e| anyhow!(e))?;
+    dp.start_controls(opts.translate.adaptive.clone());
     let version = Arc::new(AtomicU64::new(1));
-    let reload_task = if opts.watch {
-        let mut watch = watch_dir(&opts.config_dir, Duration::from_millis(15))
-            .with_context(|| format!("cannot watch {}", opts.config_dir.display()))?;
+    // Reload on a change of the directory (when watched) or of the objects the
+    // adaptive controls make.
+    let mut watch = match opts.watch {
+        true => Some(
+            watch_dir(&opts.config_dir, Duration::from_millis(15))
+                .with_context(|| format!("cannot watch {}", opts.config_dir.display()))?,
+        ),
+        false => None,
+    };
+    let reload_task = {
         let dp = dp.clone();
         let version = version.clone();
+        let mut generated = dp.generated.subscribe();
         Some(tokio::spawn(async move {
-            while watch.changed().await.is_some() {
+            loop {
+                let dir_changed = async {
+                    match watch.as_mut() {
+                        Some(w) => w.changed().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    more = dir_changed => if !more { break },
+                    r = generated.changed() => if r.is_err() { break },
+                }
                 reload(&dp, &opts, &version).await;
             }
         }))
-    } else {
-        None
     };
     Ok(Running {
         dataplane: dp,
@@ -185,8 +208,9 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
     let dir = opts.config_dir.clone();
     let topts = opts.translate.clone();
     let prev = dp.current().snapshot.clone();
+    let generated = dp.generated.clone();
     install(dp, version, move |next| {
-        build_snapshot_after(&dir, &topts, next, Some(&prev))
+        build_snapshot_after(&dir, &topts, next, Some(&prev), Some(&generated))
     })
     .await;
 }

@@ -60,6 +60,7 @@ impl Addrs {
             waf: None,
             limiters: Default::default(),
             global_rate_limits: false,
+            adaptive: Default::default(),
         }
     }
 }

@@ -16,7 +16,7 @@
 mod support;
 
 use gatehouse_proxy::ProxyConfig;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -86,44 +86,6 @@ fn app(backend: SocketAddr, annotations: &str) -> String {
         ),
     };
     [service("default", "app", backend, None), ing].concat()
-}
-
-/// One request on a new connection from source address `from`; the status and head.
-async fn get_from(from: &str, addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n");
-    let (status, head) = send_from(from, addr, req.as_bytes()).await;
-    (
-        status.unwrap_or_else(|| panic!("no status in {head:?}")),
-        head,
-    )
-}
-
-/// Bytes sent on a new connection from source address `from`; the status (None: closed
-/// without an answer) and the head.
-async fn send_from(from: &str, addr: SocketAddr, bytes: &[u8]) -> (Option<u16>, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let ip: IpAddr = from.parse().expect("ip");
-    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-    sock.bind(SocketAddr::new(ip, 0)).expect("bind source");
-    let mut s = sock.connect(addr).await.expect("connect");
-    s.write_all(bytes).await.expect("write");
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok());
-    let head = text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    (status, head)
-}
-
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 #[tokio::test]

@@ -45,6 +45,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "TLSRoute" => "tlsroutes",
         "BackendTrafficPolicy" => "backendtrafficpolicies",
         "SecurityPolicy" => "securitypolicies",
+        "SourceBlock" => "sourceblocks",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",
         other => panic!("test API server does not know kind {other}"),

@@ -14,7 +14,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -394,4 +394,42 @@ pub async fn wait_log(path: &Path, needle: &str) -> String {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One request on a new connection from source address `from`; the status and head.
+pub async fn get_from(from: &str, addr: SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let req =
+        format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}Connection: close\r\n\r\n");
+    let (status, head) = send_from(from, addr, req.as_bytes()).await;
+    (
+        status.unwrap_or_else(|| panic!("no status in {head:?}")),
+        head,
+    )
+}
+
+/// Bytes sent on a new connection from source address `from`; the status (None: closed
+/// without an answer) and the head.
+pub async fn send_from(from: &str, addr: SocketAddr, bytes: &[u8]) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip: IpAddr = from.parse().expect("ip");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(SocketAddr::new(ip, 0)).expect("bind source");
+    let mut s = sock.connect(addr).await.expect("connect");
+    s.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok());
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    (status, head)
+}
+
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
 }

@@ -227,6 +227,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         ],
         ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
         ("gatehouse.dev", "SecurityPolicy") => &["gatehouse.dev/v1alpha1"],
+        ("gatehouse.dev", "SourceBlock") => &["gatehouse.dev/v1alpha1"],
         ("gateway.networking.k8s.io", "TCPRoute") => &["gateway.networking.k8s.io/v1alpha2"],
         ("gateway.networking.k8s.io", "TLSRoute") => &[
             "gateway.networking.k8s.io/v1alpha2",
@@ -284,6 +285,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "ReferenceGrant" => Object::ReferenceGrant(typed::<ReferenceGrant>(value, origin)?),
         "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
         "SecurityPolicy" => Object::SecurityPolicy(typed(value, origin)?),
+        "SourceBlock" => Object::SourceBlock(typed(value, origin)?),
         _ => return Ok(None),
     };
     Ok(Some(StoredObject {

@@ -4,7 +4,7 @@ use crate::gateway::{
     Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute,
 };
 use crate::locate::locate;
-use crate::policy::{BackendTrafficPolicy, SecurityPolicy};
+use crate::policy::{BackendTrafficPolicy, SecurityPolicy, SourceBlock};
 use crate::ConfigError;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -32,10 +32,11 @@ pub enum Object {
     Namespace(Namespace),
     BackendTrafficPolicy(BackendTrafficPolicy),
     SecurityPolicy(SecurityPolicy),
+    SourceBlock(SourceBlock),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -51,6 +52,7 @@ pub const KINDS: [&str; 15] = [
     "Namespace",
     "BackendTrafficPolicy",
     "SecurityPolicy",
+    "SourceBlock",
 ];
 
 /// The `'static` kind name equal to `kind`, if it is one of ours.
@@ -76,6 +78,7 @@ impl Object {
             Object::Namespace(_) => "Namespace",
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
             Object::SecurityPolicy(_) => "SecurityPolicy",
+            Object::SourceBlock(_) => "SourceBlock",
         }
     }
 
@@ -96,6 +99,7 @@ impl Object {
             Object::Namespace(o) => &o.metadata,
             Object::BackendTrafficPolicy(o) => &o.metadata,
             Object::SecurityPolicy(o) => &o.metadata,
+            Object::SourceBlock(o) => &o.metadata,
         }
     }
 

@@ -279,6 +279,108 @@ pub struct SecurityPolicySpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub client_ip_detection: Option<ClientIpDetection>,
+    /// Adaptive DDoS mitigation: sources (client addresses or networks) whose request
+    /// or error rate crosses a threshold, or a multiple of the rate learned from all
+    /// sources, are blocked for a while, longer each time. Each block is a
+    /// `SourceBlock` object: listed, and lifted by deleting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_blocking: Option<AdaptiveBlocking>,
+    /// Load shedding under a surge: the targeted routes' priority, and the limits on
+    /// backend concurrency and latency past which the lowest-priority routes get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_shedding: Option<LoadShedding>,
+}
+
+/// When a source is blocked, and for how long. Rates are per second, averaged over
+/// `window`; give a fixed threshold, a baseline multiplier, or both.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveBlocking {
+    /// Requests per second that block a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_second: Option<u32>,
+    /// Client errors (4xx answers) per second that block a source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors_per_second: Option<u32>,
+    /// Block a source whose rate is this many times the learned baseline (the 95th
+    /// percentile of all sources' rates, learned over minutes; applies after 30 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_multiplier: Option<f64>,
+    /// Learned thresholds are never below this many per second (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_learned_rate: Option<u32>,
+    /// Rates are averaged over about this long (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// A first block's term (default `1m`); each repeat within a day doubles it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_duration: Option<String>,
+    /// The longest term (default `1h`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_block_duration: Option<String>,
+    /// A source is a client address cut to these prefixes (default /32 and /64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<ClientIpKey>,
+    /// `Enforce` (default) or `DryRun` (log what would be blocked, block nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// Surge protection. Every policy's `priority` ranks its routes; the limits are
+/// proxy-wide (of several policies, the lowest counts). When the backends' requests in
+/// flight or their latency (90th percentile of the last moments) cross a limit, the
+/// routes of the lowest priority still served get 503 with `Retry-After`, one priority
+/// at a time, until the load is back under; the highest priority is never shed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadShedding {
+    /// The targeted routes' priority (default 0; higher is shed later). Routes without
+    /// a policy have 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Requests in flight to all backends past which shedding starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_requests: Option<u32>,
+    /// Backend latency (`250ms`, `1s`) past which shedding starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency: Option<String>,
+}
+
+/// A client network blocked until a time: made by a SecurityPolicy's adaptive blocking
+/// when a source crosses its thresholds, or by hand. Every listener refuses its
+/// connections (and requests whose client, behind trusted proxies, it holds) with 403.
+/// Deleting it lifts the block.
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[kube(
+    group = "gatehouse.dev",
+    version = "v1alpha1",
+    kind = "SourceBlock",
+    plural = "sourceblocks",
+    shortname = "sblk",
+    namespaced,
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Source","type":"string","jsonPath":".spec.source"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policy"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".spec.reason","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceBlockSpec {
+    /// The address or network (`198.51.100.7`, `2001:db8:1:2::/64`).
+    pub source: String,
+    /// When the block ends (RFC 3339, `2026-11-30T12:00:00Z`); none: when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// What was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The SecurityPolicy (`namespace/name`) whose adaptive blocking made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The source's how-manieth block in a row (terms double with each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offence: Option<u32>,
 }
 
 /// Allowed and denied client networks. The most specific listed network that holds
@@ -446,7 +548,11 @@ pub struct BlockResponse {
 /// The CRDs of every Gatehouse kind, as one multi-document YAML text.
 pub fn crds_yaml() -> Result<String, String> {
     use kube::CustomResourceExt;
-    let crds = vec![BackendTrafficPolicy::crd(), SecurityPolicy::crd()];
+    let crds = vec![
+        BackendTrafficPolicy::crd(),
+        SecurityPolicy::crd(),
+        SourceBlock::crd(),
+    ];
     let mut out = String::new();
     for crd in &crds {
         out.push_str("---\n");

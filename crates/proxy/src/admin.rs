@@ -1,5 +1,7 @@
 //! The admin listener (its own port): `/healthz`, `/readyz`, `/config` (Snapshot
-//! version and summary as JSON) and `/metrics` (Prometheus text format).
+//! version and summary as JSON), `/metrics` (Prometheus text format), and `/blocks`:
+//! the `SourceBlock`s in force as JSON, where `DELETE /blocks/NAMESPACE/NAME` lifts
+//! one that adaptive blocking made.
 
 use crate::body::{self, Body};
 use crate::dataplane::DataPlane;
@@ -58,6 +60,13 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
             "text/plain; version=0.0.4",
             dp.metrics.render(),
         ),
+        "/blocks" if req.method() == http::Method::GET => {
+            let text = serde_json::to_string_pretty(&blocks_json(dp)).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", text)
+        }
+        p if p.starts_with("/blocks/") && req.method() == http::Method::DELETE => {
+            lift_block(dp, &p["/blocks/".len()..])
+        }
         "/config" => {
             let text = serde_json::to_string_pretty(&config_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
@@ -65,7 +74,7 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /healthz /readyz /config /metrics\n".into(),
+            "try /healthz /readyz /config /metrics /blocks\n".into(),
         ),
     }
 }
@@ -108,4 +117,76 @@ pub fn config_json(dp: &DataPlane) -> serde_json::Value {
         "ports": ports,
         "clusters": clusters,
     })
+}
+
+/// The blocks in force: each `SourceBlock` with its source, end and maker.
+pub fn blocks_json(dp: &DataPlane) -> serde_json::Value {
+    let active = dp.current();
+    let now = crate::security_log::now_ms();
+    let generated: std::collections::HashSet<String> = dp
+        .generated
+        .list()
+        .iter()
+        .map(|o| format!("{}/{}", o.namespace(), o.name()))
+        .collect();
+    let blocks: Vec<_> = active
+        .snapshot
+        .blocks
+        .iter()
+        .flat_map(|b| b.entries.iter())
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "source": e.source,
+                "policy": e.policy,
+                "expires_ms": (e.until_ms != u64::MAX).then_some(e.until_ms),
+                "active": e.until_ms > now,
+                "adaptive": generated.contains(&e.name),
+            })
+        })
+        .collect();
+    json!({ "blocks": blocks })
+}
+
+/// `DELETE /blocks/NAMESPACE/NAME`: lifts a block adaptive blocking made (one from the
+/// config's own objects is deleted where it is defined).
+fn lift_block(dp: &DataPlane, name: &str) -> Response<Body> {
+    let Some((namespace, name)) = name.split_once('/') else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "use DELETE /blocks/NAMESPACE/NAME\n".into(),
+        );
+    };
+    let key = gatehouse_model::ObjectKey {
+        kind: "SourceBlock",
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    };
+    if dp.generated.remove(&key) {
+        tracing::info!(block = %key, "block lifted through the admin API");
+        crate::security_log::event(
+            dp,
+            json!({
+                "time": crate::security_log::now_ms(),
+                "event": "source_block_lifted",
+                "block": format!("{namespace}/{name}"),
+                "action": "allow",
+            }),
+        );
+        return respond(StatusCode::OK, "text/plain", format!("lifted {key}\n"));
+    }
+    let in_config = dp.current().snapshot.blocks.as_ref().is_some_and(|b| {
+        b.entries
+            .iter()
+            .any(|e| e.name == format!("{namespace}/{name}"))
+    });
+    match in_config {
+        true => respond(
+            StatusCode::CONFLICT,
+            "text/plain",
+            format!("{key} is part of the configuration: delete it where it is defined\n"),
+        ),
+        false => respond(StatusCode::NOT_FOUND, "text/plain", format!("no {key}\n")),
+    }
 }

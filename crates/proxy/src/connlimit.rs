@@ -3,7 +3,7 @@
 //! and new connections per second per client address (GCRA, with a burst of one second's
 //! worth). A connection over a limit is closed at once, before any TLS or HTTP work,
 //! counted, and recorded as a security event (at most one per client address a second, so
-//! a flood cannot flood the log too).
+//! a flood cannot flood the log too: `security_log::Throttle`).
 
 use crate::dataplane::DataPlane;
 use gatehouse_security::ratelimit::{Decision, Keys, Limiter, Quota};
@@ -28,8 +28,6 @@ pub struct ConnCounts {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     per_listener: Mutex<HashMap<SocketAddr, u32>>,
     new_conns: Option<Limiter>,
-    /// When each address was last logged as refused (one event a second at most).
-    logged: Limiter,
     keys: Keys,
 }
 
@@ -109,7 +107,6 @@ impl ConnCounts {
             per_listener: Mutex::default(),
             new_conns: (limits.new_per_ip_per_second > 0)
                 .then(|| per_second(limits.new_per_ip_per_second)),
-            logged: per_second(1),
             keys: Keys::default(),
         }
     }
@@ -169,10 +166,7 @@ pub fn admit(
                 .counters
                 .connections_refused_total
                 .fetch_add(1, Relaxed);
-            if matches!(
-                counts.logged.check(counts.key(peer.ip())),
-                Decision::Allow { .. }
-            ) {
+            if dp.event_throttle.allow(peer.ip()) {
                 let event = serde_json::json!({
                     "time": crate::security_log::now_ms(),
                     "event": "connection_refused",

@@ -100,6 +100,12 @@ pub struct DataPlane {
     pub global_limits: Option<crate::global_limit::GlobalStore>,
     /// Live connection counts, if `ProxyConfig::conn_limits` sets any limit.
     pub conn_limits: Option<Arc<crate::connlimit::ConnCounts>>,
+    /// Objects made by adaptive controls (SourceBlocks), added to every translation.
+    pub generated: Arc<crate::generated::Generated>,
+    /// Routes of a lower priority than this are shed (`crate::shed`).
+    pub(crate) shed_below: std::sync::atomic::AtomicI64,
+    /// Security events about one address: at most one a second.
+    pub(crate) event_throttle: crate::security_log::Throttle,
 }
 
 impl DataPlane {
@@ -160,6 +166,9 @@ impl DataPlane {
             global_limits,
             conn_limits: (cfg_limits != crate::connlimit::ConnLimits::default())
                 .then(|| Arc::new(crate::connlimit::ConnCounts::new(cfg_limits))),
+            generated: Arc::default(),
+            shed_below: std::sync::atomic::AtomicI64::new(i64::MIN),
+            event_throttle: Default::default(),
         })
     }
 
@@ -253,6 +262,16 @@ impl DataPlane {
         c.config_reloads_total.fetch_add(1, Ordering::Relaxed);
         self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Starts the loops of the adaptive controls (adaptive blocking with `registry`, and
+    /// surge protection); they end when the data plane shuts down.
+    pub fn start_controls(
+        self: &Arc<Self>,
+        registry: Arc<gatehouse_translate::adaptive::AdaptiveRegistry>,
+    ) {
+        crate::adaptive::spawn(self.clone(), registry);
+        crate::shed::spawn(self.clone());
     }
 
     /// Addresses currently bound.

@@ -6,7 +6,7 @@ use crate::affinity;
 use crate::body::{self, Body, BoxError, RequestBody};
 use crate::dataplane::{Active, DataPlane};
 use crate::headers::{add_forwarded, is_upgrade, request_id, strip_hop_by_hop, X_REQUEST_ID};
-use crate::metrics::RouteStats;
+use crate::metrics::Tally;
 use crate::mirror;
 use crate::normalize::normalize_path;
 use crate::pool::Overflow;
@@ -132,9 +132,9 @@ pub fn decide<'a>(
     conn: &ConnInfo,
     req: &Head<'a, '_>,
     rid: &HeaderValue,
-) -> (Decision<'a>, Arc<RouteStats>) {
+) -> (Decision<'a>, Tally) {
     let no_route = || dp.no_route.clone();
-    let respond = |r: Response<Body>| (Decision::Respond(r), dp.no_route.clone());
+    let respond = |r: Response<Body>| (Decision::Respond(r), Tally::from(dp.no_route.clone()));
     if let Err(refused) = crate::strict::check(req.method, req.path, req.query, req.headers) {
         // The rest of the connection cannot be trusted to be framed as the client meant.
         let mut resp = error(refused.status, refused.reason);
@@ -216,13 +216,25 @@ pub fn decide<'a>(
             return respond(error(StatusCode::NOT_FOUND, &msg));
         }
     };
-    let stats = active
-        .stats
-        .get(action.id as usize)
-        .cloned()
-        .unwrap_or_else(no_route);
+    let mut stats = Tally::from(
+        active
+            .stats
+            .get(action.id as usize)
+            .cloned()
+            .unwrap_or_else(no_route),
+    );
     let guard = &action.protection;
     let client = guard.client(conn.peer.ip(), req.headers);
+    if let Some(blocks) = &active.snapshot.blocks {
+        if let Some(b) = blocks.check(client, crate::security_log::now_ms()) {
+            let resp = crate::blocks::refuse_request(dp, b, client, &action.name, conn, rid);
+            return (Decision::Respond(resp), stats);
+        }
+    }
+    // Counted before the checks below, so that their refusals count as its errors.
+    if let Some(adaptive) = &guard.adaptive {
+        stats.source = Some(adaptive.tracker.record(client));
+    }
     if let Some(acl) = &guard.ip_access {
         if acl.list.check(client) == gatehouse_security::ipacl::Access::Deny {
             let resp = crate::ratelimit::ip_denied(dp, &action, acl, client, conn, rid);
@@ -278,6 +290,9 @@ pub fn decide<'a>(
                 }
             }
             resp
+        }
+        ActionKind::Forward { .. } if crate::shed::shedding(dp, guard.priority) => {
+            crate::shed::shed_response(dp)
         }
         ActionKind::Forward { .. } => {
             let routed = Routed {

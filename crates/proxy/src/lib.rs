@@ -3,8 +3,10 @@
 //! gRPC), WebSocket upgrades, the web application firewall, metrics and the admin
 //! endpoints.
 
+pub mod adaptive;
 pub mod admin;
 pub mod affinity;
+pub mod blocks;
 pub mod body;
 pub mod chunked;
 pub mod config;
@@ -13,6 +15,7 @@ pub mod dataplane;
 pub mod deadline;
 pub mod fast_h1;
 pub mod fast_h2;
+pub mod generated;
 pub mod global_limit;
 pub mod h1pool;
 pub mod handler;
@@ -33,6 +36,7 @@ pub mod redirect;
 pub mod retry;
 pub mod rewind;
 pub mod security_log;
+pub mod shed;
 pub mod strict;
 pub mod tls;
 pub mod upstream;

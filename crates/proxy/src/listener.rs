@@ -176,6 +176,9 @@ async fn serve_connection(
             }
         }
     };
+    if crate::blocks::refuse_connection(&dp, peer, addr) {
+        return;
+    }
     let Ok(_admitted) = crate::connlimit::admit(&dp, peer, addr) else {
         return;
     };

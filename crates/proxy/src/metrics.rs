@@ -40,6 +40,47 @@ impl RouteStats {
     }
 }
 
+impl RouteStats {
+    /// Answers so far by latency bucket, of every class but 5xx (the proxy's own 503s
+    /// when it sheds load would hide the backends' latency).
+    pub fn served_buckets(&self) -> [u64; BUCKETS.len()] {
+        let mut out = [0; BUCKETS.len()];
+        for c in self.classes[..4].iter().filter_map(|c| c.get()) {
+            for (o, b) in out.iter_mut().zip(&c.buckets) {
+                *o += b.load(Relaxed);
+            }
+        }
+        out
+    }
+}
+
+/// Where a request's answer is counted: its route's stats and, under adaptive
+/// blocking, its source's counts (a 4xx answer is an error of the source).
+pub struct Tally {
+    pub stats: Arc<RouteStats>,
+    pub source: Option<Arc<gatehouse_security::adaptive::SourceCount>>,
+}
+
+impl From<Arc<RouteStats>> for Tally {
+    fn from(stats: Arc<RouteStats>) -> Tally {
+        Tally {
+            stats,
+            source: None,
+        }
+    }
+}
+
+impl Tally {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.stats.record(status, elapsed);
+        if let Some(s) = &self.source {
+            if (400..500).contains(&status) {
+                s.error();
+            }
+        }
+    }
+}
+
 /// Process-wide counters that are not per route.
 #[derive(Default)]
 pub struct Counters {
@@ -79,6 +120,16 @@ pub struct Counters {
     /// Global rate-limit checks the store could not answer, and what they did.
     pub ratelimit_store_errors_total: AtomicU64,
     pub ratelimit_store_fail_closed_total: AtomicU64,
+    /// Requests and connections refused because a SourceBlock holds their client.
+    pub blocked_requests_total: AtomicU64,
+    pub blocked_connections_total: AtomicU64,
+    /// Blocks made by adaptive blocking (and those only reported, in DryRun).
+    pub sources_blocked_total: AtomicU64,
+    pub sources_block_dry_run_total: AtomicU64,
+    /// Requests answered 503 because their route's priority is being shed.
+    pub requests_shed_total: AtomicU64,
+    /// How many route priorities are being shed (0: none).
+    pub shed_priorities: AtomicU64,
 }
 
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
@@ -170,6 +221,13 @@ impl Metrics {
             "gauge",
             "Version of the Snapshot being served.",
             c.config_version.load(Relaxed),
+        );
+        scalar(
+            &mut out,
+            "gatehouse_shed_priorities",
+            "gauge",
+            "Route priorities being shed by surge protection (0: none).",
+            c.shed_priorities.load(Relaxed),
         );
         self.propagation.render(&mut out);
         scalar(
@@ -300,6 +358,31 @@ impl Metrics {
                 "gatehouse_slow_bodies_total",
                 "Requests cut off with 408 because their body came too slowly.",
                 &c.slow_bodies_total,
+            ),
+            (
+                "gatehouse_blocked_requests_total",
+                "Requests refused with 403 because a SourceBlock holds their client.",
+                &c.blocked_requests_total,
+            ),
+            (
+                "gatehouse_blocked_connections_total",
+                "Connections closed at once because a SourceBlock holds their client.",
+                &c.blocked_connections_total,
+            ),
+            (
+                "gatehouse_sources_blocked_total",
+                "Sources blocked by adaptive blocking.",
+                &c.sources_blocked_total,
+            ),
+            (
+                "gatehouse_sources_block_dry_run_total",
+                "Sources adaptive blocking would have blocked (DryRun).",
+                &c.sources_block_dry_run_total,
+            ),
+            (
+                "gatehouse_requests_shed_total",
+                "Requests answered 503 by load shedding.",
+                &c.requests_shed_total,
             ),
         ] {
             scalar(&mut out, name, "counter", help, v.load(Relaxed));

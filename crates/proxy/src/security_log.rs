@@ -72,3 +72,45 @@ pub fn event(dp: &crate::dataplane::DataPlane, event: serde_json::Value) {
         None => tracing::info!(target: "gatehouse::security", "{event}"),
     }
 }
+
+/// Lets through at most one event a second per address, so that a flood cannot flood
+/// the log too.
+pub struct Throttle {
+    limiter: gatehouse_security::ratelimit::Limiter,
+    keys: gatehouse_security::ratelimit::Keys,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            limiter: gatehouse_security::ratelimit::Limiter::new(
+                gatehouse_security::ratelimit::Quota {
+                    requests: 1,
+                    period: std::time::Duration::from_secs(1),
+                    burst: 1,
+                },
+            ),
+            keys: Default::default(),
+        }
+    }
+}
+
+impl Throttle {
+    /// Whether an event about `addr` may be written now.
+    pub fn allow(&self, addr: std::net::IpAddr) -> bool {
+        let view = gatehouse_security::ratelimit::KeyView {
+            client: addr,
+            path: b"",
+            header: &|_| None,
+        };
+        let spec = gatehouse_security::ratelimit::KeySpec {
+            client: Some((32, 128)),
+            ..Default::default()
+        };
+        let key = self.keys.key(&spec, &view).unwrap_or(0);
+        matches!(
+            self.limiter.check(key),
+            gatehouse_security::ratelimit::Decision::Allow { .. }
+        )
+    }
+}

@@ -54,36 +54,92 @@ impl std::str::FromStr for Cidr {
     }
 }
 
-/// One address family's networks, by prefix length.
-#[derive(Debug, Default)]
-struct Family {
+/// One address family's networks, by prefix length, each with a value.
+#[derive(Debug)]
+struct Family<V> {
     /// Prefix lengths in use, longest first.
     lengths: Vec<u8>,
-    by_length: FxHashMap<u8, FxHashMap<u128, Access>>,
+    by_length: FxHashMap<u8, FxHashMap<u128, V>>,
 }
 
-impl Family {
-    fn insert(&mut self, bits: u128, width: u8, len: u8, access: Access) {
+impl<V> Default for Family<V> {
+    fn default() -> Self {
+        Family {
+            lengths: Vec::new(),
+            by_length: FxHashMap::default(),
+        }
+    }
+}
+
+impl<V: Copy> Family<V> {
+    /// Lists a network; `merge` decides between two values for the very same one.
+    fn insert(&mut self, bits: u128, width: u8, len: u8, value: V, merge: fn(V, V) -> V) {
         let key = mask(bits, width, len);
         let table = self.by_length.entry(len).or_default();
-        // Deny wins over allow for the very same network.
-        let slot = table.entry(key).or_insert(access);
-        if access == Access::Deny {
-            *slot = Access::Deny;
-        }
+        table
+            .entry(key)
+            .and_modify(|old| *old = merge(*old, value))
+            .or_insert(value);
         if !self.lengths.contains(&len) {
             self.lengths.push(len);
             self.lengths.sort_unstable_by(|a, b| b.cmp(a));
         }
     }
 
-    fn lookup(&self, bits: u128, width: u8) -> Option<Access> {
+    /// The value of the longest listed network holding the address.
+    fn lookup(&self, bits: u128, width: u8) -> Option<V> {
         self.lengths.iter().find_map(|&len| {
             self.by_length
                 .get(&len)
                 .and_then(|t| t.get(&mask(bits, width, len)))
                 .copied()
         })
+    }
+}
+
+/// A network as (address bits, address width, prefix length), an IPv4-mapped IPv6
+/// network as the IPv4 one it is.
+fn normal(c: &Cidr) -> (u128, u8, u8) {
+    let (bits, width, v4) = split(c.addr);
+    let len = if v4 && c.addr.is_ipv6() {
+        c.len.saturating_sub(96)
+    } else {
+        c.len
+    };
+    (mask(bits, width, len), width, len)
+}
+
+/// Both families' networks, an address of either looked up in its own.
+#[derive(Debug)]
+struct Networks<V> {
+    v4: Family<V>,
+    v6: Family<V>,
+}
+
+impl<V> Default for Networks<V> {
+    fn default() -> Self {
+        Networks {
+            v4: Family::default(),
+            v6: Family::default(),
+        }
+    }
+}
+
+impl<V: Copy> Networks<V> {
+    fn insert(&mut self, c: &Cidr, value: V, merge: fn(V, V) -> V) {
+        let (bits, width, len) = normal(c);
+        let family = if width == 32 {
+            &mut self.v4
+        } else {
+            &mut self.v6
+        };
+        family.insert(bits, width, len, value, merge);
+    }
+
+    fn lookup(&self, addr: IpAddr) -> Option<V> {
+        let (bits, width, v4) = split(addr);
+        let family = if v4 { &self.v4 } else { &self.v6 };
+        family.lookup(bits, width)
     }
 }
 
@@ -111,8 +167,7 @@ fn split(addr: IpAddr) -> (u128, u8, bool) {
 /// An access list.
 #[derive(Debug, Default)]
 pub struct AccessList {
-    v4: Family,
-    v6: Family,
+    networks: Networks<Access>,
     /// Some network is explicitly allowed: unlisted addresses are denied.
     default_deny: bool,
     entries: usize,
@@ -124,16 +179,14 @@ impl AccessList {
             default_deny: !allow.is_empty(),
             ..Default::default()
         };
+        // Deny wins over allow for the very same network.
+        let merge = |old: Access, new: Access| match new {
+            Access::Deny => Access::Deny,
+            Access::Allow => old,
+        };
         for (list, access) in [(allow, Access::Allow), (deny, Access::Deny)] {
             for c in list {
-                let (bits, width, v4) = split(c.addr);
-                let len = if v4 && c.addr.is_ipv6() {
-                    c.len.saturating_sub(96)
-                } else {
-                    c.len
-                };
-                let family = if v4 { &mut l.v4 } else { &mut l.v6 };
-                family.insert(bits, width, len, access);
+                l.networks.insert(c, access, merge);
                 l.entries += 1;
             }
         }
@@ -142,9 +195,7 @@ impl AccessList {
 
     /// The verdict for `addr`.
     pub fn check(&self, addr: IpAddr) -> Access {
-        let (bits, width, v4) = split(addr);
-        let family = if v4 { &self.v4 } else { &self.v6 };
-        match family.lookup(bits, width) {
+        match self.networks.lookup(addr) {
             Some(a) => a,
             None if self.default_deny => Access::Deny,
             None => Access::Allow,
@@ -158,6 +209,57 @@ impl AccessList {
 
     pub fn is_empty(&self) -> bool {
         self.entries == 0
+    }
+}
+
+/// Blocked networks, each until a time: the longest listed network holding an address
+/// decides, and a block whose time has passed blocks nothing (whoever lists them
+/// removes it later).
+#[derive(Debug, Default)]
+pub struct BlockList {
+    /// Index of the entry of each network (of two for one network, the later-ending).
+    networks: Networks<usize>,
+    /// Each block's end, in milliseconds since the Unix epoch (`u64::MAX`: none).
+    until: Vec<u64>,
+}
+
+impl BlockList {
+    /// Blocks in order: `(network, end)`; a lookup names a block by its place here.
+    pub fn new(blocks: &[(Cidr, u64)]) -> BlockList {
+        // Of two blocks of the very same network, the later-ending one counts.
+        let mut best: FxHashMap<(u128, u8, u8), usize> = FxHashMap::default();
+        for (i, (c, until)) in blocks.iter().enumerate() {
+            best.entry(normal(c))
+                .and_modify(|j| {
+                    if blocks[*j].1 < *until {
+                        *j = i
+                    }
+                })
+                .or_insert(i);
+        }
+        let mut networks = Networks::default();
+        for &i in best.values() {
+            networks.insert(&blocks[i].0, i, |_, b| b);
+        }
+        BlockList {
+            networks,
+            until: blocks.iter().map(|(_, u)| *u).collect(),
+        }
+    }
+
+    /// The block holding `addr` at `now_ms`, by its place in the list given to `new`.
+    pub fn check(&self, addr: IpAddr, now_ms: u64) -> Option<usize> {
+        self.networks
+            .lookup(addr)
+            .filter(|&i| self.until.get(i).is_some_and(|&u| u > now_ms))
+    }
+
+    pub fn len(&self) -> usize {
+        self.until.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.until.is_empty()
     }
 }
 
@@ -236,6 +338,23 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn blocks_end_and_the_longest_decides() {
+        let l = BlockList::new(&[
+            ("10.0.0.0/8".parse().expect("cidr"), 1_000),
+            ("10.1.2.3".parse().expect("cidr"), 5_000),
+            ("2001:db8:1:2::/64".parse().expect("cidr"), u64::MAX),
+            ("10.1.2.3".parse().expect("cidr"), 3_000),
+        ]);
+        assert_eq!(l.check(ip("10.9.9.9"), 500), Some(0));
+        assert_eq!(l.check(ip("10.9.9.9"), 1_000), None, "ended");
+        assert_eq!(l.check(ip("10.1.2.3"), 4_000), Some(1), "the later of two");
+        assert_eq!(l.check(ip("::ffff:10.1.2.3"), 4_000), Some(1), "mapped");
+        assert_eq!(l.check(ip("2001:db8:1:2:abcd::1"), 9_999_999), Some(2));
+        assert_eq!(l.check(ip("2001:db8:1:3::1"), 0), None);
+        assert_eq!(l.check(ip("192.0.2.1"), 0), None);
     }
 
     #[test]

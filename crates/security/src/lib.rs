@@ -20,6 +20,7 @@ macro_rules! names {
 }
 
 pub mod actions;
+pub mod adaptive;
 pub mod body;
 pub mod directive;
 pub mod error;

@@ -33,7 +33,7 @@ struct Shard {
 
 /// Keys are SipHash outputs already: the map uses them as they are.
 #[derive(Default)]
-struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {

@@ -148,6 +148,13 @@ pub const WATCHED: &[WatchedKind] = &[
         "securitypolicies",
         true,
     ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "SourceBlock",
+        "sourceblocks",
+        true,
+    ),
 ];
 
 impl WatchedKind {

@@ -299,10 +299,12 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    pub fn finish(self, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+    pub fn finish(mut self, version: u64) -> Result<Snapshot, Vec<ConfigError>> {
+        let blocks = crate::adaptive::blocks(self.store, &mut self.errors);
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
+        let surge = std::mem::take(&mut self.security.surge).build();
         let mut summary = self.summary;
         // Counting walks the store; an incremental run keeps the previous counts.
         if self.scope.is_none() {
@@ -335,6 +337,8 @@ impl<'a> Builder<'a> {
                 .into_iter()
                 .map(|u| (u.key(), Arc::new(u)))
                 .collect(),
+            blocks,
+            surge,
         })
     }
 }

@@ -240,5 +240,7 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
         warnings,
         summary,
         statuses,
+        blocks: prev.blocks.clone(),
+        surge: prev.surge.clone(),
     })
 }

@@ -4,6 +4,7 @@
 // ConfigError is built on the cold path of a rejected config; its size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod adaptive;
 pub mod backends;
 pub mod cluster;
 pub mod duration;
@@ -46,6 +47,8 @@ pub struct TranslateOptions {
     pub limiters: Arc<ratelimit::LimiterRegistry>,
     /// A shared store (Redis) counts Global rate limits.
     pub global_rate_limits: bool,
+    /// Adaptive blocking's source trackers, kept from one translation to the next.
+    pub adaptive: Arc<adaptive::AdaptiveRegistry>,
 }
 
 impl Default for TranslateOptions {
@@ -59,6 +62,7 @@ impl Default for TranslateOptions {
             waf: None,
             limiters: Arc::default(),
             global_rate_limits: false,
+            adaptive: Arc::default(),
         }
     }
 }

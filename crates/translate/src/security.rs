@@ -5,6 +5,7 @@
 //! annotations. Of two policies on one target, the older wins and the other is warned
 //! about.
 
+use crate::adaptive::{AdaptivePolicy, SurgeBuilder};
 use crate::policy::GATEWAY_GROUP;
 use crate::ratelimit::RateLimits;
 use crate::waf::WafPolicy;
@@ -24,6 +25,10 @@ pub struct Protection {
     pub ip_access: Option<Arc<IpAccessPolicy>>,
     /// Whose `X-Forwarded-For` tells the client address.
     pub trusted_proxies: Option<Arc<TrustedProxies>>,
+    /// Counts each source's requests and errors for adaptive blocking.
+    pub adaptive: Option<Arc<AdaptivePolicy>>,
+    /// Under a surge, routes of lower priority are shed first.
+    pub priority: i32,
 }
 
 /// A compiled `spec.ipAccess`.
@@ -75,6 +80,8 @@ type ErrorAt<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 #[derive(Debug, Default)]
 pub struct SecurityPolicies {
     by_target: HashMap<(&'static str, String, String), Protection>,
+    /// The proxy-wide surge limits the policies set.
+    pub(crate) surge: SurgeBuilder,
 }
 
 impl SecurityPolicies {
@@ -89,6 +96,7 @@ impl SecurityPolicies {
         let mut objects: Vec<&StoredObject> = store.of_kind("SecurityPolicy").collect();
         objects.sort_by(|a, b| crate::ingress::oldest_first(a, b));
         let mut by_target = HashMap::new();
+        let mut surge = SurgeBuilder::default();
         for o in objects {
             let Object::SecurityPolicy(SecurityPolicy { spec, .. }) = &o.object else {
                 continue;
@@ -126,6 +134,12 @@ impl SecurityPolicies {
                         errors,
                     )))
                 });
+            let adaptive = spec.adaptive_blocking.as_ref().and_then(|a| {
+                crate::adaptive::compile(a, o.namespace(), o.name(), &opts.adaptive, &at, errors)
+            });
+            if let Some(l) = &spec.load_shedding {
+                surge.add(l, &from, &at, errors);
+            }
             if errors.len() > before {
                 continue;
             }
@@ -134,6 +148,8 @@ impl SecurityPolicies {
                 rate_limits,
                 ip_access,
                 trusted_proxies,
+                adaptive,
+                priority: crate::adaptive::priority(spec.load_shedding.as_ref()),
             };
             for (i, t) in spec.target_refs.iter().enumerate() {
                 let kind = match (t.group.as_str(), t.kind.as_str()) {
@@ -160,7 +176,7 @@ impl SecurityPolicies {
                 by_target.insert(key, protection.clone());
             }
         }
-        SecurityPolicies { by_target }
+        SecurityPolicies { by_target, surge }
     }
 
     fn get(&self, kind: &'static str, ns: &str, name: &str) -> Option<&Protection> {

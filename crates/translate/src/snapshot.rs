@@ -27,6 +27,10 @@ pub struct Snapshot {
     /// Status for the objects translated (Ingress addresses, Gateway API conditions).
     /// Shared, so that Snapshots built incrementally and the status writer reuse them.
     pub statuses: Statuses,
+    /// Client networks blocked (`SourceBlock` objects), if any.
+    pub blocks: Option<Arc<crate::adaptive::Blocks>>,
+    /// Proxy-wide surge limits, if a policy sets them.
+    pub surge: Option<Arc<crate::adaptive::SurgeLimits>>,
 }
 
 impl Snapshot {
@@ -40,6 +44,8 @@ impl Snapshot {
             warnings: Vec::new(),
             summary: Summary::default(),
             statuses: Statuses::new(),
+            blocks: None,
+            surge: None,
         }
     }
 

@@ -1,0 +1,68 @@
+//! The adaptive-blocking loop, off the hot path: once a second every adaptive policy's
+//! source tracker is ticked; each source it names becomes a `SourceBlock` object (in
+//! `DryRun`, only an event), and blocks past their end are dropped. Every decision is a
+//! security event and a metric. The blocks reach the data plane as config: the object
+//! set wakes the config loop, which translates them into the Snapshot's block list.
+
+use crate::dataplane::DataPlane;
+use gatehouse_translate::adaptive::{block_object, AdaptiveRegistry};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the trackers are ticked.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// Runs the loop until the data plane shuts down.
+pub fn spawn(dp: Arc<DataPlane>, registry: Arc<AdaptiveRegistry>) -> tokio::task::JoinHandle<()> {
+    let mut shutdown = dp.shutdown.subscribe();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            tick(&dp, &registry, Instant::now());
+        }
+    })
+}
+
+/// One pass: ticks every tracker, records and makes its blocks, drops ended ones.
+pub fn tick(dp: &DataPlane, registry: &AdaptiveRegistry, now: Instant) {
+    let now_ms = crate::security_log::now_ms();
+    let mut made = Vec::new();
+    for policy in registry.live() {
+        for block in policy.tracker.tick(now) {
+            let dry_run = policy.dry_run();
+            let counter = match dry_run {
+                true => &dp.metrics.counters.sources_block_dry_run_total,
+                false => &dp.metrics.counters.sources_blocked_total,
+            };
+            counter.fetch_add(1, Relaxed);
+            let source = format!("{}/{}", block.source.addr, block.source.len);
+            crate::security_log::event(
+                dp,
+                serde_json::json!({
+                    "time": now_ms,
+                    "event": if dry_run { "source_would_block" } else { "source_blocked" },
+                    "client": source,
+                    "policy": policy.from,
+                    "rule": format!("adaptiveBlocking.{}", block.metric.name()),
+                    "rate": (block.rate * 10.0).round() / 10.0,
+                    "threshold": (block.threshold * 10.0).round() / 10.0,
+                    "learned": block.learned,
+                    "offence": block.offence,
+                    "duration_seconds": block.term.as_secs(),
+                    "action": if dry_run { "log" } else { "block" },
+                }),
+            );
+            if !dry_run {
+                made.push(block_object(&policy, &block, now_ms));
+            }
+        }
+    }
+    dp.generated.insert(made);
+    dp.generated.expire(now_ms);
+}
