@@ -1,7 +1,8 @@
 //! Serving from the Kubernetes API (`gatehouse run --kubernetes`): watchers fill the
 //! store, a sync loop turns changes into Snapshots (in place for endpoints, scoped to
 //! the hosts touched for route changes, full otherwise), and the elected replica
-//! writes status back.
+//! writes status back. Objects the adaptive controls make are written to the API
+//! server (`object_writer`) and come back through the watchers.
 
 use crate::app::{apply_built, data_plane, install, Installed, Running, APPLY_RETRY};
 use anyhow::Context;
@@ -42,6 +43,15 @@ pub async fn start_kubernetes(
 ) -> anyhow::Result<Running> {
     let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
     let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
+    // Blocks made by adaptive blocking go to the API server; the watchers bring them
+    // back into the store of every replica.
+    dp.start_controls(opts.translate.adaptive.clone());
+    let generated = Arc::downgrade(&dp.generated);
+    tokio::spawn(gatehouse_sources::object_writer::mirror(
+        client.clone(),
+        dp.generated.subscribe(),
+        move || generated.upgrade().map(|g| g.list()).unwrap_or_default(),
+    ));
     let version = Arc::new(AtomicU64::new(0));
     // The latest applied statuses, for the status writer.
     let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Statuses::new());

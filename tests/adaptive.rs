@@ -422,3 +422,70 @@ async fn a_surge_sheds_the_lowest_priority_first() {
     }
     wait_log(&events, "\"load_shedding_ended\"").await;
 }
+
+#[tokio::test]
+async fn on_a_cluster_blocks_are_api_objects_that_kubectl_delete_lifts() {
+    use serde_json::json;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    let api = support::apiserver::ApiServer::start().await;
+    let backend = echo("app").await;
+    for o in [
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "gatehouse", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "gatehouse.dev/ingress-controller"}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}),
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "app-1", "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": backend.port()}],
+            "endpoints": [{"addresses": [backend.ip().to_string()], "conditions": {"ready": true}}]}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "app", "namespace": "default"},
+            "spec": {"rules": [{"host": "app.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app", "port": {"number": 80}}}}]}}]}}),
+        json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "SecurityPolicy",
+            "metadata": {"name": "edge", "namespace": "default"},
+            "spec": {"targetRefs": [{"group": "networking.k8s.io", "kind": "Ingress", "name": "app"}],
+                "adaptiveBlocking": {"requestsPerSecond": 20, "window": "1s", "blockDuration": "1m"}}}),
+    ] {
+        api.apply(o);
+    }
+    let http = free_addr();
+    let opts = kube_options(loopback_translate(http, Vec::new()), None);
+    let running = gatehouse::app::start_kubernetes(api.client(), opts)
+        .await
+        .expect("start");
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(http).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_served("127.0.0.1", http, Duration::from_secs(5)).await;
+
+    flood_until_refused("127.0.0.2", http, Duration::from_secs(6)).await;
+    let block = api
+        .get(
+            "gatehouse.dev/v1alpha1",
+            "SourceBlock",
+            "default",
+            "src-127-0-0-2-32",
+        )
+        .expect("the block is an object in the API");
+    assert_eq!(block["spec"]["source"], "127.0.0.2/32", "{block}");
+    assert_eq!(block["spec"]["policy"], "default/edge", "{block}");
+    assert!(block["spec"]["expiresAt"].as_str().is_some(), "{block}");
+    assert_eq!(status_from("127.0.0.1", http).await, Some(200));
+
+    // `kubectl delete sourceblock`: lifted.
+    api.delete(
+        "gatehouse.dev/v1alpha1",
+        "SourceBlock",
+        "default",
+        "src-127-0-0-2-32",
+    );
+    let back = wait_served("127.0.0.2", http, Duration::from_secs(3)).await;
+    assert!(back < Duration::from_secs(2), "served again after {back:?}");
+    running.shutdown().await;
+}

@@ -88,6 +88,25 @@ struct State {
 }
 
 impl State {
+    /// Removes an object and records the event (DELETED carries its last state).
+    fn remove(&mut self, resource: &str, namespace: &str, name: &str) -> Option<Event> {
+        let mut object = self
+            .objects
+            .get_mut(resource)
+            .and_then(|m| m.remove(&(namespace.to_string(), name.to_string())))?;
+        self.rv += 1;
+        let rv = self.rv;
+        object["metadata"]["resourceVersion"] = rv.to_string().into();
+        let ev = Event {
+            resource: resource.to_string(),
+            rv,
+            kind: "DELETED",
+            object,
+        };
+        self.history.push(ev.clone());
+        Some(ev)
+    }
+
     /// Stores an object under a new resourceVersion and records the event.
     fn store(&mut self, resource: &str, mut object: Value) -> Event {
         self.rv += 1;
@@ -223,23 +242,9 @@ impl ApiServer {
         let (prefix, plural) = resource_of(api_version, kind);
         let resource = format!("{prefix}/{plural}");
         let mut st = self.state.lock().expect("lock");
-        let Some(mut object) = st
-            .objects
-            .get_mut(&resource)
-            .and_then(|m| m.remove(&(namespace.to_string(), name.to_string())))
-        else {
+        let Some(ev) = st.remove(&resource, namespace, name) else {
             return;
         };
-        st.rv += 1;
-        let rv = st.rv;
-        object["metadata"]["resourceVersion"] = rv.to_string().into();
-        let ev = Event {
-            resource,
-            rv,
-            kind: "DELETED",
-            object,
-        };
-        st.history.push(ev.clone());
         drop(st);
         let _ = self.signals.send(Signal::Event(ev));
     }
@@ -612,8 +617,8 @@ fn watch(
     r
 }
 
-/// GET, PUT and PATCH (including the status subresource) of one object; POST to a
-/// collection creates one.
+/// GET, PUT, PATCH (including the status subresource) and DELETE of one object; POST
+/// to a collection creates one.
 async fn object_request(
     state: &Arc<Mutex<State>>,
     signals: &broadcast::Sender<Signal>,
@@ -705,6 +710,10 @@ async fn object_request(
             }
             st.store(&t.resource, cur)
         }
+        http::Method::DELETE => match st.remove(&t.resource, &ns, &name) {
+            Some(ev) => ev,
+            None => return not_found(),
+        },
         _ => {
             return json_response(
                 StatusCode::METHOD_NOT_ALLOWED,

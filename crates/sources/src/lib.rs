@@ -4,6 +4,7 @@
 pub mod dir;
 pub mod kubernetes;
 pub mod lease;
+pub mod object_writer;
 pub mod status_writer;
 pub mod watch;
 
