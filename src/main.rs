@@ -136,6 +136,14 @@ struct RunArgs {
     /// Seconds to wait for upstream response headers when the route sets no timeout.
     #[arg(long, default_value_t = 60)]
     upstream_timeout: u64,
+    /// Seconds a request body may send nothing before the request ends with 408; also
+    /// the grace before --body-min-rate applies (slow-body defence).
+    #[arg(long, default_value_t = 20)]
+    body_timeout: u64,
+    /// Bytes per second a request body must average after --body-timeout, counting only
+    /// the time spent waiting for the client (0: no minimum).
+    #[arg(long, default_value_t = 1024)]
+    body_min_rate: u64,
     /// Most connections one client address may hold open at once (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_connections_per_ip: u32,
@@ -353,6 +361,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes,
         drain_timeout,
         upstream_timeout,
+        body_timeout,
+        body_min_rate,
         proxy_protocol_from,
         redis,
         max_connections_per_ip,
@@ -392,6 +402,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),
         upstream_timeout: Duration::from_secs(upstream_timeout),
+        body_timeout: Duration::from_secs(body_timeout.max(1)),
+        body_min_rate,
         redis,
         conn_limits: gatehouse_proxy::connlimit::ConnLimits {
             per_ip: max_connections_per_ip,

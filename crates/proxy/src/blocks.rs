@@ -1,8 +1,14 @@
-//! Enforcing `SourceBlock`s: a blocked client's connections are closed as soon as they
-//! are accepted (after a PROXY header has named the client), and its requests (its
-//! address behind trusted proxies, or a connection accepted before the block) get 403
-//! and a closed connection. Each refusal is counted; events are written at most once a
-//! second per address, so a flood cannot flood the log.
+//! Enforcing `SourceBlock`s: a blocked client's connections are held and dropped as
+//! soon as they are accepted (after a PROXY header has named the client), and its
+//! requests (its address behind trusted proxies, or a connection accepted before the
+//! block) get 403 and a closed connection. Each refusal is counted; events are written
+//! at most once a second per address, so a flood cannot flood the log.
+//!
+//! A refused connection is not closed at once: a flooding client would open the next
+//! one straight away, and accepting and closing connections in a loop costs more than
+//! serving requests. Like HAProxy's tarpit, the connection is held unread for
+//! `HOLD` (or until shutdown), then reset; at most `MAX_HELD` are held at a time, and
+//! past that they are reset at once.
 
 use crate::body::Body;
 use crate::dataplane::DataPlane;
@@ -10,7 +16,32 @@ use crate::handler::{error, ConnInfo};
 use gatehouse_translate::adaptive::BlockEntry;
 use http::{header, HeaderValue, Response, StatusCode};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+/// How long a refused connection is held before it is reset.
+pub const HOLD: Duration = Duration::from_secs(10);
+/// The most refused connections held at once.
+pub const MAX_HELD: usize = 4096;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// Holds a refused connection unread for `HOLD` (or until shutdown), then resets it;
+/// resets it at once if `MAX_HELD` are held already.
+pub async fn hold_and_reset(dp: &DataPlane, stream: tokio::net::TcpStream) {
+    let _ = stream.set_zero_linger();
+    if HELD.fetch_add(1, Relaxed) >= MAX_HELD {
+        HELD.fetch_sub(1, Relaxed);
+        return;
+    }
+    let mut shutdown = dp.shutdown.subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(HOLD) => {}
+        _ = shutdown.changed() => {}
+    }
+    drop(stream);
+    HELD.fetch_sub(1, Relaxed);
+}
 
 /// The block holding `client` now, if any.
 pub fn holding(dp: &DataPlane, client: IpAddr) -> Option<BlockEntry> {

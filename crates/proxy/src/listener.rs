@@ -177,6 +177,8 @@ async fn serve_connection(
         }
     };
     if crate::blocks::refuse_connection(&dp, peer, addr) {
+        drop(_guard);
+        crate::blocks::hold_and_reset(&dp, stream).await;
         return;
     }
     let Ok(_admitted) = crate::connlimit::admit(&dp, peer, addr) else {

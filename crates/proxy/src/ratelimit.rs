@@ -37,7 +37,7 @@ pub async fn check_global(
     let counters = &dp.metrics.counters;
     for (limit, key) in keys {
         let verdict = match &dp.global_limits {
-            Some(store) => store.check(&key, limit.limiter.quota()).await,
+            Some(store) => store.check(&key, limit.quota).await,
             None => Err(crate::global_limit::StoreError::Down),
         };
         match verdict {
@@ -133,7 +133,7 @@ pub fn too_many(
     rid: &HeaderValue,
 ) -> Response<Body> {
     let limit = over.limit;
-    let quota = limit.limiter.quota();
+    let quota = limit.quota;
     let retry_after = ceil_secs(over.retry_after);
     let event = serde_json::json!({
         "time": crate::security_log::now_ms(),

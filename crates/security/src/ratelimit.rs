@@ -24,10 +24,10 @@ const SHARDS: usize = 64;
 /// A shard sweeps when a new key finds it this big at least.
 const SWEEP_FLOOR: usize = 1024;
 
-/// One shard: TATs by key, and the size at which it sweeps next.
+/// One shard: each key's TATs (one per quota), and the size at which it sweeps next.
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<u64, AtomicU64, BuildHasherDefault<KeyHasher>>,
+    tats: HashMap<u64, Box<[AtomicU64]>, BuildHasherDefault<KeyHasher>>,
     sweep_at: usize,
 }
 
@@ -52,7 +52,7 @@ impl Hasher for KeyHasher {
 }
 
 /// How many requests a key may make.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Quota {
     /// Requests per `period`, on average.
     pub requests: u32,
@@ -77,67 +77,28 @@ pub enum Decision {
     },
 }
 
-/// A quota applied per key, in this process's memory.
-pub struct Limiter {
+/// One quota as GCRA counts it.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
     quota: Quota,
     /// Nanoseconds between two requests at the allowed rate.
     interval: u64,
     /// `burst × interval`: how far ahead of now a key's TAT may be.
     capacity: u64,
-    shards: Box<[RwLock<Shard>]>,
 }
 
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limiter")
-            .field("quota", &self.quota)
-            .field("keys", &self.len())
-            .finish()
-    }
-}
-
-impl Limiter {
-    /// A limiter for `quota`; requests and burst of 0 count as 1.
-    pub fn new(quota: Quota) -> Limiter {
+impl Rate {
+    /// Requests and burst of 0 count as 1.
+    fn new(quota: Quota) -> Rate {
         let requests = u64::from(quota.requests.max(1));
         let period = u64::try_from(quota.period.as_nanos()).unwrap_or(u64::MAX);
         let interval = (period / requests).max(1);
         let burst = u64::from(quota.burst.max(1));
-        Limiter {
+        Rate {
             quota,
             interval,
             capacity: interval.saturating_mul(burst),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
         }
-    }
-
-    pub fn quota(&self) -> Quota {
-        self.quota
-    }
-
-    /// Counts one request of `key` now.
-    pub fn check(&self, key: u64) -> Decision {
-        self.check_at(key, now())
-    }
-
-    /// Counts one request of `key` at `now` ([`now`]: the same clock for every
-    /// limiter, so a request with several limits reads it once).
-    pub fn check_at(&self, key: u64, now: u64) -> Decision {
-        // The top bits pick the shard; the map's buckets use the low ones.
-        let shard = &self.shards[(key >> 58) as usize % SHARDS];
-        {
-            let s = shard.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(tat) = s.tats.get(&key) {
-                return self.advance(tat, now);
-            }
-        }
-        let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
-        if s.tats.len() >= s.sweep_at.max(SWEEP_FLOOR) && !s.tats.contains_key(&key) {
-            s.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now);
-            s.sweep_at = s.tats.len() * 2;
-        }
-        let tat = s.tats.entry(key).or_insert_with(|| AtomicU64::new(0));
-        self.advance(tat, now)
     }
 
     /// One GCRA step on a key's TAT.
@@ -165,8 +126,111 @@ impl Limiter {
             }
         }
     }
+}
 
-    /// Drops the keys whose bucket is full again; returns how many keys are left.
+/// Quotas applied per key, in this process's memory. Several quotas that count by the
+/// same key (several limits on one route, say) share one limiter: one map entry per
+/// key holds a TAT for each, so a request costs one lookup for all of them.
+pub struct Limiter {
+    rates: Box<[Rate]>,
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("quotas", &self.quotas().collect::<Vec<_>>())
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// A limiter for `quota`; requests and burst of 0 count as 1.
+    pub fn new(quota: Quota) -> Limiter {
+        Limiter::group(&[quota])
+    }
+
+    /// A limiter counting each of `quotas` per key (at least one).
+    pub fn group(quotas: &[Quota]) -> Limiter {
+        let mut rates: Vec<Rate> = quotas.iter().copied().map(Rate::new).collect();
+        if rates.is_empty() {
+            rates.push(Rate::new(Quota {
+                requests: u32::MAX,
+                period: Duration::from_nanos(1),
+                burst: u32::MAX,
+            }));
+        }
+        Limiter {
+            rates: rates.into(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+
+    /// The first quota.
+    pub fn quota(&self) -> Quota {
+        self.rates[0].quota
+    }
+
+    pub fn quotas(&self) -> impl Iterator<Item = Quota> + '_ {
+        self.rates.iter().map(|r| r.quota)
+    }
+
+    /// Counts one request of `key` now.
+    pub fn check(&self, key: u64) -> Decision {
+        self.check_at(key, now())
+    }
+
+    /// Counts one request of `key` at `now` ([`now`]: the same clock for every
+    /// limiter, so a request with several limits reads it once) against every quota;
+    /// the first that refuses it, else the last quota's verdict.
+    pub fn check_at(&self, key: u64, now: u64) -> Decision {
+        self.check_each_at(key, now).1
+    }
+
+    /// As [`Limiter::check_at`], with the place of the quota that decided. Quotas
+    /// before a refusing one have counted the request.
+    pub fn check_each_at(&self, key: u64, now: u64) -> (usize, Decision) {
+        // The top bits pick the shard; the map's buckets use the low ones.
+        let shard = &self.shards[(key >> 58) as usize % SHARDS];
+        {
+            let s = shard.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(tats) = s.tats.get(&key) {
+                return self.advance_all(tats, now);
+            }
+        }
+        let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+        if s.tats.len() >= s.sweep_at.max(SWEEP_FLOOR) && !s.tats.contains_key(&key) {
+            s.tats.retain(|_, tats| full_at(tats) > now);
+            s.sweep_at = s.tats.len() * 2;
+        }
+        let n = self.rates.len();
+        let tats = s
+            .tats
+            .entry(key)
+            .or_insert_with(|| (0..n).map(|_| AtomicU64::new(0)).collect());
+        self.advance_all(tats, now)
+    }
+
+    fn advance_all(&self, tats: &[AtomicU64], now: u64) -> (usize, Decision) {
+        let mut last = (
+            0,
+            Decision::Deny {
+                retry_after: Duration::ZERO,
+                reset: Duration::ZERO,
+            },
+        );
+        for (i, (rate, tat)) in self.rates.iter().zip(tats).enumerate() {
+            let d = rate.advance(tat, now);
+            last = (i, d);
+            if matches!(d, Decision::Deny { .. }) {
+                break;
+            }
+        }
+        last
+    }
+
+    /// Drops the keys whose buckets are all full again; returns how many keys are left.
     pub fn sweep(&self) -> usize {
         self.sweep_at(now())
     }
@@ -176,7 +240,7 @@ impl Limiter {
             .iter()
             .map(|s| {
                 let mut s = s.write().unwrap_or_else(|p| p.into_inner());
-                s.tats.retain(|_, tat| tat.load(Ordering::Acquire) > now);
+                s.tats.retain(|_, tats| full_at(tats) > now);
                 s.tats.len()
             })
             .sum()
@@ -193,6 +257,14 @@ impl Limiter {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// When all of a key's buckets are full again: its latest TAT.
+fn full_at(tats: &[AtomicU64]) -> u64 {
+    tats.iter()
+        .map(|t| t.load(Ordering::Acquire))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Nanoseconds on the limiters' clock (monotonic, from the first use in the process).
@@ -362,6 +434,36 @@ mod tests {
             l.check_at(1, t + 1500 * MS),
             Decision::Allow { remaining: 2, .. }
         ));
+    }
+
+    #[test]
+    fn a_group_counts_each_quota_per_key() {
+        // 10/s burst 3, and 2 per 100 ms burst 2, on the same keys.
+        let l = Limiter::group(&[
+            Quota {
+                requests: 10,
+                period: Duration::from_secs(1),
+                burst: 3,
+            },
+            Quota {
+                requests: 2,
+                period: Duration::from_millis(100),
+                burst: 2,
+            },
+        ]);
+        let t = 1000 * MS;
+        assert!(matches!(l.check_each_at(1, t), (1, Decision::Allow { .. })));
+        assert!(matches!(l.check_each_at(1, t), (1, Decision::Allow { .. })));
+        // The second quota's burst is spent first.
+        assert!(matches!(l.check_each_at(1, t), (1, Decision::Deny { .. })));
+        // Then the first's (its third token went to the refused request).
+        assert!(matches!(
+            l.check_each_at(1, t + 60 * MS),
+            (0, Decision::Deny { .. })
+        ));
+        assert!(matches!(l.check_each_at(2, t), (1, Decision::Allow { .. })));
+        assert_eq!(l.len(), 2);
+        assert_eq!(l.sweep_at(t + 400 * MS), 0);
     }
 
     #[test]

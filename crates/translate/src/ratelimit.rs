@@ -2,10 +2,13 @@
 //! `gatehouse.dev/limit-*` annotations, compiled for the proxy: each limit's key and
 //! its limiter (`gatehouse_security::ratelimit`).
 //!
+//! The Local limits of a policy that count by the same key share one limiter (one map
+//! lookup per request for all of them, however many there are).
+//!
 //! Limiters outlive a translation. The caller keeps a [`LimiterRegistry`]: a policy's
-//! limit of the same name and quota gets the same limiter from one config change to the
-//! next, so a reload neither forgets who is over their limit nor hands every client a
-//! fresh burst. A changed quota starts a new limiter.
+//! limits of the same key, names and quotas get the same limiter from one config change
+//! to the next, so a reload neither forgets who is over their limit nor hands every
+//! client a fresh burst. A change to any of them starts a new limiter for that key.
 
 use crate::duration::parse_duration;
 use gatehouse_model::policy::RateLimit;
@@ -20,7 +23,7 @@ use std::time::Duration;
 #[derive(Default)]
 pub struct LimiterRegistry {
     keys: Keys,
-    limiters: Mutex<HashMap<(String, String), Weak<Limiter>>>,
+    limiters: Mutex<HashMap<GroupKey, Weak<Limiter>>>,
 }
 
 impl std::fmt::Debug for LimiterRegistry {
@@ -29,18 +32,22 @@ impl std::fmt::Debug for LimiterRegistry {
     }
 }
 
+/// What a shared limiter is registered under: policy, key, and (name, quota) of each
+/// limit it counts.
+type GroupKey = (String, String, Vec<(String, Quota)>);
+
 impl LimiterRegistry {
-    /// The limiter of `from`'s limit `name`: the one it had if the quota is the same.
-    fn limiter(&self, from: &str, name: &str, quota: Quota) -> Arc<Limiter> {
+    /// The limiter of `from`'s limits `members` counting by `spec`: the one they had if
+    /// nothing about them changed.
+    fn limiter(&self, from: &str, spec: &KeySpec, members: Vec<(String, Quota)>) -> Arc<Limiter> {
         let mut map = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, l| l.strong_count() > 0);
-        let key = (from.to_string(), name.to_string());
+        let key = (from.to_string(), format!("{spec:?}"), members);
         if let Some(l) = map.get(&key).and_then(Weak::upgrade) {
-            if l.quota() == quota {
-                return l;
-            }
+            return l;
         }
-        let l = Arc::new(Limiter::new(quota));
+        let quotas: Vec<Quota> = key.2.iter().map(|(_, q)| *q).collect();
+        let l = Arc::new(Limiter::group(&quotas));
         map.insert(key, Arc::downgrade(&l));
         l
     }
@@ -55,9 +62,21 @@ pub struct RateLimits {
     /// The distinct keys the limits count by: a request's key is hashed once for all
     /// the limits that share it.
     specs: Vec<KeySpec>,
+    /// The Local limits by key: one limiter counts all of a key's limits.
+    pub groups: Vec<LimitGroup>,
     keys: Keys,
     /// Some limit is Global (known at compile time, asked on every request).
     global: bool,
+}
+
+/// The Local limits that count by one key, and the limiter that counts them.
+#[derive(Debug)]
+pub struct LimitGroup {
+    /// The key, in `RateLimits::specs`.
+    spec: usize,
+    /// The limits, by place in `RateLimits::limits`, in the limiter's quota order.
+    members: Vec<usize>,
+    pub limiter: Arc<Limiter>,
 }
 
 /// One limit, ready to count.
@@ -66,8 +85,7 @@ pub struct RouteLimit {
     pub name: String,
     /// Its key, in `RateLimits::specs`.
     spec: usize,
-    /// Local mode's limiter (Global mode keeps its quota there and counts in Redis).
-    pub limiter: Arc<Limiter>,
+    pub quota: Quota,
     /// Counted for all replicas in the shared store.
     pub global: Option<Global>,
 }
@@ -77,9 +95,6 @@ pub struct RouteLimit {
 pub struct Global {
     pub fail_open: bool,
 }
-
-/// Keys hashed per request, by spec index, for the first few specs.
-const CACHED_SPECS: usize = 8;
 
 /// A request over a limit.
 #[derive(Debug)]
@@ -132,18 +147,15 @@ impl RateLimits {
             path,
             header,
         };
-        let mut hashed: [Option<Option<u64>>; CACHED_SPECS] = [None; CACHED_SPECS];
         let now = gatehouse_security::ratelimit::now();
-        for limit in self.limits.iter().filter(|l| l.global.is_none()) {
-            let spec = &self.specs[limit.spec];
-            let key = match hashed.get_mut(limit.spec) {
-                Some(slot) => *slot.get_or_insert_with(|| self.keys.key(spec, &view)),
-                None => self.keys.key(spec, &view),
-            };
-            let Some(key) = key else {
+        for group in &self.groups {
+            let Some(key) = self.keys.key(&self.specs[group.spec], &view) else {
                 continue;
             };
-            if let Decision::Deny { retry_after, reset } = limit.limiter.check_at(key, now) {
+            if let (i, Decision::Deny { retry_after, reset }) =
+                group.limiter.check_each_at(key, now)
+            {
+                let limit = &self.limits[group.members[i]];
                 return Some(Exceeded {
                     limit,
                     retry_after,
@@ -266,18 +278,38 @@ pub(crate) fn compile(
         out.push(RouteLimit {
             name: l.name.clone(),
             spec,
-            limiter: registry.limiter(from, &l.name, quota),
+            quota,
             global,
         });
     }
     if errors.len() > before || out.is_empty() {
         return None;
     }
+    let groups = (0..specs.len())
+        .filter_map(|spec| {
+            let members: Vec<usize> = (0..out.len())
+                .filter(|&i| out[i].spec == spec && out[i].global.is_none())
+                .collect();
+            if members.is_empty() {
+                return None;
+            }
+            let named = members
+                .iter()
+                .map(|&i| (out[i].name.clone(), out[i].quota))
+                .collect();
+            Some(LimitGroup {
+                spec,
+                limiter: registry.limiter(from, &specs[spec], named),
+                members,
+            })
+        })
+        .collect();
     Some(Arc::new(RateLimits {
         from: from.to_string(),
         global: out.iter().any(|l| l.global.is_some()),
         limits: out,
         specs,
+        groups,
         keys: registry.keys.clone(),
     }))
 }
@@ -426,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn a_limiter_survives_a_translation_unless_its_quota_changes() {
+    fn a_limiter_survives_a_translation_unless_its_limits_change() {
         let reg = crate::TranslateOptions::default();
         let mut errors = Vec::new();
         let first = compile(&[limit("a", 1, "1h")], "p", &reg, &at, &mut errors).expect("compiles");
@@ -434,8 +466,8 @@ mod tests {
         assert!(first.check(client, b"/", &|_| None).is_none());
         let again = compile(&[limit("a", 1, "1h")], "p", &reg, &at, &mut errors).expect("compiles");
         assert!(Arc::ptr_eq(
-            &first.limits[0].limiter,
-            &again.limits[0].limiter
+            &first.groups[0].limiter,
+            &again.groups[0].limiter
         ));
         let over = again
             .check(client, b"/", &|_| None)
@@ -445,8 +477,8 @@ mod tests {
         let changed =
             compile(&[limit("a", 2, "1h")], "p", &reg, &at, &mut errors).expect("compiles");
         assert!(!Arc::ptr_eq(
-            &first.limits[0].limiter,
-            &changed.limits[0].limiter
+            &first.groups[0].limiter,
+            &changed.groups[0].limiter
         ));
         assert!(errors.is_empty());
     }
