@@ -1,5 +1,6 @@
 //! The rate limiter alone: nanoseconds per check of a key it knows, of keys spread over
-//! many clients, and of a key built from a request (client /24 and an API key header).
+//! many clients, of a key built from a request (client /24 and an API key header), and
+//! of 25 quotas sharing one key (one limiter for all of them).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gatehouse_security::ratelimit::{KeySpec, KeyView, Keys, Limiter, Quota};
@@ -39,6 +40,17 @@ fn bench(c: &mut Criterion) {
     };
     c.bench_function("ratelimit/key_and_check", |b| {
         b.iter(|| black_box(keys.key(&spec, &view).map(|key| limiter.check(key))))
+    });
+    let quotas: Vec<Quota> = (0..25)
+        .map(|i| Quota {
+            requests: u32::MAX - i,
+            period: Duration::from_secs(1),
+            burst: u32::MAX,
+        })
+        .collect();
+    let group = Limiter::group(&quotas);
+    c.bench_function("ratelimit/25_quotas_one_key", |b| {
+        b.iter(|| black_box(group.check(black_box(42))))
     });
 }
 

@@ -25,10 +25,63 @@ const SHARDS: usize = 64;
 const SWEEP_FLOOR: usize = 1024;
 
 /// One shard: each key's TATs (one per quota), and the size at which it sweeps next.
-#[derive(Default)]
-struct Shard {
-    tats: HashMap<u64, Box<[AtomicU64]>, BuildHasherDefault<KeyHasher>>,
+struct Shard<T> {
+    tats: HashMap<u64, T, BuildHasherDefault<KeyHasher>>,
     sweep_at: usize,
+}
+
+impl<T> Default for Shard<T> {
+    fn default() -> Self {
+        Shard {
+            tats: HashMap::default(),
+            sweep_at: 0,
+        }
+    }
+}
+
+/// A key's TATs, one per quota of its limiter.
+trait Tats {
+    fn new(n: usize) -> Self;
+    fn slots(&self) -> &[AtomicU64];
+
+    /// When all of the key's buckets are full again: its latest TAT.
+    fn full_at(&self) -> u64 {
+        self.slots()
+            .iter()
+            .map(|t| t.load(Ordering::Acquire))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// One quota (the usual case): the TAT is the map's value itself.
+impl Tats for AtomicU64 {
+    fn new(_: usize) -> Self {
+        AtomicU64::new(0)
+    }
+
+    fn slots(&self) -> &[AtomicU64] {
+        std::slice::from_ref(self)
+    }
+}
+
+impl Tats for Box<[AtomicU64]> {
+    fn new(n: usize) -> Self {
+        (0..n).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    fn slots(&self) -> &[AtomicU64] {
+        self
+    }
+}
+
+type Shards<T> = Box<[RwLock<Shard<T>>]>;
+
+/// A limiter's state: a map of one word per key for a single quota, of a slice per key
+/// for several.
+enum State {
+    One(Shards<AtomicU64>),
+    Many(Shards<Box<[AtomicU64]>>),
 }
 
 /// Keys are SipHash outputs already: the map uses them as they are.
@@ -133,7 +186,7 @@ impl Rate {
 /// key holds a TAT for each, so a request costs one lookup for all of them.
 pub struct Limiter {
     rates: Box<[Rate]>,
-    shards: Box<[RwLock<Shard>]>,
+    state: State,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -161,9 +214,16 @@ impl Limiter {
                 burst: u32::MAX,
             }));
         }
+        fn shards<T>() -> Shards<T> {
+            (0..SHARDS).map(|_| RwLock::default()).collect()
+        }
+        let state = match rates.len() {
+            1 => State::One(shards()),
+            _ => State::Many(shards()),
+        };
         Limiter {
             rates: rates.into(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            state,
         }
     }
 
@@ -191,25 +251,14 @@ impl Limiter {
     /// As [`Limiter::check_at`], with the place of the quota that decided. Quotas
     /// before a refusing one have counted the request.
     pub fn check_each_at(&self, key: u64, now: u64) -> (usize, Decision) {
-        // The top bits pick the shard; the map's buckets use the low ones.
-        let shard = &self.shards[(key >> 58) as usize % SHARDS];
-        {
-            let s = shard.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(tats) = s.tats.get(&key) {
-                return self.advance_all(tats, now);
-            }
+        match &self.state {
+            State::One(shards) => with_tats(shards, key, now, 1, |t: &AtomicU64| {
+                (0, self.rates[0].advance(t, now))
+            }),
+            State::Many(shards) => with_tats(shards, key, now, self.rates.len(), |t| {
+                self.advance_all(Tats::slots(t), now)
+            }),
         }
-        let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
-        if s.tats.len() >= s.sweep_at.max(SWEEP_FLOOR) && !s.tats.contains_key(&key) {
-            s.tats.retain(|_, tats| full_at(tats) > now);
-            s.sweep_at = s.tats.len() * 2;
-        }
-        let n = self.rates.len();
-        let tats = s
-            .tats
-            .entry(key)
-            .or_insert_with(|| (0..n).map(|_| AtomicU64::new(0)).collect());
-        self.advance_all(tats, now)
     }
 
     fn advance_all(&self, tats: &[AtomicU64], now: u64) -> (usize, Decision) {
@@ -236,22 +285,34 @@ impl Limiter {
     }
 
     pub fn sweep_at(&self, now: u64) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let mut s = s.write().unwrap_or_else(|p| p.into_inner());
-                s.tats.retain(|_, tats| full_at(tats) > now);
-                s.tats.len()
-            })
-            .sum()
+        fn sweep<T: Tats>(shards: &Shards<T>, now: u64) -> usize {
+            shards
+                .iter()
+                .map(|s| {
+                    let mut s = s.write().unwrap_or_else(|p| p.into_inner());
+                    s.tats.retain(|_, tats| tats.full_at() > now);
+                    s.tats.len()
+                })
+                .sum()
+        }
+        match &self.state {
+            State::One(s) => sweep(s, now),
+            State::Many(s) => sweep(s, now),
+        }
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).tats.len())
-            .sum()
+        fn len<T>(shards: &Shards<T>) -> usize {
+            shards
+                .iter()
+                .map(|s| s.read().unwrap_or_else(|p| p.into_inner()).tats.len())
+                .sum()
+        }
+        match &self.state {
+            State::One(s) => len(s),
+            State::Many(s) => len(s),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,12 +320,30 @@ impl Limiter {
     }
 }
 
-/// When all of a key's buckets are full again: its latest TAT.
-fn full_at(tats: &[AtomicU64]) -> u64 {
-    tats.iter()
-        .map(|t| t.load(Ordering::Acquire))
-        .max()
-        .unwrap_or(0)
+/// Runs `f` on a key's TATs in `shards` (made if new) under the shard's lock. A new
+/// key finds its shard swept first when it has grown to twice its size after the last
+/// sweep.
+fn with_tats<T: Tats, R>(
+    shards: &Shards<T>,
+    key: u64,
+    now: u64,
+    n: usize,
+    f: impl FnOnce(&T) -> R,
+) -> R {
+    // The top bits pick the shard; the map's buckets use the low ones.
+    let shard = &shards[(key >> 58) as usize % SHARDS];
+    {
+        let s = shard.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(tats) = s.tats.get(&key) {
+            return f(tats);
+        }
+    }
+    let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+    if s.tats.len() >= s.sweep_at.max(SWEEP_FLOOR) && !s.tats.contains_key(&key) {
+        s.tats.retain(|_, tats| tats.full_at() > now);
+        s.sweep_at = s.tats.len() * 2;
+    }
+    f(s.tats.entry(key).or_insert_with(|| T::new(n)))
 }
 
 /// Nanoseconds on the limiters' clock (monotonic, from the first use in the process).
