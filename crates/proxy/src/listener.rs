@@ -260,3 +260,23 @@ where
         }
     }
 }
+
+/// Lifts the soft limit on open files to the hard limit, as nginx's
+/// `worker_rlimit_nofile` does: every connection is a file, and a connection flood must
+/// not leave legitimate clients unable to connect while the hard limit allows more.
+pub fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let from = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from, to = lim.rlim_max, "open files limit raised");
+            }
+        }
+    }
+}

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 const SHARDS: usize = 64;
@@ -42,46 +42,43 @@ impl<T> Default for Shard<T> {
 /// A key's TATs, one per quota of its limiter.
 trait Tats {
     fn new(n: usize) -> Self;
-    fn slots(&self) -> &[AtomicU64];
 
     /// When all of the key's buckets are full again: its latest TAT.
-    fn full_at(&self) -> u64 {
-        self.slots()
-            .iter()
-            .map(|t| t.load(Ordering::Acquire))
-            .max()
-            .unwrap_or(0)
-    }
+    fn full_at(&self) -> u64;
 }
 
-/// One quota (the usual case): the TAT is the map's value itself.
+/// One quota (the usual case): the TAT is the map's value itself, moved on by a
+/// compare-and-swap.
 impl Tats for AtomicU64 {
     fn new(_: usize) -> Self {
         AtomicU64::new(0)
     }
 
-    fn slots(&self) -> &[AtomicU64] {
-        std::slice::from_ref(self)
+    fn full_at(&self) -> u64 {
+        self.load(Ordering::Acquire)
     }
 }
 
-impl Tats for Box<[AtomicU64]> {
+/// Several quotas: their TATs under one lock, taken once for all of them (cheaper than
+/// a compare-and-swap each).
+impl Tats for Mutex<Box<[u64]>> {
     fn new(n: usize) -> Self {
-        (0..n).map(|_| AtomicU64::new(0)).collect()
+        Mutex::new(vec![0; n].into())
     }
 
-    fn slots(&self) -> &[AtomicU64] {
-        self
+    fn full_at(&self) -> u64 {
+        let tats = self.lock().unwrap_or_else(|p| p.into_inner());
+        tats.iter().copied().max().unwrap_or(0)
     }
 }
 
 type Shards<T> = Box<[RwLock<Shard<T>>]>;
 
-/// A limiter's state: a map of one word per key for a single quota, of a slice per key
-/// for several.
+/// A limiter's state: a map of one word per key for a single quota, of a locked slice
+/// per key for several.
 enum State {
     One(Shards<AtomicU64>),
-    Many(Shards<Box<[AtomicU64]>>),
+    Many(Shards<Mutex<Box<[u64]>>>),
 }
 
 /// Keys are SipHash outputs already: the map uses them as they are.
@@ -154,27 +151,38 @@ impl Rate {
         }
     }
 
+    /// One GCRA step from TAT `current` at `now`: the new TAT and the verdict, or the
+    /// refusal (the TAT stays).
+    fn step(&self, current: u64, now: u64) -> Result<(u64, Decision), Decision> {
+        let base = current.max(now);
+        let next = base.saturating_add(self.interval);
+        let allowed_from = next.saturating_sub(self.capacity);
+        if now < allowed_from {
+            return Err(Decision::Deny {
+                retry_after: Duration::from_nanos(allowed_from - now),
+                reset: Duration::from_nanos(base - now),
+            });
+        }
+        let left = (now + self.capacity).saturating_sub(next) / self.interval;
+        Ok((
+            next,
+            Decision::Allow {
+                remaining: u32::try_from(left).unwrap_or(u32::MAX),
+                reset: Duration::from_nanos(next - now),
+            },
+        ))
+    }
+
     /// One GCRA step on a key's TAT.
     fn advance(&self, tat: &AtomicU64, now: u64) -> Decision {
         let mut current = tat.load(Ordering::Acquire);
         loop {
-            let base = current.max(now);
-            let next = base.saturating_add(self.interval);
-            let allowed_from = next.saturating_sub(self.capacity);
-            if now < allowed_from {
-                return Decision::Deny {
-                    retry_after: Duration::from_nanos(allowed_from - now),
-                    reset: Duration::from_nanos(base - now),
-                };
-            }
+            let (next, allowed) = match self.step(current, now) {
+                Ok(moved) => moved,
+                Err(refused) => return refused,
+            };
             match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    let left = (now + self.capacity).saturating_sub(next) / self.interval;
-                    return Decision::Allow {
-                        remaining: u32::try_from(left).unwrap_or(u32::MAX),
-                        reset: Duration::from_nanos(next - now),
-                    };
-                }
+                Ok(_) => return allowed,
                 Err(seen) => current = seen,
             }
         }
@@ -256,12 +264,13 @@ impl Limiter {
                 (0, self.rates[0].advance(t, now))
             }),
             State::Many(shards) => with_tats(shards, key, now, self.rates.len(), |t| {
-                self.advance_all(Tats::slots(t), now)
+                self.advance_all(t, now)
             }),
         }
     }
 
-    fn advance_all(&self, tats: &[AtomicU64], now: u64) -> (usize, Decision) {
+    fn advance_all(&self, tats: &Mutex<Box<[u64]>>, now: u64) -> (usize, Decision) {
+        let mut tats = tats.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = (
             0,
             Decision::Deny {
@@ -269,11 +278,13 @@ impl Limiter {
                 reset: Duration::ZERO,
             },
         );
-        for (i, (rate, tat)) in self.rates.iter().zip(tats).enumerate() {
-            let d = rate.advance(tat, now);
-            last = (i, d);
-            if matches!(d, Decision::Deny { .. }) {
-                break;
+        for (i, (rate, tat)) in self.rates.iter().zip(tats.iter_mut()).enumerate() {
+            match rate.step(*tat, now) {
+                Ok((next, allowed)) => {
+                    *tat = next;
+                    last = (i, allowed);
+                }
+                Err(refused) => return (i, refused),
             }
         }
         last
