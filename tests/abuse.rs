@@ -67,13 +67,7 @@ async fn start(
     tempfile::TempDir,
 ) {
     let (backend, seen) = recorder().await;
-    let logs = tempfile::tempdir().expect("tempdir");
-    let events = logs.path().join("security.log");
-    let cfg = ProxyConfig {
-        drain_timeout: Duration::from_secs(2),
-        security_log: Some(events.clone()),
-        ..cfg
-    };
+    let (cfg, events, logs) = with_security_log(cfg);
     let app = [
         service("default", "app", backend, None),
         ingress("a", "app"),

@@ -47,19 +47,18 @@ struct Guarded {
 
 async fn start(files: &[(&str, &str)]) -> Guarded {
     let backend = echo("app").await;
-    let logs = tempfile::tempdir().expect("tempdir");
-    let events = logs.path().join("security.log");
-    let cfg = ProxyConfig {
-        drain_timeout: Duration::from_secs(2),
-        security_log: Some(events.clone()),
-        ..Default::default()
-    };
     let app = [
         service("default", "app", backend, None),
         ingress("app.test", "app"),
     ]
     .concat();
-    let mut all = vec![("classes.yaml", CLASSES), ("app.yaml", app.as_str())];
+    start_app(&app, files).await
+}
+
+/// Serves `app` (Services and Ingresses) and `files`, with security events in a log.
+async fn start_app(app: &str, files: &[(&str, &str)]) -> Guarded {
+    let (cfg, events, logs) = with_security_log(ProxyConfig::default());
+    let mut all = vec![("classes.yaml", CLASSES), ("app.yaml", app)];
     all.extend_from_slice(files);
     let (proxy, _) = start_proxy_with(&all, &[], cfg).await;
     Guarded {
@@ -337,13 +336,6 @@ async fn slow_backend(delay: Duration) -> SocketAddr {
 #[tokio::test]
 async fn a_surge_sheds_the_lowest_priority_first() {
     let backend = slow_backend(Duration::from_millis(100)).await;
-    let logs = tempfile::tempdir().expect("tempdir");
-    let events = logs.path().join("security.log");
-    let cfg = ProxyConfig {
-        drain_timeout: Duration::from_secs(2),
-        security_log: Some(events.clone()),
-        ..Default::default()
-    };
     let app = [
         service("default", "app", backend, None),
         ingress("bulk.test", "app").replace("name: app, namespace", "name: bulk, namespace"),
@@ -361,17 +353,8 @@ async fn a_surge_sheds_the_lowest_priority_first() {
         "critical",
         "  loadShedding:\n    priority: 10\n",
     );
-    let (proxy, _) = start_proxy_with(
-        &[
-            ("classes.yaml", CLASSES),
-            ("app.yaml", &app),
-            ("bulk.yaml", &bulk),
-            ("critical.yaml", &critical),
-        ],
-        &[],
-        cfg,
-    )
-    .await;
+    let g = start_app(&app, &[("bulk.yaml", &bulk), ("critical.yaml", &critical)]).await;
+    let (proxy, events) = (&g.proxy, &g.events);
     let c = client();
     assert_eq!(get(&c, proxy.http, "bulk.test", "/").await.status, 200);
 
@@ -413,7 +396,7 @@ async fn a_surge_sheds_the_lowest_priority_first() {
         critical_ok, critical_all,
         "the critical route was always served"
     );
-    let event = wait_log(&events, "\"load_shedding\"").await;
+    let event = wait_log(events, "\"load_shedding\"").await;
     assert!(event.contains("maxConcurrentRequests"), "{event}");
     let metrics = get(&c, proxy.admin, "admin", "/metrics").await.body;
     assert!(
@@ -430,7 +413,7 @@ async fn a_surge_sheds_the_lowest_priority_first() {
         assert!(start.elapsed() < Duration::from_secs(5), "bulk still shed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    wait_log(&events, "\"load_shedding_ended\"").await;
+    wait_log(events, "\"load_shedding_ended\"").await;
 }
 
 #[tokio::test]

@@ -50,13 +50,7 @@ async fn start(policy: &str, annotations: &str) -> Limited {
 
 async fn start_with(policy: &str, annotations: &str, cfg: ProxyConfig) -> Limited {
     let backend = echo("app").await;
-    let logs = tempfile::tempdir().expect("tempdir");
-    let events = logs.path().join("security.log");
-    let cfg = ProxyConfig {
-        drain_timeout: Duration::from_secs(2),
-        security_log: Some(events.clone()),
-        ..cfg
-    };
+    let (cfg, events, logs) = with_security_log(cfg);
     let app = app(backend, annotations);
     let (proxy, _) = start_proxy_with(
         &[

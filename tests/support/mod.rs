@@ -433,3 +433,17 @@ pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
         .map(str::trim)
 }
+
+/// `cfg` writing security events to a log in a new temporary directory (kept alive by
+/// the returned handle), with a short drain: the config, the log's path, the directory.
+#[allow(dead_code)]
+pub fn with_security_log(cfg: ProxyConfig) -> (ProxyConfig, std::path::PathBuf, tempfile::TempDir) {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let events = logs.path().join("security.log");
+    let cfg = ProxyConfig {
+        drain_timeout: Duration::from_secs(2),
+        security_log: Some(events.clone()),
+        ..cfg
+    };
+    (cfg, events, logs)
+}

@@ -15,18 +15,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the loop until the data plane shuts down.
 pub fn spawn(dp: Arc<DataPlane>, registry: Arc<AdaptiveRegistry>) -> tokio::task::JoinHandle<()> {
-    let mut shutdown = dp.shutdown.subscribe();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            tick(&dp, &registry, Instant::now());
-        }
-    })
+    dp.clone()
+        .every(TICK, move |dp| tick(dp, &registry, Instant::now()))
 }
 
 /// One pass: ticks every tracker, records and makes its blocks, drops ended ones.

@@ -112,16 +112,7 @@ impl ConnCounts {
     }
 
     fn key(&self, ip: IpAddr) -> u64 {
-        let view = gatehouse_security::ratelimit::KeyView {
-            client: ip,
-            path: b"",
-            header: &|_| None,
-        };
-        let spec = gatehouse_security::ratelimit::KeySpec {
-            client: Some((32, 128)),
-            ..Default::default()
-        };
-        self.keys.key(&spec, &view).unwrap_or(0)
+        self.keys.of_address(ip)
     }
 
     /// Admits a connection from `ip` on `listener`, or says which limit refuses it.

@@ -264,6 +264,27 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Runs `f` every `period` (the first time at once) until the data plane shuts
+    /// down; a late tick is not made up for.
+    pub fn every(
+        self: Arc<Self>,
+        period: Duration,
+        mut f: impl FnMut(&DataPlane) + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = shutdown.changed() => return,
+                }
+                f(&self);
+            }
+        })
+    }
+
     /// Starts the loops of the adaptive controls (adaptive blocking with `registry`, and
     /// surge protection); they end when the data plane shuts down.
     pub fn start_controls(

@@ -98,16 +98,7 @@ impl Default for Throttle {
 impl Throttle {
     /// Whether an event about `addr` may be written now.
     pub fn allow(&self, addr: std::net::IpAddr) -> bool {
-        let view = gatehouse_security::ratelimit::KeyView {
-            client: addr,
-            path: b"",
-            header: &|_| None,
-        };
-        let spec = gatehouse_security::ratelimit::KeySpec {
-            client: Some((32, 128)),
-            ..Default::default()
-        };
-        let key = self.keys.key(&spec, &view).unwrap_or(0);
+        let key = self.keys.of_address(addr);
         matches!(
             self.limiter.check(key),
             gatehouse_security::ratelimit::Decision::Allow { .. }

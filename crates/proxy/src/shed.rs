@@ -201,19 +201,8 @@ impl Controller {
 
 /// Runs the controller until the data plane shuts down.
 pub fn spawn(dp: Arc<DataPlane>) -> tokio::task::JoinHandle<()> {
-    let mut shutdown = dp.shutdown.subscribe();
-    tokio::spawn(async move {
-        let mut c = Controller::default();
-        let mut every = tokio::time::interval(TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            c.tick(&dp);
-        }
-    })
+    let mut c = Controller::default();
+    dp.clone().every(TICK, move |dp| c.tick(dp))
 }
 
 #[cfg(test)]

@@ -437,6 +437,20 @@ impl Default for Keys {
 }
 
 impl Keys {
+    /// The key of one client address (each address its own).
+    pub fn of_address(&self, client: IpAddr) -> u64 {
+        let view = KeyView {
+            client,
+            path: b"",
+            header: &|_| None,
+        };
+        let spec = KeySpec {
+            client: Some((32, 128)),
+            ..Default::default()
+        };
+        self.key(&spec, &view).unwrap_or(0)
+    }
+
     /// The key of `view` under `spec`; None if the header it counts by is missing (the
     /// limit does not apply to such a request, as in Envoy).
     pub fn key(&self, spec: &KeySpec, view: &KeyView<'_>) -> Option<u64> {
