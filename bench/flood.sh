@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# bench/flood.sh - is a flood contained? Normal clients (10 loopback sources, 2,000
-# requests/s between them at a constant rate, over keep-alive connections) run alone,
-# then with a flood of 10x their load from 3 sources on top (examples/flood.rs). Each
-# target is measured in turn, in interleaved rounds; medians are printed at the end.
+# bench/flood.sh - is a flood contained? Normal clients (10 loopback sources, 4,000
+# requests/s between them at a constant rate, over keep-alive connections) run alone
+# for 4 s, then with a flood of 10x their load from 3 sources on top for 4 s, five times
+# over (examples/flood.rs). Each target is measured in turn, in interleaved rounds;
+# medians are printed at the end.
 #
 #   bash bench/flood.sh [-r ROUNDS] [key=value ...]     e.g. bash bench/flood.sh -r 3
-#   (keys as in examples/flood.rs: rate=2000 factor=10 normal=10 attack=20 ...)
+#   (keys as in examples/flood.rs: rate=4000 factor=10 normal=4 attack=4 cycles=5 ...)
 #
 # The proxy under test runs on CPU 1; the load generator and the backend share CPU 0.
 # Targets (one worker each, the same nginx backend on 127.0.0.1:18080):

@@ -7,8 +7,10 @@
 //! as an attacker does (or after 2 s without an answer).
 //!
 //! cargo run --release --example flood -- TARGET HOST [key=value ...]
-//!   keys: sources=10 conns=4 rate=2000 flood_sources=3 flood_conns=16 factor=10
-//!         warmup=2 normal=10 attack=20 (seconds; the warm-up is not measured)
+//!   keys: sources=10 conns=4 rate=4000 flood_sources=3 flood_conns=16 factor=10
+//!         warmup=2 normal=4 attack=4 (seconds; the warm-up is not measured)
+//!         cycles=5 (normal and flood phases alternate this many times, so that a noisy
+//!         spell of the machine falls on both alike; a source once blocked stays so)
 //!
 //! Prints one JSON line: the normal clients' success ratio and latency percentiles in
 //! the normal phase, under the whole flood, and under the flood from 2 s on (once a
@@ -106,10 +108,27 @@ async fn connect(from: IpAddr, target: SocketAddr) -> std::io::Result<BufReader<
 struct Plan {
     target: SocketAddr,
     request: Vec<u8>,
+    /// The end of the warm-up.
     measure_from: Instant,
-    attack_at: Instant,
+    /// The flood's windows (start, end), each after a normal phase.
+    attacks: Vec<(Instant, Instant)>,
     end: Instant,
     stats: Stats,
+}
+
+impl Plan {
+    /// The flood window holding `t`, if any.
+    fn attack(&self, t: Instant) -> Option<(Instant, Instant)> {
+        self.attacks
+            .iter()
+            .copied()
+            .find(|(a, b)| (*a..*b).contains(&t))
+    }
+
+    /// The first flood window that has not ended by `t`.
+    fn next_attack(&self, t: Instant) -> Option<(Instant, Instant)> {
+        self.attacks.iter().copied().find(|(_, b)| *b > t)
+    }
 }
 
 /// A normal client's connection: a request every `interval` from `start` to the end.
@@ -118,10 +137,11 @@ async fn normal(plan: Arc<Plan>, from: IpAddr, interval: Duration, start: Instan
         target,
         ref request,
         measure_from,
-        attack_at,
         end,
         ref stats,
+        ..
     } = *plan;
+    let first_attack = plan.attacks.first().map_or(end, |a| a.0);
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut line = String::new();
     let mut due = start;
@@ -152,14 +172,14 @@ async fn normal(plan: Arc<Plan>, from: IpAddr, interval: Duration, start: Instan
                 false => p.failed += 1,
             }
         };
+        let attack = plan.attack(due);
         if due >= measure_from {
-            record(if due < attack_at {
-                &stats.normal
-            } else {
-                &stats.attack
+            record(match attack {
+                None => &stats.normal,
+                Some(_) => &stats.attack,
             });
         }
-        if due >= attack_at + REACTION {
+        if attack.is_some() && due >= first_attack + REACTION {
             record(&stats.contained);
         }
         due += interval;
@@ -170,8 +190,8 @@ async fn normal(plan: Arc<Plan>, from: IpAddr, interval: Duration, start: Instan
     }
 }
 
-/// A flooding connection: a request every `interval` from `start` to the end, a new
-/// connection whenever one is closed.
+/// A flooding connection: a request every `interval` from `start`, in the flood's
+/// windows only, a new connection whenever one is closed.
 async fn flood(plan: Arc<Plan>, from: IpAddr, interval: Duration, start: Instant) {
     let Plan {
         target,
@@ -184,6 +204,12 @@ async fn flood(plan: Arc<Plan>, from: IpAddr, interval: Duration, start: Instant
     let mut line = String::new();
     let mut due = start;
     while due < end {
+        // Between windows, wait for the next one (keeping the connection).
+        match plan.next_attack(due) {
+            Some((from, _)) if due < from => due = from,
+            Some(_) => {}
+            None => break,
+        }
         tokio::time::sleep_until(due.into()).await;
         due += interval;
         if due < Instant::now() {
@@ -246,13 +272,14 @@ async fn main() -> anyhow::Result<()> {
     let mut opt: HashMap<String, f64> = [
         ("sources", 10.0),
         ("conns", 4.0),
-        ("rate", 2000.0),
+        ("rate", 4000.0),
         ("flood_sources", 3.0),
         ("flood_conns", 16.0),
         ("factor", 10.0),
         ("warmup", 2.0),
-        ("normal", 10.0),
-        ("attack", 20.0),
+        ("normal", 4.0),
+        ("attack", 4.0),
+        ("cycles", 5.0),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -271,13 +298,24 @@ async fn main() -> anyhow::Result<()> {
         format!("GET /search?q=running+shoes&page=2 HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = start + Duration::from_secs_f64(o("warmup"));
-    let attack_at = measure_from + Duration::from_secs_f64(o("normal"));
+    let (normal_phase, attack_phase) = (
+        Duration::from_secs_f64(o("normal")),
+        Duration::from_secs_f64(o("attack")),
+    );
+    let cycle = normal_phase + attack_phase;
+    let attacks: Vec<(Instant, Instant)> = (0..o("cycles").max(1.0) as u32)
+        .map(|c| {
+            let from = measure_from + cycle * c + normal_phase;
+            (from, from + attack_phase)
+        })
+        .collect();
+    let attack_at = attacks[0].0;
     let plan = Arc::new(Plan {
         target,
         request,
         measure_from,
-        attack_at,
-        end: attack_at + Duration::from_secs_f64(o("attack")),
+        end: attacks[attacks.len() - 1].1,
+        attacks,
         stats: Stats::default(),
     });
     let mut tasks = Vec::new();
