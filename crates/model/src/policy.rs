@@ -346,6 +346,9 @@ pub struct LoadShedding {
     pub max_latency: Option<String>,
 }
 
+/// The label that marks objects made by Gatehouse's adaptive controls.
+pub const MADE_BY_LABEL: &str = "gatehouse.dev/made-by";
+
 /// A client network blocked until a time: made by a SecurityPolicy's adaptive blocking
 /// when a source crosses its thresholds, or by hand. Every listener refuses its
 /// connections (and requests whose client, behind trusted proxies, it holds) with 403.

@@ -24,6 +24,13 @@ pub fn tick(dp: &DataPlane, registry: &AdaptiveRegistry, now: Instant) {
     let now_ms = crate::security_log::now_ms();
     let mut made = Vec::new();
     for policy in registry.live() {
+        let untracked = policy.tracker.untracked();
+        if untracked > 0 {
+            dp.metrics
+                .counters
+                .adaptive_untracked_total
+                .fetch_add(u64::from(untracked), Relaxed);
+        }
         for block in policy.tracker.tick(now) {
             let dry_run = policy.dry_run();
             let counter = match dry_run {

@@ -29,9 +29,16 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 /// Holds a refused connection unread for `HOLD` (or until shutdown), then resets it;
 /// resets it at once if `MAX_HELD` are held already.
 pub async fn hold_and_reset(dp: &DataPlane, stream: tokio::net::TcpStream) {
+    /// A place among the held; given back when dropped, however the task ends.
+    struct Place;
+    impl Drop for Place {
+        fn drop(&mut self) {
+            HELD.fetch_sub(1, Relaxed);
+        }
+    }
     let _ = stream.set_zero_linger();
+    let place = Place;
     if HELD.fetch_add(1, Relaxed) >= MAX_HELD {
-        HELD.fetch_sub(1, Relaxed);
         return;
     }
     let mut shutdown = dp.shutdown.subscribe();
@@ -40,7 +47,7 @@ pub async fn hold_and_reset(dp: &DataPlane, stream: tokio::net::TcpStream) {
         _ = shutdown.changed() => {}
     }
     drop(stream);
-    HELD.fetch_sub(1, Relaxed);
+    drop(place);
 }
 
 /// The block holding `client` now, if any.

@@ -231,9 +231,22 @@ pub fn decide<'a>(
             return (Decision::Respond(resp), stats);
         }
     }
-    // Counted before the checks below, so that their refusals count as its errors.
+    // Counted before the checks below, so that their refusals count as its errors. A
+    // proxy in front (trusted for X-Forwarded-For, or sending PROXY headers) speaks for
+    // many clients: it is never counted as one source, so never blocked as one.
     if let Some(adaptive) = &guard.adaptive {
-        stats.source = Some(adaptive.tracker.record(client));
+        let in_front = guard
+            .trusted_proxies
+            .as_ref()
+            .is_some_and(|t| t.trusts(client))
+            || dp
+                .cfg
+                .proxy_protocol
+                .as_ref()
+                .is_some_and(|l| l.check(client) == gatehouse_security::ipacl::Access::Allow);
+        if !in_front {
+            stats.source = Some(adaptive.tracker.record(client));
+        }
     }
     if let Some(acl) = &guard.ip_access {
         if acl.list.check(client) == gatehouse_security::ipacl::Access::Deny {

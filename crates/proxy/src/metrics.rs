@@ -126,6 +126,8 @@ pub struct Counters {
     /// Blocks made by adaptive blocking (and those only reported, in DryRun).
     pub sources_blocked_total: AtomicU64,
     pub sources_block_dry_run_total: AtomicU64,
+    /// Requests of new sources adaptive blocking did not track (its tracker full).
+    pub adaptive_untracked_total: AtomicU64,
     /// Requests answered 503 because their route's priority is being shed.
     pub requests_shed_total: AtomicU64,
     /// How many route priorities are being shed (0: none).
@@ -378,6 +380,11 @@ impl Metrics {
                 "gatehouse_sources_block_dry_run_total",
                 "Sources adaptive blocking would have blocked (DryRun).",
                 &c.sources_block_dry_run_total,
+            ),
+            (
+                "gatehouse_adaptive_untracked_requests_total",
+                "Requests of new sources adaptive blocking did not track: its tracker was full.",
+                &c.adaptive_untracked_total,
             ),
             (
                 "gatehouse_requests_shed_total",

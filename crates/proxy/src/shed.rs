@@ -45,6 +45,14 @@ pub fn shed_response(dp: &DataPlane) -> Response<Body> {
     resp
 }
 
+/// The lowest priority served when the lowest `level` priorities are shed.
+fn cutoff(level: usize, priorities: &[i32]) -> i64 {
+    match level {
+        0 => i64::MIN,
+        l => priorities.get(l).map_or(i64::MIN, |p| i64::from(*p)),
+    }
+}
+
 /// What the controller remembers between looks.
 #[derive(Debug, Default)]
 pub struct Controller {
@@ -143,6 +151,9 @@ impl Controller {
             self.set(dp, top, &limits.priorities, load, "priorities changed");
         }
         let level = self.level;
+        // The priorities may have changed under the same level: the cutoff follows.
+        dp.shed_below
+            .store(cutoff(level, &limits.priorities), Relaxed);
         self.hold = self.hold.saturating_sub(1);
         if over_flight || over_latency {
             self.calm = 0;
@@ -174,10 +185,7 @@ impl Controller {
 
     fn set(&mut self, dp: &DataPlane, level: usize, priorities: &[i32], load: Load, why: &str) {
         self.level = level;
-        let below = match level {
-            0 => i64::MIN,
-            l => priorities.get(l).map_or(i64::MIN, |p| i64::from(*p)),
-        };
+        let below = cutoff(level, priorities);
         dp.shed_below.store(below, Relaxed);
         dp.metrics
             .counters

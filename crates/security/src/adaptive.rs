@@ -33,6 +33,10 @@ pub const WARM_UP: Duration = Duration::from_secs(30);
 const BASELINE_TIME: Duration = Duration::from_secs(300);
 /// Offences older than this are forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The most sources one tracker holds (about 100 bytes each, so ~20 MB). Past it, new
+/// sources go untracked until quiet ones are forgotten: a flood rotating through more
+/// addresses than this cannot grow memory, and each of its sources sends little.
+pub const MAX_SOURCES: usize = 200_000;
 /// Sources needed for a percentile worth learning from.
 const MIN_SOURCES: usize = 3;
 
@@ -156,12 +160,14 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn learn(&mut self, sample: Option<f64>, dt: Duration) {
+    fn learn(&mut self, sample: Option<f64>, dt: Duration, floor: f64) {
         let Some(p) = sample else {
             return;
         };
         if self.learned.is_zero() {
-            self.value = p;
+            // Not above the floor: a tracker that starts during a flood must not take
+            // the flood for the baseline (it rises from there by the capped steps).
+            self.value = p.min(floor);
         } else {
             // While warming up, a running mean; then smoothing over BASELINE_TIME.
             let alpha = match self.learned < WARM_UP {
@@ -207,6 +213,8 @@ pub struct SourceTracker {
     hasher: RandomState,
     shards: Box<[Shard]>,
     analysis: Mutex<Analysis>,
+    /// Where requests of sources past `MAX_SOURCES` are counted.
+    overflow: Arc<SourceCount>,
 }
 
 impl std::fmt::Debug for SourceTracker {
@@ -226,6 +234,11 @@ impl SourceTracker {
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             analysis: Mutex::default(),
+            overflow: Arc::new(SourceCount {
+                bits: 0,
+                requests: AtomicU32::new(0),
+                errors: AtomicU32::new(0),
+            }),
         }
     }
 
@@ -299,6 +312,11 @@ impl SourceTracker {
             }
         }
         let mut s = shard.write().unwrap_or_else(|p| p.into_inner());
+        if s.len() >= MAX_SOURCES / SHARDS && !s.contains_key(&key) {
+            // Full: a new source is not tracked until quiet ones are forgotten.
+            self.overflow.requests.fetch_add(1, Relaxed);
+            return self.overflow.clone();
+        }
         let c = s.entry(key).or_insert_with(|| {
             Arc::new(SourceCount {
                 bits,
@@ -308,6 +326,12 @@ impl SourceTracker {
         });
         c.requests.fetch_add(1, Relaxed);
         c.clone()
+    }
+
+    /// Requests of new sources not tracked because the tracker was full, since the
+    /// last call.
+    pub fn untracked(&self) -> u32 {
+        self.overflow.requests.swap(0, Relaxed)
     }
 
     /// Sources counted.
@@ -381,8 +405,8 @@ impl SourceTracker {
             percentile(active(|r| r.requests), 0.95),
             percentile(active(|r| r.errors), 0.95),
         );
-        a.requests.learn(req_sample, dt);
-        a.errors.learn(err_sample, dt);
+        a.requests.learn(req_sample, dt, cfg.min_learned_rate);
+        a.errors.learn(err_sample, dt, cfg.min_learned_rate);
         let learned_req = a.requests.threshold(&cfg);
         let learned_err = a.errors.threshold(&cfg);
         let mut blocks = Vec::new();
@@ -591,6 +615,16 @@ mod tests {
         assert!(blocked.iter().all(|b| b.learned));
         let (after, _, _) = t.baselines();
         assert!(after < base * 1.5, "baseline {base} -> {after}");
+    }
+
+    #[test]
+    fn a_full_tracker_counts_new_sources_apart() {
+        let t = SourceTracker::new(AdaptiveConfig::default());
+        for i in 0..(MAX_SOURCES as u32 + 1000) {
+            t.record(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        assert!(t.len() <= MAX_SOURCES, "{}", t.len());
+        assert!(t.untracked() >= 1000);
     }
 
     #[test]

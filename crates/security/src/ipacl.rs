@@ -86,13 +86,14 @@ impl<V: Copy> Family<V> {
         }
     }
 
-    /// The value of the longest listed network holding the address.
-    fn lookup(&self, bits: u128, width: u8) -> Option<V> {
+    /// The value of the longest listed network holding the address that `keep` keeps.
+    fn lookup_where(&self, bits: u128, width: u8, keep: impl Fn(V) -> bool) -> Option<V> {
         self.lengths.iter().find_map(|&len| {
             self.by_length
                 .get(&len)
                 .and_then(|t| t.get(&mask(bits, width, len)))
                 .copied()
+                .filter(|v| keep(*v))
         })
     }
 }
@@ -137,9 +138,13 @@ impl<V: Copy> Networks<V> {
     }
 
     fn lookup(&self, addr: IpAddr) -> Option<V> {
+        self.lookup_where(addr, |_| true)
+    }
+
+    fn lookup_where(&self, addr: IpAddr, keep: impl Fn(V) -> bool) -> Option<V> {
         let (bits, width, v4) = split(addr);
         let family = if v4 { &self.v4 } else { &self.v6 };
-        family.lookup(bits, width)
+        family.lookup_where(bits, width, keep)
     }
 }
 
@@ -249,9 +254,9 @@ impl BlockList {
 
     /// The block holding `addr` at `now_ms`, by its place in the list given to `new`.
     pub fn check(&self, addr: IpAddr, now_ms: u64) -> Option<usize> {
+        // An ended block of a narrower network does not hide a wider one in force.
         self.networks
-            .lookup(addr)
-            .filter(|&i| self.until.get(i).is_some_and(|&u| u > now_ms))
+            .lookup_where(addr, |i| self.until.get(i).is_some_and(|&u| u > now_ms))
     }
 
     pub fn len(&self) -> usize {
@@ -276,7 +281,8 @@ impl TrustedProxies {
         }
     }
 
-    fn trusts(&self, addr: IpAddr) -> bool {
+    /// Whether `addr` is one of the trusted proxies.
+    pub fn trusts(&self, addr: IpAddr) -> bool {
         !self.list.is_empty() && self.list.check(addr) == Access::Allow
     }
 
@@ -350,6 +356,15 @@ mod tests {
         ]);
         assert_eq!(l.check(ip("10.9.9.9"), 500), Some(0));
         assert_eq!(l.check(ip("10.9.9.9"), 1_000), None, "ended");
+        let wide = BlockList::new(&[
+            ("10.0.0.0/8".parse().expect("cidr"), u64::MAX),
+            ("10.1.2.3".parse().expect("cidr"), 1_000),
+        ]);
+        assert_eq!(
+            wide.check(ip("10.1.2.3"), 2_000),
+            Some(0),
+            "an ended /32 does not hide the /8"
+        );
         assert_eq!(l.check(ip("10.1.2.3"), 4_000), Some(1), "the later of two");
         assert_eq!(l.check(ip("::ffff:10.1.2.3"), 4_000), Some(1), "mapped");
         assert_eq!(l.check(ip("2001:db8:1:2:abcd::1"), 9_999_999), Some(2));

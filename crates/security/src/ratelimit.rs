@@ -256,8 +256,8 @@ impl Limiter {
         self.check_each_at(key, now).1
     }
 
-    /// As [`Limiter::check_at`], with the place of the quota that decided. Quotas
-    /// before a refusing one have counted the request.
+    /// As [`Limiter::check_at`], with the place of the quota that decided. A request
+    /// refused by one quota of a group counts against none of them.
     pub fn check_each_at(&self, key: u64, now: u64) -> (usize, Decision) {
         match &self.state {
             State::One(shards) => with_tats(shards, key, now, 1, |t: &AtomicU64| {
@@ -269,6 +269,8 @@ impl Limiter {
         }
     }
 
+    /// Every quota's step; the TATs move only if all of them allow the request, so a
+    /// refused request spends no quota.
     fn advance_all(&self, tats: &Mutex<Box<[u64]>>, now: u64) -> (usize, Decision) {
         let mut tats = tats.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = (
@@ -278,13 +280,15 @@ impl Limiter {
                 reset: Duration::ZERO,
             },
         );
-        for (i, (rate, tat)) in self.rates.iter().zip(tats.iter_mut()).enumerate() {
+        for (i, (rate, tat)) in self.rates.iter().zip(tats.iter()).enumerate() {
             match rate.step(*tat, now) {
-                Ok((next, allowed)) => {
-                    *tat = next;
-                    last = (i, allowed);
-                }
+                Ok((_, allowed)) => last = (i, allowed),
                 Err(refused) => return (i, refused),
+            }
+        }
+        for (rate, tat) in self.rates.iter().zip(tats.iter_mut()) {
+            if let Ok((next, _)) = rate.step(*tat, now) {
+                *tat = next;
             }
         }
         last
@@ -558,11 +562,15 @@ mod tests {
         let t = 1000 * MS;
         assert!(matches!(l.check_each_at(1, t), (1, Decision::Allow { .. })));
         assert!(matches!(l.check_each_at(1, t), (1, Decision::Allow { .. })));
-        // The second quota's burst is spent first.
+        // The second quota's burst is spent first; the refused request spends nothing.
         assert!(matches!(l.check_each_at(1, t), (1, Decision::Deny { .. })));
-        // Then the first's (its third token went to the refused request).
+        // 60 ms on, the second quota has one token again and the first its third.
         assert!(matches!(
             l.check_each_at(1, t + 60 * MS),
+            (1, Decision::Allow { .. })
+        ));
+        assert!(matches!(
+            l.check_each_at(1, t + 70 * MS),
             (0, Decision::Deny { .. })
         ));
         assert!(matches!(l.check_each_at(2, t), (1, Decision::Allow { .. })));

@@ -359,8 +359,7 @@ pub(crate) fn blocks(store: &ObjectStore, errors: &mut Vec<ConfigError>) -> Opti
     }))
 }
 
-/// The label that marks objects made by adaptive blocking.
-pub const MADE_BY_LABEL: &str = "gatehouse.dev/made-by";
+pub use gatehouse_model::policy::MADE_BY_LABEL;
 
 /// The `SourceBlock` object for a block `policy` decided at `now_ms`, and its end.
 pub fn block_object(
