@@ -164,7 +164,7 @@ pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
         crate::echo::start_demo_backends(&opts.config_dir).await;
     }
     dp.apply(snapshot).await.map_err(|e| anyhow!(e))?;
-    dp.start_controls(opts.translate.adaptive.clone());
+    dp.start_controls();
     let version = Arc::new(AtomicU64::new(1));
     // Reload on a change of the directory (when watched) or of the objects the
     // adaptive controls make.

@@ -45,7 +45,7 @@ pub async fn start_kubernetes(
     let store = gatehouse_sources::kubernetes::start(client.clone(), opts.kube.clone());
     // Blocks made by adaptive blocking go to the API server; the watchers bring them
     // back into the store of every replica.
-    dp.start_controls(opts.translate.adaptive.clone());
+    dp.start_controls();
     let generated = Arc::downgrade(&dp.generated);
     tokio::spawn(gatehouse_sources::object_writer::mirror(
         client.clone(),

@@ -5,7 +5,7 @@
 //! set wakes the config loop, which translates them into the Snapshot's block list.
 
 use crate::dataplane::DataPlane;
-use gatehouse_translate::adaptive::{block_object, AdaptiveRegistry};
+use gatehouse_translate::adaptive::block_object;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,16 +14,18 @@ use std::time::{Duration, Instant};
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// Runs the loop until the data plane shuts down.
-pub fn spawn(dp: Arc<DataPlane>, registry: Arc<AdaptiveRegistry>) -> tokio::task::JoinHandle<()> {
-    dp.clone()
-        .every(TICK, move |dp| tick(dp, &registry, Instant::now()))
+pub fn spawn(dp: Arc<DataPlane>) -> tokio::task::JoinHandle<()> {
+    dp.clone().every(TICK, |dp| tick(dp, Instant::now()))
 }
 
-/// One pass: ticks every tracker, records and makes its blocks, drops ended ones.
-pub fn tick(dp: &DataPlane, registry: &AdaptiveRegistry, now: Instant) {
+/// One pass: ticks the tracker of every policy the served Snapshot holds, with that
+/// Snapshot's thresholds; records and makes its blocks; drops ended ones.
+pub fn tick(dp: &DataPlane, now: Instant) {
     let now_ms = crate::security_log::now_ms();
     let mut made = Vec::new();
-    for policy in registry.live() {
+    let active = dp.current();
+    for policy in &active.snapshot.adaptive {
+        policy.tracker.set_config(policy.config.clone());
         let untracked = policy.tracker.untracked();
         if untracked > 0 {
             dp.metrics
@@ -32,7 +34,7 @@ pub fn tick(dp: &DataPlane, registry: &AdaptiveRegistry, now: Instant) {
                 .fetch_add(u64::from(untracked), Relaxed);
         }
         for block in policy.tracker.tick(now) {
-            let dry_run = policy.dry_run();
+            let dry_run = policy.dry_run;
             let counter = match dry_run {
                 true => &dp.metrics.counters.sources_block_dry_run_total,
                 false => &dp.metrics.counters.sources_blocked_total,
@@ -56,7 +58,7 @@ pub fn tick(dp: &DataPlane, registry: &AdaptiveRegistry, now: Instant) {
                 }),
             );
             if !dry_run {
-                made.push(block_object(&policy, &block, now_ms));
+                made.push(block_object(policy, &block, now_ms));
             }
         }
     }

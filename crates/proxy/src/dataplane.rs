@@ -285,13 +285,10 @@ impl DataPlane {
         })
     }
 
-    /// Starts the loops of the adaptive controls (adaptive blocking with `registry`, and
-    /// surge protection); they end when the data plane shuts down.
-    pub fn start_controls(
-        self: &Arc<Self>,
-        registry: Arc<gatehouse_translate::adaptive::AdaptiveRegistry>,
-    ) {
-        crate::adaptive::spawn(self.clone(), registry);
+    /// Starts the loops of the adaptive controls (adaptive blocking and surge
+    /// protection); they end when the data plane shuts down.
+    pub fn start_controls(self: &Arc<Self>) {
+        crate::adaptive::spawn(self.clone());
         crate::shed::spawn(self.clone());
     }
 

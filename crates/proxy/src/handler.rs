@@ -315,6 +315,7 @@ pub fn decide<'a>(
                 query: query.map(Cow::Borrowed),
                 prefix_len,
             };
+            stats.forwarded = true;
             return (Decision::Forward(routed), stats);
         }
     };

@@ -25,6 +25,9 @@ struct ClassStats {
 #[derive(Default)]
 pub struct RouteStats {
     classes: [std::sync::OnceLock<Box<ClassStats>>; 5],
+    /// Requests sent to a backend, by latency bucket (the last: slower than all), for
+    /// surge protection.
+    forwarded: std::sync::OnceLock<Box<[AtomicU64; BUCKETS.len() + 1]>>,
 }
 
 impl RouteStats {
@@ -41,13 +44,23 @@ impl RouteStats {
 }
 
 impl RouteStats {
-    /// Answers so far by latency bucket, of every class but 5xx (the proxy's own 503s
-    /// when it sheds load would hide the backends' latency).
-    pub fn served_buckets(&self) -> [u64; BUCKETS.len()] {
-        let mut out = [0; BUCKETS.len()];
-        for c in self.classes[..4].iter().filter_map(|c| c.get()) {
-            for (o, b) in out.iter_mut().zip(&c.buckets) {
-                *o += b.load(Relaxed);
+    /// Counts a request sent to a backend (whatever its answer) by its latency.
+    pub fn record_forwarded(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.forwarded.get_or_init(Box::default)[i].fetch_add(1, Relaxed);
+    }
+
+    /// Requests sent to a backend so far, by latency bucket (the last: slower than
+    /// all). The proxy's own answers (blocks, limits, shed requests) are not in it.
+    pub fn forwarded_buckets(&self) -> [u64; BUCKETS.len() + 1] {
+        let mut out = [0; BUCKETS.len() + 1];
+        if let Some(f) = self.forwarded.get() {
+            for (o, b) in out.iter_mut().zip(f.iter()) {
+                *o = b.load(Relaxed);
             }
         }
         out
@@ -59,6 +72,8 @@ impl RouteStats {
 pub struct Tally {
     pub stats: Arc<RouteStats>,
     pub source: Option<Arc<gatehouse_security::adaptive::SourceCount>>,
+    /// The request went to a backend: its latency is a backend's.
+    pub forwarded: bool,
 }
 
 impl From<Arc<RouteStats>> for Tally {
@@ -66,6 +81,7 @@ impl From<Arc<RouteStats>> for Tally {
         Tally {
             stats,
             source: None,
+            forwarded: false,
         }
     }
 }
@@ -73,6 +89,9 @@ impl From<Arc<RouteStats>> for Tally {
 impl Tally {
     pub fn record(&self, status: u16, elapsed: Duration) {
         self.stats.record(status, elapsed);
+        if self.forwarded {
+            self.stats.record_forwarded(elapsed);
+        }
         if let Some(s) = &self.source {
             if (400..500).contains(&status) {
                 s.error();

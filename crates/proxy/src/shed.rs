@@ -1,8 +1,9 @@
 //! Surge protection: when the backends are overloaded, requests to the routes of the
 //! lowest priority get 503 so that the others keep being served. Four times a second,
 //! off the hot path, the controller reads the requests in flight to all backends and
-//! the latency of the answers served since its last look (the 90th percentile, from
-//! the route histograms), and compares them with the Snapshot's surge limits. Over a
+//! the latency of the requests sent to backends since its last look (the 90th
+//! percentile, from the routes' forwarded-request histograms: the proxy's own answers
+//! are not in them), and compares them with the Snapshot's surge limits. Over a
 //! limit, it sheds one more priority (never the highest), then waits half a second to
 //! see the effect; once both are under 80% of their limits for two seconds, it serves
 //! one priority more again. The hot path reads one atomic: the lowest priority served.
@@ -60,7 +61,7 @@ pub struct Controller {
     level: usize,
     hold: u32,
     calm: u32,
-    last: Option<[u64; BUCKETS.len()]>,
+    last: Option<[u64; SLOTS]>,
 }
 
 /// The load the controller saw.
@@ -71,16 +72,19 @@ pub struct Load {
     pub p90: Option<Duration>,
 }
 
-/// The `q` quantile of histogram counts `counts` (per bucket, of `BUCKETS`), within
-/// its bucket by linear interpolation.
-fn quantile(counts: &[u64; BUCKETS.len()], q: f64) -> Option<Duration> {
+/// Latency buckets: `BUCKETS`, and one slower than all.
+const SLOTS: usize = BUCKETS.len() + 1;
+
+/// The `q` quantile of histogram counts `counts` (per bucket, of `BUCKETS` and one
+/// past them), within its bucket by linear interpolation.
+fn quantile(counts: &[u64; SLOTS], q: f64) -> Option<Duration> {
     let total: u64 = counts.iter().sum();
     if total < MIN_SAMPLES {
         return None;
     }
     let rank = (total as f64 * q).ceil() as u64;
     let mut seen = 0;
-    for (i, &n) in counts.iter().enumerate() {
+    for (i, &n) in counts.iter().enumerate().take(BUCKETS.len()) {
         if n > 0 && seen + n >= rank {
             let lo = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
             let frac = (rank - seen) as f64 / n as f64;
@@ -102,17 +106,17 @@ impl Controller {
             .values()
             .map(|c| c.in_flight() as u64)
             .sum();
-        let mut now = [0u64; BUCKETS.len()];
+        let mut now = [0u64; SLOTS];
         let mut seen = std::collections::HashSet::new();
         for s in &active.stats {
             if seen.insert(Arc::as_ptr(s)) {
-                for (n, b) in now.iter_mut().zip(s.served_buckets()) {
+                for (n, b) in now.iter_mut().zip(s.forwarded_buckets()) {
                     *n += b;
                 }
             }
         }
         let delta = self.last.map(|last| {
-            let mut d = [0u64; BUCKETS.len()];
+            let mut d = [0u64; SLOTS];
             for ((d, n), l) in d.iter_mut().zip(now).zip(last) {
                 *d = n.saturating_sub(l);
             }
@@ -219,7 +223,7 @@ mod tests {
 
     #[test]
     fn quantile_interpolates_within_a_bucket() {
-        let mut counts = [0u64; BUCKETS.len()];
+        let mut counts = [0u64; SLOTS];
         assert_eq!(quantile(&counts, 0.9), None);
         // 90 answers under 0.5 ms, 10 between 0.1 s and 0.25 s.
         counts[0] = 90;
@@ -231,5 +235,8 @@ mod tests {
             (Duration::from_millis(150)..=Duration::from_millis(200)).contains(&p95),
             "{p95:?}"
         );
+        // Slower than every bucket.
+        counts[BUCKETS.len()] = 100;
+        assert_eq!(quantile(&counts, 0.9), Some(Duration::from_secs(10)));
     }
 }

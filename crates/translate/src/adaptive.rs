@@ -9,11 +9,13 @@ use gatehouse_model::{ConfigError, Object, ObjectStore};
 use gatehouse_security::adaptive::{AdaptiveConfig, SourceTracker};
 use gatehouse_security::ipacl::{BlockList, Cidr};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-/// One policy's adaptive blocking: its tracker, and whether it only reports.
+/// One policy's adaptive blocking as one translation compiled it: its tracker (shared
+/// with the translations before and after), and the thresholds and mode that apply
+/// while this translation's Snapshot is served. A rejected translation changes nothing
+/// the data plane uses.
 #[derive(Debug)]
 pub struct AdaptivePolicy {
     /// `SecurityPolicy ns/name`.
@@ -22,22 +24,17 @@ pub struct AdaptivePolicy {
     pub policy: String,
     /// The policy's namespace (where its blocks are made).
     pub namespace: String,
-    pub tracker: SourceTracker,
-    dry_run: AtomicBool,
-}
-
-impl AdaptivePolicy {
+    pub tracker: Arc<SourceTracker>,
+    pub config: AdaptiveConfig,
     /// Log what would be blocked, block nothing.
-    pub fn dry_run(&self) -> bool {
-        self.dry_run.load(Ordering::Relaxed)
-    }
+    pub dry_run: bool,
 }
 
-/// The adaptive policies in use, by policy: a reload keeps a policy's tracker (its
+/// The source trackers in use, by policy: a reload keeps a policy's tracker (its
 /// rates, baseline and offences) unless its source prefixes change.
 #[derive(Default)]
 pub struct AdaptiveRegistry {
-    policies: Mutex<HashMap<String, Weak<AdaptivePolicy>>>,
+    trackers: Mutex<HashMap<String, Weak<SourceTracker>>>,
 }
 
 impl std::fmt::Debug for AdaptiveRegistry {
@@ -55,30 +52,24 @@ impl AdaptiveRegistry {
         dry_run: bool,
     ) -> Arc<AdaptivePolicy> {
         let policy = format!("{namespace}/{name}");
-        let mut map = self.policies.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, p| p.strong_count() > 0);
-        if let Some(p) = map.get(&policy).and_then(Weak::upgrade) {
-            if p.tracker.prefix() == config.prefix {
-                p.tracker.set_config(config);
-                p.dry_run.store(dry_run, Ordering::Relaxed);
-                return p;
+        let mut map = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, t| t.strong_count() > 0);
+        let tracker = match map.get(&policy).and_then(Weak::upgrade) {
+            Some(t) if t.prefix() == config.prefix => t,
+            _ => {
+                let t = Arc::new(SourceTracker::new(config.clone()));
+                map.insert(policy.clone(), Arc::downgrade(&t));
+                t
             }
-        }
-        let p = Arc::new(AdaptivePolicy {
+        };
+        Arc::new(AdaptivePolicy {
             from: format!("SecurityPolicy {policy}"),
-            policy: policy.clone(),
+            policy,
             namespace: namespace.to_string(),
-            tracker: SourceTracker::new(config),
-            dry_run: AtomicBool::new(dry_run),
-        });
-        map.insert(policy, Arc::downgrade(&p));
-        p
-    }
-
-    /// The policies some Snapshot still uses.
-    pub fn live(&self) -> Vec<Arc<AdaptivePolicy>> {
-        let map = self.policies.lock().unwrap_or_else(|p| p.into_inner());
-        map.values().filter_map(Weak::upgrade).collect()
+            tracker,
+            config,
+            dry_run,
+        })
     }
 }
 

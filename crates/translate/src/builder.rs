@@ -305,6 +305,7 @@ impl<'a> Builder<'a> {
             return Err(self.errors);
         }
         let surge = std::mem::take(&mut self.security.surge).build();
+        let adaptive = std::mem::take(&mut self.security.adaptive);
         let mut summary = self.summary;
         // Counting walks the store; an incremental run keeps the previous counts.
         if self.scope.is_none() {
@@ -339,6 +340,7 @@ impl<'a> Builder<'a> {
                 .collect(),
             blocks,
             surge,
+            adaptive,
         })
     }
 }

@@ -242,5 +242,6 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
         statuses,
         blocks: prev.blocks.clone(),
         surge: prev.surge.clone(),
+        adaptive: prev.adaptive.clone(),
     })
 }

@@ -82,6 +82,8 @@ pub struct SecurityPolicies {
     by_target: HashMap<(&'static str, String, String), Protection>,
     /// The proxy-wide surge limits the policies set.
     pub(crate) surge: SurgeBuilder,
+    /// Every policy's adaptive blocking.
+    pub(crate) adaptive: Vec<Arc<AdaptivePolicy>>,
 }
 
 impl SecurityPolicies {
@@ -97,6 +99,7 @@ impl SecurityPolicies {
         objects.sort_by(|a, b| crate::ingress::oldest_first(a, b));
         let mut by_target = HashMap::new();
         let mut surge = SurgeBuilder::default();
+        let mut all_adaptive = Vec::new();
         for o in objects {
             let Object::SecurityPolicy(SecurityPolicy { spec, .. }) = &o.object else {
                 continue;
@@ -143,6 +146,7 @@ impl SecurityPolicies {
             if errors.len() > before {
                 continue;
             }
+            all_adaptive.extend(adaptive.clone());
             let protection = Protection {
                 waf,
                 rate_limits,
@@ -176,7 +180,11 @@ impl SecurityPolicies {
                 by_target.insert(key, protection.clone());
             }
         }
-        SecurityPolicies { by_target, surge }
+        SecurityPolicies {
+            by_target,
+            surge,
+            adaptive: all_adaptive,
+        }
     }
 
     fn get(&self, kind: &'static str, ns: &str, name: &str) -> Option<&Protection> {

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub blocks: Option<Arc<crate::adaptive::Blocks>>,
     /// Proxy-wide surge limits, if a policy sets them.
     pub surge: Option<Arc<crate::adaptive::SurgeLimits>>,
+    /// Every policy's adaptive blocking, for the loop that ticks their trackers.
+    pub adaptive: Vec<Arc<crate::adaptive::AdaptivePolicy>>,
 }
 
 impl Snapshot {
@@ -46,6 +48,7 @@ impl Snapshot {
             statuses: Statuses::new(),
             blocks: None,
             surge: None,
+            adaptive: Vec::new(),
         }
     }
 
