@@ -25,7 +25,6 @@ pub fn tick(dp: &DataPlane, now: Instant) {
     let mut made = Vec::new();
     let active = dp.current();
     for policy in &active.snapshot.adaptive {
-        policy.tracker.set_config(policy.config.clone());
         let untracked = policy.tracker.untracked();
         if untracked > 0 {
             dp.metrics
@@ -33,7 +32,7 @@ pub fn tick(dp: &DataPlane, now: Instant) {
                 .adaptive_untracked_total
                 .fetch_add(u64::from(untracked), Relaxed);
         }
-        for block in policy.tracker.tick(now) {
+        for block in policy.tracker.tick(now, &policy.config) {
             let dry_run = policy.dry_run;
             let counter = match dry_run {
                 true => &dp.metrics.counters.sources_block_dry_run_total,
@@ -47,7 +46,7 @@ pub fn tick(dp: &DataPlane, now: Instant) {
                     "time": now_ms,
                     "event": if dry_run { "source_would_block" } else { "source_blocked" },
                     "client": source,
-                    "policy": policy.from,
+                    "policy": format!("SecurityPolicy {}", policy.policy),
                     "rule": format!("adaptiveBlocking.{}", block.metric.name()),
                     "rate": (block.rate * 10.0).round() / 10.0,
                     "threshold": (block.threshold * 10.0).round() / 10.0,

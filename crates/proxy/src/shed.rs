@@ -98,8 +98,7 @@ fn quantile(counts: &[u64; SLOTS], q: f64) -> Option<Duration> {
 
 impl Controller {
     /// Reads the load now.
-    fn measure(&mut self, dp: &DataPlane) -> Load {
-        let active = dp.current();
+    fn measure(&mut self, active: &crate::dataplane::Active) -> Load {
         let in_flight = active
             .snapshot
             .clusters
@@ -131,8 +130,8 @@ impl Controller {
 
     /// One look: measures, decides, and publishes the lowest priority served.
     pub fn tick(&mut self, dp: &DataPlane) {
-        let load = self.measure(dp);
         let active = dp.current();
+        let load = self.measure(&active);
         let Some(limits) = active.snapshot.surge.clone() else {
             if self.level > 0 {
                 self.set(dp, 0, &[], load, "surge limits removed");

@@ -208,7 +208,6 @@ struct Analysis {
 
 /// Per-source counts of one policy, and their analysis.
 pub struct SourceTracker {
-    config: Mutex<AdaptiveConfig>,
     prefix: (u8, u8),
     hasher: RandomState,
     shards: Box<[Shard]>,
@@ -227,10 +226,10 @@ impl std::fmt::Debug for SourceTracker {
 }
 
 impl SourceTracker {
-    pub fn new(config: AdaptiveConfig) -> SourceTracker {
+    /// A tracker of sources cut to `prefix` (IPv4, IPv6).
+    pub fn new(prefix: (u8, u8)) -> SourceTracker {
         SourceTracker {
-            prefix: config.prefix,
-            config: Mutex::new(config),
+            prefix,
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             analysis: Mutex::default(),
@@ -245,18 +244,6 @@ impl SourceTracker {
     /// The source prefixes (fixed for a tracker's life).
     pub fn prefix(&self) -> (u8, u8) {
         self.prefix
-    }
-
-    /// Changes the thresholds (not the prefixes) of a tracker in use.
-    pub fn set_config(&self, config: AdaptiveConfig) {
-        *self.config.lock().unwrap_or_else(|p| p.into_inner()) = config;
-    }
-
-    pub fn config(&self) -> AdaptiveConfig {
-        self.config
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 
     /// The source of `addr`, as IPv6 bits (an IPv4 source as its mapped address).
@@ -347,8 +334,7 @@ impl SourceTracker {
     }
 
     /// Folds the counts since the last tick into the rates; the sources to block now.
-    pub fn tick(&self, now: Instant) -> Vec<Block> {
-        let cfg = self.config();
+    pub fn tick(&self, now: Instant, cfg: &AdaptiveConfig) -> Vec<Block> {
         let mut guard = self.analysis.lock().unwrap_or_else(|p| p.into_inner());
         let a = &mut *guard;
         let dt = a
@@ -407,8 +393,8 @@ impl SourceTracker {
         );
         a.requests.learn(req_sample, dt, cfg.min_learned_rate);
         a.errors.learn(err_sample, dt, cfg.min_learned_rate);
-        let learned_req = a.requests.threshold(&cfg);
-        let learned_err = a.errors.threshold(&cfg);
+        let learned_req = a.requests.threshold(cfg);
+        let learned_err = a.errors.threshold(cfg);
         let mut blocks = Vec::new();
         for (key, bits) in bits_of {
             let Some(rates) = a.rates.get_mut(&key) else {
@@ -489,7 +475,33 @@ mod tests {
 
     /// Sends `per_tick` requests (and `errors` errors) from each address, then ticks one
     /// second on; the blocks of that tick.
-    fn second(t: &SourceTracker, now: &mut Instant, traffic: &[(&str, u32, u32)]) -> Vec<Block> {
+    /// A tracker with the thresholds its ticks use.
+    struct Tracked {
+        t: SourceTracker,
+        cfg: AdaptiveConfig,
+    }
+
+    impl std::ops::Deref for Tracked {
+        type Target = SourceTracker;
+        fn deref(&self) -> &SourceTracker {
+            &self.t
+        }
+    }
+
+    impl Tracked {
+        fn tick(&self, now: Instant) -> Vec<Block> {
+            self.t.tick(now, &self.cfg)
+        }
+    }
+
+    fn tracked(cfg: AdaptiveConfig) -> Tracked {
+        Tracked {
+            t: SourceTracker::new(cfg.prefix),
+            cfg,
+        }
+    }
+
+    fn second(t: &Tracked, now: &mut Instant, traffic: &[(&str, u32, u32)]) -> Vec<Block> {
         for (a, n, e) in traffic {
             for i in 0..*n {
                 let c = t.record(ip(a));
@@ -504,7 +516,7 @@ mod tests {
 
     #[test]
     fn a_fixed_threshold_blocks_with_escalating_terms() {
-        let t = SourceTracker::new(AdaptiveConfig {
+        let t = tracked(AdaptiveConfig {
             requests_per_second: Some(50.0),
             window: Duration::from_secs(2),
             ban: Duration::from_secs(10),
@@ -543,7 +555,7 @@ mod tests {
 
     #[test]
     fn errors_and_prefixes() {
-        let t = SourceTracker::new(AdaptiveConfig {
+        let t = tracked(AdaptiveConfig {
             errors_per_second: Some(5.0),
             window: Duration::from_secs(1),
             prefix: (24, 48),
@@ -575,7 +587,7 @@ mod tests {
 
     #[test]
     fn the_baseline_is_learned_and_not_taught_by_a_flood() {
-        let t = SourceTracker::new(AdaptiveConfig {
+        let t = tracked(AdaptiveConfig {
             baseline_multiplier: Some(5.0),
             min_learned_rate: 1.0,
             window: Duration::from_secs(2),
@@ -619,7 +631,7 @@ mod tests {
 
     #[test]
     fn a_full_tracker_counts_new_sources_apart() {
-        let t = SourceTracker::new(AdaptiveConfig::default());
+        let t = tracked(AdaptiveConfig::default());
         for i in 0..(MAX_SOURCES as u32 + 1000) {
             t.record(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
         }
@@ -629,7 +641,7 @@ mod tests {
 
     #[test]
     fn quiet_sources_are_forgotten() {
-        let t = SourceTracker::new(AdaptiveConfig {
+        let t = tracked(AdaptiveConfig {
             window: Duration::from_secs(1),
             ..Default::default()
         });

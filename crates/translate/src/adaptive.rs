@@ -18,8 +18,6 @@ use std::time::Duration;
 /// the data plane uses.
 #[derive(Debug)]
 pub struct AdaptivePolicy {
-    /// `SecurityPolicy ns/name`.
-    pub from: String,
     /// `ns/name` of the policy.
     pub policy: String,
     /// The policy's namespace (where its blocks are made).
@@ -57,13 +55,12 @@ impl AdaptiveRegistry {
         let tracker = match map.get(&policy).and_then(Weak::upgrade) {
             Some(t) if t.prefix() == config.prefix => t,
             _ => {
-                let t = Arc::new(SourceTracker::new(config.clone()));
+                let t = Arc::new(SourceTracker::new(config.prefix));
                 map.insert(policy.clone(), Arc::downgrade(&t));
                 t
             }
         };
         Arc::new(AdaptivePolicy {
-            from: format!("SecurityPolicy {policy}"),
             policy,
             namespace: namespace.to_string(),
             tracker,
