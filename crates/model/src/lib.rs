@@ -10,6 +10,7 @@ pub mod error;
 pub mod gateway;
 pub mod locate;
 pub mod manifest;
+pub mod mesh;
 pub mod object;
 pub mod policy;
 pub mod status;

@@ -215,7 +215,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
     let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
     let known_versions: &[&str] = match (group, kind.as_str()) {
         ("networking.k8s.io", "Ingress" | "IngressClass") => &["networking.k8s.io/v1"],
-        ("", "Service" | "Secret" | "Namespace") => &["v1"],
+        ("", "Service" | "Secret" | "Namespace" | "Pod" | "Node") => &["v1"],
         ("discovery.k8s.io", "EndpointSlice") => &["discovery.k8s.io/v1"],
         ("gateway.networking.k8s.io", "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute") => &[
             "gateway.networking.k8s.io/v1",
@@ -228,6 +228,9 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
         ("gatehouse.dev", "SecurityPolicy") => &["gatehouse.dev/v1alpha1"],
         ("gatehouse.dev", "SourceBlock") => &["gatehouse.dev/v1alpha1"],
+        ("gatehouse.dev", "AuthorizationPolicy" | "PeerAuthentication") => {
+            &["gatehouse.dev/v1alpha1"]
+        }
         ("gateway.networking.k8s.io", "TCPRoute") => &["gateway.networking.k8s.io/v1alpha2"],
         ("gateway.networking.k8s.io", "TLSRoute") => &[
             "gateway.networking.k8s.io/v1alpha2",
@@ -286,6 +289,10 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
         "SecurityPolicy" => Object::SecurityPolicy(typed(value, origin)?),
         "SourceBlock" => Object::SourceBlock(typed(value, origin)?),
+        "Pod" => Object::Pod(typed(value, origin)?),
+        "Node" => Object::Node(typed(value, origin)?),
+        "AuthorizationPolicy" => Object::AuthorizationPolicy(typed(value, origin)?),
+        "PeerAuthentication" => Object::PeerAuthentication(typed(value, origin)?),
         _ => return Ok(None),
     };
     Ok(Some(StoredObject {

@@ -4,9 +4,10 @@ use crate::gateway::{
     Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute,
 };
 use crate::locate::locate;
+use crate::mesh::{AuthorizationPolicy, PeerAuthentication};
 use crate::policy::{BackendTrafficPolicy, SecurityPolicy, SourceBlock};
 use crate::ConfigError;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -33,10 +34,14 @@ pub enum Object {
     BackendTrafficPolicy(BackendTrafficPolicy),
     SecurityPolicy(SecurityPolicy),
     SourceBlock(SourceBlock),
+    Pod(Pod),
+    Node(Node),
+    AuthorizationPolicy(AuthorizationPolicy),
+    PeerAuthentication(PeerAuthentication),
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 16] = [
+pub const KINDS: [&str; 20] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -53,6 +58,10 @@ pub const KINDS: [&str; 16] = [
     "BackendTrafficPolicy",
     "SecurityPolicy",
     "SourceBlock",
+    "Pod",
+    "Node",
+    "AuthorizationPolicy",
+    "PeerAuthentication",
 ];
 
 /// The `'static` kind name equal to `kind`, if it is one of ours.
@@ -79,6 +88,10 @@ impl Object {
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
             Object::SecurityPolicy(_) => "SecurityPolicy",
             Object::SourceBlock(_) => "SourceBlock",
+            Object::Pod(_) => "Pod",
+            Object::Node(_) => "Node",
+            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
         }
     }
 
@@ -100,6 +113,10 @@ impl Object {
             Object::BackendTrafficPolicy(o) => &o.metadata,
             Object::SecurityPolicy(o) => &o.metadata,
             Object::SourceBlock(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::Node(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::PeerAuthentication(o) => &o.metadata,
         }
     }
 
@@ -107,7 +124,10 @@ impl Object {
     pub fn namespaced(&self) -> bool {
         !matches!(
             self,
-            Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_)
+            Object::IngressClass(_)
+                | Object::GatewayClass(_)
+                | Object::Namespace(_)
+                | Object::Node(_)
         )
     }
 

@@ -555,6 +555,8 @@ pub fn crds_yaml() -> Result<String, String> {
         BackendTrafficPolicy::crd(),
         SecurityPolicy::crd(),
         SourceBlock::crd(),
+        crate::mesh::AuthorizationPolicy::crd(),
+        crate::mesh::PeerAuthentication::crd(),
     ];
     let mut out = String::new();
     for crd in &crds {

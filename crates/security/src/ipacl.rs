@@ -54,6 +54,22 @@ impl std::str::FromStr for Cidr {
     }
 }
 
+impl Cidr {
+    /// Whether `ip` is in this network (an IPv4 address is never in an IPv6 network,
+    /// nor the other way round).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                mask(u32::from(n) as u128, 32, self.len) == mask(u32::from(a) as u128, 32, self.len)
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                mask(u128::from(n), 128, self.len) == mask(u128::from(a), 128, self.len)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One address family's networks, by prefix length, each with a value.
 #[derive(Debug)]
 struct Family<V> {

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adaptive;
+pub mod authz;
 pub mod backends;
 pub mod cluster;
 pub mod duration;
@@ -17,6 +18,7 @@ pub mod incremental;
 pub mod ingress;
 pub mod labels;
 pub mod maglev;
+pub mod mesh;
 pub mod policy;
 pub mod ratelimit;
 pub mod retry_budget;
