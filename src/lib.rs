@@ -7,4 +7,5 @@ pub mod banner;
 pub mod cluster;
 pub mod echo;
 pub mod ftw;
+pub mod mesh;
 pub mod waf_test;

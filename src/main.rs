@@ -181,6 +181,8 @@ struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else host name and pid).
     #[arg(long)]
     identity: Option<String>,
+    #[command(flatten)]
+    mesh_ca: gatehouse::mesh::CaArgs,
 }
 
 #[derive(Subcommand)]
@@ -191,6 +193,11 @@ enum Command {
     /// Run as the cluster's controller: watch the Kubernetes API (in-cluster config, or
     /// --kubeconfig/KUBECONFIG), serve it, and write status. `run --kubernetes` alike.
     Controller(RunArgs),
+    /// Run the mesh proxy of a node (hub-spoke), or of one pod with --sidecar-for.
+    Node(gatehouse::mesh::NodeArgs),
+    /// The mesh's certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Print Gatehouse's CustomResourceDefinitions (YAML) for `kubectl apply -f -`.
     Crds,
     /// Check a directory of manifests; exits non-zero with every error found.
@@ -237,6 +244,19 @@ enum WafCommand {
         /// Print every stage's verdict as it comes.
         #[arg(long)]
         verbose: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Make a new root that signs from now on; the old root stays trusted (in the
+    /// bundle) until it expires. A running CA picks it up on restart.
+    Rotate {
+        /// The CA directory.
+        #[arg(long, default_value = "/var/lib/gatehouse/ca")]
+        dir: PathBuf,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
     },
 }
 
@@ -346,6 +366,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             serve(args).await
         }
         Command::Run(args) => serve(args).await,
+        Command::Node(args) => gatehouse::mesh::run_node(args, shutdown_signal()).await,
+        Command::Ca(CaCommand::Rotate { dir, trust_domain }) => {
+            gatehouse_mesh::ca::CertificateAuthority::rotate_root(&dir, &trust_domain)?;
+            println!(
+                "new root in {}; the previous one stays in the trust bundle",
+                dir.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -376,6 +405,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         no_status,
         lease_namespace,
         identity,
+        mesh_ca,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -419,6 +449,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }),
         ..ProxyConfig::default()
     };
+    if kubernetes && mesh_ca.mesh_ca_listen.is_some() {
+        anyhow::bail!(
+            "--mesh-ca-listen: the mesh CA reads Pods and Nodes, which the Kubernetes source does not watch yet; serve it from a manifest directory"
+        );
+    }
     if kubernetes {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
         let opts = app::KubeRunOptions {
@@ -461,6 +496,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         demo_backends,
     };
     let running = app::start(opts).await?;
+    if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, &config).await? {
+        println!(
+            "Mesh CA on {addr} (root: {})",
+            mesh_ca
+                .mesh_ca_dir
+                .join(gatehouse_mesh::ca::ROOT_CERT)
+                .display()
+        );
+    }
     let active = running.dataplane.current();
     println!(
         "{}",

@@ -1,0 +1,359 @@
+//! The mesh's built-in certificate authority: a root kept in a directory (made on first
+//! start), which signs short-lived workload certificates whose only name is a SPIFFE ID
+//! the caller was checked to hold. The trust bundle holds the signing root and the
+//! roots it replaced, so a root can be rotated without breaking live identities.
+
+use crate::identity::Identity;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+/// The signing root's certificate, in the CA directory.
+pub const ROOT_CERT: &str = "root-cert.pem";
+/// The signing root's private key, in the CA directory (mode 0600).
+pub const ROOT_KEY: &str = "root-key.pem";
+/// Roots replaced by a rotation, still trusted until they expire.
+pub const PREVIOUS_ROOTS: &str = "previous-roots.pem";
+
+/// How long a root is valid.
+const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Certificates start this long before they are issued, for clocks a little behind.
+const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("the certificate signing request is invalid: {0}")]
+    BadRequest(String),
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
+fn file_error(path: &Path, e: impl std::fmt::Display) -> CaError {
+    CaError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// A signed certificate: the chain (leaf first) as PEM, and when it expires.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub chain_pem: String,
+    pub not_after: SystemTime,
+}
+
+/// The CA: the signing root and the trust bundle.
+pub struct CertificateAuthority {
+    trust_domain: String,
+    issuer: Issuer<'static, KeyPair>,
+    root_pem: String,
+    /// Every root to trust, PEM: the signing root first, then previous ones.
+    bundle_pem: String,
+}
+
+impl std::fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("trust_domain", &self.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b = [0u8; 16];
+    for x in b.iter_mut() {
+        *x = fastrand::u8(..);
+    }
+    b[0] &= 0x7f;
+    SerialNumber::from_slice(&b)
+}
+
+fn new_root(trust_domain: &str) -> Result<(String, String), CaError> {
+    let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Gatehouse mesh");
+    let now = SystemTime::now();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!(
+            "Gatehouse mesh root {trust_domain} {}",
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ),
+    );
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + ROOT_VALIDITY).into();
+    params.serial_number = Some(random_serial());
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| CaError::Sign(e.to_string()))?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| file_error(path, e))?;
+    f.write_all(text.as_bytes())
+        .map_err(|e| file_error(path, e))
+}
+
+fn read(path: &Path) -> Result<String, CaError> {
+    std::fs::read_to_string(path).map_err(|e| file_error(path, e))
+}
+
+impl CertificateAuthority {
+    /// Loads the root from `dir`, making one (and the directory) if there is none.
+    pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        let cert_path = dir.join(ROOT_CERT);
+        let key_path = dir.join(ROOT_KEY);
+        if !cert_path.exists() && !key_path.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+            let (cert, key) = new_root(trust_domain)?;
+            write_private(&key_path, &key)?;
+            std::fs::write(&cert_path, cert).map_err(|e| file_error(&cert_path, e))?;
+            tracing::info!(dir = %dir.display(), "made a new mesh root certificate");
+        }
+        Self::load(dir, trust_domain)
+    }
+
+    /// Loads the root (and previous roots) from `dir`.
+    pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        let cert_path = dir.join(ROOT_CERT);
+        let key_path = dir.join(ROOT_KEY);
+        let root_pem = read(&cert_path)?;
+        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| file_error(&key_path, e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&root_pem, key).map_err(|e| file_error(&cert_path, e))?;
+        let previous_path = dir.join(PREVIOUS_ROOTS);
+        let previous = match previous_path.exists() {
+            true => read(&previous_path)?,
+            false => String::new(),
+        };
+        let mut bundle_pem = root_pem.clone();
+        if !bundle_pem.ends_with('\n') {
+            bundle_pem.push('\n');
+        }
+        bundle_pem.push_str(&previous);
+        Ok(CertificateAuthority {
+            trust_domain: trust_domain.into(),
+            issuer,
+            root_pem,
+            bundle_pem,
+        })
+    }
+
+    /// Rotates the root in `dir`: a new root signs from now on; the old one stays in
+    /// the trust bundle (until it expires), so identities it signed keep working.
+    pub fn rotate_root(dir: &Path, trust_domain: &str) -> Result<(), CaError> {
+        let cert_path = dir.join(ROOT_CERT);
+        let old = read(&cert_path)?;
+        let previous_path = dir.join(PREVIOUS_ROOTS);
+        let mut previous = match previous_path.exists() {
+            true => read(&previous_path)?,
+            false => String::new(),
+        };
+        // Drop expired roots from the bundle as it is rewritten.
+        let now = SystemTime::now();
+        let mut kept = String::new();
+        for pem in split_pem(&previous) {
+            if pem_der(&pem)
+                .and_then(|d| crate::identity::not_after(&d))
+                .is_some_and(|t| t > now)
+            {
+                kept.push_str(&pem);
+            }
+        }
+        previous = old + &kept;
+        let (cert, key) = new_root(trust_domain)?;
+        std::fs::write(&previous_path, previous).map_err(|e| file_error(&previous_path, e))?;
+        write_private(&dir.join(ROOT_KEY), &key)?;
+        std::fs::write(&cert_path, cert).map_err(|e| file_error(&cert_path, e))?;
+        Ok(())
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The signing root, PEM.
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+
+    /// Every root to trust, PEM.
+    pub fn bundle_pem(&self) -> &str {
+        &self.bundle_pem
+    }
+
+    /// Signs the public key of `csr_pem` (whose signature is checked) for `identity`,
+    /// valid for `ttl`. Nothing else of the request is used.
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
+        if identity.trust_domain != self.trust_domain {
+            return Err(CaError::BadRequest(format!(
+                "{identity} is not in trust domain {}",
+                self.trust_domain
+            )));
+        }
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadRequest(e.to_string()))?;
+        self.issue(&csr.public_key, identity, ttl)
+    }
+
+    /// A key and a certificate for `identity` (for the CA's own server, and tests).
+    pub fn issue_with_key(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<(Issued, String), CaError> {
+        let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
+        let issued = self.issue(&key, identity, ttl)?;
+        Ok((issued, key.serialize_pem()))
+    }
+
+    fn issue(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<Issued, CaError> {
+        let uri = rcgen::string::Ia5String::try_from(identity.uri())
+            .map_err(|e| CaError::BadRequest(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        let not_after = now + ttl;
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = not_after.into();
+        params.serial_number = Some(random_serial());
+        let cert = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(|e| CaError::Sign(e.to_string()))?;
+        let mut chain_pem = cert.pem();
+        if !chain_pem.ends_with('\n') {
+            chain_pem.push('\n');
+        }
+        Ok(Issued {
+            chain_pem,
+            // Whole seconds, as the certificate holds it.
+            not_after: crate::identity::not_after(cert.der()).unwrap_or(not_after),
+        })
+    }
+}
+
+/// The PEM blocks of a text, each with its armour.
+pub fn split_pem(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN ") {
+            cur.clear();
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END ") {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out
+}
+
+/// The DER of one PEM certificate block.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|c| c.to_vec())
+}
+
+/// A key pair and a certificate signing request (PEM) for `identity`.
+pub fn new_key_and_csr(identity: &Identity) -> Result<(KeyPair, String), CaError> {
+    let key = KeyPair::generate().map_err(|e| CaError::Sign(e.to_string()))?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let uri = rcgen::string::Ia5String::try_from(identity.uri())
+        .map_err(|e| CaError::BadRequest(e.to_string()))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    let csr = params
+        .serialize_request(&key)
+        .map_err(|e| CaError::Sign(e.to_string()))?;
+    let pem = csr.pem().map_err(|e| CaError::Sign(e.to_string()))?;
+    Ok((key, pem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_only_the_identity_checked_and_rotates() {
+        let dir = std::env::temp_dir().join(format!("gh-ca-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = CertificateAuthority::load_or_create(&dir, "cluster.local").expect("ca");
+        let web = Identity::new("cluster.local", "shop", "web");
+        let other = Identity::new("cluster.local", "shop", "admin");
+        // The request asks for `admin`; the CA names the identity it was told.
+        let (_key, csr) = new_key_and_csr(&other).expect("csr");
+        let issued = ca.sign(&csr, &web, Duration::from_secs(600)).expect("sign");
+        let der = pem_der(&issued.chain_pem).expect("der");
+        assert_eq!(
+            crate::identity::spiffe_id_of(&der).as_deref(),
+            Some("spiffe://cluster.local/ns/shop/sa/web")
+        );
+        let left = issued
+            .not_after
+            .duration_since(SystemTime::now())
+            .expect("future");
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600));
+        let foreign = Identity::new("other.domain", "shop", "web");
+        assert!(ca.sign(&csr, &foreign, Duration::from_secs(60)).is_err());
+        assert!(ca.sign("not a csr", &web, Duration::from_secs(60)).is_err());
+
+        // The same root on a second load; a new one after rotation, the old one kept.
+        let again = CertificateAuthority::load_or_create(&dir, "cluster.local").expect("ca");
+        assert_eq!(again.root_pem(), ca.root_pem());
+        CertificateAuthority::rotate_root(&dir, "cluster.local").expect("rotate");
+        let rotated = CertificateAuthority::load(&dir, "cluster.local").expect("ca");
+        assert_ne!(rotated.root_pem(), ca.root_pem());
+        let bundle = split_pem(rotated.bundle_pem());
+        assert_eq!(bundle.len(), 2);
+        assert_eq!(bundle[1].trim(), ca.root_pem().trim());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,599 @@
+//! The mesh proxy of a node (hub-spoke) or of one pod (sidecar): captures workloads'
+//! TCP, carries it to the destination's proxy through mutual-TLS tunnels, and on the
+//! receiving side checks the caller's identity against the destination's
+//! authorization policies before delivering it: per connection, or per HTTP request
+//! when a policy looks at HTTP.
+
+use crate::capture::{self, Ports};
+use crate::identities::Identities;
+use crate::identity::Identity;
+use crate::l7;
+use crate::tunnel::{Inbound, Pool, Refused};
+use arc_swap::ArcSwap;
+use gatehouse_translate::authz::{Call, Decision};
+use gatehouse_translate::mesh::{DataplaneMode, MeshSnapshot, Workload};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Whom a proxy serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Every meshed workload of node mode on this node.
+    Node,
+    /// The one workload at this address.
+    Sidecar(IpAddr),
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's name (for a sidecar: its pod's node).
+    pub node: String,
+    pub role: Role,
+    pub ports: Ports,
+    /// Address the listeners bind.
+    pub bind: IpAddr,
+    /// Install the capture rules.
+    pub capture: bool,
+    pub trust_domain: String,
+}
+
+/// Counters, read by the admin listener.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub outbound: AtomicU64,
+    pub inbound: AtomicU64,
+    pub passthrough: AtomicU64,
+    pub denied: AtomicU64,
+    pub plaintext_refused: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    /// Denials by deciding policy (`-` when no ALLOW policy matched).
+    pub denied_by: Mutex<BTreeMap<String, u64>>,
+    pub audited_by: Mutex<BTreeMap<String, u64>>,
+}
+
+pub struct NodeProxy {
+    pub cfg: NodeConfig,
+    pub mesh: ArcSwap<MeshSnapshot>,
+    pub identities: Arc<Identities>,
+    pool: Pool,
+    pub stats: Stats,
+    /// The ruleset installed last.
+    rules: Mutex<String>,
+}
+
+/// Who is calling, as the destination sees it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Option<Identity>,
+    pub ip: IpAddr,
+}
+
+impl Caller {
+    fn principal(&self) -> Option<String> {
+        self.identity
+            .as_ref()
+            .map(|i| gatehouse_translate::authz::principal_of(&i.uri()).to_string())
+    }
+}
+
+impl NodeProxy {
+    pub fn new(cfg: NodeConfig, identities: Arc<Identities>) -> Arc<Self> {
+        let mark = Some(capture::MARK);
+        Arc::new(NodeProxy {
+            pool: Pool::new(identities.clone(), mark),
+            cfg,
+            mesh: ArcSwap::from_pointee(MeshSnapshot::default()),
+            identities,
+            stats: Stats::default(),
+            rules: Mutex::new(String::new()),
+        })
+    }
+
+    /// Whether this proxy carries `w`'s traffic.
+    pub fn serves(&self, w: &Workload) -> bool {
+        match &self.cfg.role {
+            Role::Node => w.mode == DataplaneMode::Node && *w.node == *self.cfg.node,
+            Role::Sidecar(ip) => w.ip == *ip,
+        }
+    }
+
+    /// Installs a new view of the mesh: capture rules and certificates follow it.
+    pub async fn set_mesh(self: &Arc<Self>, mesh: MeshSnapshot) -> anyhow::Result<()> {
+        let mine: Vec<Arc<Workload>> = mesh
+            .workloads
+            .values()
+            .filter(|w| self.serves(w))
+            .cloned()
+            .collect();
+        let wanted: BTreeSet<Identity> = mine
+            .iter()
+            .filter_map(|w| Identity::parse(&w.identity))
+            .collect();
+        self.mesh.store(Arc::new(mesh));
+        if self.cfg.capture {
+            let ruleset = match &self.cfg.role {
+                Role::Node => {
+                    let mut ips: Vec<IpAddr> = mine.iter().map(|w| w.ip).collect();
+                    ips.sort();
+                    capture::node_ruleset(&ips, self.cfg.ports)
+                }
+                Role::Sidecar(_) => capture::sidecar_ruleset(self.cfg.ports),
+            };
+            let changed = {
+                let mut r = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+                let changed = *r != ruleset;
+                if changed {
+                    *r = ruleset.clone();
+                }
+                changed
+            };
+            if changed {
+                if let Err(e) = capture::apply(&ruleset) {
+                    self.rules.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    return Err(e.into());
+                }
+                tracing::info!(workloads = mine.len(), "capture rules installed");
+            }
+        }
+        let ids = self.identities.clone();
+        tokio::spawn(async move { ids.want(&wanted).await });
+        Ok(())
+    }
+
+    /// Binds the outbound, inbound plaintext and tunnel listeners and serves them.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+        let p = self.cfg.ports;
+        let bind = |port| SocketAddr::new(self.cfg.bind, port);
+        let outbound = TcpListener::bind(bind(p.outbound)).await?;
+        let plain = TcpListener::bind(bind(p.inbound_plain)).await?;
+        let tunnel = TcpListener::bind(bind(p.tunnel)).await?;
+        let mut tasks = Vec::new();
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            accept_loop(outbound, move |s, peer| {
+                let me = me.clone();
+                async move { me.outbound(s, peer).await }
+            })
+            .await
+        }));
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move {
+            accept_loop(plain, move |s, peer| {
+                let me = me.clone();
+                async move { me.inbound_plain(s, peer).await }
+            })
+            .await
+        }));
+        let me = self.clone();
+        tasks.push(tokio::spawn(async move { me.serve_tunnels(tunnel).await }));
+        let ids = self.identities.clone();
+        tasks.push(tokio::spawn(ids.renew_loop(Duration::from_secs(1))));
+        Ok(tasks)
+    }
+
+    /// Removes the capture rules.
+    pub fn stop_capture(&self) {
+        if self.cfg.capture {
+            if let Err(e) = capture::remove() {
+                tracing::warn!(error = %e, "cannot remove the capture rules");
+            }
+        }
+    }
+
+    async fn connect_workload(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
+        let sock = match target {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        capture::set_mark(&sock, capture::MARK)?;
+        sock.set_nodelay(true)?;
+        match tokio::time::timeout(Duration::from_secs(10), sock.connect(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("connecting to {target} timed out"),
+            )),
+        }
+    }
+
+    /// A captured outgoing connection of a local workload.
+    async fn outbound(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        let orig = match capture::original_dst(&client) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "outbound connection without an original destination");
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let mesh = self.mesh.load_full();
+        let source_ip = match &self.cfg.role {
+            Role::Node => peer.ip(),
+            Role::Sidecar(ip) => *ip,
+        };
+        let src = mesh.workload(source_ip).filter(|w| self.serves(w)).cloned();
+        let (target, service) = match mesh.services.get(&orig) {
+            Some(s) => match s.pick() {
+                Some(t) => (t, Some(s.name.clone())),
+                None => {
+                    tracing::info!(service = %s.name, "no endpoint for a meshed service");
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    reset(client);
+                    return;
+                }
+            },
+            None => (orig, None),
+        };
+        let dst = mesh.workload(target.ip()).cloned();
+        let (Some(src), Some(dst)) = (src, dst) else {
+            // Not both in the mesh: passed through as it is.
+            self.stats.passthrough.fetch_add(1, Ordering::Relaxed);
+            match self.connect_workload(target).await {
+                Ok(up) => self.copy(client, up).await,
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "passthrough connect failed");
+                    reset(client);
+                }
+            }
+            return;
+        };
+        self.stats.outbound.fetch_add(1, Ordering::Relaxed);
+        let Some(src_id) = Identity::parse(&src.identity) else {
+            return;
+        };
+        if self.serves(&dst) {
+            // Same proxy at both ends: no tunnel, the same checks.
+            let caller = Caller {
+                identity: Some(src_id),
+                ip: source_ip,
+            };
+            if let Some(d) = self.refused_l4(&dst, &caller, target.port()) {
+                self.deny(&caller, &dst, target, &d);
+                reset(client);
+                return;
+            }
+            self.deliver(client, dst, caller, target).await;
+            return;
+        }
+        let (Some(proxy), Some(dst_id)) = (dst.tunnel, Identity::parse(&dst.identity)) else {
+            tracing::warn!(workload = %dst.name, "the destination's node address is unknown");
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            reset(client);
+            return;
+        };
+        match self
+            .pool
+            .connect(&src_id, &dst_id, proxy, target, source_ip)
+            .await
+        {
+            Ok(stream) => self.copy(client, stream).await,
+            Err(e) => {
+                if let Some(r) = e.downcast_ref::<Refused>() {
+                    tracing::info!(source = %src_id, destination = %target, service = ?service, status = %r.status, "the destination refused the connection");
+                } else {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(source = %src_id, destination = %target, error = %e, "tunnel failed");
+                }
+                reset(client);
+            }
+        }
+    }
+
+    /// A plaintext connection to a local workload (not through the mesh).
+    async fn inbound_plain(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
+        let Ok(target) = capture::original_dst(&client) else {
+            return;
+        };
+        let mesh = self.mesh.load_full();
+        let Some(w) = mesh
+            .workload(target.ip())
+            .filter(|w| self.serves(w))
+            .cloned()
+        else {
+            // Not ours (any more): let it through.
+            if let Ok(up) = self.connect_workload(target).await {
+                self.copy(client, up).await;
+            }
+            return;
+        };
+        let caller = Caller {
+            identity: None,
+            ip: peer.ip(),
+        };
+        if w.strict {
+            self.stats.plaintext_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "gatehouse::authz", source = %peer, destination = %target, workload = %w.name, "plaintext refused: the workload is STRICT");
+            reset(client);
+            return;
+        }
+        if let Some(d) = self.refused_l4(&w, &caller, target.port()) {
+            self.deny(&caller, &w, target, &d);
+            reset(client);
+            return;
+        }
+        self.stats.inbound.fetch_add(1, Ordering::Relaxed);
+        self.deliver(client, w, caller, target).await;
+    }
+
+    async fn serve_tunnels(self: Arc<Self>, listener: TcpListener) {
+        let resolver = Arc::new(crate::node_tls::Resolver {
+            identities: self.identities.clone(),
+            trust_domain: self.cfg.trust_domain.clone(),
+        });
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tunnel accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let me = self.clone();
+            let resolver = resolver.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let cfg = match crate::tls::server_config(
+                    resolver,
+                    me.identities.roots.load_full(),
+                    false,
+                    &[crate::tls::ALPN_H2],
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no TLS configuration for tunnels");
+                        return;
+                    }
+                };
+                let tls = match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio_rustls::TlsAcceptor::from(cfg).accept(tcp),
+                )
+                .await
+                {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "tunnel handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let td = me.cfg.trust_domain.clone();
+                let me2 = me.clone();
+                let r = crate::tunnel::serve_connection(tls, &td, move |inbound| {
+                    let me = me2.clone();
+                    tokio::spawn(async move { me.inbound_tunnel(inbound).await });
+                })
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "tunnel connection ended");
+                }
+            });
+        }
+    }
+
+    /// A CONNECT stream from another proxy.
+    async fn inbound_tunnel(self: Arc<Self>, inbound: Inbound) {
+        let mesh = self.mesh.load_full();
+        let target = inbound.target;
+        let Some(w) = mesh
+            .workload(target.ip())
+            .filter(|w| self.serves(w))
+            .cloned()
+        else {
+            inbound.refuse(http::StatusCode::NOT_FOUND);
+            return;
+        };
+        if *w.identity != inbound.local.uri() {
+            // The caller checked our certificate as another identity's.
+            inbound.refuse(http::StatusCode::MISDIRECTED_REQUEST);
+            return;
+        }
+        let caller = Caller {
+            identity: Some(inbound.peer.clone()),
+            ip: inbound.caller,
+        };
+        if let Some(d) = self.refused_l4(&w, &caller, target.port()) {
+            self.deny(&caller, &w, target, &d);
+            inbound.refuse(http::StatusCode::FORBIDDEN);
+            return;
+        }
+        self.stats.inbound.fetch_add(1, Ordering::Relaxed);
+        match inbound.accept() {
+            Ok(stream) => self.deliver(stream, w, caller, target).await,
+            Err(e) => tracing::debug!(error = %e, "tunnel stream closed before it was accepted"),
+        }
+    }
+
+    /// The decision, if the connection is refused on what L4 shows. Workloads whose
+    /// policies look at HTTP are checked per request instead.
+    fn refused_l4(&self, w: &Workload, caller: &Caller, port: u16) -> Option<Decision> {
+        if w.authz.is_empty() || w.authz.needs_http() {
+            return None;
+        }
+        let principal = caller.principal();
+        let call = Call {
+            principal: principal.as_deref(),
+            namespace: caller.identity.as_ref().map(|i| i.namespace.as_str()),
+            source_ip: caller.ip,
+            destination_port: port,
+            http: None,
+        };
+        let d = w.authz.check(&call);
+        self.audit(&d, caller, w);
+        (!d.allowed).then_some(d)
+    }
+
+    pub(crate) fn audit(&self, d: &Decision, caller: &Caller, w: &Workload) {
+        for p in &d.audited {
+            tracing::info!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %w.name, namespace = %w.namespace, policy = %p, allowed = d.allowed, "audit");
+            *self
+                .stats
+                .audited_by
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(p.to_string())
+                .or_default() += 1;
+        }
+    }
+
+    pub(crate) fn deny(&self, caller: &Caller, w: &Workload, target: SocketAddr, d: &Decision) {
+        self.stats.denied.fetch_add(1, Ordering::Relaxed);
+        let policy = d.policy.as_deref().unwrap_or("-").to_string();
+        tracing::warn!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %target, workload = %w.name, namespace = %w.namespace, policy = %policy, "denied");
+        *self
+            .stats
+            .denied_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(policy)
+            .or_default() += 1;
+    }
+
+    /// Delivers an accepted stream to the workload: bytes as they are, or request by
+    /// request when its policies look at HTTP.
+    async fn deliver<S>(
+        self: &Arc<Self>,
+        down: S,
+        w: Arc<Workload>,
+        caller: Caller,
+        target: SocketAddr,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let up = match self.connect_workload(target).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%target, error = %e, "cannot reach the workload");
+                return;
+            }
+        };
+        if w.authz.needs_http() {
+            l7::serve(self.clone(), down, up, w, caller, target).await;
+        } else {
+            self.copy(down, up).await;
+        }
+    }
+
+    async fn copy<A, B>(&self, mut a: A, mut b: B)
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+        B: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await {
+            Ok((sent, received)) => {
+                self.stats.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+                self.stats
+                    .bytes_received
+                    .fetch_add(received, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+        }
+    }
+
+    /// The counters in Prometheus' text format.
+    pub fn metrics_text(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            ));
+        };
+        counter(
+            "gatehouse_mesh_outbound_connections_total",
+            "Captured connections carried through the mesh.",
+            s.outbound.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_inbound_connections_total",
+            "Connections delivered to local workloads.",
+            s.inbound.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_passthrough_connections_total",
+            "Captured connections to or from outside the mesh, passed through.",
+            s.passthrough.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_plaintext_refused_total",
+            "Plaintext connections refused by STRICT workloads.",
+            s.plaintext_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_failed_connections_total",
+            "Connections that failed (no endpoint, tunnel or workload unreachable).",
+            s.failed.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_sent_bytes_total",
+            "Bytes from callers to workloads.",
+            s.bytes_sent.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_received_bytes_total",
+            "Bytes from workloads to callers.",
+            s.bytes_received.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_tunnel_connections_opened_total",
+            "Tunnel connections opened to other proxies.",
+            self.pool.opened.load(Ordering::Relaxed),
+        );
+        counter(
+            "gatehouse_mesh_certificates_issued_total",
+            "Workload certificates obtained from the CA.",
+            self.identities.issued.load(Ordering::Relaxed),
+        );
+        out.push_str("# HELP gatehouse_mesh_authz_denied_total Connections and requests denied, by deciding policy (- when no ALLOW policy matched).\n# TYPE gatehouse_mesh_authz_denied_total counter\n");
+        for (p, v) in s.denied_by.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&format!(
+                "gatehouse_mesh_authz_denied_total{{policy=\"{p}\"}} {v}\n"
+            ));
+        }
+        out.push_str("# HELP gatehouse_mesh_authz_audited_total Calls matched by AUDIT policies.\n# TYPE gatehouse_mesh_authz_audited_total counter\n");
+        for (p, v) in s
+            .audited_by
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            out.push_str(&format!(
+                "gatehouse_mesh_authz_audited_total{{policy=\"{p}\"}} {v}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Closes a connection with a reset, so the caller sees a refusal, not an empty answer.
+fn reset(s: TcpStream) {
+    let _ = s.set_zero_linger();
+    drop(s);
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((s, peer)) => {
+                tokio::spawn(handle(s, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}

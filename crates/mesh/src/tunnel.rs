@@ -1,0 +1,264 @@
+//! Tunnels between mesh proxies, in the manner of Istio's HBONE: one mutual-TLS
+//! HTTP/2 connection per (source identity, destination identity, destination proxy),
+//! and one CONNECT stream on it per tunnelled TCP connection. The CONNECT target is the
+//! destination workload's address and port; `Forwarded: for=` carries the caller's
+//! address.
+
+use crate::h2io::H2Stream;
+use crate::identities::Identities;
+use crate::identity::Identity;
+use crate::tls;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// HTTP/2 windows: large, so one stream can fill a fast link.
+const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+const MAX_FRAME: u32 = 64 * 1024;
+/// Streams one tunnel connection carries at once.
+const MAX_STREAMS: u32 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    source: Identity,
+    destination: Identity,
+    proxy: SocketAddr,
+}
+
+/// A refusal by the far end, with its status.
+#[derive(Debug, thiserror::Error)]
+#[error("the destination proxy answered {status}")]
+pub struct Refused {
+    pub status: http::StatusCode,
+}
+
+/// Open tunnel connections, by key.
+pub struct Pool {
+    identities: Arc<Identities>,
+    conns: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>>>>,
+    /// Marks the proxy's own sockets (SO_MARK), so capture rules let them pass.
+    pub mark: Option<u32>,
+    /// Tunnel connections opened so far.
+    pub opened: std::sync::atomic::AtomicU64,
+}
+
+impl Pool {
+    pub fn new(identities: Arc<Identities>, mark: Option<u32>) -> Self {
+        Pool {
+            identities,
+            conns: Mutex::new(HashMap::new()),
+            mark,
+            opened: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Opens a stream to `target` through the proxy at `proxy`, as `source`, to a
+    /// proxy that must prove it is `destination`.
+    pub async fn connect(
+        &self,
+        source: &Identity,
+        destination: &Identity,
+        proxy: SocketAddr,
+        target: SocketAddr,
+        caller: IpAddr,
+    ) -> anyhow::Result<H2Stream> {
+        let key = Key {
+            source: source.clone(),
+            destination: destination.clone(),
+            proxy,
+        };
+        let slot = {
+            let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.entry(key.clone()).or_default().clone()
+        };
+        // Twice at most: a pooled connection may turn out closed.
+        for attempt in 0..2 {
+            let mut send = {
+                let mut s = slot.lock().await;
+                match s.as_ref() {
+                    Some(send) if attempt == 0 => send.clone(),
+                    _ => {
+                        let send = self.dial(&key).await?;
+                        *s = Some(send.clone());
+                        send
+                    }
+                }
+            };
+            let ready = match send.ready().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pooled tunnel closed; dialling again");
+                    continue;
+                }
+            };
+            send = ready;
+            let req = http::Request::builder()
+                .method(http::Method::CONNECT)
+                .uri(target.to_string())
+                .header("forwarded", format!("for=\"{}\"", forwarded(caller)))
+                .body(())?;
+            let (resp, stream) = match send.send_request(req, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pooled tunnel refused a stream; dialling again");
+                    continue;
+                }
+            };
+            let resp = resp.await?;
+            if resp.status() != http::StatusCode::OK {
+                return Err(Refused {
+                    status: resp.status(),
+                }
+                .into());
+            }
+            return Ok(H2Stream::new(stream, resp.into_body()));
+        }
+        anyhow::bail!("cannot open a tunnel stream to {proxy}")
+    }
+
+    async fn dial(&self, key: &Key) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+        let cert = self.identities.get(&key.source).await?;
+        let cfg = tls::client_config(
+            Some(cert),
+            self.identities.roots.load_full(),
+            &key.destination,
+            &[tls::ALPN_H2],
+        )?;
+        let sock = match key.proxy {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let Some(mark) = self.mark {
+            crate::capture::set_mark(&sock, mark)?;
+        }
+        sock.set_nodelay(true)?;
+        let tcp = tokio::time::timeout(Duration::from_secs(5), sock.connect(key.proxy))
+            .await
+            .map_err(|_| anyhow::anyhow!("connecting to {} timed out", key.proxy))??;
+        let name =
+            rustls::pki_types::ServerName::try_from(key.destination.server_name())?.to_owned();
+        let tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await?;
+        let (send, conn) = h2::client::Builder::new()
+            .initial_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
+            .max_send_buffer_size(1024 * 1024)
+            .handshake::<_, Bytes>(tls)
+            .await?;
+        let proxy = key.proxy;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%proxy, error = %e, "tunnel connection ended");
+            }
+        });
+        self.opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(source = %key.source, destination = %key.destination, proxy = %key.proxy, "tunnel connection opened");
+        Ok(send)
+    }
+}
+
+fn forwarded(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The caller address a `Forwarded: for=` header names.
+pub fn forwarded_for(headers: &http::HeaderMap) -> Option<IpAddr> {
+    let v = headers.get("forwarded")?.to_str().ok()?;
+    v.split([';', ','])
+        .filter_map(|p| p.trim().strip_prefix("for="))
+        .map(|f| {
+            f.trim_matches('"')
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+        })
+        .find_map(|f| f.parse().ok())
+}
+
+/// An accepted CONNECT stream: who asked, as whom it reached us, where to.
+pub struct Inbound {
+    /// The caller's proven identity.
+    pub peer: Identity,
+    /// The identity our certificate gave (the destination workload's).
+    pub local: Identity,
+    pub target: SocketAddr,
+    /// The caller's address (`Forwarded: for=`, else the peer proxy's).
+    pub caller: IpAddr,
+    pub respond: h2::server::SendResponse<Bytes>,
+    pub body: h2::RecvStream,
+}
+
+impl Inbound {
+    /// Refuses the stream with `status`.
+    pub fn refuse(mut self, status: http::StatusCode) {
+        let mut r = http::Response::new(());
+        *r.status_mut() = status;
+        let _ = self.respond.send_response(r, true);
+    }
+
+    /// Accepts the stream: the byte stream to copy to the workload.
+    pub fn accept(mut self) -> anyhow::Result<H2Stream> {
+        let send = self.respond.send_response(http::Response::new(()), false)?;
+        Ok(H2Stream::new(send, self.body))
+    }
+}
+
+/// Serves one accepted TLS connection's CONNECT streams, handing each to `handle`.
+pub async fn serve_connection<F>(
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    trust_domain: &str,
+    handle: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Inbound) + Send + Sync + 'static,
+{
+    let (tcp, state) = tls.get_ref();
+    let peer_addr = tcp.peer_addr()?;
+    let peer = tls::peer_identity(state.peer_certificates())
+        .ok_or_else(|| anyhow::anyhow!("{peer_addr}: the peer has no SPIFFE identity"))?;
+    let local = state
+        .server_name()
+        .and_then(|n| Identity::from_server_name(trust_domain, n))
+        .ok_or_else(|| anyhow::anyhow!("{peer_addr}: no identity asked for"))?;
+    let mut conn = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buffer_size(1024 * 1024)
+        .handshake::<_, Bytes>(tls)
+        .await?;
+    while let Some(next) = conn.accept().await {
+        let (req, respond) = next?;
+        let is_connect = req.method() == http::Method::CONNECT;
+        let caller = forwarded_for(req.headers()).unwrap_or(peer_addr.ip());
+        let target = req
+            .uri()
+            .authority()
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok());
+        let mut inbound = Inbound {
+            peer: peer.clone(),
+            local: local.clone(),
+            target: SocketAddr::from(([0, 0, 0, 0], 0)),
+            caller,
+            respond,
+            body: req.into_body(),
+        };
+        match target {
+            Some(t) if is_connect => {
+                inbound.target = t;
+                handle(inbound);
+            }
+            _ => inbound.refuse(http::StatusCode::BAD_REQUEST),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! Wiring of the mesh: `gatehouse node` (a node or sidecar proxy fed by a manifest
+//! directory, with its admin listener) and the CA that `run` and `controller` serve
+//! with `--mesh-ca-listen`.
+
+use anyhow::{anyhow, Context};
+use arc_swap::ArcSwap;
+use gatehouse_mesh::ca::CertificateAuthority;
+use gatehouse_mesh::ca_api::{self, CaClient, CaServer, NodeTokens};
+use gatehouse_mesh::capture::Ports;
+use gatehouse_mesh::identities::{Identities, Source};
+use gatehouse_mesh::node::{NodeConfig, NodeProxy, Role};
+use gatehouse_model::ConfigError;
+use gatehouse_sources::{load_dir_partial, watch_dir};
+use gatehouse_translate::mesh::{self, MeshOptions, MeshSnapshot};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Loads a directory and builds the mesh's view of it.
+pub fn load(
+    dir: &Path,
+    opts: &MeshOptions,
+    version: u64,
+) -> Result<MeshSnapshot, Vec<ConfigError>> {
+    let (loaded, mut errors) = load_dir_partial(dir);
+    match mesh::build(&loaded.store, opts) {
+        Ok(mut m) if errors.is_empty() => {
+            m.version = version;
+            Ok(m)
+        }
+        Ok(_) => Err(errors),
+        Err(more) => {
+            errors.extend(more);
+            Err(errors)
+        }
+    }
+}
+
+fn describe(dir: &Path, errors: &[ConfigError]) -> anyhow::Error {
+    let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    anyhow!(
+        "invalid configuration in {}:\n{}",
+        dir.display(),
+        text.join("\n")
+    )
+}
+
+/// Calls `apply` with every new valid view of `dir`; an invalid one is logged and
+/// skipped, so the last good view stays in force.
+pub fn watch<F, Fut>(
+    dir: PathBuf,
+    opts: MeshOptions,
+    mut apply: F,
+) -> anyhow::Result<tokio::task::JoinHandle<()>>
+where
+    F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let mut w = watch_dir(&dir, Duration::from_millis(15))
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    Ok(tokio::spawn(async move {
+        let mut version = 1;
+        while w.changed().await.is_some() {
+            let (d, o) = (dir.clone(), opts.clone());
+            let next = version + 1;
+            match tokio::task::spawn_blocking(move || load(&d, &o, next)).await {
+                Ok(Ok(m)) => {
+                    version = next;
+                    apply(m).await;
+                    tracing::info!(version, "mesh configuration applied");
+                }
+                Ok(Err(errors)) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        serving = version,
+                        "mesh configuration rejected; still serving the last good version"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "mesh reload failed"),
+            }
+        }
+    }))
+}
+
+/// The CA flags of `run` and `controller`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CaArgs {
+    /// Serve the mesh's certificate authority on this address (node proxies ask it for
+    /// workload certificates).
+    #[arg(long, value_name = "ADDR")]
+    pub mesh_ca_listen: Option<SocketAddr>,
+    /// Directory of the CA's root certificate and key (made on first start).
+    #[arg(long, default_value = "/var/lib/gatehouse/ca", value_name = "DIR")]
+    pub mesh_ca_dir: PathBuf,
+    /// File of node bootstrap tokens, one `TOKEN NODE` per line (NODE `*`: any node).
+    #[arg(long, value_name = "FILE")]
+    pub mesh_node_tokens: Option<PathBuf>,
+    /// Lifetime of workload certificates (renewed at half of it).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub mesh_cert_ttl: Duration,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Mesh-wide names.
+#[derive(clap::Args, Clone, Debug)]
+pub struct MeshArgs {
+    /// The SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Namespace whose AuthorizationPolicies and PeerAuthentications apply mesh-wide.
+    #[arg(long, default_value = "gatehouse-system")]
+    pub mesh_root_namespace: String,
+}
+
+impl MeshArgs {
+    pub fn options(&self) -> MeshOptions {
+        MeshOptions {
+            trust_domain: self.trust_domain.clone(),
+            root_namespace: self.mesh_root_namespace.clone(),
+            ..MeshOptions::default()
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    gatehouse_translate::duration::parse_duration(s)
+}
+
+/// Starts the CA server (when asked for) over the manifests in `dir`.
+pub async fn start_ca(args: &CaArgs, dir: &Path) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(listen) = args.mesh_ca_listen else {
+        return Ok(None);
+    };
+    let opts = args.mesh.options();
+    let ca = CertificateAuthority::load_or_create(&args.mesh_ca_dir, &opts.trust_domain)?;
+    let tokens = match &args.mesh_node_tokens {
+        Some(p) => NodeTokens::load(p)?,
+        None => anyhow::bail!(
+            "--mesh-ca-listen needs --mesh-node-tokens (who may ask for certificates)"
+        ),
+    };
+    let view = load(dir, &opts, 1).map_err(|e| describe(dir, &e))?;
+    let view = Arc::new(ArcSwap::from_pointee(view));
+    let v = view.clone();
+    watch(dir.to_path_buf(), opts, move |m| {
+        v.store(Arc::new(m));
+        async {}
+    })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    ca_api::serve(
+        Arc::new(CaServer {
+            ca: ArcSwap::from_pointee(ca),
+            mesh: view,
+            tokens,
+            ttl: args.mesh_cert_ttl,
+        }),
+        listener,
+    )?;
+    tracing::info!(%addr, "mesh CA serving");
+    Ok(Some(addr))
+}
+
+/// `gatehouse node`.
+#[derive(clap::Args, Debug)]
+pub struct NodeArgs {
+    /// Directory of Kubernetes manifests (Pods, Nodes, Services, policies).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// This node's name (as Pods' spec.nodeName names it).
+    #[arg(long)]
+    pub node_name: String,
+    /// Run as the sidecar of the pod with this address, instead of for the node.
+    #[arg(long, value_name = "POD_IP")]
+    pub sidecar_for: Option<IpAddr>,
+    /// The mesh CA's address.
+    #[arg(long, value_name = "ADDR")]
+    pub ca_addr: SocketAddr,
+    /// The mesh root certificate (PEM) that vouches for the CA.
+    #[arg(long, value_name = "FILE")]
+    pub ca_root: PathBuf,
+    /// File holding this node's bootstrap token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// Do not install capture rules (traffic is sent to the ports by other means).
+    #[arg(long)]
+    pub no_capture: bool,
+    /// Address the proxy's listeners bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Admin listener: /healthz, /ready, /metrics.
+    #[arg(long, default_value = "127.0.0.1:15020")]
+    pub admin_addr: SocketAddr,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+}
+
+/// Runs a node (or sidecar) proxy until SIGTERM or Ctrl-C (`stop`).
+pub async fn run_node(
+    args: NodeArgs,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let opts = args.mesh.options();
+    let view = load(&args.config, &opts, 1).map_err(|e| describe(&args.config, &e))?;
+    let root = std::fs::read_to_string(&args.ca_root)
+        .with_context(|| format!("cannot read {}", args.ca_root.display()))?;
+    let roots = gatehouse_mesh::tls::roots(&root)
+        .map_err(|e| anyhow!("{}: {e}", args.ca_root.display()))?;
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let client = CaClient {
+        addr: args.ca_addr,
+        node: args.node_name.clone(),
+        token,
+        trust_domain: opts.trust_domain.clone(),
+        roots: Arc::new(ArcSwap::new(roots.clone())),
+    };
+    let identities = Identities::new(Source::Ca(client), roots);
+    let proxy = NodeProxy::new(
+        NodeConfig {
+            node: args.node_name.clone(),
+            role: match args.sidecar_for {
+                Some(ip) => Role::Sidecar(ip),
+                None => Role::Node,
+            },
+            ports: Ports::default(),
+            bind: args.bind,
+            capture: !args.no_capture,
+            trust_domain: opts.trust_domain.clone(),
+        },
+        identities,
+    );
+    let tasks = proxy.start().await?;
+    proxy.set_mesh(view).await?;
+    let p = proxy.clone();
+    let watcher = watch(args.config.clone(), opts, move |m| {
+        let p = p.clone();
+        async move {
+            if let Err(e) = p.set_mesh(m).await {
+                tracing::error!(error = %e, "cannot apply the mesh configuration");
+            }
+        }
+    })?;
+    let admin = serve_admin(proxy.clone(), args.admin_addr).await?;
+    println!(
+        "Gatehouse mesh proxy for {} on {}: outbound :{}, tunnel :{}; admin http://{admin}/metrics",
+        match args.sidecar_for {
+            Some(ip) => format!("pod {ip}"),
+            None => format!("node {}", args.node_name),
+        },
+        args.bind,
+        proxy.cfg.ports.outbound,
+        proxy.cfg.ports.tunnel,
+    );
+    stop.await;
+    tracing::info!("stopping: removing capture rules");
+    proxy.stop_capture();
+    watcher.abort();
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn serve_admin(proxy: Arc<NodeProxy>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    use bytes::Bytes;
+    use http_body_util::Full;
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on admin address {addr}"))?;
+    let bound = l.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let proxy = proxy.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let proxy = proxy.clone();
+                        async move {
+                            let (status, body) = match req.uri().path() {
+                                "/metrics" => (200, proxy.metrics_text()),
+                                "/healthz" => (200, "ok\n".to_string()),
+                                "/ready" => {
+                                    let m = proxy.mesh.load();
+                                    let missing = m
+                                        .workloads
+                                        .values()
+                                        .filter(|w| proxy.serves(w))
+                                        .filter_map(|w| {
+                                            gatehouse_mesh::Identity::parse(&w.identity)
+                                        })
+                                        .filter(|id| proxy.identities.current(id).is_none())
+                                        .count();
+                                    match missing {
+                                        0 => (200, format!("ready (mesh version {})\n", m.version)),
+                                        n => {
+                                            (503, format!("{n} identities without a certificate\n"))
+                                        }
+                                    }
+                                }
+                                _ => (404, "not found\n".to_string()),
+                            };
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() =
+                                hyper::StatusCode::from_u16(status).unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(bound)
+}
