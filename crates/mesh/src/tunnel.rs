@@ -35,10 +35,13 @@ pub struct Refused {
     pub status: http::StatusCode,
 }
 
+/// One key's connection, once dialled; locked while it is dialled.
+type Slot = Arc<tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>>;
+
 /// Open tunnel connections, by key.
 pub struct Pool {
     identities: Arc<Identities>,
-    conns: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>>>>,
+    conns: Mutex<HashMap<Key, Slot>>,
     /// Marks the proxy's own sockets (SO_MARK), so capture rules let them pass.
     pub mark: Option<u32>,
     /// Tunnel connections opened so far.
