@@ -155,6 +155,20 @@ pub const WATCHED: &[WatchedKind] = &[
         "sourceblocks",
         true,
     ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        true,
+    ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "PeerAuthentication",
+        "peerauthentications",
+        true,
+    ),
 ];
 
 impl WatchedKind {
