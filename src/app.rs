@@ -43,19 +43,44 @@ fn build_snapshot_after(
     prev: Option<&Snapshot>,
     generated: Option<&Generated>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    // Translate even when some files failed to parse, so every error shows at once.
+    build_from_dir(
+        dir,
+        |store| {
+            if let Some(g) = generated {
+                g.add_to(store);
+            }
+        },
+        |store| translate_after(store, opts, version, prev),
+    )
+}
+
+/// Loads `dir`, lets `prepare` add to its objects, and builds from them. The build runs
+/// even when some files failed to parse, so every error shows at once.
+pub(crate) fn build_from_dir<T>(
+    dir: &Path,
+    prepare: impl FnOnce(&mut gatehouse_model::ObjectStore),
+    build: impl FnOnce(&gatehouse_model::ObjectStore) -> Result<T, Vec<ConfigError>>,
+) -> Result<T, Vec<ConfigError>> {
     let (mut loaded, mut errors) = load_dir_partial(dir);
-    if let Some(g) = generated {
-        g.add_to(&mut loaded.store);
-    }
-    match translate_after(&loaded.store, opts, version, prev) {
-        Ok(s) if errors.is_empty() => Ok(s),
+    prepare(&mut loaded.store);
+    match build(&loaded.store) {
+        Ok(t) if errors.is_empty() => Ok(t),
         Ok(_) => Err(errors),
         Err(more) => {
             errors.extend(more);
             Err(errors)
         }
     }
+}
+
+/// The error for a directory whose first load is invalid, listing every error.
+pub(crate) fn invalid_config(dir: &Path, errors: &[ConfigError]) -> anyhow::Error {
+    let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+    anyhow!(
+        "invalid configuration in {}:\n{}",
+        dir.display(),
+        text.join("\n")
+    )
 }
 
 /// `gatehouse validate DIR`: prints every error, or a summary; Err when invalid.
@@ -149,14 +174,8 @@ pub(crate) async fn data_plane(
 /// Starts serving: the first load must succeed; later reloads keep the last good config.
 pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
-    let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1).map_err(|errors| {
-        let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-        anyhow!(
-            "invalid configuration in {}:\n{}",
-            opts.config_dir.display(),
-            text.join("\n")
-        )
-    })?;
+    let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1)
+        .map_err(|errors| invalid_config(&opts.config_dir, &errors))?;
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }

@@ -7,10 +7,10 @@ use arc_swap::ArcSwap;
 use gatehouse_mesh::ca::CertificateAuthority;
 use gatehouse_mesh::ca_api::{self, CaClient, CaServer, NodeTokens};
 use gatehouse_mesh::capture::Ports;
-use gatehouse_mesh::identities::{Identities, Source};
+use gatehouse_mesh::identities::Identities;
 use gatehouse_mesh::node::{NodeConfig, NodeProxy, Role};
 use gatehouse_model::ConfigError;
-use gatehouse_sources::{load_dir_partial, watch_dir};
+use gatehouse_sources::watch_dir;
 use gatehouse_translate::mesh::{self, MeshOptions, MeshSnapshot};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -23,27 +23,9 @@ pub fn load(
     opts: &MeshOptions,
     version: u64,
 ) -> Result<MeshSnapshot, Vec<ConfigError>> {
-    let (loaded, mut errors) = load_dir_partial(dir);
-    match mesh::build(&loaded.store, opts) {
-        Ok(mut m) if errors.is_empty() => {
-            m.version = version;
-            Ok(m)
-        }
-        Ok(_) => Err(errors),
-        Err(more) => {
-            errors.extend(more);
-            Err(errors)
-        }
-    }
-}
-
-fn describe(dir: &Path, errors: &[ConfigError]) -> anyhow::Error {
-    let text: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-    anyhow!(
-        "invalid configuration in {}:\n{}",
-        dir.display(),
-        text.join("\n")
-    )
+    let mut m = crate::app::build_from_dir(dir, |_| {}, |store| mesh::build(store, opts))?;
+    m.version = version;
+    Ok(m)
 }
 
 /// Calls `apply` with every new valid view of `dir`; an invalid one is logged and
@@ -144,7 +126,7 @@ pub async fn start_ca(args: &CaArgs, dir: &Path) -> anyhow::Result<Option<Socket
             "--mesh-ca-listen needs --mesh-node-tokens (who may ask for certificates)"
         ),
     };
-    let view = load(dir, &opts, 1).map_err(|e| describe(dir, &e))?;
+    let view = load(dir, &opts, 1).map_err(|e| crate::app::invalid_config(dir, &e))?;
     let view = Arc::new(ArcSwap::from_pointee(view));
     let v = view.clone();
     watch(dir.to_path_buf(), opts, move |m| {
@@ -208,7 +190,8 @@ pub async fn run_node(
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let opts = args.mesh.options();
-    let view = load(&args.config, &opts, 1).map_err(|e| describe(&args.config, &e))?;
+    let view =
+        load(&args.config, &opts, 1).map_err(|e| crate::app::invalid_config(&args.config, &e))?;
     let root = std::fs::read_to_string(&args.ca_root)
         .with_context(|| format!("cannot read {}", args.ca_root.display()))?;
     let roots = gatehouse_mesh::tls::roots(&root)
@@ -224,7 +207,7 @@ pub async fn run_node(
         trust_domain: opts.trust_domain.clone(),
         roots: Arc::new(ArcSwap::new(roots.clone())),
     };
-    let identities = Identities::new(Source::Ca(client), roots);
+    let identities = Identities::new(client, roots);
     let proxy = NodeProxy::new(
         NodeConfig {
             node: args.node_name.clone(),

@@ -213,19 +213,6 @@ impl CaServer {
     }
 }
 
-/// A server certificate resolver that always presents one certificate.
-#[derive(Debug)]
-struct Single(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for Single {
-    fn resolve(
-        &self,
-        _hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
 /// Serves the CA API on `listener` until the task is dropped.
 pub fn serve(
     server: Arc<CaServer>,
@@ -238,7 +225,7 @@ pub fn serve(
     )?;
     let ck = tls::certified_key(&issued.chain_pem, &key)?;
     let cfg = tls::server_config(
-        Arc::new(Single(ck)),
+        Arc::new(rustls::sign::SingleCertAndKey::from(ck)),
         tls::roots(ca.bundle_pem())?,
         true,
         &[b"http/1.1"],

@@ -35,29 +35,20 @@ impl Default for Ports {
     }
 }
 
-fn set_line(name: &str, ty: &str, ips: &[String]) -> String {
+fn set_line(name: &str, ty: &str, ips: &[&IpAddr]) -> String {
     if ips.is_empty() {
-        format!("  set {name} {{ type {ty}; }}\n")
-    } else {
-        format!(
-            "  set {name} {{ type {ty}; elements = {{ {} }} }}\n",
-            ips.join(", ")
-        )
+        return format!("  set {name} {{ type {ty}; }}\n");
     }
+    let list: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+    format!(
+        "  set {name} {{ type {ty}; elements = {{ {} }} }}\n",
+        list.join(", ")
+    )
 }
 
 /// The node-mode ruleset for the local workloads `ips`.
 pub fn node_ruleset(ips: &[IpAddr], ports: Ports) -> String {
-    let v4: Vec<String> = ips
-        .iter()
-        .filter(|i| i.is_ipv4())
-        .map(|i| i.to_string())
-        .collect();
-    let v6: Vec<String> = ips
-        .iter()
-        .filter(|i| i.is_ipv6())
-        .map(|i| i.to_string())
-        .collect();
+    let (v4, v6): (Vec<&IpAddr>, Vec<&IpAddr>) = ips.iter().partition(|i| i.is_ipv4());
     let mut s = replace_prelude();
     s.push_str(&format!("table inet {TABLE} {{\n"));
     s.push_str(&set_line("workloads4", "ipv4_addr", &v4));

@@ -35,16 +35,9 @@ impl Held {
 
 type Slot = Arc<tokio::sync::Mutex<Option<Held>>>;
 
-/// Where certificates come from: the built-in CA, or (for tests and external CAs) a
-/// function that signs.
-#[derive(Clone)]
-pub enum Source {
-    Ca(CaClient),
-}
-
 /// The certificates of one node proxy.
 pub struct Identities {
-    source: Source,
+    ca: CaClient,
     slots: Mutex<HashMap<Identity, Slot>>,
     /// The latest certificate of each identity, for the synchronous TLS server path.
     current: ArcSwap<HashMap<Identity, Held>>,
@@ -55,9 +48,9 @@ pub struct Identities {
 }
 
 impl Identities {
-    pub fn new(source: Source, roots: Arc<RootCertStore>) -> Arc<Self> {
+    pub fn new(ca: CaClient, roots: Arc<RootCertStore>) -> Arc<Self> {
         Arc::new(Identities {
-            source,
+            ca,
             slots: Mutex::new(HashMap::new()),
             current: ArcSwap::from_pointee(HashMap::new()),
             roots: ArcSwap::new(roots),
@@ -122,9 +115,8 @@ impl Identities {
     }
 
     async fn fetch(&self, id: &Identity) -> anyhow::Result<Held> {
-        let Source::Ca(client) = &self.source;
         let (key, csr) = new_key_and_csr(id)?;
-        let resp = client.sign(id, &csr).await?;
+        let resp = self.ca.sign(id, &csr).await?;
         let ck = tls::certified_key(&resp.certificate_chain, &key.serialize_pem())?;
         if let Ok(r) = tls::roots(&resp.trust_bundle) {
             self.roots.store(r);

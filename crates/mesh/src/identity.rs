@@ -93,13 +93,6 @@ pub fn not_after(der: &[u8]) -> Option<SystemTime> {
     Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
 }
 
-/// When a DER certificate's validity starts.
-pub fn not_before(der: &[u8]) -> Option<SystemTime> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let t = cert.validity().not_before.timestamp();
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,16 +45,7 @@ fn host_of(req: &Request<Incoming>) -> String {
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let host = match raw.rsplit_once(':') {
-        Some((h, p))
-            if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(']')
-                || raw.starts_with('[') =>
-        {
-            h.trim_start_matches('[').trim_end_matches(']')
-        }
-        _ => raw,
-    };
-    host.to_ascii_lowercase()
+    gatehouse_translate::hosts::strip_port(raw).to_ascii_lowercase()
 }
 
 /// Serves `down`'s requests, each checked, over one connection to the workload.
@@ -79,10 +70,7 @@ pub async fn serve<S>(
         let _ = conn.await;
     });
     let sender = Arc::new(tokio::sync::Mutex::new(sender));
-    let principal = caller
-        .identity
-        .as_ref()
-        .map(|i| gatehouse_translate::authz::principal_of(&i.uri()).to_string());
+    let principal = caller.principal();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let proxy = proxy.clone();
         let w = w.clone();

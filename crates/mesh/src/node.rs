@@ -54,8 +54,31 @@ pub struct Stats {
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
     /// Denials by deciding policy (`-` when no ALLOW policy matched).
-    pub denied_by: Mutex<BTreeMap<String, u64>>,
-    pub audited_by: Mutex<BTreeMap<String, u64>>,
+    pub denied_by: ByPolicy,
+    pub audited_by: ByPolicy,
+}
+
+/// A counter by policy name (labels bounded by the policies there are).
+#[derive(Debug, Default)]
+pub struct ByPolicy(Mutex<BTreeMap<String, u64>>);
+
+impl ByPolicy {
+    fn bump(&self, policy: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match m.get_mut(policy) {
+            Some(v) => *v += 1,
+            None => {
+                m.insert(policy.to_string(), 1);
+            }
+        }
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (p, v) in self.0.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            out.push_str(&format!("{name}{{policy=\"{p}\"}} {v}\n"));
+        }
+    }
 }
 
 pub struct NodeProxy {
@@ -76,7 +99,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn principal(&self) -> Option<String> {
+    pub(crate) fn principal(&self) -> Option<String> {
         self.identity
             .as_ref()
             .map(|i| gatehouse_translate::authz::principal_of(&i.uri()).to_string())
@@ -327,6 +350,7 @@ impl NodeProxy {
             identities: self.identities.clone(),
             trust_domain: self.cfg.trust_domain.clone(),
         });
+        let mut config: Option<(Arc<rustls::RootCertStore>, Arc<rustls::ServerConfig>)> = None;
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -336,22 +360,29 @@ impl NodeProxy {
                     continue;
                 }
             };
-            let me = self.clone();
-            let resolver = resolver.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                let cfg = match crate::tls::server_config(
-                    resolver,
-                    me.identities.roots.load_full(),
+            // One TLS configuration per trust bundle, made again only when it changes.
+            let roots = self.identities.roots.load_full();
+            let cfg = match &config {
+                Some((r, c)) if Arc::ptr_eq(r, &roots) => c.clone(),
+                _ => match crate::tls::server_config(
+                    resolver.clone(),
+                    roots.clone(),
                     false,
                     &[crate::tls::ALPN_H2],
                 ) {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        config = Some((roots, c.clone()));
+                        c
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "no TLS configuration for tunnels");
-                        return;
+                        continue;
                     }
-                };
+                },
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
                 let tls = match tokio::time::timeout(
                     Duration::from_secs(10),
                     tokio_rustls::TlsAcceptor::from(cfg).accept(tcp),
@@ -434,27 +465,15 @@ impl NodeProxy {
     pub(crate) fn audit(&self, d: &Decision, caller: &Caller, w: &Workload) {
         for p in &d.audited {
             tracing::info!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %w.name, namespace = %w.namespace, policy = %p, allowed = d.allowed, "audit");
-            *self
-                .stats
-                .audited_by
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(p.to_string())
-                .or_default() += 1;
+            self.stats.audited_by.bump(p);
         }
     }
 
     pub(crate) fn deny(&self, caller: &Caller, w: &Workload, target: SocketAddr, d: &Decision) {
         self.stats.denied.fetch_add(1, Ordering::Relaxed);
-        let policy = d.policy.as_deref().unwrap_or("-").to_string();
+        let policy = d.policy.as_deref().unwrap_or("-");
         tracing::warn!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %target, workload = %w.name, namespace = %w.namespace, policy = %policy, "denied");
-        *self
-            .stats
-            .denied_by
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(policy)
-            .or_default() += 1;
+        self.stats.denied_by.bump(policy);
     }
 
     /// Delivers an accepted stream to the workload: bytes as they are, or request by
@@ -502,74 +521,70 @@ impl NodeProxy {
     /// The counters in Prometheus' text format.
     pub fn metrics_text(&self) -> String {
         let s = &self.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let counters = [
+            (
+                "gatehouse_mesh_outbound_connections_total",
+                "Captured connections carried through the mesh.",
+                load(&s.outbound),
+            ),
+            (
+                "gatehouse_mesh_inbound_connections_total",
+                "Connections delivered to local workloads.",
+                load(&s.inbound),
+            ),
+            (
+                "gatehouse_mesh_passthrough_connections_total",
+                "Captured connections to or from outside the mesh, passed through.",
+                load(&s.passthrough),
+            ),
+            (
+                "gatehouse_mesh_plaintext_refused_total",
+                "Plaintext connections refused by STRICT workloads.",
+                load(&s.plaintext_refused),
+            ),
+            (
+                "gatehouse_mesh_failed_connections_total",
+                "Connections that failed (no endpoint, tunnel or workload unreachable).",
+                load(&s.failed),
+            ),
+            (
+                "gatehouse_mesh_sent_bytes_total",
+                "Bytes from callers to workloads.",
+                load(&s.bytes_sent),
+            ),
+            (
+                "gatehouse_mesh_received_bytes_total",
+                "Bytes from workloads to callers.",
+                load(&s.bytes_received),
+            ),
+            (
+                "gatehouse_mesh_tunnel_connections_opened_total",
+                "Tunnel connections opened to other proxies.",
+                load(&self.pool.opened),
+            ),
+            (
+                "gatehouse_mesh_certificates_issued_total",
+                "Workload certificates obtained from the CA.",
+                load(&self.identities.issued),
+            ),
+        ];
         let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
+        for (name, help, v) in counters {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             ));
-        };
-        counter(
-            "gatehouse_mesh_outbound_connections_total",
-            "Captured connections carried through the mesh.",
-            s.outbound.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_inbound_connections_total",
-            "Connections delivered to local workloads.",
-            s.inbound.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_passthrough_connections_total",
-            "Captured connections to or from outside the mesh, passed through.",
-            s.passthrough.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_plaintext_refused_total",
-            "Plaintext connections refused by STRICT workloads.",
-            s.plaintext_refused.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_failed_connections_total",
-            "Connections that failed (no endpoint, tunnel or workload unreachable).",
-            s.failed.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_sent_bytes_total",
-            "Bytes from callers to workloads.",
-            s.bytes_sent.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_received_bytes_total",
-            "Bytes from workloads to callers.",
-            s.bytes_received.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_tunnel_connections_opened_total",
-            "Tunnel connections opened to other proxies.",
-            self.pool.opened.load(Ordering::Relaxed),
-        );
-        counter(
-            "gatehouse_mesh_certificates_issued_total",
-            "Workload certificates obtained from the CA.",
-            self.identities.issued.load(Ordering::Relaxed),
-        );
-        out.push_str("# HELP gatehouse_mesh_authz_denied_total Connections and requests denied, by deciding policy (- when no ALLOW policy matched).\n# TYPE gatehouse_mesh_authz_denied_total counter\n");
-        for (p, v) in s.denied_by.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            out.push_str(&format!(
-                "gatehouse_mesh_authz_denied_total{{policy=\"{p}\"}} {v}\n"
-            ));
         }
-        out.push_str("# HELP gatehouse_mesh_authz_audited_total Calls matched by AUDIT policies.\n# TYPE gatehouse_mesh_authz_audited_total counter\n");
-        for (p, v) in s
-            .audited_by
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            out.push_str(&format!(
-                "gatehouse_mesh_authz_audited_total{{policy=\"{p}\"}} {v}\n"
-            ));
-        }
+        s.denied_by.write(
+            &mut out,
+            "gatehouse_mesh_authz_denied_total",
+            "Connections and requests denied, by deciding policy (- when no ALLOW policy matched).",
+        );
+        s.audited_by.write(
+            &mut out,
+            "gatehouse_mesh_authz_audited_total",
+            "Calls matched by AUDIT policies.",
+        );
         out
     }
 }

@@ -138,24 +138,6 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// A client always presenting one certificate.
-#[derive(Debug)]
-struct Presents(Arc<CertifiedKey>);
-
-impl rustls::client::ResolvesClientCert for Presents {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        _sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
 /// A client configuration that presents `ours` (None: no client certificate) and
 /// accepts only a server holding identity `expected` under `roots`.
 pub fn client_config(
@@ -172,7 +154,9 @@ pub fn client_config(
             expected: expected.uri(),
         }));
     let mut cfg = match ours {
-        Some(ck) => builder.with_client_cert_resolver(Arc::new(Presents(ck))),
+        Some(ck) => {
+            builder.with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)))
+        }
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();

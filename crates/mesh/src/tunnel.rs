@@ -202,9 +202,7 @@ pub struct Inbound {
 impl Inbound {
     /// Refuses the stream with `status`.
     pub fn refuse(mut self, status: http::StatusCode) {
-        let mut r = http::Response::new(());
-        *r.status_mut() = status;
-        let _ = self.respond.send_response(r, true);
+        refuse(&mut self.respond, status);
     }
 
     /// Accepts the stream: the byte stream to copy to the workload.
@@ -212,6 +210,12 @@ impl Inbound {
         let send = self.respond.send_response(http::Response::new(()), false)?;
         Ok(H2Stream::new(send, self.body))
     }
+}
+
+fn refuse(respond: &mut h2::server::SendResponse<Bytes>, status: http::StatusCode) {
+    let mut r = http::Response::new(());
+    *r.status_mut() = status;
+    let _ = respond.send_response(r, true);
 }
 
 /// Serves one accepted TLS connection's CONNECT streams, handing each to `handle`.
@@ -240,28 +244,24 @@ where
         .handshake::<_, Bytes>(tls)
         .await?;
     while let Some(next) = conn.accept().await {
-        let (req, respond) = next?;
-        let is_connect = req.method() == http::Method::CONNECT;
-        let caller = forwarded_for(req.headers()).unwrap_or(peer_addr.ip());
+        let (req, mut respond) = next?;
         let target = req
             .uri()
             .authority()
-            .and_then(|a| a.as_str().parse::<SocketAddr>().ok());
-        let mut inbound = Inbound {
+            .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+            .filter(|_| req.method() == http::Method::CONNECT);
+        let Some(target) = target else {
+            refuse(&mut respond, http::StatusCode::BAD_REQUEST);
+            continue;
+        };
+        handle(Inbound {
             peer: peer.clone(),
             local: local.clone(),
-            target: SocketAddr::from(([0, 0, 0, 0], 0)),
-            caller,
+            target,
+            caller: forwarded_for(req.headers()).unwrap_or(peer_addr.ip()),
             respond,
             body: req.into_body(),
-        };
-        match target {
-            Some(t) if is_connect => {
-                inbound.target = t;
-                handle(inbound);
-            }
-            _ => inbound.refuse(http::StatusCode::BAD_REQUEST),
-        }
+        });
     }
     Ok(())
 }

@@ -436,16 +436,7 @@ fn compile_operation(
     };
     let hosts = |v: &[String]| -> Vec<Pattern> {
         v.iter()
-            .map(|h| {
-                let h = h.to_ascii_lowercase();
-                let h = match h.rsplit_once(':') {
-                    Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
-                        host.to_string()
-                    }
-                    _ => h,
-                };
-                Pattern::new(&h, false)
-            })
+            .map(|h| Pattern::new(crate::hosts::strip_port(h), true))
             .collect()
     };
     OperationMatch {

@@ -61,13 +61,6 @@ pub struct Workload {
     pub authz: Arc<WorkloadAuthz>,
 }
 
-impl Workload {
-    /// The caller identity policies match: the SPIFFE ID without `spiffe://`.
-    pub fn principal(&self) -> &str {
-        authz::principal_of(&self.identity)
-    }
-}
-
 /// A Service's virtual address and port, with the endpoints behind it.
 #[derive(Debug)]
 pub struct MeshService {
@@ -121,9 +114,16 @@ pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> 
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
 }
 
+/// Whether `labels` hold every entry of `wanted`.
+fn holds(wanted: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+    wanted
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
 fn selects(sel: &Option<WorkloadSelector>, labels: &BTreeMap<String, String>) -> bool {
     sel.as_ref()
-        .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+        .is_none_or(|s| holds(&s.match_labels, Some(labels)))
 }
 
 /// A PeerAuthentication's mode: Some(true) for STRICT.
@@ -257,20 +257,17 @@ pub fn build(store: &ObjectStore, opts: &MeshOptions) -> Result<MeshSnapshot, Ve
         // namespace's, then the root namespace's.
         let strict = peer
             .iter()
-            .filter(|(po, sel, _)| {
-                po.namespace() == namespace && sel.is_some() && selects(sel, &labels)
+            .filter_map(|(po, sel, strict)| {
+                let rank = match (po.namespace(), sel.is_some()) {
+                    (ns, true) if ns == namespace && selects(sel, &labels) => 0,
+                    (ns, false) if ns == namespace => 1,
+                    (ns, false) if ns == opts.root_namespace => 2,
+                    _ => return None,
+                };
+                Some((rank, *strict))
             })
-            .chain(
-                peer.iter()
-                    .filter(|(po, sel, _)| po.namespace() == namespace && sel.is_none()),
-            )
-            .chain(
-                peer.iter()
-                    .filter(|(po, sel, _)| po.namespace() == opts.root_namespace && sel.is_none()),
-            )
-            .map(|(_, _, strict)| *strict)
-            .next()
-            .unwrap_or(false);
+            .min_by_key(|(rank, _)| *rank)
+            .is_some_and(|(_, strict)| strict);
         let tunnel_ip = match mode {
             DataplaneMode::Sidecar => Some(ip),
             DataplaneMode::Node => nodes
@@ -395,11 +392,7 @@ fn service_endpoints(
                 if po.namespace() != o.namespace() {
                     continue;
                 }
-                let labels = pod.metadata.labels.as_ref();
-                if !selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-                {
+                if !holds(selector, pod.metadata.labels.as_ref()) {
                     continue;
                 }
                 let Some((ip, _)) = running(pod) else {
