@@ -17,6 +17,24 @@ const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 /// Children killed on drop.
 struct Procs(Vec<(String, Child)>);
 
+impl Procs {
+    fn get(&mut self, name: &str) -> &mut Child {
+        self.0
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    /// Stops `name` with `signal` and waits for it.
+    fn stop(&mut self, name: &str, signal: i32) {
+        let c = self.get(name);
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(c.id() as i32, signal) };
+        let _ = c.wait();
+    }
+}
+
 impl Drop for Procs {
     fn drop(&mut self) {
         for (_, c) in &mut self.0 {
@@ -36,14 +54,28 @@ fn skip() -> bool {
     }
 }
 
+/// How a test's mesh differs from the default one.
+#[derive(Default, Clone, Copy)]
+struct Opts {
+    /// `--mesh-cert-ttl` of the CA.
+    cert_ttl: Option<&'static str>,
+    /// The web pod runs a sidecar proxy instead of using its node's.
+    web_sidecar: bool,
+}
+
 /// The manifests: namespace `shop` in the mesh, STRICT; pods client (n1), other (n1),
-/// web (n2, HTTP on 8080, behind Service web at 10.96.K.10:80) and db (n2, TCP echo on
-/// 9000); web allows GET /public* from client only; db allows client only.
-fn manifests(c: &Cluster, k: u8) -> String {
+/// web (n2, HTTP on 8080, behind Service web at 10.96.K.10:80), db (n2, TCP echo on
+/// 9000) and legacy (n2, TCP echo on 9000, PERMISSIVE, no policy); web allows GET
+/// /public* from client only; db allows client only.
+fn manifests(c: &Cluster, k: u8, opts: Opts) -> String {
     let pod = |name: &str, sa: &str, node: usize, i: usize| {
         let p = c.pod(node, i);
+        let mode = match (name, opts.web_sidecar) {
+            ("web", true) => ", gatehouse.dev/mesh: sidecar",
+            _ => "",
+        };
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}\n\
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {name}{mode}}}}}\n\
              spec: {{nodeName: n{node}, serviceAccountName: {sa}, containers: [{{name: main}}]}}\n\
              status: {{phase: Running, podIP: {}}}\n---\n",
             p.ip
@@ -62,6 +94,7 @@ fn manifests(c: &Cluster, k: u8) -> String {
     m.push_str(&pod("other", "other", 1, 1));
     m.push_str(&pod("web", "web", 2, 0));
     m.push_str(&pod("db", "db", 2, 1));
+    m.push_str(&pod("legacy", "legacy", 2, 2));
     m.push_str(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\n\
          spec: {{clusterIP: 10.96.{k}.10, selector: {{app: web}}, ports: [{{port: 80, targetPort: 8080}}]}}\n---\n"
@@ -71,6 +104,11 @@ fn manifests(c: &Cluster, k: u8) -> String {
 kind: PeerAuthentication
 metadata: {name: default, namespace: shop}
 spec: {mtls: {mode: STRICT}}
+---
+apiVersion: gatehouse.dev/v1alpha1
+kind: PeerAuthentication
+metadata: {name: legacy, namespace: shop}
+spec: {selector: {matchLabels: {app: legacy}}, mtls: {mode: PERMISSIVE}}
 ---
 apiVersion: gatehouse.dev/v1alpha1
 kind: AuthorizationPolicy
@@ -190,13 +228,30 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn node_proxy(c: &Cluster, dir: &Path, n: usize, ca: &Path, tmp: &Path) -> Child {
-    let (ns, _) = &c.nodes[n - 1];
-    let log = std::fs::File::create(tmp.join(format!("node{n}.log"))).expect("log");
-    Command::new("ip")
-        .args(["netns", "exec", ns, BIN, "node"])
-        .arg("--config")
-        .arg(dir)
+/// Starts a node proxy for node `n` in namespace `ns` (a sidecar's pod's, with
+/// `--sidecar-for`), logging to `<log>.log`.
+fn mesh_proxy(
+    c: &Cluster,
+    ns: &str,
+    n: usize,
+    sidecar_for: Option<std::net::Ipv4Addr>,
+    tmp: &Path,
+    log: &str,
+) -> Child {
+    let dir = tmp.join("manifests");
+    let ca = tmp.join("ca");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(tmp.join(format!("{log}.log")))
+        .expect("log");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, BIN, "node"]);
+    if let Some(ip) = sidecar_for {
+        cmd.args(["--sidecar-for", &ip.to_string()]);
+    }
+    cmd.arg("--config")
+        .arg(&dir)
         .args(["--node-name", &format!("n{n}")])
         .args(["--ca-addr", &format!("{}:15012", c.host_ip)])
         .arg("--ca-root")
@@ -212,8 +267,12 @@ fn node_proxy(c: &Cluster, dir: &Path, n: usize, ca: &Path, tmp: &Path) -> Child
 
 /// Reads a node proxy's metrics from inside its namespace.
 fn metrics(c: &Cluster, n: usize) -> String {
-    let ns = c.nodes[n - 1].0.clone();
-    block_on_in(&ns, async move {
+    metrics_in(&c.nodes[n - 1].0)
+}
+
+/// Reads the metrics of the mesh proxy in namespace `ns`.
+fn metrics_in(ns: &str) -> String {
+    block_on_in(ns, async move {
         http("127.0.0.1:15020".parse().expect("addr"), "GET", "/metrics")
             .await
             .map(|(_, b)| b)
@@ -229,9 +288,14 @@ fn metric(text: &str, name: &str) -> u64 {
 
 /// Waits until a node proxy says it holds certificates for all its workloads.
 fn wait_ready(c: &Cluster, n: usize) {
-    let ns = c.nodes[n - 1].0.clone();
+    wait_ready_in(&c.nodes[n - 1].0);
+}
+
+/// Waits until the mesh proxy in namespace `ns` holds all its certificates.
+fn wait_ready_in(ns: &str) {
+    let ns = ns.to_string();
     wait_for(
-        &format!("node proxy n{n} to be ready"),
+        &format!("the mesh proxy in {ns} to be ready"),
         Duration::from_secs(30),
         || {
             let ns = ns.clone();
@@ -248,16 +312,28 @@ fn wait_ready(c: &Cluster, n: usize) {
 struct Setup {
     c: Cluster,
     tmp: tempfile::TempDir,
-    /// The controller and node proxies (stopped on drop).
-    _procs: Procs,
+    /// The controller (`controller`), node proxies (`n1`, `n2`) and sidecars, stopped
+    /// on drop.
+    procs: Procs,
 }
 
-fn setup(k: u8) -> Setup {
-    let c = Cluster::new(k, 2);
+impl Setup {
+    /// (Re)starts node `n`'s proxy.
+    fn start_node_proxy(&mut self, n: usize) {
+        let ns = self.c.nodes[n - 1].0.clone();
+        let child = mesh_proxy(&self.c, &ns, n, None, self.tmp.path(), &format!("node{n}"));
+        let name = format!("n{n}");
+        self.procs.0.retain(|(p, _)| *p != name);
+        self.procs.0.push((name, child));
+    }
+}
+
+fn setup(k: u8, opts: Opts) -> Setup {
+    let c = Cluster::new(k, 3);
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("manifests");
     std::fs::create_dir(&dir).expect("dir");
-    std::fs::write(dir.join("mesh.yaml"), manifests(&c, k)).expect("write");
+    std::fs::write(dir.join("mesh.yaml"), manifests(&c, k, opts)).expect("write");
     let ca = tmp.path().join("ca");
     std::fs::write(
         tmp.path().join("tokens"),
@@ -274,6 +350,7 @@ fn setup(k: u8) -> Setup {
     let log = std::fs::File::create(tmp.path().join("controller.log")).expect("log");
     let controller = Command::new(BIN)
         .args(["run", "--no-watch", "--admin-addr", "127.0.0.1:0"])
+        .args(["--mesh-cert-ttl", opts.cert_ttl.unwrap_or("1h")])
         .arg("--config")
         .arg(&dir)
         .args(["--mesh-ca-listen", &format!("{}:15012", c.host_ip)])
@@ -285,28 +362,32 @@ fn setup(k: u8) -> Setup {
         .stderr(log)
         .spawn()
         .expect("start controller");
-    let mut procs = Procs(vec![("controller".into(), controller)]);
+    let procs = Procs(vec![("controller".into(), controller)]);
     let ca_addr: SocketAddr = format!("{}:15012", c.host_ip).parse().expect("addr");
     wait_for("the CA", Duration::from_secs(30), || {
         std::net::TcpStream::connect_timeout(&ca_addr, Duration::from_millis(200)).is_ok()
     });
+    let mut s = Setup { c, tmp, procs };
     for n in 1..=2 {
-        procs
-            .0
-            .push((format!("n{n}"), node_proxy(&c, &dir, n, &ca, tmp.path())));
+        s.start_node_proxy(n);
     }
     // Servers in the pods of node 2.
-    let web_pod = c.pod(2, 0);
-    let db_pod = c.pod(2, 1);
+    let c = &s.c;
+    let (web_pod, db_pod, legacy_pod) = (c.pod(2, 0), c.pod(2, 1), c.pod(2, 2));
     serve_in(&web_pod.ns, web(SocketAddr::new(web_pod.ip.into(), 8080)));
     serve_in(&db_pod.ns, echo(SocketAddr::new(db_pod.ip.into(), 9000)));
-    wait_ready(&c, 1);
-    wait_ready(&c, 2);
-    Setup {
-        c,
-        tmp,
-        _procs: procs,
+    serve_in(
+        &legacy_pod.ns,
+        echo(SocketAddr::new(legacy_pod.ip.into(), 9000)),
+    );
+    if opts.web_sidecar {
+        let child = mesh_proxy(c, &web_pod.ns, 2, Some(web_pod.ip), s.tmp.path(), "sidecar");
+        s.procs.0.push(("sidecar".into(), child));
+        wait_ready_in(&web_pod.ns);
     }
+    wait_ready(c, 1);
+    wait_ready(c, 2);
+    s
 }
 
 #[test]
@@ -314,7 +395,7 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
     if skip() {
         return;
     }
-    let s = setup(1);
+    let s = setup(1, Opts::default());
     let c = &s.c;
     let client = c.pod(1, 0).ns.clone();
     let other = c.pod(1, 1).ns.clone();
@@ -450,12 +531,268 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
 
     // STRICT: plaintext from outside the mesh (the node itself) is refused.
     let n1 = c.nodes[0].0.clone();
-    let plain = block_on_in(&n1, async move { tcp_roundtrip(db_addr, b"hello").await });
-    assert!(plain.is_err(), "plaintext reached a STRICT workload");
+    let legacy_addr = SocketAddr::new(c.pod(2, 2).ip.into(), 9000);
+    let plain = block_on_in(&n1, async move {
+        (
+            tcp_roundtrip(db_addr, b"hello").await,
+            tcp_roundtrip(legacy_addr, b"hello").await,
+        )
+    });
+    assert!(plain.0.is_err(), "plaintext reached a STRICT workload");
+    // PERMISSIVE: plaintext is let in (the migration mode).
+    assert_eq!(plain.1, Ok(()), "plaintext to a PERMISSIVE workload");
     let m = metrics(c, 2);
-    assert!(
-        metric(&m, "gatehouse_mesh_plaintext_refused_total") >= 1,
+    assert_eq!(
+        metric(&m, "gatehouse_mesh_plaintext_refused_total"),
+        1,
         "{m}"
     );
     drop(s);
+}
+
+/// The sidecar mode: web's own proxy, in web's namespace, receives the tunnels, checks
+/// requests, and carries web's outgoing calls as web's identity, beside node proxies
+/// that serve the other pods.
+#[test]
+fn a_sidecar_proxy_serves_its_pod_beside_node_proxies() {
+    if skip() {
+        return;
+    }
+    let s = setup(
+        2,
+        Opts {
+            web_sidecar: true,
+            ..Opts::default()
+        },
+    );
+    let c = &s.c;
+    let client = c.pod(1, 0).ns.clone();
+    let web_ns = c.pod(2, 0).ns.clone();
+    let web_addr = SocketAddr::new(c.pod(2, 0).ip.into(), 8080);
+    let web_service: SocketAddr = "10.96.2.10:80".parse().expect("addr");
+    let db_addr = SocketAddr::new(c.pod(2, 1).ip.into(), 9000);
+    let legacy_addr = SocketAddr::new(c.pod(2, 2).ip.into(), 9000);
+
+    let r = block_on_in(&client, async move {
+        (
+            http(web_addr, "GET", "/public/a").await,
+            http(web_service, "GET", "/public/b").await,
+            http(web_addr, "POST", "/admin").await,
+        )
+    });
+    assert_eq!(r.0, Ok((200, "web GET /public/a".into())));
+    assert_eq!(r.1, Ok((200, "web GET /public/b".into())));
+    assert_eq!(r.2.map(|r| r.0), Ok(403));
+    let side = metrics_in(&web_ns);
+    assert!(
+        metric(&side, "gatehouse_mesh_inbound_connections_total") >= 3,
+        "the sidecar received the tunnels:\n{side}"
+    );
+    assert_eq!(
+        metric(&side, "gatehouse_mesh_authz_denied_total{policy=\"-\"}"),
+        1,
+        "{side}"
+    );
+    let n2 = metrics(c, 2);
+    assert_eq!(
+        metric(&n2, "gatehouse_mesh_inbound_connections_total"),
+        0,
+        "node 2's proxy does not serve a pod with a sidecar:\n{n2}"
+    );
+
+    // web's own outgoing calls leave through its sidecar, as web: db (client only)
+    // refuses them at node 2's proxy, legacy (no policy) takes them.
+    let out = block_on_in(&web_ns, async move {
+        (
+            tcp_roundtrip(db_addr, b"from web").await,
+            tcp_roundtrip(legacy_addr, b"from web").await,
+        )
+    });
+    assert!(out.0.is_err(), "web may not reach db: {:?}", out.0);
+    assert_eq!(out.1, Ok(()));
+    let side = metrics_in(&web_ns);
+    assert_eq!(
+        metric(&side, "gatehouse_mesh_outbound_connections_total"),
+        2,
+        "{side}"
+    );
+    assert_eq!(
+        metric(&side, "gatehouse_mesh_tunnel_connections_opened_total"),
+        2,
+        "tunnels from web's sidecar to node 2's proxy, one per destination identity:\n{side}"
+    );
+    let n2 = metrics(c, 2);
+    assert_eq!(
+        metric(&n2, "gatehouse_mesh_authz_denied_total{policy=\"-\"}"),
+        1,
+        "{n2}"
+    );
+    assert_eq!(
+        metric(&n2, "gatehouse_mesh_inbound_connections_total"),
+        1,
+        "{n2}"
+    );
+}
+
+/// A node proxy that crashes (SIGKILL, its capture rules left behind) or stops
+/// (SIGTERM, rules removed) and starts again serves again; the other node's pooled
+/// tunnel to it is replaced.
+#[test]
+fn a_restarted_node_proxy_recovers() {
+    if skip() {
+        return;
+    }
+    let mut s = setup(3, Opts::default());
+    let client = s.c.pod(1, 0).ns.clone();
+    let web_addr = SocketAddr::new(s.c.pod(2, 0).ip.into(), 8080);
+    let db_addr = SocketAddr::new(s.c.pod(2, 1).ip.into(), 9000);
+    let traffic = |client: &str| {
+        block_on_in(client, async move {
+            (
+                tcp_roundtrip(db_addr, b"ping").await,
+                http(web_addr, "GET", "/public/x").await.map(|r| r.0),
+            )
+        })
+    };
+    assert_eq!(traffic(&client), (Ok(()), Ok(200)));
+
+    // The destination's proxy crashes: nothing answers its tunnels.
+    s.procs.stop("n2", libc::SIGKILL);
+    let down = traffic(&client);
+    assert!(down.0.is_err() && down.1.is_err(), "{down:?}");
+    s.start_node_proxy(2);
+    wait_ready(&s.c, 2);
+    assert_eq!(
+        traffic(&client),
+        (Ok(()), Ok(200)),
+        "after node 2's proxy restarted"
+    );
+    let m1 = metrics(&s.c, 1);
+    assert_eq!(
+        metric(&m1, "gatehouse_mesh_tunnel_connections_opened_total"),
+        4,
+        "the dead tunnels were dialled again:\n{m1}"
+    );
+
+    // The source's proxy stops cleanly (removing its rules) and comes back.
+    s.procs.stop("n1", libc::SIGTERM);
+    let rules = Command::new("ip")
+        .args(["netns", "exec", &s.c.nodes[0].0, "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(
+        !String::from_utf8_lossy(&rules.stdout).contains("gatehouse"),
+        "a stopped proxy leaves no capture rules"
+    );
+    s.start_node_proxy(1);
+    wait_ready(&s.c, 1);
+    assert_eq!(
+        traffic(&client),
+        (Ok(()), Ok(200)),
+        "after node 1's proxy restarted"
+    );
+}
+
+/// Workload certificates that live 4 s are renewed every 2 s while traffic flows:
+/// connections opened before a renewal keep working past their certificate's expiry,
+/// new ones use the new certificate on new tunnels, and no request fails.
+#[test]
+fn certificate_rotation_under_load_drops_nothing() {
+    if skip() {
+        return;
+    }
+    let s = setup(
+        4,
+        Opts {
+            cert_ttl: Some("4s"),
+            ..Opts::default()
+        },
+    );
+    let c = &s.c;
+    let client = c.pod(1, 0).ns.clone();
+    let web_addr = SocketAddr::new(c.pod(2, 0).ip.into(), 8080);
+    let db_addr = SocketAddr::new(c.pod(2, 1).ip.into(), 9000);
+    let before = metric(&metrics(c, 1), "gatehouse_mesh_certificates_issued_total");
+    const RUN: Duration = Duration::from_secs(9);
+    let (ok, failures) = block_on_in(&client, async move {
+        let mut tasks = Vec::new();
+        // Long-lived connections, a round trip every 20 ms.
+        for i in 0..4 {
+            tasks.push(tokio::spawn(async move {
+                let mut fails = Vec::new();
+                let mut ok = 0u32;
+                let mut conn = match tokio::net::TcpStream::connect(db_addr).await {
+                    Ok(c) => c,
+                    Err(e) => return (0, vec![format!("long {i}: connect: {e}")]),
+                };
+                let start = Instant::now();
+                let mut n = 0u32;
+                while start.elapsed() < RUN {
+                    let msg = format!("long-{i}-{n}");
+                    let mut got = vec![0u8; msg.len()];
+                    let r = async {
+                        conn.write_all(msg.as_bytes()).await?;
+                        conn.read_exact(&mut got).await?;
+                        Ok::<_, std::io::Error>(())
+                    };
+                    match tokio::time::timeout(Duration::from_secs(5), r).await {
+                        Ok(Ok(())) if got == msg.as_bytes() => ok += 1,
+                        other => {
+                            fails.push(format!("long {i} at {:?}: {other:?}", start.elapsed()));
+                            break;
+                        }
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (ok, fails)
+            }));
+        }
+        // New connections, one HTTP request each, every 20 ms.
+        for i in 0..4 {
+            tasks.push(tokio::spawn(async move {
+                let mut fails = Vec::new();
+                let mut ok = 0u32;
+                let start = Instant::now();
+                while start.elapsed() < RUN {
+                    match http(web_addr, "GET", &format!("/public/{i}")).await {
+                        Ok((200, _)) => ok += 1,
+                        other => fails.push(format!("new {i} at {:?}: {other:?}", start.elapsed())),
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                (ok, fails)
+            }));
+        }
+        let mut ok = 0;
+        let mut fails = Vec::new();
+        for t in tasks {
+            let (o, f) = t.await.expect("task");
+            ok += o;
+            fails.extend(f);
+        }
+        (ok, fails)
+    });
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+    assert!(ok > 800, "only {ok} round trips");
+    let m1 = metrics(c, 1);
+    let renewed = metric(&m1, "gatehouse_mesh_certificates_issued_total") - before;
+    assert!(
+        renewed >= 6,
+        "client's and other's certificates were renewed every 2 s ({renewed} issued):\n{m1}"
+    );
+    assert!(
+        metric(&m1, "gatehouse_mesh_tunnel_connections_opened_total") >= 4,
+        "new tunnels were dialled with the renewed certificates:\n{m1}"
+    );
+    let m2 = metrics(c, 2);
+    assert_eq!(
+        metric(&m2, "gatehouse_mesh_failed_connections_total"),
+        0,
+        "{m2}"
+    );
 }

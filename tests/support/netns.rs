@@ -107,6 +107,16 @@ impl Cluster {
                 "cbr0",
             ]);
             x(&["ip", "link", "set", "cbr0", "up"]);
+            // The test's namespace reaches the node's pods through the node (a sidecar
+            // calls the CA from its pod's address).
+            sh(&[
+                "ip",
+                "route",
+                "add",
+                &format!("10.{}.{k}.0/24", 250 + n),
+                "via",
+                &ip.to_string(),
+            ]);
             let other = 3 - n;
             x(&[
                 "ip",

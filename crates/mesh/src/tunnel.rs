@@ -35,8 +35,14 @@ pub struct Refused {
     pub status: http::StatusCode,
 }
 
+/// A pooled connection and the certificate it was dialled with.
+struct Pooled {
+    send: h2::client::SendRequest<Bytes>,
+    cert: Arc<rustls::sign::CertifiedKey>,
+}
+
 /// One key's connection, once dialled; locked while it is dialled.
-type Slot = Arc<tokio::sync::Mutex<Option<h2::client::SendRequest<Bytes>>>>;
+type Slot = Arc<tokio::sync::Mutex<Option<Pooled>>>;
 
 /// Open tunnel connections, by key.
 pub struct Pool {
@@ -59,7 +65,9 @@ impl Pool {
     }
 
     /// Opens a stream to `target` through the proxy at `proxy`, as `source`, to a
-    /// proxy that must prove it is `destination`.
+    /// proxy that must prove it is `destination`. A pooled connection dialled with a
+    /// certificate since renewed is retired: new streams go on a new connection, and
+    /// the old one closes once its streams end.
     pub async fn connect(
         &self,
         source: &Identity,
@@ -79,13 +87,17 @@ impl Pool {
         };
         // Twice at most: a pooled connection may turn out closed.
         for attempt in 0..2 {
+            let cert = self.identities.get(source).await?;
             let mut send = {
                 let mut s = slot.lock().await;
                 match s.as_ref() {
-                    Some(send) if attempt == 0 => send.clone(),
+                    Some(p) if attempt == 0 && Arc::ptr_eq(&p.cert, &cert) => p.send.clone(),
                     _ => {
-                        let send = self.dial(&key).await?;
-                        *s = Some(send.clone());
+                        let send = self.dial(&key, cert.clone()).await?;
+                        *s = Some(Pooled {
+                            send: send.clone(),
+                            cert,
+                        });
                         send
                     }
                 }
@@ -122,8 +134,11 @@ impl Pool {
         anyhow::bail!("cannot open a tunnel stream to {proxy}")
     }
 
-    async fn dial(&self, key: &Key) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
-        let cert = self.identities.get(&key.source).await?;
+    async fn dial(
+        &self,
+        key: &Key,
+        cert: Arc<rustls::sign::CertifiedKey>,
+    ) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
         let cfg = tls::client_config(
             Some(cert),
             self.identities.roots.load_full(),
