@@ -8,4 +8,5 @@ pub mod cluster;
 pub mod echo;
 pub mod ftw;
 pub mod mesh;
+pub mod mesh_secret;
 pub mod waf_test;

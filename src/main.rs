@@ -16,9 +16,10 @@ use std::time::Duration;
     about = "Kubernetes-native ingress, security gate and mesh"
 )]
 struct Cli {
-    /// Data-plane worker threads (default: one per core). With two or more, each worker
-    /// runs its own event loop and accepts on its own SO_REUSEPORT socket; with one, a
-    /// single runtime thread serves everything.
+    /// Data-plane worker threads (default: one per core; `node`: one). With two or
+    /// more, each worker runs its own event loop and accepts on its own SO_REUSEPORT
+    /// socket; with one, a single runtime thread serves everything. A mesh proxy
+    /// (`node`) runs one event loop on that many threads.
     #[arg(long, global = true)]
     workers: Option<usize>,
     #[command(subcommand)]
@@ -271,13 +272,27 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     gatehouse_proxy::listener::raise_open_files_limit();
-    let n = cli.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    let node = matches!(cli.command, Command::Node(_));
+    let n = cli.workers.unwrap_or_else(|| match node {
+        // A mesh proxy is small: one event loop, unless asked for more.
+        true => 1,
+        false => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
     });
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = match (node, n) {
+        (true, 1) => tokio::runtime::Builder::new_current_thread(),
+        (true, n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        (false, _) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(1);
+            b
+        }
+    };
     rt.enable_all();
-    rt.worker_threads(1);
-    if n >= 2 {
+    if n >= 2 && !node {
         // The control plane keeps one runtime thread; connections go to the workers.
         match gatehouse_proxy::workers::Workers::start(n) {
             Ok(w) => {
@@ -449,15 +464,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }),
         ..ProxyConfig::default()
     };
-    if kubernetes && mesh_ca.mesh_ca_listen.is_some() {
-        anyhow::bail!(
-            "--mesh-ca-listen: the mesh CA reads Pods and Nodes, which the Kubernetes source does not watch yet; serve it from a manifest directory"
-        );
-    }
     if kubernetes {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
         let opts = app::KubeRunOptions {
-            kube: gatehouse_sources::kubernetes::KubeOptions { namespace },
+            kube: gatehouse_sources::kubernetes::KubeOptions {
+                namespace,
+                ..Default::default()
+            },
             translate: translate.clone(),
             proxy,
             admin_addr,
@@ -477,11 +490,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 renew_every: Duration::from_secs(5),
             }),
         };
-        let running = app::start_kubernetes(client, opts).await?;
+        let running = app::start_kubernetes(client.clone(), opts).await?;
         println!(
             "Gatehouse is watching the Kubernetes API; admin: http://{0}/readyz http://{0}/config",
             running.admin_addr
         );
+        let source = gatehouse::mesh::MeshSource::Kube(client);
+        if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, source).await? {
+            println!(
+                "Mesh CA on {addr} (root: Secret {})",
+                mesh_ca.mesh_ca_secret
+            );
+        }
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
         running.shutdown().await;
@@ -496,7 +516,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         demo_backends,
     };
     let running = app::start(opts).await?;
-    if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, &config).await? {
+    let source = gatehouse::mesh::MeshSource::Dir(config.clone());
+    if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, source).await? {
         println!(
             "Mesh CA on {addr} (root: {})",
             mesh_ca

@@ -1,6 +1,7 @@
 //! Wiring of the mesh: `gatehouse node` (a node or sidecar proxy fed by a manifest
-//! directory, with its admin listener) and the CA that `run` and `controller` serve
-//! with `--mesh-ca-listen`.
+//! directory or the Kubernetes API, with its admin listener) and the CA that `run` and
+//! `controller` serve with `--mesh-ca-listen` (its root in a directory, or on a cluster
+//! in a Secret).
 
 use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
@@ -68,6 +69,109 @@ where
     }))
 }
 
+/// Where the mesh's view comes from.
+#[derive(Clone)]
+pub enum MeshSource {
+    /// A directory of manifests, watched.
+    Dir(PathBuf),
+    /// The Kubernetes API (Pods, Nodes, Services, EndpointSlices, Namespaces and the
+    /// mesh's policies).
+    Kube(kube::Client),
+}
+
+/// Follows `source`: returns its first valid view, and calls `apply` with every new
+/// valid one after it. An invalid view is logged and skipped, so the last good one
+/// stays in force. From a directory, an invalid first view is an error; from the API,
+/// where it may be mended any moment, the first valid one is waited for.
+pub async fn follow<F, Fut>(
+    source: MeshSource,
+    opts: MeshOptions,
+    mut apply: F,
+) -> anyhow::Result<(MeshSnapshot, tokio::task::JoinHandle<()>)>
+where
+    F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let client = match source {
+        MeshSource::Dir(dir) => {
+            let view = load(&dir, &opts, 1).map_err(|e| crate::app::invalid_config(&dir, &e))?;
+            let task = watch(dir, opts, apply)?;
+            return Ok((view, task));
+        }
+        MeshSource::Kube(client) => client,
+    };
+    let store = gatehouse_sources::kubernetes::start(
+        client,
+        gatehouse_sources::kubernetes::KubeOptions {
+            namespace: None,
+            kinds: gatehouse_sources::kubernetes::MESH_WATCHED,
+        },
+    );
+    let mut changes = store.subscribe();
+    let synced = store.clone();
+    let build = move |version: u64| {
+        let objects = store.snapshot();
+        mesh::build(&objects, &opts).map(|mut m| {
+            m.version = version;
+            m
+        })
+    };
+    let mut waited = std::time::Instant::now();
+    let first = loop {
+        if synced.synced() {
+            match build(1) {
+                Ok(m) => break m,
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        "the mesh configuration in the API is invalid; waiting for a valid one"
+                    );
+                }
+            }
+        } else if waited.elapsed() > Duration::from_secs(10) {
+            tracing::warn!("still waiting for the first full list from the Kubernetes API");
+            waited = std::time::Instant::now();
+        }
+        if changes.changed().await.is_err() {
+            anyhow::bail!("the Kubernetes watchers stopped");
+        }
+    };
+    tracing::info!(
+        workloads = first.workloads.len(),
+        services = first.services.len(),
+        "mesh view from the Kubernetes API"
+    );
+    let task = tokio::spawn(async move {
+        let mut version = 1;
+        while changes.changed().await.is_ok() {
+            // Let a burst of changes settle into one view.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            changes.borrow_and_update();
+            match build(version + 1) {
+                Ok(m) => {
+                    version += 1;
+                    apply(m).await;
+                    tracing::info!(version, "mesh configuration applied");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!("{e}");
+                    }
+                    tracing::error!(
+                        errors = errors.len(),
+                        serving = version,
+                        "mesh configuration rejected; still serving the last good version"
+                    );
+                }
+            }
+        }
+    });
+    Ok((first, task))
+}
+
 /// The CA flags of `run` and `controller`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct CaArgs {
@@ -78,6 +182,14 @@ pub struct CaArgs {
     /// Directory of the CA's root certificate and key (made on first start).
     #[arg(long, default_value = "/var/lib/gatehouse/ca", value_name = "DIR")]
     pub mesh_ca_dir: PathBuf,
+    /// With --kubernetes: the Secret (NAMESPACE/NAME) holding the CA's root (`ca.crt`,
+    /// `ca.key`, `previous-roots.pem`), made on first start; every replica shares it.
+    #[arg(
+        long,
+        default_value = "gatehouse-system/gatehouse-mesh-ca",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub mesh_ca_secret: String,
     /// File of node bootstrap tokens, one `TOKEN NODE` per line (NODE `*`: any node).
     #[arg(long, value_name = "FILE")]
     pub mesh_node_tokens: Option<PathBuf>,
@@ -113,26 +225,39 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     gatehouse_translate::duration::parse_duration(s)
 }
 
-/// Starts the CA server (when asked for) over the manifests in `dir`.
-pub async fn start_ca(args: &CaArgs, dir: &Path) -> anyhow::Result<Option<SocketAddr>> {
+/// Starts the CA server (when asked for), checking requests against the mesh of
+/// `source`; its root comes from `--mesh-ca-dir`, or from the API's Secret
+/// `--mesh-ca-secret` when `source` is the API.
+pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Option<SocketAddr>> {
     let Some(listen) = args.mesh_ca_listen else {
         return Ok(None);
     };
     let opts = args.mesh.options();
-    let ca = CertificateAuthority::load_or_create(&args.mesh_ca_dir, &opts.trust_domain)?;
     let tokens = match &args.mesh_node_tokens {
         Some(p) => NodeTokens::load(p)?,
         None => anyhow::bail!(
             "--mesh-ca-listen needs --mesh-node-tokens (who may ask for certificates)"
         ),
     };
-    let view = load(dir, &opts, 1).map_err(|e| crate::app::invalid_config(dir, &e))?;
-    let view = Arc::new(ArcSwap::from_pointee(view));
+    let ca = match &source {
+        MeshSource::Dir(_) => {
+            CertificateAuthority::load_or_create(&args.mesh_ca_dir, &opts.trust_domain)?
+        }
+        MeshSource::Kube(client) => {
+            crate::mesh_secret::load_or_create(client, &args.mesh_ca_secret, &opts.trust_domain)
+                .await?
+        }
+    };
+    let empty = Arc::new(MeshSnapshot::default());
+    let view = Arc::new(ArcSwap::new(empty.clone()));
     let v = view.clone();
-    watch(dir.to_path_buf(), opts, move |m| {
+    let (first, _task) = follow(source, opts, move |m| {
         v.store(Arc::new(m));
         async {}
-    })?;
+    })
+    .await?;
+    // Unless a newer view already came in.
+    view.compare_and_swap(&empty, Arc::new(first));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -154,8 +279,21 @@ pub async fn start_ca(args: &CaArgs, dir: &Path) -> anyhow::Result<Option<Socket
 #[derive(clap::Args, Debug)]
 pub struct NodeArgs {
     /// Directory of Kubernetes manifests (Pods, Nodes, Services, policies).
+    #[arg(
+        long,
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
+    /// Read the mesh from the Kubernetes API instead (in-cluster, or --kubeconfig).
     #[arg(long)]
-    pub config: PathBuf,
+    pub kubernetes: bool,
+    /// Kubeconfig file (default: KUBECONFIG, else in-cluster).
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long, requires = "kubernetes")]
+    pub context: Option<String>,
     /// This node's name (as Pods' spec.nodeName names it).
     #[arg(long)]
     pub node_name: String,
@@ -189,9 +327,21 @@ pub async fn run_node(
     args: NodeArgs,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // Tunnels allocate and free buffers of up to 1 MiB all the time: they come from
+    // the heap, not from mmap, and up to 2 MiB of freed memory stays there, instead of
+    // going back to the kernel and faulting in again.
+    // SAFETY: mallopt only sets allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
+    }
     let opts = args.mesh.options();
-    let view =
-        load(&args.config, &opts, 1).map_err(|e| crate::app::invalid_config(&args.config, &e))?;
+    let source = match &args.config {
+        Some(dir) => MeshSource::Dir(dir.clone()),
+        None => MeshSource::Kube(
+            crate::app::kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
+        ),
+    };
     let root = std::fs::read_to_string(&args.ca_root)
         .with_context(|| format!("cannot read {}", args.ca_root.display()))?;
     let roots = gatehouse_mesh::tls::roots(&root)
@@ -223,16 +373,17 @@ pub async fn run_node(
         identities,
     );
     let tasks = proxy.start().await?;
-    proxy.set_mesh(view).await?;
     let p = proxy.clone();
-    let watcher = watch(args.config.clone(), opts, move |m| {
+    let (view, watcher) = follow(source, opts, move |m| {
         let p = p.clone();
         async move {
             if let Err(e) = p.set_mesh(m).await {
                 tracing::error!(error = %e, "cannot apply the mesh configuration");
             }
         }
-    })?;
+    })
+    .await?;
+    proxy.set_mesh(view).await?;
     let admin = serve_admin(proxy.clone(), args.admin_addr).await?;
     println!(
         "Gatehouse mesh proxy for {} on {}: outbound :{}, tunnel :{}; admin http://{admin}/metrics",

@@ -4,7 +4,7 @@
 //! classes name Gatehouse's controllers. No `helm` binary can be installed here, so the
 //! templates keep to plain value substitution, which this test renders.
 
-use gatehouse_sources::kubernetes::WATCHED;
+use gatehouse_sources::kubernetes::{MESH_WATCHED, WATCHED};
 use serde_json::Value;
 use std::path::Path;
 
@@ -105,7 +105,8 @@ fn chart_renders_and_grants_what_the_code_needs() {
     let objects = rendered();
     let cluster_role = find(&objects, "ClusterRole");
     let rules = &cluster_role[0]["rules"];
-    for k in WATCHED {
+    // The controller's kinds, and the mesh's (its CA reads Pods and Nodes).
+    for k in WATCHED.iter().chain(MESH_WATCHED) {
         for verb in ["list", "watch"] {
             assert!(
                 allows(rules, k.group, k.plural, verb),

@@ -27,6 +27,9 @@ const CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 pub enum CaError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    /// Root material from elsewhere (a Secret) that does not load.
+    #[error("{what}: {message}")]
+    Invalid { what: String, message: String },
     #[error("the certificate signing request is invalid: {0}")]
     BadRequest(String),
     #[error("cannot sign: {0}")]
@@ -71,6 +74,26 @@ fn random_serial() -> SerialNumber {
     }
     b[0] &= 0x7f;
     SerialNumber::from_slice(&b)
+}
+
+/// A root as stored: its certificate and key, and the roots it replaced, PEM.
+#[derive(Debug, Clone, Default)]
+pub struct RootMaterial {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub previous_pem: String,
+}
+
+impl RootMaterial {
+    /// A new self-signed root for `trust_domain`.
+    pub fn generate(trust_domain: &str) -> Result<Self, CaError> {
+        let (cert_pem, key_pem) = new_root(trust_domain)?;
+        Ok(RootMaterial {
+            cert_pem,
+            key_pem,
+            previous_pem: String::new(),
+        })
+    }
 }
 
 fn new_root(trust_domain: &str) -> Result<(String, String), CaError> {
@@ -141,24 +164,47 @@ impl CertificateAuthority {
     pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
         let cert_path = dir.join(ROOT_CERT);
         let key_path = dir.join(ROOT_KEY);
-        let root_pem = read(&cert_path)?;
-        let key = KeyPair::from_pem(&read(&key_path)?).map_err(|e| file_error(&key_path, e))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&root_pem, key).map_err(|e| file_error(&cert_path, e))?;
         let previous_path = dir.join(PREVIOUS_ROOTS);
-        let previous = match previous_path.exists() {
-            true => read(&previous_path)?,
-            false => String::new(),
+        let material = RootMaterial {
+            cert_pem: read(&cert_path)?,
+            key_pem: read(&key_path)?,
+            previous_pem: match previous_path.exists() {
+                true => read(&previous_path)?,
+                false => String::new(),
+            },
         };
-        let mut bundle_pem = root_pem.clone();
+        Self::from_material(
+            &material,
+            trust_domain,
+            &cert_path.display().to_string(),
+            &key_path.display().to_string(),
+        )
+    }
+
+    /// The CA of a root: `cert_name` and `key_name` say where its parts came from, for
+    /// errors.
+    pub fn from_material(
+        m: &RootMaterial,
+        trust_domain: &str,
+        cert_name: &str,
+        key_name: &str,
+    ) -> Result<Self, CaError> {
+        let invalid = |what: &str, e: rcgen::Error| CaError::Invalid {
+            what: what.to_string(),
+            message: e.to_string(),
+        };
+        let key = KeyPair::from_pem(&m.key_pem).map_err(|e| invalid(key_name, e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&m.cert_pem, key).map_err(|e| invalid(cert_name, e))?;
+        let mut bundle_pem = m.cert_pem.clone();
         if !bundle_pem.ends_with('\n') {
             bundle_pem.push('\n');
         }
-        bundle_pem.push_str(&previous);
+        bundle_pem.push_str(&m.previous_pem);
         Ok(CertificateAuthority {
             trust_domain: trust_domain.into(),
             issuer,
-            root_pem,
+            root_pem: m.cert_pem.clone(),
             bundle_pem,
         })
     }

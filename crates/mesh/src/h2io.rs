@@ -1,16 +1,23 @@
 //! One HTTP/2 stream (of a CONNECT tunnel) as a byte stream: `AsyncRead` and
 //! `AsyncWrite` over h2's send and receive halves, with h2's flow control as the
-//! backpressure.
+//! backpressure; and `splice`, which joins it to a TCP connection without copying
+//! bytes in memory (socket reads become h2 frames as they are; received frames are
+//! written to the socket as they are).
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use h2::{RecvStream, SendStream};
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 /// Largest chunk handed to h2 at once.
 const MAX_CHUNK: usize = 256 * 1024;
+/// What `splice` reads from a socket at once (and allocates at a time, shared by the
+/// chunks cut from it).
+const SPLICE_READ: usize = 256 * 1024;
+const SPLICE_ALLOC: usize = 1024 * 1024;
 
 /// A CONNECT stream's two halves.
 pub struct H2Stream {
@@ -33,6 +40,67 @@ impl H2Stream {
             recv_done: false,
             send_done: false,
         }
+    }
+}
+
+impl H2Stream {
+    /// Carries bytes both ways between this stream and `tcp` until both sides have
+    /// ended (or either fails): (bytes from `tcp`, bytes to `tcp`).
+    pub async fn splice(mut self, tcp: &mut TcpStream) -> io::Result<(u64, u64)> {
+        let (mut rd, mut wr) = tcp.split();
+        let (send, recv) = (&mut self.send, &mut self.recv);
+        let up = async {
+            let mut buf = BytesMut::with_capacity(SPLICE_ALLOC);
+            let mut total = 0u64;
+            loop {
+                if buf.capacity() - buf.len() < SPLICE_READ {
+                    buf.reserve(SPLICE_ALLOC);
+                }
+                let n = rd.read_buf(&mut buf).await?;
+                if n == 0 {
+                    send.reserve_capacity(0);
+                    let _ = send.send_data(Bytes::new(), true);
+                    return Ok::<_, io::Error>(total);
+                }
+                total += n as u64;
+                let mut chunk = buf.split_to(n).freeze();
+                while !chunk.is_empty() {
+                    send.reserve_capacity(chunk.len());
+                    let cap = loop {
+                        match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                            Some(Ok(0)) => continue,
+                            Some(Ok(c)) => break c,
+                            Some(Err(e)) => return Err(to_io(e)),
+                            None => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::BrokenPipe,
+                                    "the tunnel stream is closed",
+                                ))
+                            }
+                        }
+                    };
+                    let part = chunk.split_to(cap.min(chunk.len()));
+                    send.send_data(part, false).map_err(to_io)?;
+                }
+            }
+        };
+        let down = async {
+            let mut total = 0u64;
+            while let Some(data) = std::future::poll_fn(|cx| recv.poll_data(cx)).await {
+                let data = data.map_err(to_io)?;
+                let _ = recv.flow_control().release_capacity(data.len());
+                total += data.len() as u64;
+                wr.write_all(&data).await?;
+            }
+            wr.shutdown().await?;
+            Ok::<_, io::Error>(total)
+        };
+        let r = tokio::try_join!(up, down);
+        if r.is_ok() {
+            self.send_done = true;
+            self.recv_done = true;
+        }
+        r
     }
 }
 

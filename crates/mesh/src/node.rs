@@ -127,8 +127,12 @@ impl NodeProxy {
         }
     }
 
-    /// Installs a new view of the mesh: capture rules and certificates follow it.
+    /// Installs a new view of the mesh: capture rules and certificates follow it. A view
+    /// older than the one in force (arriving late) is ignored.
     pub async fn set_mesh(self: &Arc<Self>, mesh: MeshSnapshot) -> anyhow::Result<()> {
+        if mesh.version < self.mesh.load().version {
+            return Ok(());
+        }
         let mine: Vec<Arc<Workload>> = mesh
             .workloads
             .values()
@@ -296,7 +300,11 @@ impl NodeProxy {
             .connect(&src_id, &dst_id, proxy, target, source_ip)
             .await
         {
-            Ok(stream) => self.copy(client, stream).await,
+            Ok(stream) => {
+                let mut client = client;
+                let r = stream.splice(&mut client).await;
+                self.count(r, false);
+            }
             Err(e) => {
                 if let Some(r) = e.downcast_ref::<Refused>() {
                     tracing::info!(source = %src_id, destination = %target, service = ?service, status = %r.status, "the destination refused the connection");
@@ -385,7 +393,7 @@ impl NodeProxy {
                 let _ = tcp.set_nodelay(true);
                 let tls = match tokio::time::timeout(
                     Duration::from_secs(10),
-                    tokio_rustls::TlsAcceptor::from(cfg).accept(tcp),
+                    tokio_rustls::TlsAcceptor::from(cfg).accept(crate::tunnel::tunnel_io(tcp)),
                 )
                 .await
                 {
@@ -437,9 +445,18 @@ impl NodeProxy {
             return;
         }
         self.stats.inbound.fetch_add(1, Ordering::Relaxed);
-        match inbound.accept() {
-            Ok(stream) => self.deliver(stream, w, caller, target).await,
-            Err(e) => tracing::debug!(error = %e, "tunnel stream closed before it was accepted"),
+        let stream = match inbound.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, "tunnel stream closed before it was accepted");
+                return;
+            }
+        };
+        if w.authz.needs_http() {
+            self.deliver(stream, w, caller, target).await;
+        } else if let Some(mut up) = self.reach(target).await {
+            let r = stream.splice(&mut up).await;
+            self.count(r, true);
         }
     }
 
@@ -487,18 +504,43 @@ impl NodeProxy {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let up = match self.connect_workload(target).await {
-            Ok(s) => s,
-            Err(e) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(%target, error = %e, "cannot reach the workload");
-                return;
-            }
+        let Some(up) = self.reach(target).await else {
+            return;
         };
         if w.authz.needs_http() {
             l7::serve(self.clone(), down, up, w, caller, target).await;
         } else {
             self.copy(down, up).await;
+        }
+    }
+
+    /// Connects to a local workload, counting and logging a failure.
+    async fn reach(&self, target: SocketAddr) -> Option<TcpStream> {
+        match self.connect_workload(target).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(%target, error = %e, "cannot reach the workload");
+                None
+            }
+        }
+    }
+
+    /// Counts a spliced tunnel stream's bytes: (from the socket, to it), where the
+    /// socket is the workload's when `workload_side`, else the caller's.
+    fn count(&self, r: std::io::Result<(u64, u64)>, workload_side: bool) {
+        match r {
+            Ok((from_socket, to_socket)) => {
+                let (sent, received) = match workload_side {
+                    true => (to_socket, from_socket),
+                    false => (from_socket, to_socket),
+                };
+                self.stats.bytes_sent.fetch_add(sent, Ordering::Relaxed);
+                self.stats
+                    .bytes_received
+                    .fetch_add(received, Ordering::Relaxed);
+            }
+            Err(e) => tracing::debug!(error = %e, "tunnel stream ended with an error"),
         }
     }
 

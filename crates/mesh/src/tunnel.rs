@@ -17,9 +17,23 @@ use std::time::Duration;
 /// HTTP/2 windows: large, so one stream can fill a fast link.
 const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
-const MAX_FRAME: u32 = 64 * 1024;
+const MAX_FRAME: u32 = 256 * 1024;
 /// Streams one tunnel connection carries at once.
 const MAX_STREAMS: u32 = 1000;
+/// Tunnel sockets are read through a buffer this large: rustls takes one record
+/// (16 KiB) at a time, and one read per record would multiply the system calls.
+const READ_BUFFER: usize = 256 * 1024;
+/// Encrypted bytes rustls may queue before they are written, so that one `writev`
+/// carries many records.
+const TLS_SEND_BUFFER: usize = 256 * 1024;
+
+/// A tunnel's socket, read through a buffer.
+pub type TunnelIo = tokio::io::BufReader<tokio::net::TcpStream>;
+
+/// `tcp` made ready to carry a tunnel's TLS.
+pub fn tunnel_io(tcp: tokio::net::TcpStream) -> TunnelIo {
+    tokio::io::BufReader::with_capacity(READ_BUFFER, tcp)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -158,9 +172,10 @@ impl Pool {
             .map_err(|_| anyhow::anyhow!("connecting to {} timed out", key.proxy))??;
         let name =
             rustls::pki_types::ServerName::try_from(key.destination.server_name())?.to_owned();
-        let tls = tokio_rustls::TlsConnector::from(cfg)
-            .connect(name, tcp)
+        let mut tls = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tunnel_io(tcp))
             .await?;
+        tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
         let (send, conn) = h2::client::Builder::new()
             .initial_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
@@ -235,15 +250,16 @@ fn refuse(respond: &mut h2::server::SendResponse<Bytes>, status: http::StatusCod
 
 /// Serves one accepted TLS connection's CONNECT streams, handing each to `handle`.
 pub async fn serve_connection<F>(
-    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    mut tls: tokio_rustls::server::TlsStream<TunnelIo>,
     trust_domain: &str,
     handle: F,
 ) -> anyhow::Result<()>
 where
     F: Fn(Inbound) + Send + Sync + 'static,
 {
-    let (tcp, state) = tls.get_ref();
-    let peer_addr = tcp.peer_addr()?;
+    tls.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+    let (io, state) = tls.get_ref();
+    let peer_addr = io.get_ref().peer_addr()?;
     let peer = tls::peer_identity(state.peer_certificates())
         .ok_or_else(|| anyhow::anyhow!("{peer_addr}: the peer has no SPIFFE identity"))?;
     let local = state

@@ -28,6 +28,9 @@ pub struct WatchedKind {
     /// Served only when its CRD is installed (Gateway API, Gatehouse's own kinds): while
     /// the API server answers 404, the kind counts as synced and empty.
     pub optional: bool,
+    /// The status fields kept (the mesh reads Pods' addresses and Nodes'); other kinds
+    /// keep no status at all.
+    pub status: &'static [&'static str],
 }
 
 const fn kind(
@@ -45,6 +48,7 @@ const fn kind(
         namespaced,
         fields: None,
         optional: false,
+        status: &[],
     }
 }
 
@@ -171,6 +175,44 @@ pub const WATCHED: &[WatchedKind] = &[
     ),
 ];
 
+/// What the mesh reads (node proxies and the mesh CA): namespaces' mesh labels, Pods
+/// (with their addresses and phase), Nodes (with their addresses), Services and their
+/// endpoints, and the mesh's policies. No Secrets: a node proxy has no business with
+/// them.
+pub const MESH_WATCHED: &[WatchedKind] = &[
+    kind("", "v1", "Namespace", "namespaces", false),
+    WatchedKind {
+        status: &["phase", "podIP", "podIPs"],
+        ..kind("", "v1", "Pod", "pods", true)
+    },
+    WatchedKind {
+        status: &["addresses"],
+        ..kind("", "v1", "Node", "nodes", false)
+    },
+    kind("", "v1", "Service", "services", true),
+    kind(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+    ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        true,
+    ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "PeerAuthentication",
+        "peerauthentications",
+        true,
+    ),
+];
+
 impl WatchedKind {
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -189,10 +231,21 @@ impl WatchedKind {
 }
 
 /// What to watch.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KubeOptions {
     /// Watch one namespace only (cluster-scoped kinds are still watched cluster-wide).
     pub namespace: Option<String>,
+    /// The kinds: [`WATCHED`] for the ingress controller, [`MESH_WATCHED`] for the mesh.
+    pub kinds: &'static [WatchedKind],
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions {
+            namespace: None,
+            kinds: WATCHED,
+        }
+    }
 }
 
 /// The store the watchers fill, a change counter, and how many kinds have synced.
@@ -201,6 +254,8 @@ pub struct KubeStore {
     store: Arc<Mutex<ObjectStore>>,
     changes: Arc<watch::Sender<u64>>,
     synced: Arc<AtomicUsize>,
+    /// How many kinds are watched.
+    kinds: usize,
     /// What changed since the last `take_dirty`.
     dirty: Arc<Mutex<Dirty>>,
 }
@@ -237,7 +292,7 @@ impl KubeStore {
 
     /// Whether every kind has finished its first list.
     pub fn synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire) >= WATCHED.len()
+        self.synced.load(Ordering::Acquire) >= self.kinds
     }
 
     /// The kinds that changed since the last call (so a caller can tell an
@@ -304,14 +359,21 @@ fn convert(k: &WatchedKind, obj: DynamicObject) -> Option<StoredObject> {
     } = obj;
     // Translation reads spec, not status; dropping status (and the bookkeeping a status
     // write changes: resourceVersion, managedFields) keeps our own status writes from
-    // coming back as changes to translate again.
+    // coming back as changes to translate again. The few status fields the mesh reads
+    // (Pods' addresses, Nodes') are kept, the rest of their status is not.
     metadata.resource_version = None;
     metadata.managed_fields = None;
     let mut map = match data {
         serde_json::Value::Object(m) => m,
         _ => serde_json::Map::new(),
     };
-    map.remove("status");
+    match (map.remove("status"), k.status) {
+        (Some(serde_json::Value::Object(mut status)), keep) if !keep.is_empty() => {
+            status.retain(|f, _| keep.contains(&f.as_str()));
+            map.insert("status".into(), serde_json::Value::Object(status));
+        }
+        _ => {}
+    }
     map.insert("metadata".into(), serde_json::to_value(metadata).ok()?);
     map.insert("apiVersion".into(), k.api_version().into());
     map.insert("kind".into(), k.kind.into());
@@ -348,9 +410,10 @@ pub fn start(client: Client, opts: KubeOptions) -> KubeStore {
         store: Arc::new(Mutex::new(ObjectStore::new())),
         changes: Arc::new(watch::channel(0).0),
         synced: Arc::new(AtomicUsize::new(0)),
+        kinds: opts.kinds.len(),
         dirty: Arc::new(Mutex::new(Dirty::default())),
     };
-    for k in WATCHED {
+    for k in opts.kinds {
         tokio::spawn(watch_kind(
             client.clone(),
             *k,
