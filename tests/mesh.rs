@@ -147,7 +147,8 @@ async fn echo(addr: SocketAddr) {
     }
 }
 
-/// An HTTP server answering `web METHOD PATH`.
+/// An HTTP/1.1 and HTTP/2 (h2c) server answering `web METHOD PATH`; a request to
+/// upgrade to `echo` gets 101 and its bytes echoed.
 async fn web(addr: SocketAddr) {
     let l = tokio::net::TcpListener::bind(addr).await.expect("bind web");
     loop {
@@ -156,18 +157,120 @@ async fn web(addr: SocketAddr) {
         };
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(
-                |req: hyper::Request<hyper::body::Incoming>| async move {
+                |mut req: hyper::Request<hyper::body::Incoming>| async move {
+                    let wants_echo = req.headers().get("upgrade").is_some_and(|v| v == "echo");
+                    if wants_echo {
+                        let on = hyper::upgrade::on(&mut req);
+                        tokio::spawn(async move {
+                            if let Ok(u) = on.await {
+                                let mut io = hyper_util::rt::TokioIo::new(u);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let resp = hyper::Response::builder()
+                            .status(101)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "echo")
+                            .body(http_body_util::Full::new(bytes::Bytes::new()))
+                            .expect("response");
+                        return Ok::<_, std::convert::Infallible>(resp);
+                    }
                     let body = format!("web {} {}", req.method(), req.uri().path());
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from(body)),
-                    ))
+                    Ok(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(body),
+                    )))
                 },
             );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                .await;
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
         });
     }
+}
+
+/// Requests over one HTTP/2 connection with prior knowledge (as gRPC clients make
+/// them), at once: (status, body) of each.
+async fn http2(addr: SocketAddr, reqs: &[(&str, &str)]) -> Result<Vec<(u16, String)>, String> {
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let all = reqs.iter().map(|(method, path)| {
+        let mut send = send.clone();
+        let req = hyper::Request::builder()
+            .method(*method)
+            .uri(format!("http://web.shop{path}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new());
+        async move {
+            let req = req.map_err(|e| e.to_string())?;
+            let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+                .await
+                .map_err(|_| "request timed out".to_string())?
+                .map_err(|e| format!("request: {e}"))?;
+            let status = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, String::from_utf8_lossy(&body).into_owned()))
+        }
+    });
+    futures_util::future::join_all(all)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// An HTTP/1.1 upgrade to `echo` on `path`: the status, and after a 101 what the
+/// upgraded connection echoed of `payload`.
+async fn upgrade(addr: SocketAddr, path: &str, payload: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn.with_upgrades());
+    let req = hyper::Request::builder()
+        .uri(path)
+        .header("host", "web.shop")
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    if status != 101 {
+        return Ok((status, Vec::new()));
+    }
+    let u = hyper::upgrade::on(resp)
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    let mut io = hyper_util::rt::TokioIo::new(u);
+    io.write_all(payload)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut got = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(5), io.read_exact(&mut got))
+        .await
+        .map_err(|_| "echo timed out".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    Ok((status, got))
 }
 
 /// Sends `payload` over TCP and reads it back; Err if the connection is refused or
@@ -434,6 +537,9 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
         let public = http(web_addr, "GET", "/public/index").await;
         let via_service = http(web_service, "GET", "/public/svc").await;
         let admin = http(web_addr, "POST", "/admin").await;
+        let h2 = http2(web_addr, &[("GET", "/public/h2"), ("POST", "/admin")]).await;
+        let upgraded = upgrade(web_addr, "/public/ws", b"upgraded-bytes").await;
+        let upgrade_denied = upgrade(web_addr, "/admin", b"x").await;
         let mut many = 0;
         for i in 0..20 {
             if tcp_roundtrip(
@@ -446,7 +552,16 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
                 many += 1;
             }
         }
-        (tcp, public, via_service, admin, many)
+        (
+            tcp,
+            public,
+            via_service,
+            admin,
+            many,
+            h2,
+            upgraded,
+            upgrade_denied,
+        )
     });
     assert_eq!(results.0, Ok(()), "plain TCP across nodes, unchanged");
     assert_eq!(results.1, Ok((200, "web GET /public/index".into())));
@@ -461,6 +576,18 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
         "POST /admin is denied"
     );
     assert_eq!(results.4, 20);
+    // HTTP/2 with prior knowledge (as gRPC speaks it), each request checked.
+    assert_eq!(
+        results.5,
+        Ok(vec![
+            (200, "web GET /public/h2".into()),
+            (403, "RBAC: access denied\n".into())
+        ]),
+        "h2c requests on one connection"
+    );
+    // An allowed upgrade carries bytes both ways; a denied one never reaches the server.
+    assert_eq!(results.6, Ok((101, b"upgraded-bytes".to_vec())));
+    assert_eq!(results.7, Ok((403, Vec::new())));
 
     // Another identity: denied at L4 (db) and L7 (web).
     let denied = block_on_in(&other, async move {
