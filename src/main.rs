@@ -250,14 +250,27 @@ enum WafCommand {
 
 #[derive(Subcommand)]
 enum CaCommand {
-    /// Make a new root that signs from now on; the old root stays trusted (in the
-    /// bundle) until it expires. A running CA picks it up on restart.
+    /// Start a root rotation: a new root joins the trust bundle at once, and the running
+    /// CA makes it sign one certificate lifetime later (when every proxy holds the new
+    /// bundle); the old root stays trusted until it expires.
     Rotate {
         /// The CA directory.
         #[arg(long, default_value = "/var/lib/gatehouse/ca")]
         dir: PathBuf,
+        /// Rotate the root kept in this Secret (NAMESPACE/NAME) instead, through the
+        /// Kubernetes API (--kubeconfig, else KUBECONFIG or in-cluster).
+        #[arg(long, value_name = "NAMESPACE/NAME", conflicts_with = "dir")]
+        secret: Option<String>,
+        #[arg(long, requires = "secret")]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long, requires = "secret")]
+        context: Option<String>,
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
+        /// The new root signs at once (for a root that must go now: proxies that have
+        /// not fetched the new bundle cannot check new certificates until they renew).
+        #[arg(long)]
+        now: bool,
     },
 }
 
@@ -382,12 +395,33 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         }
         Command::Run(args) => serve(args).await,
         Command::Node(args) => gatehouse::mesh::run_node(args, shutdown_signal()).await,
-        Command::Ca(CaCommand::Rotate { dir, trust_domain }) => {
-            gatehouse_mesh::ca::CertificateAuthority::rotate_root(&dir, &trust_domain)?;
-            println!(
-                "new root in {}; the previous one stays in the trust bundle",
-                dir.display()
-            );
+        Command::Ca(CaCommand::Rotate {
+            dir,
+            secret,
+            kubeconfig,
+            context,
+            trust_domain,
+            now,
+        }) => {
+            let place = match &secret {
+                Some(secret) => {
+                    let client = app::kube_client(kubeconfig.as_deref(), context).await?;
+                    gatehouse::mesh_secret::rotate(&client, secret, &trust_domain, now).await?;
+                    format!("Secret {secret}")
+                }
+                None => {
+                    gatehouse_mesh::ca::CertificateAuthority::rotate_root(
+                        &dir,
+                        &trust_domain,
+                        now,
+                    )?;
+                    dir.display().to_string()
+                }
+            };
+            match now {
+                true => println!("new root in {place}, signing now; the previous one stays in the trust bundle"),
+                false => println!("new root in {place}, in the trust bundle now; the running CA makes it sign one certificate lifetime from now"),
+            }
             Ok(())
         }
     }

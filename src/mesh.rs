@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
-use gatehouse_mesh::ca::CertificateAuthority;
+use gatehouse_mesh::ca::{CertificateAuthority, RootMaterial};
 use gatehouse_mesh::ca_api::{self, CaClient, CaServer, NodeTokens};
 use gatehouse_mesh::capture::Ports;
 use gatehouse_mesh::identities::Identities;
@@ -239,13 +239,14 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
             "--mesh-ca-listen needs --mesh-node-tokens (who may ask for certificates)"
         ),
     };
-    let ca = match &source {
-        MeshSource::Dir(_) => {
-            CertificateAuthority::load_or_create(&args.mesh_ca_dir, &opts.trust_domain)?
-        }
-        MeshSource::Kube(client) => {
-            crate::mesh_secret::load_or_create(client, &args.mesh_ca_secret, &opts.trust_domain)
-                .await?
+    let roots = match &source {
+        MeshSource::Dir(_) => RootStore::Dir(args.mesh_ca_dir.clone()),
+        MeshSource::Kube(client) => RootStore::Secret(client.clone(), args.mesh_ca_secret.clone()),
+    };
+    let ca = match &roots {
+        RootStore::Dir(dir) => CertificateAuthority::load_or_create(dir, &opts.trust_domain)?,
+        RootStore::Secret(client, secret) => {
+            crate::mesh_secret::load_or_create(client, secret, &opts.trust_domain).await?
         }
     };
     let empty = Arc::new(MeshSnapshot::default());
@@ -262,17 +263,126 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    ca_api::serve(
-        Arc::new(CaServer {
-            ca: ArcSwap::from_pointee(ca),
-            mesh: view,
-            tokens,
-            ttl: args.mesh_cert_ttl,
-        }),
-        listener,
-    )?;
+    let server = Arc::new(CaServer {
+        ca: ArcSwap::from_pointee(ca),
+        mesh: view,
+        tokens,
+        ttl: args.mesh_cert_ttl,
+    });
+    ca_api::serve(server.clone(), listener)?;
+    tokio::spawn(keep_root(
+        roots,
+        server,
+        args.mesh.trust_domain.clone(),
+        args.mesh_cert_ttl,
+    ));
     tracing::info!(%addr, "mesh CA serving");
     Ok(Some(addr))
+}
+
+/// Where the CA's root is kept.
+enum RootStore {
+    Dir(PathBuf),
+    /// A Secret, NAMESPACE/NAME.
+    Secret(kube::Client, String),
+}
+
+impl RootStore {
+    /// The root, and the version to write it back at (a Secret's resourceVersion).
+    async fn read(&self) -> anyhow::Result<Option<(RootMaterial, Option<String>)>> {
+        match self {
+            RootStore::Dir(dir) => Ok(RootMaterial::read_dir(dir)?.map(|m| (m, None))),
+            RootStore::Secret(client, secret) => crate::mesh_secret::read(client, secret).await,
+        }
+    }
+
+    /// Writes the root back; false if another writer came first.
+    async fn write(&self, m: &RootMaterial, version: Option<String>) -> anyhow::Result<bool> {
+        match self {
+            RootStore::Dir(dir) => m.write_dir(dir).map(|()| true).map_err(Into::into),
+            RootStore::Secret(client, secret) => {
+                crate::mesh_secret::write(client, secret, m, version).await
+            }
+        }
+    }
+
+    fn authority(
+        &self,
+        m: &RootMaterial,
+        trust_domain: &str,
+    ) -> anyhow::Result<CertificateAuthority> {
+        match self {
+            RootStore::Dir(dir) => Ok(CertificateAuthority::from_material(
+                m,
+                trust_domain,
+                &dir.join(gatehouse_mesh::ca::ROOT_CERT)
+                    .display()
+                    .to_string(),
+                &dir.join(gatehouse_mesh::ca::ROOT_KEY).display().to_string(),
+            )?),
+            RootStore::Secret(_, secret) => crate::mesh_secret::authority(m, secret, trust_domain),
+        }
+    }
+}
+
+/// Keeps the running CA on the stored root: picks up a rotation (`gatehouse ca rotate`)
+/// within seconds, and promotes its new root once it has been in the trust bundle for a
+/// certificate lifetime (by then every proxy has renewed, and so holds the new bundle).
+async fn keep_root(roots: RootStore, server: Arc<CaServer>, trust_domain: String, ttl: Duration) {
+    let every = match roots {
+        RootStore::Dir(_) => Duration::from_secs(1),
+        RootStore::Secret(..) => Duration::from_secs(5),
+    };
+    let mut last: Option<RootMaterial> = None;
+    loop {
+        tokio::time::sleep(every).await;
+        let (mut m, version) = match roots.read().await {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                tracing::warn!(
+                    "the mesh root is gone from its store; still signing with the one loaded"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the mesh root");
+                continue;
+            }
+        };
+        let promoted = m.promote_if_due(ttl);
+        if promoted {
+            match roots.write(&m, version).await {
+                Ok(true) => tracing::info!("rotation: the new mesh root signs from now on"),
+                // Another replica promoted it: read theirs next time.
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot promote the new mesh root");
+                    continue;
+                }
+            }
+        }
+        if last.is_none() && !promoted {
+            // The root the CA started with.
+            last = Some(m);
+            continue;
+        }
+        if last.as_ref() == Some(&m) {
+            continue;
+        }
+        match roots.authority(&m, &trust_domain) {
+            Ok(ca) => {
+                tracing::info!(
+                    rotation = m.next.is_some(),
+                    "mesh root reloaded; the trust bundle follows"
+                );
+                server.ca.store(Arc::new(ca));
+                last = Some(m);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the stored mesh root does not load; still signing with the one loaded")
+            }
+        }
+    }
 }
 
 /// `gatehouse node`.

@@ -820,9 +820,11 @@ fn a_restarted_node_proxy_recovers() {
     );
 }
 
-/// Workload certificates that live 4 s are renewed every 2 s while traffic flows:
-/// connections opened before a renewal keep working past their certificate's expiry,
-/// new ones use the new certificate on new tunnels, and no request fails.
+/// Workload certificates that live 4 s are renewed every 2 s while traffic flows, and
+/// the root is rotated meanwhile (`gatehouse ca rotate`: the new root joins the bundle,
+/// then signs 4 s later): connections opened before a renewal keep working past their
+/// certificate's expiry, new ones use the new certificate on new tunnels, and no
+/// request fails.
 #[test]
 fn certificate_rotation_under_load_drops_nothing() {
     if skip() {
@@ -840,7 +842,20 @@ fn certificate_rotation_under_load_drops_nothing() {
     let web_addr = SocketAddr::new(c.pod(2, 0).ip.into(), 8080);
     let db_addr = SocketAddr::new(c.pod(2, 1).ip.into(), 9000);
     let before = metric(&metrics(c, 1), "gatehouse_mesh_certificates_issued_total");
-    const RUN: Duration = Duration::from_secs(9);
+    const RUN: Duration = Duration::from_secs(13);
+    let ca_dir = s.tmp.path().join("ca");
+    let first_root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root");
+    let rotate = {
+        let ca_dir = ca_dir.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            Command::new(BIN)
+                .args(["ca", "rotate", "--dir"])
+                .arg(&ca_dir)
+                .output()
+                .expect("ca rotate")
+        })
+    };
     let (ok, failures) = block_on_in(&client, async move {
         let mut tasks = Vec::new();
         // Long-lived connections, a round trip every 20 ms.
@@ -905,7 +920,17 @@ fn certificate_rotation_under_load_drops_nothing() {
         "{} failed: {failures:#?}",
         failures.len()
     );
-    assert!(ok > 800, "only {ok} round trips");
+    assert!(ok > 1200, "only {ok} round trips");
+    let rotated = rotate.join().expect("rotate thread");
+    assert!(
+        rotated.status.success(),
+        "ca rotate: {}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    // The new root was promoted while traffic flowed; both are trusted.
+    let root = std::fs::read_to_string(ca_dir.join("root-cert.pem")).expect("root");
+    assert_ne!(root, first_root, "the new root signs now");
+    assert!(!ca_dir.join("next-root-cert.pem").exists());
     let m1 = metrics(c, 1);
     let renewed = metric(&m1, "gatehouse_mesh_certificates_issued_total") - before;
     assert!(
@@ -916,10 +941,12 @@ fn certificate_rotation_under_load_drops_nothing() {
         metric(&m1, "gatehouse_mesh_tunnel_connections_opened_total") >= 4,
         "new tunnels were dialled with the renewed certificates:\n{m1}"
     );
+    assert_eq!(metric(&m1, "gatehouse_mesh_trust_roots"), 2, "{m1}");
     let m2 = metrics(c, 2);
     assert_eq!(
         metric(&m2, "gatehouse_mesh_failed_connections_total"),
         0,
         "{m2}"
     );
+    assert_eq!(metric(&m2, "gatehouse_mesh_trust_roots"), 2, "{m2}");
 }

@@ -1,5 +1,6 @@
 //! The mesh on a cluster, through the real kube-rs client against the in-test API
-//! server: the CA keeps its root in a Secret (made once, then reused) and checks
+//! server: the CA keeps its root in a Secret (made once, then reused, rotated in place)
+//! and checks
 //! certificate requests against Pods and Nodes from the API; a `gatehouse node
 //! --kubernetes` process follows Pods as they come, and keeps its last good view when
 //! a policy in the API is invalid.
@@ -125,6 +126,25 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
         .expect("base64");
     assert_eq!(again.root_pem().as_bytes(), pem.as_slice());
     std::fs::write(tmp.path().join("root.pem"), &pem).expect("root");
+
+    // A rotation of the Secret's root: the next root joins it; the signing one stays
+    // until the CA promotes it; a second rotation waits for the first.
+    let secret_name = "gatehouse-system/gatehouse-mesh-ca";
+    gatehouse::mesh_secret::rotate(&api.client(), secret_name, "cluster.local", false)
+        .await
+        .expect("rotate");
+    let rotated = api
+        .get("v1", "Secret", "gatehouse-system", "gatehouse-mesh-ca")
+        .expect("secret");
+    assert_eq!(rotated["data"]["ca.crt"].as_str(), Some(cert.as_str()));
+    assert!(rotated["data"]["next.crt"].is_string());
+    assert!(rotated["data"]["next-since"].is_string());
+    let second =
+        gatehouse::mesh_secret::rotate(&api.client(), secret_name, "cluster.local", false).await;
+    assert!(
+        second.is_err_and(|e| e.to_string().contains("already under way")),
+        "one rotation at a time"
+    );
 
     // A node proxy for n1 reading the API (no capture: this is not its own namespace).
     let kubeconfig = tmp.path().join("kubeconfig");

@@ -1,7 +1,9 @@
 //! The mesh's built-in certificate authority: a root kept in a directory (made on first
 //! start), which signs short-lived workload certificates whose only name is a SPIFFE ID
-//! the caller was checked to hold. The trust bundle holds the signing root and the
-//! roots it replaced, so a root can be rotated without breaking live identities.
+//! the caller was checked to hold. The trust bundle holds the signing root, the next
+//! root of a rotation under way, and the roots it replaced, so a root can be rotated
+//! without breaking live identities: a new root first joins the bundle, and signs only
+//! once every proxy has had time to fetch that bundle (one certificate lifetime).
 
 use crate::identity::Identity;
 use rcgen::{
@@ -17,6 +19,11 @@ pub const ROOT_CERT: &str = "root-cert.pem";
 pub const ROOT_KEY: &str = "root-key.pem";
 /// Roots replaced by a rotation, still trusted until they expire.
 pub const PREVIOUS_ROOTS: &str = "previous-roots.pem";
+/// The next root of a rotation under way: trusted now, signing from its promotion.
+pub const NEXT_CERT: &str = "next-root-cert.pem";
+pub const NEXT_KEY: &str = "next-root-key.pem";
+/// When the next root joined the bundle (Unix seconds).
+pub const NEXT_SINCE: &str = "next-root-since";
 
 /// How long a root is valid.
 const ROOT_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -76,12 +83,30 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
-/// A root as stored: its certificate and key, and the roots it replaced, PEM.
-#[derive(Debug, Clone, Default)]
+/// A root as stored: its certificate and key, the roots it replaced, and the next root
+/// of a rotation under way, PEM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RootMaterial {
     pub cert_pem: String,
     pub key_pem: String,
     pub previous_pem: String,
+    pub next: Option<NextRoot>,
+}
+
+/// A root that joined the trust bundle and will sign once promoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRoot {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// When it joined the bundle (Unix seconds).
+    pub since: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl RootMaterial {
@@ -91,8 +116,126 @@ impl RootMaterial {
         Ok(RootMaterial {
             cert_pem,
             key_pem,
-            previous_pem: String::new(),
+            ..RootMaterial::default()
         })
+    }
+
+    /// Starts a rotation: a new root joins the trust bundle now and signs once
+    /// promoted. Refused while one is under way.
+    pub fn stage(&mut self, trust_domain: &str) -> Result<(), CaError> {
+        if let Some(n) = &self.next {
+            return Err(CaError::Sign(format!(
+                "a rotation is already under way (its root joined the bundle at {} Unix time)",
+                n.since
+            )));
+        }
+        let (cert_pem, key_pem) = new_root(trust_domain)?;
+        self.next = Some(NextRoot {
+            cert_pem,
+            key_pem,
+            since: unix_now(),
+        });
+        Ok(())
+    }
+
+    /// Promotes the next root if it has been in the bundle for `after`: it signs from
+    /// now on, and the root it replaces stays trusted (until it expires). True if it
+    /// did.
+    pub fn promote_if_due(&mut self, after: Duration) -> bool {
+        match &self.next {
+            Some(n) if n.since.saturating_add(after.as_secs()) <= unix_now() => {}
+            _ => return false,
+        }
+        let Some(next) = self.next.take() else {
+            return false;
+        };
+        // Expired roots leave the bundle as it is rewritten.
+        let now = SystemTime::now();
+        let mut previous = std::mem::take(&mut self.cert_pem);
+        if !previous.ends_with('\n') {
+            previous.push('\n');
+        }
+        for pem in split_pem(&self.previous_pem) {
+            if pem_der(&pem)
+                .and_then(|d| crate::identity::not_after(&d))
+                .is_some_and(|t| t > now)
+            {
+                previous.push_str(&pem);
+            }
+        }
+        self.previous_pem = previous;
+        self.cert_pem = next.cert_pem;
+        self.key_pem = next.key_pem;
+        true
+    }
+
+    /// Reads the root in `dir`, if there is one.
+    pub fn read_dir(dir: &Path) -> Result<Option<Self>, CaError> {
+        let cert_path = dir.join(ROOT_CERT);
+        if !cert_path.exists() && !dir.join(ROOT_KEY).exists() {
+            return Ok(None);
+        }
+        let optional = |name: &str| {
+            let p = dir.join(name);
+            match p.exists() {
+                true => read(&p).map(Some),
+                false => Ok(None),
+            }
+        };
+        let next = match (optional(NEXT_CERT)?, optional(NEXT_KEY)?) {
+            (Some(cert_pem), Some(key_pem)) => {
+                let since_path = dir.join(NEXT_SINCE);
+                let since = read(&since_path)?
+                    .trim()
+                    .parse()
+                    .map_err(|e| file_error(&since_path, e))?;
+                Some(NextRoot {
+                    cert_pem,
+                    key_pem,
+                    since,
+                })
+            }
+            _ => None,
+        };
+        Ok(Some(RootMaterial {
+            cert_pem: read(&cert_path)?,
+            key_pem: read(&dir.join(ROOT_KEY))?,
+            previous_pem: optional(PREVIOUS_ROOTS)?.unwrap_or_default(),
+            next,
+        }))
+    }
+
+    /// Writes the root to `dir` (keys mode 0600), each file replaced whole.
+    pub fn write_dir(&self, dir: &Path) -> Result<(), CaError> {
+        std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
+        let put = |name: &str, text: &str, private: bool| -> Result<(), CaError> {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            match private {
+                true => write_private(&tmp, text)?,
+                false => std::fs::write(&tmp, text).map_err(|e| file_error(&tmp, e))?,
+            }
+            let path = dir.join(name);
+            std::fs::rename(&tmp, &path).map_err(|e| file_error(&path, e))
+        };
+        // The bundle's new members first, the signing root last.
+        match &self.next {
+            Some(n) => {
+                put(NEXT_KEY, &n.key_pem, true)?;
+                put(NEXT_CERT, &n.cert_pem, false)?;
+                put(NEXT_SINCE, &n.since.to_string(), false)?;
+            }
+            None => {
+                for name in [NEXT_CERT, NEXT_KEY, NEXT_SINCE] {
+                    let p = dir.join(name);
+                    if p.exists() {
+                        std::fs::remove_file(&p).map_err(|e| file_error(&p, e))?;
+                    }
+                }
+            }
+        }
+        put(PREVIOUS_ROOTS, &self.previous_pem, false)?;
+        put(ROOT_KEY, &self.key_pem, true)?;
+        put(ROOT_CERT, &self.cert_pem, false)
     }
 }
 
@@ -148,36 +291,26 @@ fn read(path: &Path) -> Result<String, CaError> {
 impl CertificateAuthority {
     /// Loads the root from `dir`, making one (and the directory) if there is none.
     pub fn load_or_create(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        let cert_path = dir.join(ROOT_CERT);
-        let key_path = dir.join(ROOT_KEY);
-        if !cert_path.exists() && !key_path.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| file_error(dir, e))?;
-            let (cert, key) = new_root(trust_domain)?;
-            write_private(&key_path, &key)?;
-            std::fs::write(&cert_path, cert).map_err(|e| file_error(&cert_path, e))?;
+        if RootMaterial::read_dir(dir)?.is_none() {
+            RootMaterial::generate(trust_domain)?.write_dir(dir)?;
             tracing::info!(dir = %dir.display(), "made a new mesh root certificate");
         }
         Self::load(dir, trust_domain)
     }
 
-    /// Loads the root (and previous roots) from `dir`.
+    /// Loads the root (and previous and next roots) from `dir`.
     pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        let cert_path = dir.join(ROOT_CERT);
-        let key_path = dir.join(ROOT_KEY);
-        let previous_path = dir.join(PREVIOUS_ROOTS);
-        let material = RootMaterial {
-            cert_pem: read(&cert_path)?,
-            key_pem: read(&key_path)?,
-            previous_pem: match previous_path.exists() {
-                true => read(&previous_path)?,
-                false => String::new(),
-            },
-        };
+        let material = RootMaterial::read_dir(dir)?.ok_or_else(|| {
+            file_error(
+                &dir.join(ROOT_CERT),
+                "no such file (no root in this directory)",
+            )
+        })?;
         Self::from_material(
             &material,
             trust_domain,
-            &cert_path.display().to_string(),
-            &key_path.display().to_string(),
+            &dir.join(ROOT_CERT).display().to_string(),
+            &dir.join(ROOT_KEY).display().to_string(),
         )
     }
 
@@ -196,11 +329,21 @@ impl CertificateAuthority {
         let key = KeyPair::from_pem(&m.key_pem).map_err(|e| invalid(key_name, e))?;
         let issuer =
             Issuer::from_ca_cert_pem(&m.cert_pem, key).map_err(|e| invalid(cert_name, e))?;
-        let mut bundle_pem = m.cert_pem.clone();
-        if !bundle_pem.ends_with('\n') {
-            bundle_pem.push('\n');
+        let mut bundle_pem = String::new();
+        let next = m.next.as_ref().map(|n| n.cert_pem.as_str());
+        for part in [
+            Some(m.cert_pem.as_str()),
+            next,
+            Some(m.previous_pem.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            bundle_pem.push_str(part);
+            if !bundle_pem.is_empty() && !bundle_pem.ends_with('\n') {
+                bundle_pem.push('\n');
+            }
         }
-        bundle_pem.push_str(&m.previous_pem);
         Ok(CertificateAuthority {
             trust_domain: trust_domain.into(),
             issuer,
@@ -209,33 +352,21 @@ impl CertificateAuthority {
         })
     }
 
-    /// Rotates the root in `dir`: a new root signs from now on; the old one stays in
-    /// the trust bundle (until it expires), so identities it signed keep working.
-    pub fn rotate_root(dir: &Path, trust_domain: &str) -> Result<(), CaError> {
-        let cert_path = dir.join(ROOT_CERT);
-        let old = read(&cert_path)?;
-        let previous_path = dir.join(PREVIOUS_ROOTS);
-        let mut previous = match previous_path.exists() {
-            true => read(&previous_path)?,
-            false => String::new(),
-        };
-        // Drop expired roots from the bundle as it is rewritten.
-        let now = SystemTime::now();
-        let mut kept = String::new();
-        for pem in split_pem(&previous) {
-            if pem_der(&pem)
-                .and_then(|d| crate::identity::not_after(&d))
-                .is_some_and(|t| t > now)
-            {
-                kept.push_str(&pem);
-            }
+    /// Starts a rotation of the root in `dir` (see [`RootMaterial::stage`]); with
+    /// `now`, the new root signs at once (for a root that must go: proxies that have not
+    /// fetched the new bundle cannot check new certificates until they renew theirs).
+    pub fn rotate_root(dir: &Path, trust_domain: &str, now: bool) -> Result<(), CaError> {
+        let mut m = RootMaterial::read_dir(dir)?.ok_or_else(|| {
+            file_error(
+                &dir.join(ROOT_CERT),
+                "no such file (no root in this directory)",
+            )
+        })?;
+        m.stage(trust_domain)?;
+        if now {
+            m.promote_if_due(Duration::ZERO);
         }
-        previous = old + &kept;
-        let (cert, key) = new_root(trust_domain)?;
-        std::fs::write(&previous_path, previous).map_err(|e| file_error(&previous_path, e))?;
-        write_private(&dir.join(ROOT_KEY), &key)?;
-        std::fs::write(&cert_path, cert).map_err(|e| file_error(&cert_path, e))?;
-        Ok(())
+        m.write_dir(dir)
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -394,12 +525,23 @@ mod tests {
         // The same root on a second load; a new one after rotation, the old one kept.
         let again = CertificateAuthority::load_or_create(&dir, "cluster.local").expect("ca");
         assert_eq!(again.root_pem(), ca.root_pem());
-        CertificateAuthority::rotate_root(&dir, "cluster.local").expect("rotate");
-        let rotated = CertificateAuthority::load(&dir, "cluster.local").expect("ca");
-        assert_ne!(rotated.root_pem(), ca.root_pem());
-        let bundle = split_pem(rotated.bundle_pem());
+        // A rotation: the next root is trusted at once but signs only once promoted.
+        CertificateAuthority::rotate_root(&dir, "cluster.local", false).expect("rotate");
+        assert!(CertificateAuthority::rotate_root(&dir, "cluster.local", false).is_err());
+        let staged = CertificateAuthority::load(&dir, "cluster.local").expect("ca");
+        assert_eq!(staged.root_pem(), ca.root_pem());
+        let bundle = split_pem(staged.bundle_pem());
         assert_eq!(bundle.len(), 2);
+        let mut m = RootMaterial::read_dir(&dir).expect("read").expect("root");
+        assert!(!m.promote_if_due(Duration::from_secs(3600)), "not due yet");
+        assert!(m.promote_if_due(Duration::ZERO));
+        m.write_dir(&dir).expect("write");
+        let rotated = CertificateAuthority::load(&dir, "cluster.local").expect("ca");
+        assert_eq!(rotated.root_pem().trim(), bundle[1].trim());
+        let bundle = split_pem(rotated.bundle_pem());
+        assert_eq!(bundle.len(), 2, "the new root, then the old one");
         assert_eq!(bundle[1].trim(), ca.root_pem().trim());
+        assert!(!dir.join(NEXT_CERT).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

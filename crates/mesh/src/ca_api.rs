@@ -218,19 +218,23 @@ pub fn serve(
     server: Arc<CaServer>,
     listener: TcpListener,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let ca = server.ca.load();
-    let (issued, key) = ca.issue_with_key(
-        &controller_identity(ca.trust_domain()),
-        Duration::from_secs(365 * 24 * 3600),
-    )?;
-    let ck = tls::certified_key(&issued.chain_pem, &key)?;
-    let cfg = tls::server_config(
-        Arc::new(rustls::sign::SingleCertAndKey::from(ck)),
-        tls::roots(ca.bundle_pem())?,
-        true,
-        &[b"http/1.1"],
-    )?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    // The server's own certificate, made again when the root changes.
+    let acceptor_for = |ca: &CertificateAuthority| -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        let (issued, key) = ca.issue_with_key(
+            &controller_identity(ca.trust_domain()),
+            Duration::from_secs(365 * 24 * 3600),
+        )?;
+        let ck = tls::certified_key(&issued.chain_pem, &key)?;
+        let cfg = tls::server_config(
+            Arc::new(rustls::sign::SingleCertAndKey::from(ck)),
+            tls::roots(ca.bundle_pem())?,
+            true,
+            &[b"http/1.1"],
+        )?;
+        Ok(tokio_rustls::TlsAcceptor::from(cfg))
+    };
+    let first = server.ca.load_full();
+    let mut current = (first.clone(), acceptor_for(&first)?);
     Ok(tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -241,7 +245,14 @@ pub fn serve(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let ca = server.ca.load_full();
+            if !Arc::ptr_eq(&ca, &current.0) {
+                match acceptor_for(&ca) {
+                    Ok(a) => current = (ca, a),
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the CA's own certificate"),
+                }
+            }
+            let acceptor = current.1.clone();
             let server = server.clone();
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))

@@ -617,6 +617,11 @@ impl NodeProxy {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             ));
         }
+        out.push_str(&format!(
+            "# HELP gatehouse_mesh_trust_roots Roots in the trust bundle (two during a rotation).\n\
+             # TYPE gatehouse_mesh_trust_roots gauge\ngatehouse_mesh_trust_roots {}\n",
+            self.identities.roots.load().len()
+        ));
         s.denied_by.write(
             &mut out,
             "gatehouse_mesh_authz_denied_total",
