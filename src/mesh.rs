@@ -54,19 +54,24 @@ where
                     tracing::info!(version, "mesh configuration applied");
                 }
                 Ok(Err(errors)) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    tracing::error!(
-                        errors = errors.len(),
-                        serving = version,
-                        "mesh configuration rejected; still serving the last good version"
-                    );
+                    rejected(&errors, version);
                 }
                 Err(e) => tracing::error!(error = %e, "mesh reload failed"),
             }
         }
     }))
+}
+
+/// Logs a rejected view's errors; version `serving` stays in force.
+fn rejected(errors: &[ConfigError], serving: u64) {
+    for e in errors {
+        tracing::error!("{e}");
+    }
+    tracing::error!(
+        errors = errors.len(),
+        serving,
+        "mesh configuration rejected; still serving the last good version"
+    );
 }
 
 /// Where the mesh's view comes from.
@@ -157,14 +162,7 @@ where
                     tracing::info!(version, "mesh configuration applied");
                 }
                 Err(errors) => {
-                    for e in &errors {
-                        tracing::error!("{e}");
-                    }
-                    tracing::error!(
-                        errors = errors.len(),
-                        serving = version,
-                        "mesh configuration rejected; still serving the last good version"
-                    );
+                    rejected(&errors, version);
                 }
             }
         }

@@ -14,10 +14,11 @@ use tokio::net::TcpStream;
 
 /// Largest chunk handed to h2 at once.
 const MAX_CHUNK: usize = 256 * 1024;
-/// What `splice` reads from a socket at once (and allocates at a time, shared by the
-/// chunks cut from it).
-const SPLICE_READ: usize = 256 * 1024;
-const SPLICE_ALLOC: usize = 1024 * 1024;
+/// What `splice` reads from a socket at once: small at first (a request-response
+/// connection walks through little memory), doubled each time a read fills it, up to
+/// the most (a bulk transfer reads in large chunks, with few system calls).
+const SPLICE_READ_MIN: usize = 16 * 1024;
+const SPLICE_READ_MAX: usize = 1024 * 1024;
 
 /// A CONNECT stream's two halves.
 pub struct H2Stream {
@@ -50,13 +51,20 @@ impl H2Stream {
         let (mut rd, mut wr) = tcp.split();
         let (send, recv) = (&mut self.send, &mut self.recv);
         let up = async {
-            let mut buf = BytesMut::with_capacity(SPLICE_ALLOC);
+            let mut size = SPLICE_READ_MIN;
+            let mut buf = BytesMut::with_capacity(size);
             let mut total = 0u64;
             loop {
-                if buf.capacity() - buf.len() < SPLICE_READ {
-                    buf.reserve(SPLICE_ALLOC);
+                // Reuses the allocation once h2 has sent what was cut from it.
+                buf.reserve(size);
+                let room = buf.capacity() - buf.len();
+                let n = (&mut rd)
+                    .take(room.min(size) as u64)
+                    .read_buf(&mut buf)
+                    .await?;
+                if n == size && size < SPLICE_READ_MAX {
+                    size *= 2;
                 }
-                let n = rd.read_buf(&mut buf).await?;
                 if n == 0 {
                     send.reserve_capacity(0);
                     let _ = send.send_data(Bytes::new(), true);

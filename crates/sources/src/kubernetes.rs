@@ -66,6 +66,31 @@ const fn crd(
     }
 }
 
+/// Kinds both the ingress controller and the mesh read.
+const NAMESPACE: WatchedKind = kind("", "v1", "Namespace", "namespaces", false);
+const SERVICE: WatchedKind = kind("", "v1", "Service", "services", true);
+const ENDPOINT_SLICE: WatchedKind = kind(
+    "discovery.k8s.io",
+    "v1",
+    "EndpointSlice",
+    "endpointslices",
+    true,
+);
+const AUTHORIZATION_POLICY: WatchedKind = crd(
+    "gatehouse.dev",
+    "v1alpha1",
+    "AuthorizationPolicy",
+    "authorizationpolicies",
+    true,
+);
+const PEER_AUTHENTICATION: WatchedKind = crd(
+    "gatehouse.dev",
+    "v1alpha1",
+    "PeerAuthentication",
+    "peerauthentications",
+    true,
+);
+
 /// Every kind the translator reads.
 pub const WATCHED: &[WatchedKind] = &[
     kind(
@@ -76,19 +101,13 @@ pub const WATCHED: &[WatchedKind] = &[
         false,
     ),
     kind("networking.k8s.io", "v1", "Ingress", "ingresses", true),
-    kind("", "v1", "Service", "services", true),
-    kind(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-    ),
+    SERVICE,
+    ENDPOINT_SLICE,
     WatchedKind {
         fields: Some("type=kubernetes.io/tls"),
         ..kind("", "v1", "Secret", "secrets", true)
     },
-    kind("", "v1", "Namespace", "namespaces", false),
+    NAMESPACE,
     crd(
         "gateway.networking.k8s.io",
         "v1",
@@ -159,20 +178,8 @@ pub const WATCHED: &[WatchedKind] = &[
         "sourceblocks",
         true,
     ),
-    crd(
-        "gatehouse.dev",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        true,
-    ),
-    crd(
-        "gatehouse.dev",
-        "v1alpha1",
-        "PeerAuthentication",
-        "peerauthentications",
-        true,
-    ),
+    AUTHORIZATION_POLICY,
+    PEER_AUTHENTICATION,
 ];
 
 /// What the mesh reads (node proxies and the mesh CA): namespaces' mesh labels, Pods
@@ -180,7 +187,7 @@ pub const WATCHED: &[WatchedKind] = &[
 /// endpoints, and the mesh's policies. No Secrets: a node proxy has no business with
 /// them.
 pub const MESH_WATCHED: &[WatchedKind] = &[
-    kind("", "v1", "Namespace", "namespaces", false),
+    NAMESPACE,
     WatchedKind {
         status: &["phase", "podIP", "podIPs"],
         ..kind("", "v1", "Pod", "pods", true)
@@ -189,28 +196,10 @@ pub const MESH_WATCHED: &[WatchedKind] = &[
         status: &["addresses"],
         ..kind("", "v1", "Node", "nodes", false)
     },
-    kind("", "v1", "Service", "services", true),
-    kind(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-    ),
-    crd(
-        "gatehouse.dev",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        true,
-    ),
-    crd(
-        "gatehouse.dev",
-        "v1alpha1",
-        "PeerAuthentication",
-        "peerauthentications",
-        true,
-    ),
+    SERVICE,
+    ENDPOINT_SLICE,
+    AUTHORIZATION_POLICY,
+    PEER_AUTHENTICATION,
 ];
 
 impl WatchedKind {
