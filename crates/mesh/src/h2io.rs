@@ -14,11 +14,14 @@ use tokio::net::TcpStream;
 
 /// Largest chunk handed to h2 at once.
 const MAX_CHUNK: usize = 256 * 1024;
-/// What `splice` reads from a socket at once: small at first (a request-response
-/// connection walks through little memory), doubled each time a read fills it, up to
-/// the most (a bulk transfer reads in large chunks, with few system calls).
+/// What `splice` keeps room for in its read buffer: small at first (a request-response
+/// connection walks through little memory), doubled each time a read takes that much,
+/// up to the most (a bulk transfer reads in large chunks, with few system calls).
 const SPLICE_READ_MIN: usize = 16 * 1024;
-const SPLICE_READ_MAX: usize = 1024 * 1024;
+const SPLICE_READ_MAX: usize = 512 * 1024;
+/// Each allocation holds this many reads, so that one is rarely made while h2 still
+/// holds the chunks cut from the last (1 MiB at most: the heap's, not mmap's).
+const SPLICE_READS_PER_ALLOC: usize = 2;
 
 /// A CONNECT stream's two halves.
 pub struct H2Stream {
@@ -56,13 +59,11 @@ impl H2Stream {
             let mut total = 0u64;
             loop {
                 // Reuses the allocation once h2 has sent what was cut from it.
-                buf.reserve(size);
-                let room = buf.capacity() - buf.len();
-                let n = (&mut rd)
-                    .take(room.min(size) as u64)
-                    .read_buf(&mut buf)
-                    .await?;
-                if n == size && size < SPLICE_READ_MAX {
+                if buf.capacity() - buf.len() < size {
+                    buf.reserve(size * SPLICE_READS_PER_ALLOC);
+                }
+                let n = rd.read_buf(&mut buf).await?;
+                if n >= size && size < SPLICE_READ_MAX {
                     size *= 2;
                 }
                 if n == 0 {
