@@ -38,7 +38,7 @@ pub fn watch<F, Fut>(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>>
 where
     F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let mut w = watch_dir(&dir, Duration::from_millis(15))
         .with_context(|| format!("cannot watch {}", dir.display()))?;
@@ -50,8 +50,7 @@ where
             match tokio::task::spawn_blocking(move || load(&d, &o, next)).await {
                 Ok(Ok(m)) => {
                     version = next;
-                    apply(m).await;
-                    tracing::info!(version, "mesh configuration applied");
+                    applied(apply(m).await, version);
                 }
                 Ok(Err(errors)) => {
                     rejected(&errors, version);
@@ -60,6 +59,14 @@ where
             }
         }
     }))
+}
+
+/// Logs how applying view `version` went.
+fn applied(r: anyhow::Result<()>, version: u64) {
+    match r {
+        Ok(()) => tracing::info!(version, "mesh configuration applied"),
+        Err(e) => tracing::error!(version, error = %e, "cannot apply the mesh configuration"),
+    }
 }
 
 /// Logs a rejected view's errors; version `serving` stays in force.
@@ -84,24 +91,25 @@ pub enum MeshSource {
     Kube(kube::Client),
 }
 
-/// Follows `source`: returns its first valid view, and calls `apply` with every new
-/// valid one after it. An invalid view is logged and skipped, so the last good one
-/// stays in force. From a directory, an invalid first view is an error; from the API,
-/// where it may be mended any moment, the first valid one is waited for.
+/// Follows `source`: applies its first valid view (an error doing so is returned), then
+/// every new valid one, in order, from a task. An invalid view is logged and skipped, so
+/// the last good one stays in force. From a directory, an invalid first view is an
+/// error; from the API, where it may be mended any moment, the first valid one is
+/// waited for.
 pub async fn follow<F, Fut>(
     source: MeshSource,
     opts: MeshOptions,
     mut apply: F,
-) -> anyhow::Result<(MeshSnapshot, tokio::task::JoinHandle<()>)>
+) -> anyhow::Result<tokio::task::JoinHandle<()>>
 where
     F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
     let client = match source {
         MeshSource::Dir(dir) => {
             let view = load(&dir, &opts, 1).map_err(|e| crate::app::invalid_config(&dir, &e))?;
-            let task = watch(dir, opts, apply)?;
-            return Ok((view, task));
+            apply(view).await?;
+            return watch(dir, opts, apply);
         }
         MeshSource::Kube(client) => client,
     };
@@ -149,7 +157,8 @@ where
         services = first.services.len(),
         "mesh view from the Kubernetes API"
     );
-    let task = tokio::spawn(async move {
+    apply(first).await?;
+    Ok(tokio::spawn(async move {
         let mut version = 1;
         while changes.changed().await.is_ok() {
             // Let a burst of changes settle into one view.
@@ -158,16 +167,14 @@ where
             match build(version + 1) {
                 Ok(m) => {
                     version += 1;
-                    apply(m).await;
-                    tracing::info!(version, "mesh configuration applied");
+                    applied(apply(m).await, version);
                 }
                 Err(errors) => {
                     rejected(&errors, version);
                 }
             }
         }
-    });
-    Ok((first, task))
+    }))
 }
 
 /// The CA flags of `run` and `controller`.
@@ -247,16 +254,13 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
             crate::mesh_secret::load_or_create(client, secret, &opts.trust_domain).await?
         }
     };
-    let empty = Arc::new(MeshSnapshot::default());
-    let view = Arc::new(ArcSwap::new(empty.clone()));
+    let view = Arc::new(ArcSwap::from_pointee(MeshSnapshot::default()));
     let v = view.clone();
-    let (first, _task) = follow(source, opts, move |m| {
+    follow(source, opts, move |m| {
         v.store(Arc::new(m));
-        async {}
+        async { Ok(()) }
     })
     .await?;
-    // Unless a newer view already came in.
-    view.compare_and_swap(&empty, Arc::new(first));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -310,13 +314,10 @@ impl RootStore {
         trust_domain: &str,
     ) -> anyhow::Result<CertificateAuthority> {
         match self {
-            RootStore::Dir(dir) => Ok(CertificateAuthority::from_material(
+            RootStore::Dir(dir) => Ok(CertificateAuthority::from_dir_material(
                 m,
+                dir,
                 trust_domain,
-                &dir.join(gatehouse_mesh::ca::ROOT_CERT)
-                    .display()
-                    .to_string(),
-                &dir.join(gatehouse_mesh::ca::ROOT_KEY).display().to_string(),
             )?),
             RootStore::Secret(_, secret) => crate::mesh_secret::authority(m, secret, trust_domain),
         }
@@ -482,16 +483,11 @@ pub async fn run_node(
     );
     let tasks = proxy.start().await?;
     let p = proxy.clone();
-    let (view, watcher) = follow(source, opts, move |m| {
+    let watcher = follow(source, opts, move |m| {
         let p = p.clone();
-        async move {
-            if let Err(e) = p.set_mesh(m).await {
-                tracing::error!(error = %e, "cannot apply the mesh configuration");
-            }
-        }
+        async move { p.set_mesh(m).await }
     })
     .await?;
-    proxy.set_mesh(view).await?;
     let admin = serve_admin(proxy.clone(), args.admin_addr).await?;
     println!(
         "Gatehouse mesh proxy for {} on {}: outbound :{}, tunnel :{}; admin http://{admin}/metrics",

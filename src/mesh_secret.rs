@@ -188,10 +188,7 @@ pub async fn rotate(
     let (mut m, version) = read(client, secret)
         .await?
         .ok_or_else(|| anyhow!("Secret {secret} does not exist: no root to rotate"))?;
-    m.stage(trust_domain)?;
-    if now {
-        m.promote_if_due(std::time::Duration::ZERO);
-    }
+    m.rotate(trust_domain, now)?;
     if !write(client, secret, &m, version).await? {
         anyhow::bail!("Secret {secret} changed while it was rotated; try again");
     }

@@ -138,6 +138,15 @@ impl RootMaterial {
         Ok(())
     }
 
+    /// Starts a rotation ([`RootMaterial::stage`]); with `now`, the new root signs at once.
+    pub fn rotate(&mut self, trust_domain: &str, now: bool) -> Result<(), CaError> {
+        self.stage(trust_domain)?;
+        if now {
+            self.promote_if_due(Duration::ZERO);
+        }
+        Ok(())
+    }
+
     /// Promotes the next root if it has been in the bundle for `after`: it signs from
     /// now on, and the root it replaces stays trusted (until it expires). True if it
     /// did.
@@ -306,8 +315,17 @@ impl CertificateAuthority {
                 "no such file (no root in this directory)",
             )
         })?;
+        Self::from_dir_material(&material, dir, trust_domain)
+    }
+
+    /// The CA of a root read from `dir`, with errors naming its files.
+    pub fn from_dir_material(
+        m: &RootMaterial,
+        dir: &Path,
+        trust_domain: &str,
+    ) -> Result<Self, CaError> {
         Self::from_material(
-            &material,
+            m,
             trust_domain,
             &dir.join(ROOT_CERT).display().to_string(),
             &dir.join(ROOT_KEY).display().to_string(),
@@ -362,10 +380,7 @@ impl CertificateAuthority {
                 "no such file (no root in this directory)",
             )
         })?;
-        m.stage(trust_domain)?;
-        if now {
-            m.promote_if_due(Duration::ZERO);
-        }
+        m.rotate(trust_domain, now)?;
         m.write_dir(dir)
     }
 

@@ -75,19 +75,7 @@ impl H2Stream {
                 let mut chunk = buf.split_to(n).freeze();
                 while !chunk.is_empty() {
                     send.reserve_capacity(chunk.len());
-                    let cap = loop {
-                        match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
-                            Some(Ok(0)) => continue,
-                            Some(Ok(c)) => break c,
-                            Some(Err(e)) => return Err(to_io(e)),
-                            None => {
-                                return Err(io::Error::new(
-                                    io::ErrorKind::BrokenPipe,
-                                    "the tunnel stream is closed",
-                                ))
-                            }
-                        }
-                    };
+                    let cap = std::future::poll_fn(|cx| poll_send_capacity(send, cx)).await?;
                     let part = chunk.split_to(cap.min(chunk.len()));
                     send.send_data(part, false).map_err(to_io)?;
                 }
@@ -110,6 +98,24 @@ impl H2Stream {
             self.recv_done = true;
         }
         r
+    }
+}
+
+/// Waits until the peer's flow control lets some of the reserved capacity be sent.
+fn poll_send_capacity(
+    send: &mut SendStream<Bytes>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        return Poll::Ready(match ready!(send.poll_capacity(cx)) {
+            Some(Ok(0)) => continue,
+            Some(Ok(n)) => Ok(n),
+            Some(Err(e)) => Err(to_io(e)),
+            None => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the tunnel stream is closed",
+            )),
+        });
     }
 }
 
@@ -168,19 +174,7 @@ impl AsyncWrite for H2Stream {
         }
         let want = buf.len().min(MAX_CHUNK);
         self.send.reserve_capacity(want);
-        let cap = loop {
-            match ready!(self.send.poll_capacity(cx)) {
-                Some(Ok(0)) => continue,
-                Some(Ok(n)) => break n,
-                Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
-                None => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
-                        "the tunnel stream is closed",
-                    )))
-                }
-            }
-        };
+        let cap = ready!(poll_send_capacity(&mut self.send, cx))?;
         let n = cap.min(want);
         self.send
             .send_data(Bytes::copy_from_slice(&buf[..n]), false)

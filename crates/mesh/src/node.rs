@@ -127,12 +127,8 @@ impl NodeProxy {
         }
     }
 
-    /// Installs a new view of the mesh: capture rules and certificates follow it. A view
-    /// older than the one in force (arriving late) is ignored.
+    /// Installs a new view of the mesh: capture rules and certificates follow it.
     pub async fn set_mesh(self: &Arc<Self>, mesh: MeshSnapshot) -> anyhow::Result<()> {
-        if mesh.version < self.mesh.load().version {
-            return Ok(());
-        }
         let mine: Vec<Arc<Workload>> = mesh
             .workloads
             .values()
@@ -526,8 +522,8 @@ impl NodeProxy {
         }
     }
 
-    /// Counts a spliced tunnel stream's bytes: (from the socket, to it), where the
-    /// socket is the workload's when `workload_side`, else the caller's.
+    /// Counts a connection's bytes: (from one end, to it), where that end is the
+    /// workload's when `workload_side`, else the caller's.
     fn count(&self, r: std::io::Result<(u64, u64)>, workload_side: bool) {
         match r {
             Ok((from_socket, to_socket)) => {
@@ -540,7 +536,7 @@ impl NodeProxy {
                     .bytes_received
                     .fetch_add(received, Ordering::Relaxed);
             }
-            Err(e) => tracing::debug!(error = %e, "tunnel stream ended with an error"),
+            Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
         }
     }
 
@@ -549,15 +545,9 @@ impl NodeProxy {
         A: AsyncRead + AsyncWrite + Unpin,
         B: AsyncRead + AsyncWrite + Unpin,
     {
-        match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await {
-            Ok((sent, received)) => {
-                self.stats.bytes_sent.fetch_add(sent, Ordering::Relaxed);
-                self.stats
-                    .bytes_received
-                    .fetch_add(received, Ordering::Relaxed);
-            }
-            Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
-        }
+        let r =
+            tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024).await;
+        self.count(r, false);
     }
 
     /// The counters in Prometheus' text format.
