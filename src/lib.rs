@@ -8,5 +8,7 @@ pub mod cluster;
 pub mod echo;
 pub mod ftw;
 pub mod mesh;
+pub mod mesh_bundle;
 pub mod mesh_secret;
+pub mod mesh_tokenreview;
 pub mod waf_test;

@@ -3,10 +3,11 @@
 //! `controller` serve with `--mesh-ca-listen` (its root in a directory, or on a cluster
 //! in a Secret).
 
+use crate::mesh_tokenreview::ReviewedTokens;
 use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
 use gatehouse_mesh::ca::{CertificateAuthority, RootMaterial};
-use gatehouse_mesh::ca_api::{self, CaClient, CaServer, NodeTokens};
+use gatehouse_mesh::ca_api::{self, CaClient, CaServer, NodeAuth, NodeTokens};
 use gatehouse_mesh::capture::Ports;
 use gatehouse_mesh::identities::Identities;
 use gatehouse_mesh::node::{NodeConfig, NodeProxy, Role};
@@ -196,8 +197,26 @@ pub struct CaArgs {
     )]
     pub mesh_ca_secret: String,
     /// File of node bootstrap tokens, one `TOKEN NODE` per line (NODE `*`: any node).
+    /// Needed with a manifest directory; with --kubernetes, node proxies may instead
+    /// present their service account's token (TokenReview, audience `gatehouse-ca`).
     #[arg(long, value_name = "FILE")]
     pub mesh_node_tokens: Option<PathBuf>,
+    /// With --kubernetes: the node proxies' service account (NAMESPACE/NAME); only its
+    /// tokens, bound to a pod on the node they name, are admitted.
+    #[arg(
+        long,
+        default_value = "gatehouse-system/gatehouse-node",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub mesh_node_service_account: String,
+    /// With --kubernetes: the ConfigMap (NAMESPACE/NAME) the trust bundle is published
+    /// in (`root-cert.pem`), for node proxies to mount as --ca-root.
+    #[arg(
+        long,
+        default_value = "gatehouse-system/gatehouse-mesh-root",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub mesh_root_configmap: String,
     /// Lifetime of workload certificates (renewed at half of it).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub mesh_cert_ttl: Duration,
@@ -240,9 +259,22 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
     let opts = args.mesh.options();
     let tokens = match &args.mesh_node_tokens {
         Some(p) => NodeTokens::load(p)?,
+        None if matches!(source, MeshSource::Kube(_)) => NodeTokens::default(),
         None => anyhow::bail!(
-            "--mesh-ca-listen needs --mesh-node-tokens (who may ask for certificates)"
+            "--mesh-ca-listen with --config needs --mesh-node-tokens (who may ask for certificates)"
         ),
+    };
+    let auth: Arc<dyn NodeAuth> = match &source {
+        MeshSource::Dir(_) => Arc::new(tokens),
+        MeshSource::Kube(client) => Arc::new(ReviewedTokens::new(
+            tokens,
+            client.clone(),
+            &args.mesh_node_service_account,
+        )?),
+    };
+    let publish = match &source {
+        MeshSource::Dir(_) => None,
+        MeshSource::Kube(client) => Some((client.clone(), args.mesh_root_configmap.clone())),
     };
     let roots = match &source {
         MeshSource::Dir(_) => RootStore::Dir(args.mesh_ca_dir.clone()),
@@ -268,12 +300,19 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
     let server = Arc::new(CaServer {
         ca: ArcSwap::from_pointee(ca),
         mesh: view,
-        tokens,
+        auth,
         ttl: args.mesh_cert_ttl,
     });
     ca_api::serve(server.clone(), listener)?;
+    if let Some((client, configmap)) = &publish {
+        // Node proxies mount it: a CA that cannot publish it is not fit to start.
+        crate::mesh_bundle::publish(client, configmap, server.ca.load().bundle_pem())
+            .await
+            .with_context(|| format!("cannot publish the trust bundle in ConfigMap {configmap}"))?;
+    }
     tokio::spawn(keep_root(
         roots,
+        publish,
         server,
         args.mesh.trust_domain.clone(),
         args.mesh_cert_ttl,
@@ -327,14 +366,36 @@ impl RootStore {
 /// Keeps the running CA on the stored root: picks up a rotation (`gatehouse ca rotate`)
 /// within seconds, and promotes its new root once it has been in the trust bundle for a
 /// certificate lifetime (by then every proxy has renewed, and so holds the new bundle).
-async fn keep_root(roots: RootStore, server: Arc<CaServer>, trust_domain: String, ttl: Duration) {
+/// On a cluster, the trust bundle follows into the ConfigMap `publish` names.
+async fn keep_root(
+    roots: RootStore,
+    publish: Option<(kube::Client, String)>,
+    server: Arc<CaServer>,
+    trust_domain: String,
+    ttl: Duration,
+) {
     let every = match roots {
         RootStore::Dir(_) => Duration::from_secs(1),
         RootStore::Secret(..) => Duration::from_secs(5),
     };
     let mut last: Option<RootMaterial> = None;
+    let mut published = server.ca.load().bundle_pem().to_string();
     loop {
         tokio::time::sleep(every).await;
+        if let Some((client, configmap)) = &publish {
+            let bundle = server.ca.load().bundle_pem().to_string();
+            if bundle != published {
+                match crate::mesh_bundle::publish(client, configmap, &bundle).await {
+                    Ok(()) => {
+                        tracing::info!(%configmap, "trust bundle published");
+                        published = bundle;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%configmap, error = %e, "cannot publish the trust bundle; trying again")
+                    }
+                }
+            }
+        }
         let (mut m, version) = match roots.read().await {
             Ok(Some(x)) => x,
             Ok(None) => {
@@ -360,27 +421,28 @@ async fn keep_root(roots: RootStore, server: Arc<CaServer>, trust_domain: String
                 }
             }
         }
-        if last.is_none() && !promoted {
-            // The root the CA started with.
-            last = Some(m);
-            continue;
-        }
         if last.as_ref() == Some(&m) {
             continue;
         }
-        match roots.authority(&m, &trust_domain) {
-            Ok(ca) => {
-                tracing::info!(
-                    rotation = m.next.is_some(),
-                    "mesh root reloaded; the trust bundle follows"
-                );
-                server.ca.store(Arc::new(ca));
-                last = Some(m);
-            }
+        let ca = match roots.authority(&m, &trust_domain) {
+            Ok(ca) => ca,
             Err(e) => {
-                tracing::error!(error = %e, "the stored mesh root does not load; still signing with the one loaded")
+                tracing::error!(error = %e, "the stored mesh root does not load; still signing with the one loaded");
+                continue;
             }
+        };
+        let current = server.ca.load();
+        if current.root_pem() == ca.root_pem() && current.bundle_pem() == ca.bundle_pem() {
+            // The root the CA started with (a rotation since then differs from it).
+            last = Some(m);
+            continue;
         }
+        tracing::info!(
+            rotation = m.next.is_some(),
+            "mesh root reloaded; the trust bundle follows"
+        );
+        server.ca.store(Arc::new(ca));
+        last = Some(m);
     }
 }
 
@@ -409,13 +471,15 @@ pub struct NodeArgs {
     /// Run as the sidecar of the pod with this address, instead of for the node.
     #[arg(long, value_name = "POD_IP")]
     pub sidecar_for: Option<IpAddr>,
-    /// The mesh CA's address.
-    #[arg(long, value_name = "ADDR")]
-    pub ca_addr: SocketAddr,
+    /// The mesh CA's address, HOST:PORT (a name is resolved on every request).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ca_addr: String,
     /// The mesh root certificate (PEM) that vouches for the CA.
     #[arg(long, value_name = "FILE")]
     pub ca_root: PathBuf,
-    /// File holding this node's bootstrap token.
+    /// File holding the token that speaks for this node: a bootstrap token, or on a
+    /// cluster a projected service-account token for the audience `gatehouse-ca`. Read
+    /// again on every request, as the kubelet replaces it before it expires.
     #[arg(long, value_name = "FILE")]
     pub token_file: PathBuf,
     /// Do not install capture rules (traffic is sent to the ports by other means).
@@ -455,14 +519,12 @@ pub async fn run_node(
         .with_context(|| format!("cannot read {}", args.ca_root.display()))?;
     let roots = gatehouse_mesh::tls::roots(&root)
         .map_err(|e| anyhow!("{}: {e}", args.ca_root.display()))?;
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("cannot read {}", args.token_file.display()))?
-        .trim()
-        .to_string();
+    std::fs::metadata(&args.token_file)
+        .with_context(|| format!("cannot read {}", args.token_file.display()))?;
     let client = CaClient {
-        addr: args.ca_addr,
+        addr: args.ca_addr.clone(),
         node: args.node_name.clone(),
-        token,
+        token_file: args.token_file.clone(),
         trust_domain: opts.trust_domain.clone(),
         roots: Arc::new(ArcSwap::new(roots.clone())),
     };

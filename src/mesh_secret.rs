@@ -23,13 +23,13 @@ fn secrets(client: &kube::Client, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, &ar)
 }
 
-/// Splits `NAMESPACE/NAME`.
-fn parse_name(s: &str) -> anyhow::Result<(&str, &str)> {
+/// Splits `NAMESPACE/NAME` (the value of `flag`).
+pub(crate) fn parse_name<'a>(flag: &str, s: &'a str) -> anyhow::Result<(&'a str, &'a str)> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns, name))
         }
-        _ => Err(anyhow!("--mesh-ca-secret {s:?}: expected NAMESPACE/NAME")),
+        _ => Err(anyhow!("{flag} {s:?}: expected NAMESPACE/NAME")),
     }
 }
 
@@ -107,7 +107,7 @@ pub async fn read(
     client: &kube::Client,
     secret: &str,
 ) -> anyhow::Result<Option<(RootMaterial, Option<String>)>> {
-    let (namespace, name) = parse_name(secret)?;
+    let (namespace, name) = parse_name("--mesh-ca-secret", secret)?;
     let obj = secrets(client, namespace)
         .get_opt(name)
         .await
@@ -124,7 +124,7 @@ pub async fn write(
     m: &RootMaterial,
     resource_version: Option<String>,
 ) -> anyhow::Result<bool> {
-    let (namespace, name) = parse_name(secret)?;
+    let (namespace, name) = parse_name("--mesh-ca-secret", secret)?;
     let obj = object(namespace, name, m, resource_version)?;
     match secrets(client, namespace)
         .replace(name, &PostParams::default(), &obj)
@@ -157,7 +157,7 @@ pub async fn load_or_create(
     secret: &str,
     trust_domain: &str,
 ) -> anyhow::Result<CertificateAuthority> {
-    let (namespace, name) = parse_name(secret)?;
+    let (namespace, name) = parse_name("--mesh-ca-secret", secret)?;
     if let Some((m, _)) = read(client, secret).await? {
         return authority(&m, secret, trust_domain);
     }
@@ -202,11 +202,11 @@ mod tests {
     #[test]
     fn secret_names_are_namespace_and_name() {
         assert_eq!(
-            parse_name("gatehouse-system/ca").ok(),
+            parse_name("--x", "gatehouse-system/ca").ok(),
             Some(("gatehouse-system", "ca"))
         );
         for bad in ["ca", "/ca", "ns/", "a/b/c"] {
-            assert!(parse_name(bad).is_err(), "{bad}");
+            assert!(parse_name("--x", bad).is_err(), "{bad}");
         }
     }
 }

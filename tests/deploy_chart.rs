@@ -18,15 +18,63 @@ fn lookup<'a>(values: &'a Value, path: &str) -> &'a Value {
     path.split('.').fold(values, |v, k| &v[k])
 }
 
-/// Renders `{{ .Values.x }}`, `{{ .Release.Name }}`, `{{ .Release.Namespace }}` and the
-/// `| quote` pipe; anything else is a test failure.
+/// The value of `{{ .Values.x }}`, `{{ .Release.Name }}` or `{{ .Release.Namespace }}`;
+/// anything else is a test failure.
+fn value(expr: &str, values: &Value) -> Value {
+    match expr {
+        ".Release.Name" => "gatehouse".into(),
+        ".Release.Namespace" => "gatehouse-system".into(),
+        e if e.starts_with(".Values.") => match lookup(values, &e[".Values.".len()..]) {
+            Value::Null => panic!("{e} is not in values.yaml"),
+            v => v.clone(),
+        },
+        other => panic!("unsupported template expression {other:?}"),
+    }
+}
+
+/// Renders `{{ EXPR }}` with the `| quote` pipe, and `{{ if EXPR }}...{{ end }}` blocks
+/// (truthy as in Go templates), with `{{-` and `-}}` trimming whitespace; anything
+/// else is a test failure.
 fn render(template: &str, values: &Value) -> String {
     let mut out = String::new();
     let mut rest = template;
+    // One entry per open `if`: whether its body is rendered.
+    let mut open: Vec<bool> = Vec::new();
+    let mut trim_next = false;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
+        let mut text = &rest[..start];
+        if trim_next {
+            text = text.trim_start();
+        }
         let end = rest[start..].find("}}").expect("closed action") + start;
-        let action = rest[start + 2..end].trim();
+        let mut action = &rest[start + 2..end];
+        if let Some(a) = action.strip_prefix('-') {
+            text = text.trim_end();
+            action = a;
+        }
+        trim_next = action.ends_with('-');
+        let action = action.trim_end_matches('-').trim();
+        let shown = open.iter().all(|&b| b);
+        if shown {
+            out.push_str(text);
+        }
+        rest = &rest[end + 2..];
+        if let Some(cond) = action.strip_prefix("if ") {
+            let truthy = match value(cond.trim(), values) {
+                Value::Bool(b) => b,
+                Value::String(s) => !s.is_empty(),
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                Value::Null => false,
+            };
+            open.push(truthy);
+            continue;
+        }
+        if action == "end" {
+            assert!(open.pop().is_some(), "`end` without `if`");
+            continue;
+        }
         let (expr, quote) = match action.split_once('|') {
             Some((e, pipe)) => {
                 assert_eq!(pipe.trim(), "quote", "unsupported pipe in {action:?}");
@@ -34,30 +82,32 @@ fn render(template: &str, values: &Value) -> String {
             }
             None => (action, false),
         };
-        let text = match expr {
-            ".Release.Name" => "gatehouse".to_string(),
-            ".Release.Namespace" => "gatehouse-system".to_string(),
-            e if e.starts_with(".Values.") => match lookup(values, &e[".Values.".len()..]) {
-                Value::String(s) => s.clone(),
-                Value::Null => panic!("{e} is not in values.yaml"),
-                v => v.to_string(),
-            },
-            other => panic!("unsupported template action {other:?}"),
+        let text = match value(expr, values) {
+            Value::String(s) => s,
+            v => v.to_string(),
         };
-        if quote {
-            out.push_str(&format!("{text:?}"));
-        } else {
-            out.push_str(&text);
+        if shown {
+            if quote {
+                out.push_str(&format!("{text:?}"));
+            } else {
+                out.push_str(&text);
+            }
         }
-        rest = &rest[end + 2..];
     }
-    out.push_str(rest);
+    assert!(open.is_empty(), "`if` without `end`");
+    out.push_str(if trim_next { rest.trim_start() } else { rest });
     out
 }
 
-fn rendered() -> Vec<Value> {
-    let values =
+/// Every object the chart renders, with its values and `set` (`path`, value) over them.
+fn rendered_with(set: &[(&str, Value)]) -> Vec<Value> {
+    let mut values =
         yaml(&std::fs::read_to_string(Path::new(CHART).join("values.yaml")).expect("values"));
+    for (path, v) in set {
+        let slot = path.split('.').fold(&mut values, |v, k| &mut v[k]);
+        assert!(!slot.is_null(), "{path} is not in values.yaml");
+        *slot = v.clone();
+    }
     let chart =
         yaml(&std::fs::read_to_string(Path::new(CHART).join("Chart.yaml")).expect("Chart.yaml"));
     assert_eq!(chart["apiVersion"], "v2");
@@ -83,6 +133,10 @@ fn rendered() -> Vec<Value> {
         }
     }
     objects
+}
+
+fn rendered() -> Vec<Value> {
+    rendered_with(&[])
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -237,4 +291,160 @@ fn crds_are_generated_from_the_types_and_match_the_chart() {
     assert_eq!(btp["required"][0], "targetRefs", "{btp}");
     assert!(btp["properties"]["circuitBreaker"]["properties"]["maxRequests"].is_object());
     assert!(btp["properties"]["loadBalancer"]["properties"]["type"].is_object());
+}
+
+fn args_of(workload: &Value) -> Vec<String> {
+    workload["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect()
+}
+
+/// The value of `--flag=VALUE` in `args`.
+fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
+    args.iter()
+        .find_map(|a| a.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("{name} is not in {args:?}"))
+}
+
+#[test]
+fn the_mesh_is_off_by_default_and_its_parts_fit_together_when_on() {
+    let off = rendered();
+    assert!(find(&off, "DaemonSet").is_empty());
+    assert!(!args_of(find(&off, "Deployment")[0])
+        .iter()
+        .any(|a| a.starts_with("--mesh-ca-listen")));
+
+    let on = rendered_with(&[("mesh.enabled", true.into())]);
+    let controller = args_of(find(&on, "Deployment")[0]);
+    // Both command lines parse: every flag is known and every value valid (the
+    // binary stops at --help once the flags before it have parsed).
+    for workload in [find(&on, "Deployment")[0], find(&on, "DaemonSet")[0]] {
+        let args = args_of(workload);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run gatehouse");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ca_port = flag(&controller, "--mesh-ca-listen")
+        .rsplit(':')
+        .next()
+        .expect("port")
+        .to_string();
+    let daemonset = find(&on, "DaemonSet")[0];
+    let pod = &daemonset["spec"]["template"]["spec"];
+    let node = args_of(daemonset);
+    assert_eq!(node[..2], ["node", "--kubernetes"]);
+    assert_eq!(flag(&node, "--node-name"), "$(NODE_NAME)");
+    assert_eq!(
+        pod["containers"][0]["env"][1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "capture works in the node's namespace"
+    );
+    // The CA's Service reaches the controllers on the port the CA listens on.
+    let ca_addr = flag(&node, "--ca-addr");
+    let ca_service = find(&on, "Service")
+        .into_iter()
+        .find(|s| {
+            ca_addr.starts_with(&format!(
+                "{}.gatehouse-system.svc:",
+                s["metadata"]["name"].as_str().unwrap_or("?")
+            ))
+        })
+        .expect("the --ca-addr Service");
+    assert!(ca_addr.ends_with(&format!(":{}", ca_service["spec"]["ports"][0]["port"])));
+    let target = &ca_service["spec"]["ports"][0]["targetPort"];
+    let ports = &find(&on, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(ports
+        .as_array()
+        .expect("ports")
+        .iter()
+        .any(|p| &p["name"] == target && p["containerPort"].as_u64() == ca_port.parse().ok()));
+    // The token the node proxy presents is the one the CA reviews: its service
+    // account's, projected for the CA's audience.
+    let mounted = |volume: &str, file: &str| {
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["name"] == volume)
+            .expect("mounted");
+        format!("{}/{file}", mount["mountPath"].as_str().expect("path"))
+    };
+    let volume = |name: &str| {
+        pod["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .find(|v| v["name"] == name)
+            .cloned()
+            .expect("volume")
+    };
+    let token = &volume("token")["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(
+        token["audience"],
+        gatehouse::mesh_tokenreview::TOKEN_AUDIENCE
+    );
+    assert_eq!(
+        flag(&node, "--token-file"),
+        mounted("token", token["path"].as_str().expect("path"))
+    );
+    assert_eq!(
+        flag(&controller, "--mesh-node-service-account"),
+        format!(
+            "gatehouse-system/{}",
+            pod["serviceAccountName"].as_str().expect("sa")
+        )
+    );
+    // The bundle the CA publishes is the root the node proxy trusts.
+    let configmap = volume("mesh-root")["configMap"]["name"].clone();
+    assert_eq!(
+        flag(&controller, "--mesh-root-configmap"),
+        format!("gatehouse-system/{}", configmap.as_str().expect("name"))
+    );
+    assert_eq!(
+        flag(&node, "--ca-root"),
+        mounted("mesh-root", gatehouse::mesh_bundle::BUNDLE_KEY)
+    );
+    // The controller may review tokens and publish the bundle; the node proxy reads
+    // the mesh and nothing else.
+    let controller_rules = &find(&on, "ClusterRole")[0]["rules"];
+    assert!(allows(
+        controller_rules,
+        "authentication.k8s.io",
+        "tokenreviews",
+        "create"
+    ));
+    let role = &find(&on, "Role")[0]["rules"];
+    for verb in ["get", "create", "update"] {
+        assert!(allows(role, "", "configmaps", verb));
+    }
+    let node_role = find(&on, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == "gatehouse-node")
+        .expect("the node proxies' ClusterRole");
+    for k in MESH_WATCHED {
+        assert!(
+            allows(&node_role["rules"], k.group, k.plural, "watch"),
+            "the node proxy watches {}",
+            k.plural
+        );
+    }
+    assert!(!allows(&node_role["rules"], "", "secrets", "get"));
+    let binding = find(&on, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["roleRef"]["name"] == "gatehouse-node")
+        .expect("binding");
+    assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
 }

@@ -1,12 +1,15 @@
 //! The mesh on a cluster, through the real kube-rs client against the in-test API
-//! server: the CA keeps its root in a Secret (made once, then reused, rotated in place)
-//! and checks
-//! certificate requests against Pods and Nodes from the API; a `gatehouse node
-//! --kubernetes` process follows Pods as they come, and keeps its last good view when
-//! a policy in the API is invalid.
+//! server: the CA keeps its root in a Secret (made once, then reused, rotated in place),
+//! publishes the trust bundle in a ConfigMap, admits node proxies by a TokenReview of
+//! their service-account tokens, and checks certificate requests against Pods and
+//! Nodes from the API; a `gatehouse node --kubernetes` process follows Pods as they
+//! come, and keeps its last good view when a policy in the API is invalid.
 
 mod support;
 use gatehouse::mesh::{start_ca, CaArgs, MeshArgs, MeshSource};
+use gatehouse::mesh_tokenreview::TOKEN_AUDIENCE;
+use gatehouse_mesh::ca_api::CaClient;
+use gatehouse_mesh::identity::Identity;
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -83,15 +86,33 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
     api.apply(pod("client", "n1", "10.1.0.5"));
     api.apply(pod("web", "n2", "10.2.0.5"));
 
+    // The node proxies' service-account tokens, as the API server reviews them: n1's
+    // proxy's token is bound to its pod and node.
+    let node_sa = "system:serviceaccount:gatehouse-system:gatehouse-node";
+    let bound_to = |node: &str, pod: &str, uid: &str| {
+        json!({"username": node_sa, "uid": "sa-uid", "groups": ["system:serviceaccounts",
+            "system:serviceaccounts:gatehouse-system", "system:authenticated"],
+            "extra": {"authentication.kubernetes.io/credential-id": ["JTI=1"],
+                "authentication.kubernetes.io/node-name": [node],
+                "authentication.kubernetes.io/node-uid": ["node-uid"],
+                "authentication.kubernetes.io/pod-name": [pod],
+                "authentication.kubernetes.io/pod-uid": [uid]}})
+    };
+    api.grant_token(
+        "eyJ.n1-node-proxy.sig",
+        &[TOKEN_AUDIENCE],
+        bound_to("n1", "gatehouse-node-a", "pa"),
+    );
     let tmp = tempfile::tempdir().expect("tmp");
-    std::fs::write(tmp.path().join("tokens"), "n1-token-0123456789abcdef n1\n").expect("tokens");
-    std::fs::write(tmp.path().join("token"), "n1-token-0123456789abcdef\n").expect("token");
+    std::fs::write(tmp.path().join("token"), "eyJ.n1-node-proxy.sig\n").expect("token");
     let ca_port = free_port();
     let args = CaArgs {
         mesh_ca_listen: Some(format!("127.0.0.1:{ca_port}").parse().expect("addr")),
         mesh_ca_dir: tmp.path().join("unused"),
         mesh_ca_secret: "gatehouse-system/gatehouse-mesh-ca".into(),
-        mesh_node_tokens: Some(tmp.path().join("tokens")),
+        mesh_node_tokens: None,
+        mesh_node_service_account: "gatehouse-system/gatehouse-node".into(),
+        mesh_root_configmap: "gatehouse-system/gatehouse-mesh-root".into(),
         mesh_cert_ttl: Duration::from_secs(3600),
         mesh: MeshArgs {
             trust_domain: "cluster.local".into(),
@@ -125,7 +146,18 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
         .decode(&cert)
         .expect("base64");
     assert_eq!(again.root_pem().as_bytes(), pem.as_slice());
-    std::fs::write(tmp.path().join("root.pem"), &pem).expect("root");
+    // The trust bundle is published for node proxies to mount; it has no key.
+    let bundle = |api: &ApiServer| {
+        api.get("v1", "ConfigMap", "gatehouse-system", "gatehouse-mesh-root")
+            .map(|c| {
+                c["data"]["root-cert.pem"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(bundle(&api).as_bytes(), pem.as_slice());
 
     // A rotation of the Secret's root: the next root joins it; the signing one stays
     // until the CA promotes it; a second rotation waits for the first.
@@ -145,6 +177,95 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
         second.is_err_and(|e| e.to_string().contains("already under way")),
         "one rotation at a time"
     );
+    // The running CA picks the next root up, and the published bundle follows.
+    wait_until("the published bundle to hold the next root", async || {
+        bundle(&api).matches("BEGIN CERTIFICATE").count() == 2
+    })
+    .await;
+    let published = bundle(&api);
+    assert!(published.starts_with(std::str::from_utf8(&pem).expect("pem")));
+    assert!(!published.contains("PRIVATE KEY"));
+    std::fs::write(tmp.path().join("root.pem"), &published).expect("root");
+
+    // Tokens that do not speak for n1 are refused, each for its reason, and the CA
+    // says why; a token bound only to a pod (an older API server) is checked against
+    // that pod's node.
+    api.apply(pod("client2", "n1", "10.1.0.7"));
+    api.apply(json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "gatehouse-node-b", "namespace": "gatehouse-system"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "node"}]}}));
+    let pod_uid = api
+        .get("v1", "Pod", "gatehouse-system", "gatehouse-node-b")
+        .and_then(|p| p["metadata"]["uid"].as_str().map(str::to_string))
+        .expect("uid");
+    let mut pod_bound = bound_to("", "gatehouse-node-b", &pod_uid);
+    pod_bound["extra"]
+        .as_object_mut()
+        .expect("extra")
+        .remove("authentication.kubernetes.io/node-name");
+    let mut other_sa = bound_to("n1", "gatehouse-node-a", "pa");
+    other_sa["username"] = "system:serviceaccount:shop:client".into();
+    let mut unbound = bound_to("n1", "x", "y");
+    unbound["extra"] = json!({});
+    api.grant_token(
+        "eyJ.n2-node-proxy.sig",
+        &[TOKEN_AUDIENCE],
+        bound_to("n2", "gatehouse-node-c", "pc"),
+    );
+    api.grant_token(
+        "eyJ.api-audience.sig",
+        &["https://kubernetes.default.svc"],
+        bound_to("n1", "gatehouse-node-a", "pa"),
+    );
+    api.grant_token("eyJ.other-account.sig", &[TOKEN_AUDIENCE], other_sa);
+    api.grant_token("eyJ.unbound.sig", &[TOKEN_AUDIENCE], unbound);
+    api.grant_token("eyJ.pod-bound.sig", &[TOKEN_AUDIENCE], pod_bound);
+    let client2 = Identity::new("cluster.local", "shop", "client2");
+    let ask = async |token: &str| {
+        let file = tmp.path().join("probe-token");
+        std::fs::write(&file, token).expect("token");
+        let roots = gatehouse_mesh::tls::roots(&published).expect("roots");
+        let ca = CaClient {
+            addr: format!("localhost:{ca_port}"),
+            node: "n1".into(),
+            token_file: file,
+            trust_domain: "cluster.local".into(),
+            roots: std::sync::Arc::new(arc_swap::ArcSwap::new(roots)),
+        };
+        let (_, csr) = gatehouse_mesh::ca::new_key_and_csr(&client2).expect("csr");
+        ca.sign(&client2, &csr)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    for (token, why) in [
+        ("eyJ.n2-node-proxy.sig", "speaks for node \"n2\""),
+        ("eyJ.api-audience.sig", "did not authenticate"),
+        (
+            "eyJ.other-account.sig",
+            "not the node proxies' service account",
+        ),
+        ("eyJ.unbound.sig", "not bound to a pod"),
+        ("eyJ.forged.sig", "invalid bearer token"),
+    ] {
+        let refused = ask(token).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.contains("401") && e.contains(why)),
+            "{token}: {refused:?}"
+        );
+    }
+    ask("eyJ.pod-bound.sig")
+        .await
+        .expect("a token bound to a pod on n1 is admitted");
+    let reviews = api.token_reviews();
+    ask("eyJ.pod-bound.sig").await.expect("admitted again");
+    assert_eq!(
+        api.token_reviews(),
+        reviews,
+        "an admission is kept, not reviewed again"
+    );
 
     // A node proxy for n1 reading the API (no capture: this is not its own namespace).
     let kubeconfig = tmp.path().join("kubeconfig");
@@ -163,7 +284,7 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
             .args(["node", "--kubernetes", "--kubeconfig"])
             .arg(&kubeconfig)
             .args(["--node-name", "n1", "--no-capture", "--bind", "127.0.0.1"])
-            .args(["--ca-addr", &format!("127.0.0.1:{ca_port}")])
+            .args(["--ca-addr", &format!("localhost:{ca_port}")])
             .arg("--ca-root")
             .arg(tmp.path().join("root.pem"))
             .arg("--token-file")
@@ -183,8 +304,8 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
     let m = admin(admin_port, "/metrics").await.1;
     assert_eq!(
         metric(&m, "gatehouse_mesh_certificates_issued_total"),
-        1,
-        "one certificate, for client (web runs on n2):\n{m}"
+        2,
+        "two certificates, for client and client2 (web runs on n2):\n{m}"
     );
 
     // A new Pod on n1: the proxy sees it and gets its certificate.
@@ -193,7 +314,7 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
         metric(
             &admin(admin_port, "/metrics").await.1,
             "gatehouse_mesh_certificates_issued_total",
-        ) == 2
+        ) == 3
     })
     .await;
     let (status, body) = ready().await;

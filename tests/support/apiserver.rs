@@ -5,7 +5,10 @@
 //!   BOOKMARK events when asked, and `410 Gone` (an ERROR event with an `Expired`
 //!   Status) for a version older than the compacted history;
 //! - `fieldSelector=type=...`, namespaced and cluster-wide paths;
-//! - outages (every request answers 503 and open watches drop) and dropped watches.
+//! - outages (every request answers 503 and open watches drop) and dropped watches;
+//! - TokenReview (`POST .../authentication.k8s.io/v1/tokenreviews`) of the tokens the
+//!   test grants, answered as a real server answers: audiences checked, the user and
+//!   its `extra` (bound pod and node) in the status.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -52,6 +55,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "PeerAuthentication" => "peerauthentications",
         "ReferenceGrant" => "referencegrants",
         "Lease" => "leases",
+        "ConfigMap" => "configmaps",
         other => panic!("test API server does not know kind {other}"),
     };
     (prefix, plural)
@@ -89,6 +93,10 @@ struct State {
     status_patches: Vec<(String, String, String)>,
     /// Resources answered with 404, as for a CRD that is not installed.
     unserved: std::collections::HashSet<String>,
+    /// Tokens a TokenReview authenticates: token -> (audiences, user).
+    tokens: HashMap<String, (Vec<String>, Value)>,
+    /// TokenReviews served.
+    reviews: usize,
 }
 
 impl State {
@@ -283,6 +291,22 @@ impl ApiServer {
     }
 
     /// While down, every request answers 503 and open watches are dropped.
+    /// Makes `token` authenticate, for `audiences`, as `user` (a TokenReview's
+    /// `status.user`: username, uid, groups, extra).
+    pub fn grant_token(&self, token: &str, audiences: &[&str], user: Value) {
+        let auds = audiences.iter().map(|a| a.to_string()).collect();
+        self.state
+            .lock()
+            .expect("lock")
+            .tokens
+            .insert(token.to_string(), (auds, user));
+    }
+
+    /// TokenReviews served so far.
+    pub fn token_reviews(&self) -> usize {
+        self.state.lock().expect("lock").reviews
+    }
+
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
         if down {
@@ -430,6 +454,11 @@ async fn handle(
                 "the server could not find the requested resource",
             ),
         );
+    }
+    if target.resource == "apis/authentication.k8s.io/v1/tokenreviews"
+        && req.method() == http::Method::POST
+    {
+        return token_review(state, req).await;
     }
     if target.name.is_some() || req.method() != http::Method::GET {
         return object_request(state, signals, target, req).await;
@@ -619,6 +648,48 @@ fn watch(
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// A TokenReview: the token's user if it was granted for one of the audiences asked
+/// for (or, asked for none, for the API server's own), else `authenticated: false`.
+async fn token_review(state: &Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Body> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if review["kind"] != "TokenReview" {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &status(400, "BadRequest", "not a TokenReview"),
+        );
+    }
+    let token = review["spec"]["token"].as_str().unwrap_or("").to_string();
+    let asked: Vec<String> = review["spec"]["audiences"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["https://kubernetes.default.svc".to_string()]);
+    let mut st = state.lock().expect("lock");
+    st.reviews += 1;
+    review["status"] = match st.tokens.get(&token) {
+        None => json!({"user": {}, "error": "invalid bearer token"}),
+        Some((auds, user)) => {
+            let both: Vec<&String> = asked.iter().filter(|a| auds.contains(a)).collect();
+            if both.is_empty() {
+                json!({"user": {}, "error": "token audiences are invalid for the target audiences"})
+            } else {
+                json!({"authenticated": true, "user": user, "audiences": both})
+            }
+        }
+    };
+    review["metadata"] = json!({"creationTimestamp": null});
+    json_response(StatusCode::CREATED, &review)
 }
 
 /// GET, PUT, PATCH (including the status subresource) and DELETE of one object; POST

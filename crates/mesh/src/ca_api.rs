@@ -1,6 +1,7 @@
 //! The CA's API over HTTPS. A node proxy posts a certificate signing request for an
-//! identity with its node's bootstrap token; the CA signs only if the token is valid
-//! and a meshed workload of that identity runs on that node. The server presents the
+//! identity with a token that speaks for its node (a bootstrap token, or on a cluster a
+//! service-account token that a [`NodeAuth`] reviews); the CA signs only if the token
+//! admits that node and a meshed workload of that identity runs on it. The server presents the
 //! controller's own SPIFFE identity, which clients check against the mesh root.
 //!
 //! `POST /v1/certificates` `{"identity": "spiffe://...", "csr": "PEM"}` with
@@ -17,8 +18,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpListener;
@@ -74,11 +77,29 @@ impl NodeTokens {
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
-    /// Whether `token` may speak for `node`.
-    fn allows(&self, token: &str, node: &str) -> bool {
-        self.tokens
-            .get(token)
-            .is_some_and(|n| n == "*" || n == node)
+    /// Whether `token` may speak for `node`: `None` if the token is not one of these.
+    pub fn allows(&self, token: &str, node: &str) -> Option<bool> {
+        self.tokens.get(token).map(|n| n == "*" || n == node)
+    }
+}
+
+/// A boxed future, as [`NodeAuth`] returns.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Decides whether a bearer token may speak for a node.
+pub trait NodeAuth: Send + Sync + 'static {
+    /// `Ok` if `token` admits `node`; else why not (logged, and told to the caller).
+    fn admit<'a>(&'a self, token: &'a str, node: &'a str) -> AuthFuture<'a>;
+}
+
+impl NodeAuth for NodeTokens {
+    fn admit<'a>(&'a self, token: &'a str, node: &'a str) -> AuthFuture<'a> {
+        let verdict = match self.allows(token, node) {
+            Some(true) => Ok(()),
+            Some(false) => Err(format!("the token does not admit node {node:?}")),
+            None => Err("unknown token".to_string()),
+        };
+        Box::pin(std::future::ready(verdict))
     }
 }
 
@@ -103,7 +124,8 @@ pub struct SignResponse {
 pub struct CaServer {
     pub ca: ArcSwap<CertificateAuthority>,
     pub mesh: Arc<ArcSwap<MeshSnapshot>>,
-    pub tokens: NodeTokens,
+    /// Who may speak for which node.
+    pub auth: Arc<dyn NodeAuth>,
     pub ttl: Duration,
 }
 
@@ -167,11 +189,15 @@ impl CaServer {
             Ok(r) => r,
             Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
         };
-        if !token.is_some_and(|t| self.tokens.allows(&t, &sr.node)) {
-            tracing::warn!(node = %sr.node, %peer, "certificate request with a bad token refused");
+        let verdict = match &token {
+            Some(t) => self.auth.admit(t, &sr.node).await,
+            None => Err("no bearer token".to_string()),
+        };
+        if let Err(why) = verdict {
+            tracing::warn!(node = %sr.node, %peer, reason = %why, "certificate request refused: the token does not speak for the node");
             return refuse(
                 StatusCode::UNAUTHORIZED,
-                format!("the token does not admit node {:?}", sr.node),
+                format!("node {:?} not admitted: {why}", sr.node),
             );
         }
         let ca = self.ca.load();
@@ -276,9 +302,12 @@ pub fn serve(
 /// A node proxy's client of the CA.
 #[derive(Clone)]
 pub struct CaClient {
-    pub addr: SocketAddr,
+    /// `HOST:PORT` (a name is resolved on every call).
+    pub addr: String,
     pub node: String,
-    pub token: String,
+    /// The file holding the token: read on every call, as a projected service-account
+    /// token is replaced before it expires.
+    pub token_file: PathBuf,
     pub trust_domain: String,
     /// Roots that vouch for the CA server (the bootstrap root, then the trust bundle).
     pub roots: Arc<ArcSwap<rustls::RootCertStore>>,
@@ -294,7 +323,7 @@ impl CaClient {
         )?;
         let tcp = tokio::time::timeout(
             Duration::from_secs(5),
-            tokio::net::TcpStream::connect(self.addr),
+            tokio::net::TcpStream::connect(self.addr.as_str()),
         )
         .await
         .map_err(|_| anyhow::anyhow!("connecting to the CA at {} timed out", self.addr))??;
@@ -319,6 +348,8 @@ impl CaClient {
 
     /// Asks the CA to sign `csr_pem` for `identity`.
     pub async fn sign(&self, identity: &Identity, csr_pem: &str) -> anyhow::Result<SignResponse> {
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", self.token_file.display()))?;
         let body = serde_json::to_vec(&SignRequest {
             identity: identity.uri(),
             node: self.node.clone(),
@@ -328,7 +359,7 @@ impl CaClient {
             .header(http::header::HOST, "gatehouse-controller")
             .header(
                 http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
+                format!("Bearer {}", token.trim()),
             )
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))?;
