@@ -15,6 +15,7 @@ pub mod object;
 pub mod policy;
 pub mod status;
 pub mod store;
+pub mod workload;
 
 pub use error::ConfigError;
 pub use object::{Object, ObjectKey, Origin, StoredObject};

@@ -6,8 +6,9 @@ use crate::gateway::{
 use crate::locate::locate;
 use crate::mesh::{AuthorizationPolicy, PeerAuthentication};
 use crate::policy::{BackendTrafficPolicy, SecurityPolicy, SourceBlock};
+use crate::workload::{Node, Pod};
 use crate::ConfigError;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

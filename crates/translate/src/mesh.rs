@@ -5,8 +5,9 @@
 
 use crate::authz::{self, WorkloadAuthz};
 use gatehouse_model::mesh::{WorkloadSelector, MESH_LABEL};
+use gatehouse_model::workload::Pod;
 use gatehouse_model::{ConfigError, Object, ObjectStore, StoredObject};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
