@@ -23,6 +23,8 @@ pub struct RunOptions {
     pub admin_addr: SocketAddr,
     pub watch: bool,
     pub demo_backends: bool,
+    /// Serve every good version of the directory to remote proxies as well.
+    pub distributor: Option<Arc<gatehouse_control::server::Distributor>>,
 }
 
 /// Loads and translates a directory into a Snapshot with `version`.
@@ -31,27 +33,39 @@ pub fn build_snapshot(
     opts: &TranslateOptions,
     version: u64,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    build_snapshot_after(dir, opts, version, None, None)
+    build_snapshot_after(dir, opts, version, None, None, None)
 }
 
 /// `build_snapshot`, with the objects the adaptive controls made, carrying over the
-/// cluster state of `prev` (the Snapshot served).
+/// cluster state of `prev` (the Snapshot served); a valid directory's objects also go
+/// to `distributor`'s remote proxies.
 fn build_snapshot_after(
     dir: &Path,
     opts: &TranslateOptions,
     version: u64,
     prev: Option<&Snapshot>,
     generated: Option<&Generated>,
+    distributor: Option<&gatehouse_control::server::Distributor>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    build_from_dir(
+    let (snapshot, store) = build_from_dir(
         dir,
         |store| {
             if let Some(g) = generated {
                 g.add_to(store);
             }
         },
-        |store| translate_after(store, opts, version, prev),
-    )
+        // The store is persistent: its clone shares the objects.
+        |store| translate_after(store, opts, version, prev).map(|s| (s, store.clone())),
+    )?;
+    if let Some(d) = distributor {
+        let changed = d.sync(&store);
+        tracing::info!(
+            changed,
+            resources = d.len(),
+            "remote proxies' objects updated"
+        );
+    }
+    Ok(snapshot)
 }
 
 /// Loads `dir`, lets `prepare` add to its objects, and builds from them. The build runs
@@ -174,8 +188,15 @@ pub(crate) async fn data_plane(
 /// Starts serving: the first load must succeed; later reloads keep the last good config.
 pub async fn start(opts: RunOptions) -> anyhow::Result<Running> {
     let (dp, admin_addr) = data_plane(&opts.proxy, opts.admin_addr).await?;
-    let snapshot = build_snapshot(&opts.config_dir, &opts.translate, 1)
-        .map_err(|errors| invalid_config(&opts.config_dir, &errors))?;
+    let snapshot = build_snapshot_after(
+        &opts.config_dir,
+        &opts.translate,
+        1,
+        None,
+        None,
+        opts.distributor.as_deref(),
+    )
+    .map_err(|errors| invalid_config(&opts.config_dir, &errors))?;
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }
@@ -228,8 +249,16 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
     let topts = opts.translate.clone();
     let prev = dp.current().snapshot.clone();
     let generated = dp.generated.clone();
+    let distributor = opts.distributor.clone();
     install(dp, version, move |next| {
-        build_snapshot_after(&dir, &topts, next, Some(&prev), Some(&generated))
+        build_snapshot_after(
+            &dir,
+            &topts,
+            next,
+            Some(&prev),
+            Some(&generated),
+            distributor.as_deref(),
+        )
     })
     .await;
 }
@@ -238,14 +267,14 @@ async fn reload(dp: &Arc<DataPlane>, opts: &RunOptions, version: &AtomicU64) {
 /// (a port that could not be bound, say), when nothing else changes meanwhile.
 pub(crate) const APPLY_RETRY: Duration = Duration::from_secs(1);
 
-/// How an attempt to install a config ended.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Installed {
+/// How an attempt to install a config ended (with the reason, when it failed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
     Applied,
     /// The objects are invalid; trying again without a change is pointless.
-    Invalid,
+    Invalid(String),
     /// Valid, but the data plane could not apply it (a port in use): worth a retry.
-    NotApplied,
+    NotApplied(String),
 }
 
 /// Builds the next Snapshot off the async threads and installs it; on errors, logs each
@@ -271,11 +300,12 @@ where
                 serving = version.load(Ordering::Acquire),
                 "configuration rejected; still serving the last good version"
             );
-            return Installed::Invalid;
+            let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            return Installed::Invalid(text.join("; "));
         }
         Err(e) => {
             tracing::error!(error = %e, "reload task failed");
-            return Installed::NotApplied;
+            return Installed::NotApplied(format!("reload task failed: {e}"));
         }
     };
     apply_built(dp, version, snapshot, started).await
@@ -315,7 +345,7 @@ pub(crate) async fn apply_built(
         }
         Err(e) => {
             tracing::error!(error = %e, "configuration not applied; still serving the last good version");
-            Installed::NotApplied
+            Installed::NotApplied(e.to_string())
         }
     }
 }

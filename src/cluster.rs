@@ -31,6 +31,8 @@ pub struct KubeRunOptions {
     pub debounce: Duration,
     /// Write status back, as the replica elected by this Lease (None: never write).
     pub status: Option<gatehouse_sources::lease::LeaseConfig>,
+    /// Serve what the API holds to remote proxies as well.
+    pub distributor: Option<Arc<gatehouse_control::server::Distributor>>,
 }
 
 /// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
@@ -52,6 +54,9 @@ pub async fn start_kubernetes(
         dp.generated.subscribe(),
         move || generated.upgrade().map(|g| g.list()).unwrap_or_default(),
     ));
+    if let Some(d) = opts.distributor.clone() {
+        tokio::spawn(distribute(store.clone(), d, opts.debounce));
+    }
     let version = Arc::new(AtomicU64::new(0));
     // The latest applied statuses, for the status writer.
     let (statuses_tx, statuses_rx) = tokio::sync::watch::channel(Statuses::new());
@@ -62,7 +67,14 @@ pub async fn start_kubernetes(
     let task = {
         let dp = dp.clone();
         let version = version.clone();
-        tokio::spawn(sync_loop(store, dp, version, opts, statuses_tx))
+        let passes = tokio::sync::watch::channel(None).0;
+        let serve = Serve {
+            translate: opts.translate.clone(),
+            debounce: opts.debounce,
+            statuses: statuses_tx,
+            passes,
+        };
+        tokio::spawn(sync_loop(store, dp, version, serve))
     };
     Ok(Running {
         dataplane: dp,
@@ -71,6 +83,34 @@ pub async fn start_kubernetes(
         reload_task: Some(task),
         status_task,
     })
+}
+
+/// Keeps the remote proxies' objects those of the store: after each burst of changes
+/// (once every kind has synced), unchanged objects cost a pointer comparison and
+/// changed ones are serialized once for every proxy.
+async fn distribute(
+    store: KubeStore,
+    distributor: Arc<gatehouse_control::server::Distributor>,
+    debounce: Duration,
+) {
+    let mut changes = store.subscribe();
+    changes.mark_changed();
+    while changes.changed().await.is_ok() {
+        tokio::time::sleep(debounce).await;
+        changes.borrow_and_update();
+        if !store.synced() {
+            continue;
+        }
+        let started = Instant::now();
+        let changed = store.read(|s| distributor.sync(s));
+        if changed > 0 {
+            tracing::debug!(
+                changed,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "remote proxies' objects updated"
+            );
+        }
+    }
 }
 
 /// How long changes must pause after an incremental update before a full translation
@@ -84,16 +124,54 @@ const MAX_WINDOW: Duration = Duration::from_millis(100);
 /// More changes than this since the last pass make a burst.
 const BURST: u64 = 8;
 
+/// The end of one pass of the sync loop: the store's change count it covered, and how
+/// installing what it saw went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub seen: u64,
+    pub outcome: Installed,
+}
+
+/// How the sync loop serves a store.
+pub(crate) struct Serve {
+    pub translate: TranslateOptions,
+    /// See [`KubeRunOptions::debounce`].
+    pub debounce: Duration,
+    /// The latest applied statuses, for a status writer.
+    pub statuses: tokio::sync::watch::Sender<Statuses>,
+    /// Each pass's end, for a source that answers for what it fed (a controller's
+    /// stream acknowledges what was served).
+    pub passes: tokio::sync::watch::Sender<Option<Pass>>,
+}
+
+/// Reports a pass when it ends, however it ends.
+struct Report<'a> {
+    passes: &'a tokio::sync::watch::Sender<Option<Pass>>,
+    seen: u64,
+    outcome: Option<Installed>,
+}
+
+impl Drop for Report<'_> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            self.passes.send_replace(Some(Pass {
+                seen: self.seen,
+                outcome,
+            }));
+        }
+    }
+}
+
 /// Turns store changes into Snapshots: endpoint-only changes swap endpoints in place;
 /// route changes recompile only the hosts they touch; anything else (and, once things
 /// settle, a reconciling pass after incremental updates) is a full translation.
-async fn sync_loop(
+pub(crate) async fn sync_loop(
     store: KubeStore,
     dp: Arc<DataPlane>,
     version: Arc<AtomicU64>,
-    opts: KubeRunOptions,
-    statuses_tx: tokio::sync::watch::Sender<Statuses>,
+    opts: Serve,
 ) {
+    let statuses_tx = &opts.statuses;
     let mut changes = store.subscribe();
     // The watchers may have synced before this subscription: look at least once.
     changes.mark_changed();
@@ -146,6 +224,11 @@ async fn sync_loop(
         if !store.synced() {
             continue;
         }
+        let mut report = Report {
+            passes: &opts.passes,
+            seen,
+            outcome: Some(Installed::Applied),
+        };
         let dirty = store.take_dirty();
         let since = dirty.since;
         // Time from the first change of this pass reaching the store to it being served.
@@ -191,10 +274,11 @@ async fn sync_loop(
             snapshot
         })
         .await;
-        retry = result == Installed::NotApplied;
+        retry = matches!(result, Installed::NotApplied(_));
         // Until a full pass succeeds, the Snapshot served does not stand for a known
         // version of the store, so nothing can be applied on top of it.
         need_full = result != Installed::Applied;
+        report.outcome = Some(result.clone());
         if result == Installed::Applied {
             served(&dp);
             dp.metrics

@@ -5,10 +5,12 @@
 pub mod app;
 pub mod banner;
 pub mod cluster;
+pub mod ctl;
 pub mod echo;
 pub mod ftw;
 pub mod mesh;
 pub mod mesh_bundle;
 pub mod mesh_secret;
 pub mod mesh_tokenreview;
+pub mod remote;
 pub mod waf_test;

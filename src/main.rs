@@ -184,6 +184,17 @@ struct RunArgs {
     identity: Option<String>,
     #[command(flatten)]
     mesh_ca: gatehouse::mesh::CaArgs,
+    /// Serve config to remote proxies (`gatehouse run --controller URL`) on this
+    /// address: a gRPC stream of deltas, acknowledged by each proxy.
+    #[arg(long, value_name = "ADDR")]
+    control_listen: Option<SocketAddr>,
+    /// Take config from a central controller (`http://HOST:PORT`) instead of a directory
+    /// or the API; without it, keep serving the last config it sent.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["kubernetes", "control_listen"])]
+    controller: Option<String>,
+    /// The cluster this proxy serves, as the controller lists it.
+    #[arg(long, default_value = "default", requires = "controller")]
+    cluster: String,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +231,23 @@ enum Command {
     /// Web application firewall tools.
     #[command(subcommand)]
     Waf(WafCommand),
+    /// Ask a running controller.
+    #[command(subcommand)]
+    Ctl(CtlCommand),
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// The proxies connected to a controller: role, node, cluster, the config version
+    /// each acknowledged against the one it should run, its last NACK, and its lag.
+    Proxies {
+        /// The controller's --control-listen address, as a URL.
+        #[arg(long, default_value = "http://127.0.0.1:15010")]
+        controller: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -389,6 +417,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Ctl(CtlCommand::Proxies { controller, json }) => {
+            print!("{}", gatehouse::ctl::proxies(&controller, json).await?);
+            Ok(())
+        }
         Command::Controller(mut args) => {
             args.kubernetes = true;
             serve(args).await
@@ -455,6 +487,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         lease_namespace,
         identity,
         mesh_ca,
+        control_listen,
+        controller,
+        cluster,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -463,7 +498,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             ("--namespace", namespace.is_some()),
             ("--no-status", no_status),
             ("--lease-namespace", lease_namespace.is_some()),
-            ("--identity", identity.is_some()),
+            ("--identity", identity.is_some() && controller.is_none()),
         ];
         if let Some((flag, _)) = kube_only.iter().find(|(_, set)| *set) {
             anyhow::bail!(
@@ -498,6 +533,43 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }),
         ..ProxyConfig::default()
     };
+    let identity = identity
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+    if let Some(url) = controller {
+        let running = gatehouse::remote::start_remote(gatehouse::remote::RemoteOptions {
+            controller: url.clone(),
+            id: identity,
+            cluster,
+            translate,
+            proxy,
+            admin_addr,
+        })
+        .await?;
+        println!(
+            "Gatehouse is following the controller at {url}; admin: http://{0}/readyz http://{0}/config",
+            running.admin_addr
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        running.shutdown().await;
+        return Ok(());
+    }
+    let distributor = match control_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--control-listen)"))?;
+            let d = gatehouse_control::server::Distributor::new(identity.clone());
+            d.serve(listener);
+            println!("Serving config to remote proxies on {addr}");
+            Some(d)
+        }
+        None => None,
+    };
     if kubernetes {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
         let opts = app::KubeRunOptions {
@@ -514,15 +586,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                     .or_else(|| std::env::var("POD_NAMESPACE").ok())
                     .unwrap_or_else(|| "default".into()),
                 name: "gatehouse-leader".into(),
-                identity: identity
-                    .or_else(|| std::env::var("POD_NAME").ok())
-                    .unwrap_or_else(|| {
-                        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-                        format!("{}-{}", host.trim(), std::process::id())
-                    }),
+                identity,
                 duration: Duration::from_secs(15),
                 renew_every: Duration::from_secs(5),
             }),
+            distributor,
         };
         let running = app::start_kubernetes(client.clone(), opts).await?;
         println!(
@@ -548,6 +616,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         admin_addr,
         watch: !no_watch,
         demo_backends,
+        distributor,
     };
     let running = app::start(opts).await?;
     let source = gatehouse::mesh::MeshSource::Dir(config.clone());

@@ -143,6 +143,7 @@ async fn run_in(
         admin_addr: "127.0.0.1:0".parse()?,
         watch: false,
         demo_backends: false,
+        distributor: None,
     })
     .await?;
     let target = Target {

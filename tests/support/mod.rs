@@ -198,6 +198,7 @@ pub async fn start_proxy_translating(
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         watch: true,
         demo_backends: false,
+        distributor: None,
     };
     let running = start(opts).await.expect("gatehouse starts");
     let admin = running.admin_addr;
@@ -375,6 +376,7 @@ pub fn kube_options(
         admin_addr: "127.0.0.1:0".parse().expect("addr"),
         debounce: Duration::from_millis(5),
         status,
+        distributor: None,
     }
 }
 

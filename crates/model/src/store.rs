@@ -334,6 +334,12 @@ impl ObjectStore {
         self.objects.values().map(|o| &**o)
     }
 
+    /// Every object with its key, shared (an unchanged object keeps its `Arc`, so a
+    /// reader can tell it from a changed one by identity).
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<StoredObject>)> {
+        self.objects.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.objects.len()
     }

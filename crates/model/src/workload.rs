@@ -1,66 +1,78 @@
 //! Pods and Nodes as the mesh reads them: only the fields it uses (where a pod runs, its
-//! address, service account, phase and named ports; a node's addresses). Every other field of these
-//! large kinds is skipped while parsing, not built and kept: a cluster's Pods carry
-//! whole container specs, which would cost memory per pod and the code to parse them.
+//! address, service account, phase and named ports; a node's addresses). Every other
+//! field of these large kinds is skipped while parsing, not built and kept: a cluster's
+//! Pods carry whole container specs, which would cost memory per pod and the code to
+//! parse them.
 //! Field names follow k8s-openapi's types.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A Pod (`v1`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Pod {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub spec: Option<PodSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<PodStatus>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {
     #[serde(default)]
     pub containers: Vec<Container>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_network: Option<bool>,
 }
 
 /// A container, for its ports (a Service's `targetPort` may name one).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Container {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<Vec<ContainerPort>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub container_port: i32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(rename = "podIP")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_ip: Option<String>,
 }
 
 /// A Node (`v1`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct Node {
     #[serde(default)]
     pub metadata: ObjectMeta,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<NodeStatus>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct NodeStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub addresses: Option<Vec<NodeAddress>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct NodeAddress {
     pub address: String,
     #[serde(rename = "type")]

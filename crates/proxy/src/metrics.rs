@@ -153,11 +153,17 @@ pub struct Counters {
     pub shed_priorities: AtomicU64,
 }
 
+/// Renders more metrics, in Prometheus text format, for a part of the process the data
+/// plane does not know (the stream from a controller, say).
+pub type ExtraMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
+
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
 #[derive(Default)]
 pub struct Metrics {
     routes: Mutex<HashMap<Arc<str>, Arc<RouteStats>>>,
     pub counters: Counters,
+    /// Rendered after the data plane's own.
+    pub extra: Mutex<Vec<ExtraMetrics>>,
     /// From a change reaching the object store to the data plane serving it.
     pub propagation: Propagation,
 }
@@ -454,6 +460,10 @@ impl Metrics {
                     "gatehouse_http_request_duration_seconds_count{{{labels}}} {count}"
                 );
             }
+        }
+        let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for render in extra {
+            render(&mut out);
         }
         out
     }

@@ -237,7 +237,8 @@ impl Default for KubeOptions {
     }
 }
 
-/// The store the watchers fill, a change counter, and how many kinds have synced.
+/// The store a source fills (the Kubernetes watchers, or a controller's stream), a
+/// change counter, and how many kinds have synced.
 #[derive(Clone)]
 pub struct KubeStore {
     store: Arc<Mutex<ObjectStore>>,
@@ -269,6 +270,73 @@ pub struct Dirty {
 use gatehouse_model::store::slice_service;
 
 impl KubeStore {
+    /// An empty store for a source other than the watchers, which fills it with
+    /// [`KubeStore::apply`] and says when it has its first full picture with
+    /// [`KubeStore::mark_synced`].
+    pub fn fed() -> Self {
+        Self::empty(1)
+    }
+
+    fn empty(kinds: usize) -> Self {
+        KubeStore {
+            store: Arc::new(Mutex::new(ObjectStore::new())),
+            changes: Arc::new(watch::channel(0).0),
+            synced: Arc::new(AtomicUsize::new(0)),
+            kinds,
+            dirty: Arc::new(Mutex::new(Dirty::default())),
+        }
+    }
+
+    /// Sets the object at `key` (None: removes it), noting what changed for the next
+    /// pass; `kind` names the dirty kind. Returns whether the store changed. Callers
+    /// batch their changes and then call [`KubeStore::notify`] once.
+    pub fn apply(&self, key: ObjectKey, new: Option<StoredObject>) -> bool {
+        let (changed, services, old) = self.with_store(|s| {
+            let old = s.get_shared(&key);
+            // The Services of the old and the new version of a slice.
+            let services: Vec<_> = old
+                .as_deref()
+                .and_then(slice_service)
+                .into_iter()
+                .chain(new.as_ref().and_then(slice_service))
+                .collect();
+            let changed = match new {
+                Some(o) => s.upsert(o),
+                // An object that no longer converts must not keep its old version.
+                None => s.remove(&key).is_some(),
+            };
+            (changed, services, old)
+        });
+        if changed {
+            self.slices_changed(Some(services));
+            let kind = key.kind;
+            self.object_changed(key, old);
+            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            d.kinds.insert(kind);
+            d.since.get_or_insert_with(std::time::Instant::now);
+        }
+        changed
+    }
+
+    /// Wakes the pass that turns changes into a Snapshot.
+    pub fn notify(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// The store now holds a full picture (a fed store's first batch): passes may
+    /// begin, the first one a full translation.
+    pub fn mark_synced(&self) {
+        if self.synced() {
+            return;
+        }
+        self.first_synced("Namespace");
+    }
+
+    /// The change counter: it grows with every [`KubeStore::notify`] and watch event.
+    pub fn change_count(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// A copy of the store as it is now.
     pub fn snapshot(&self) -> ObjectStore {
         self.store.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -395,13 +463,7 @@ fn key_of(k: &WatchedKind, obj: &DynamicObject) -> ObjectKey {
 /// Starts a watcher per kind; they run until the returned store is dropped everywhere
 /// and the runtime stops.
 pub fn start(client: Client, opts: KubeOptions) -> KubeStore {
-    let store = KubeStore {
-        store: Arc::new(Mutex::new(ObjectStore::new())),
-        changes: Arc::new(watch::channel(0).0),
-        synced: Arc::new(AtomicUsize::new(0)),
-        kinds: opts.kinds.len(),
-        dirty: Arc::new(Mutex::new(Dirty::default())),
-    };
+    let store = KubeStore::empty(opts.kinds.len());
     for k in opts.kinds {
         tokio::spawn(watch_kind(
             client.clone(),
@@ -456,34 +518,13 @@ async fn watch_kind(client: Client, k: WatchedKind, namespace: Option<String>, s
             Ok(Event::Apply(obj)) => {
                 let key = key_of(&k, &obj);
                 let new = convert(&k, obj);
-                let (changed, services, old) = store.with_store(|s| {
-                    let old = s.get_shared(&key);
-                    // The Services of the old and the new version of a slice.
-                    let services: Vec<_> = old
-                        .as_deref()
-                        .and_then(slice_service)
-                        .into_iter()
-                        .chain(new.as_ref().and_then(slice_service))
-                        .collect();
-                    let changed = match new {
-                        Some(o) => s.upsert(o),
-                        // An object that no longer converts must not keep its old version.
-                        None => s.remove(&key).is_some(),
-                    };
-                    (changed, services, old)
-                });
-                if changed {
-                    store.slices_changed(Some(services));
-                    store.object_changed(key, old);
-                    store.changed(k.kind);
+                if store.apply(key, new) {
+                    store.notify();
                 }
             }
             Ok(Event::Delete(obj)) => {
-                let key = key_of(&k, &obj);
-                if let Some(old) = store.with_store(|s| s.remove(&key)) {
-                    store.slices_changed(Some(slice_service(&old).into_iter().collect()));
-                    store.object_changed(key, Some(old));
-                    store.changed(k.kind);
+                if store.apply(key_of(&k, &obj), None) {
+                    store.notify();
                 }
             }
             Err(watcher::Error::InitialListFailed(kube::Error::Api(s)))

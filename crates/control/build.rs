@@ -1,0 +1,10 @@
+//! Compiles the control protocol with protox (a protobuf compiler in Rust), so the
+//! build needs no protoc.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/gatehouse/control/v1/control.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let files = protox::compile([proto], ["proto"])?;
+    tonic_prost_build::configure().compile_fds(files)?;
+    Ok(())
+}

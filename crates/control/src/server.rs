@@ -1,0 +1,393 @@
+//! The controller's side of the protocol. The [`Distributor`] keeps the table of
+//! resources; each proxy's stream runs its own task that sends the proxy what changed
+//! since the generation it last acknowledged, one response at a time (the next waits
+//! for the ACK or NACK of the last), so changes that arrive meanwhile coalesce into one
+//! response. A NACK leaves the proxy at what it last acknowledged; what it rejected is
+//! sent again only with a later change. A proxy that reconnects says what it holds and
+//! is sent only the difference, so neither a proxy's nor the controller's restart
+//! makes every proxy reload everything.
+
+use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
+use crate::pb::{
+    DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy, ProxyStatus,
+    Resource,
+};
+use crate::scope;
+use crate::table::{version_string, Delta, Table};
+use gatehouse_model::ObjectStore;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// How far one connected proxy is.
+#[derive(Debug, Clone)]
+struct Connected {
+    proxy: Proxy,
+    address: String,
+    acked_version: String,
+    desired_version: String,
+    last_nack: String,
+    last_answer: Option<Instant>,
+    connected: Instant,
+    /// Since when its acknowledged version has differed from the desired one.
+    behind_since: Option<Instant>,
+}
+
+/// The resources served and the proxies served them.
+pub struct Distributor {
+    table: RwLock<Table>,
+    generation: watch::Sender<u64>,
+    /// Whether the table holds a full picture of the sources yet: until it does,
+    /// streams wait, as a proxy that resumed against an empty table would be told to
+    /// drop everything it serves.
+    ready: watch::Sender<bool>,
+    proxies: Mutex<HashMap<u64, Connected>>,
+    next_stream: AtomicU64,
+    /// This controller's name, as `ListProxies` reports it.
+    pub identity: String,
+}
+
+impl std::fmt::Debug for Distributor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Distributor")
+            .field("identity", &self.identity)
+            .field("resources", &self.len())
+            .finish()
+    }
+}
+
+impl Distributor {
+    pub fn new(identity: impl Into<String>) -> Arc<Self> {
+        Arc::new(Distributor {
+            table: RwLock::new(Table::new()),
+            generation: watch::channel(0).0,
+            ready: watch::channel(false).0,
+            proxies: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
+            identity: identity.into(),
+        })
+    }
+
+    /// Makes the served resources those of `store` (a full picture of the sources);
+    /// proxies are sent what changed. Returns how many resources changed.
+    pub fn sync(&self, store: &ObjectStore) -> usize {
+        let kinds = scope::all_kinds();
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let changed = table.sync(store, |k| kinds.contains(&k));
+        let generation = table.generation();
+        drop(table);
+        if changed > 0 {
+            self.generation.send_replace(generation);
+        }
+        self.ready.send_replace(true);
+        changed
+    }
+
+    /// Runs `f` on the table and tells proxies if it changed anything (for callers that
+    /// know exactly which objects changed); the table then counts as a full picture.
+    pub fn update<R>(&self, f: impl FnOnce(&mut Table) -> R) -> R {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let before = table.generation();
+        let r = f(&mut table);
+        let after = table.generation();
+        drop(table);
+        if after != before {
+            self.generation.send_replace(after);
+        }
+        self.ready.send_replace(true);
+        r
+    }
+
+    /// How many resources are served.
+    pub fn len(&self) -> usize {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The connected proxies and how far each one is.
+    pub fn proxies(&self) -> Vec<ProxyStatus> {
+        let proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<ProxyStatus> = proxies
+            .values()
+            .map(|c| ProxyStatus {
+                proxy: Some(c.proxy.clone()),
+                address: c.address.clone(),
+                acked_version: c.acked_version.clone(),
+                desired_version: c.desired_version.clone(),
+                last_nack: c.last_nack.clone(),
+                seconds_since_answer: c
+                    .last_answer
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(-1.0),
+                connected_seconds: c.connected.elapsed().as_secs_f64(),
+                lag_seconds: c
+                    .behind_since
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0),
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            let id = |p: &ProxyStatus| p.proxy.as_ref().map(|p| p.id.clone());
+            id(a).cmp(&id(b))
+        });
+        out
+    }
+
+    fn with_proxy(&self, stream: u64, f: impl FnOnce(&mut Connected)) {
+        let mut proxies = self.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = proxies.get_mut(&stream) {
+            f(c);
+        }
+    }
+
+    /// The gRPC service, to add to a tonic server.
+    pub fn service(self: &Arc<Self>) -> ConfigDistributionServer<Service> {
+        ConfigDistributionServer::new(Service(self.clone()))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+
+    /// Serves the protocol on `listener` until the task is dropped.
+    pub fn serve(
+        self: &Arc<Self>,
+        listener: tokio::net::TcpListener,
+    ) -> tokio::task::JoinHandle<()> {
+        let svc = self.service();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+                .add_service(svc)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!(error = %e, "the config distribution server stopped");
+            }
+        })
+    }
+}
+
+/// Where a proxy stands: the set it told us it held, or a generation it acknowledged.
+enum Base {
+    Held(HashMap<String, String>),
+    Generation(u64),
+}
+
+/// The gRPC service.
+pub struct Service(Arc<Distributor>);
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<DeltaResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ConfigDistribution for Service {
+    type DeltasStream = ResponseStream;
+
+    async fn deltas(
+        &self,
+        request: Request<Streaming<DeltaRequest>>,
+    ) -> Result<Response<Self::DeltasStream>, Status> {
+        let address = request
+            .remote_addr()
+            .map(|a: SocketAddr| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before it began"))?;
+        let proxy = first.proxy.ok_or_else(|| {
+            Status::invalid_argument("the first request must say who the proxy is")
+        })?;
+        let kinds = scope::kinds(&proxy.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown role {:?} (expected {:?} or {:?})",
+                proxy.role,
+                scope::GATEWAY,
+                scope::NODE
+            ))
+        })?;
+        let dist = self.0.clone();
+        // Nothing is said before the table holds the sources' full picture.
+        let mut ready = dist.ready.subscribe();
+        if ready.wait_for(|r| *r).await.is_err() {
+            return Err(Status::unavailable("the controller is stopping"));
+        }
+        let stream = dist.next_stream.fetch_add(1, Ordering::Relaxed);
+        dist.proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                stream,
+                Connected {
+                    proxy: proxy.clone(),
+                    address: address.clone(),
+                    acked_version: String::new(),
+                    desired_version: String::new(),
+                    last_nack: String::new(),
+                    last_answer: None,
+                    connected: Instant::now(),
+                    behind_since: Some(Instant::now()),
+                },
+            );
+        tracing::info!(id = %proxy.id, role = %proxy.role, node = %proxy.node, cluster = %proxy.cluster, %address, "proxy connected");
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(async move {
+            let base = Base::Held(first.initial_resource_versions);
+            serve_stream(&dist, stream, &kinds, base, inbound, tx).await;
+            dist.proxies
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&stream);
+            tracing::info!(id = %proxy.id, %address, "proxy disconnected");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_proxies(
+        &self,
+        _request: Request<ListProxiesRequest>,
+    ) -> Result<Response<ListProxiesResponse>, Status> {
+        Ok(Response::new(ListProxiesResponse {
+            controller: self.0.identity.clone(),
+            proxies: self.0.proxies(),
+        }))
+    }
+}
+
+/// A response from a delta, resources in make-before-break order.
+fn response(delta: Delta, version: String, nonce: String) -> DeltaResponse {
+    let mut upserts = delta.upserts;
+    upserts.sort_by(|(a, ea), (b, eb)| (scope::rank(ea.kind), a).cmp(&(scope::rank(eb.kind), b)));
+    DeltaResponse {
+        system_version_info: version,
+        resources: upserts
+            .into_iter()
+            .map(|(name, e)| Resource {
+                name: name.to_string(),
+                version: version_string(e.version),
+                object: e.body.unwrap_or_default().to_vec(),
+            })
+            .collect(),
+        removed_resources: delta.removals.iter().map(|n| n.to_string()).collect(),
+        nonce,
+        full_state: delta.full_state,
+    }
+}
+
+/// One proxy's stream: see the module documentation.
+async fn serve_stream(
+    dist: &Distributor,
+    stream: u64,
+    kinds: &[&'static str],
+    mut base: Base,
+    mut inbound: Streaming<DeltaRequest>,
+    tx: mpsc::Sender<Result<DeltaResponse, Status>>,
+) {
+    let wants = |k: &str| kinds.contains(&k);
+    let mut generations = dist.generation.subscribe();
+    // The response awaiting an answer: (nonce, generation, version).
+    let mut in_flight: Option<(String, u64, String)> = None;
+    // A rejected generation is not sent again until something newer comes.
+    let mut rejected: Option<u64> = None;
+    let mut sent_any = false;
+    let mut nonces = 0u64;
+    loop {
+        if in_flight.is_none() {
+            let current = *generations.borrow_and_update();
+            let stale = match &base {
+                Base::Held(_) => true,
+                Base::Generation(g) => *g < current,
+            };
+            if (stale && rejected.is_none_or(|r| r < current)) || !sent_any {
+                let (delta, generation, version) = {
+                    let table = dist.table.read().unwrap_or_else(|e| e.into_inner());
+                    let g = table.generation();
+                    let delta = match &base {
+                        Base::Held(held) if held.is_empty() => table.full(wants),
+                        Base::Held(held) => table.against(held, wants),
+                        Base::Generation(since) => table.since(*since, wants),
+                    };
+                    (delta, g, table.set_version(wants))
+                };
+                dist.with_proxy(stream, |c| {
+                    c.desired_version = version.clone();
+                    if c.acked_version != version {
+                        c.behind_since.get_or_insert_with(Instant::now);
+                    }
+                });
+                let nothing = delta.upserts.is_empty() && delta.removals.is_empty();
+                if nothing && sent_any && matches!(base, Base::Generation(_)) {
+                    // Nothing this proxy is sent changed: it is already there.
+                    base = Base::Generation(generation);
+                } else {
+                    nonces += 1;
+                    let nonce = format!("{generation}-{nonces}");
+                    in_flight = Some((nonce.clone(), generation, version.clone()));
+                    sent_any = true;
+                    if tx.send(Ok(response(delta, version, nonce))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            msg = inbound.message() => {
+                let request = match msg {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "proxy stream ended");
+                        return;
+                    }
+                };
+                let Some((nonce, generation, version)) = in_flight.take() else {
+                    continue;
+                };
+                if request.response_nonce != nonce {
+                    // An answer to an older response: still waiting for this one's.
+                    in_flight = Some((nonce, generation, version));
+                    continue;
+                }
+                match request.error_detail {
+                    Some(error) => {
+                        tracing::warn!(stream, %version, error = %error.message, "proxy rejected the config (NACK); it keeps its previous one");
+                        rejected = Some(generation);
+                        dist.with_proxy(stream, |c| {
+                            c.last_nack = error.message.clone();
+                            c.last_answer = Some(Instant::now());
+                        });
+                    }
+                    None => {
+                        base = Base::Generation(generation);
+                        rejected = None;
+                        dist.with_proxy(stream, |c| {
+                            c.acked_version = version.clone();
+                            c.last_nack.clear();
+                            c.last_answer = Some(Instant::now());
+                            if c.desired_version == version {
+                                c.behind_since = None;
+                            }
+                        });
+                    }
+                }
+            }
+            changed = generations.changed(), if in_flight.is_none() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The central controller and remote gateways as real processes over loopback: a
+//! controller (`run --config DIR --control-listen`) serves two gateways (`run
+//! --controller URL`). A change reaches both; a config one gateway cannot apply (its
+//! listener port is taken on its address) is rejected by that gateway alone (NACK),
+//! which keeps serving the version before while `ctl proxies` says why, and which
+//! catches up with the next change; the controller killed under load leaves the
+//! gateways serving, and once restarted it resumes them without a full reload.
+
+mod support;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn app_ingress(svc: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: app, namespace: default}}\nspec:\n  rules:\n  - host: app.example\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service: {{name: {svc}, port: {{number: 80}}}}\n"
+    )
+}
+
+fn gateway(port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  gatewayClassName: gatehouse
+  listeners: [{{name: http, protocol: HTTP, port: {port}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: gw, namespace: default}}
+spec:
+  parentRefs: [{{name: edge}}]
+  hostnames: [gw.example]
+  rules: [{{backendRefs: [{{name: svc-a, port: 80}}]}}]
+"
+    )
+}
+
+/// One gatehouse process, with its addresses.
+struct Process {
+    child: Kill,
+    http: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+    log: std::path::PathBuf,
+}
+
+/// Starts `gatehouse run` with `args`, its Ingress listener on `ip` and Gateway
+/// listeners on `ip`.
+fn start(ip: &str, args: &[&str], log: std::path::PathBuf) -> Process {
+    let port = |a: std::net::SocketAddr| a.port();
+    let http: std::net::SocketAddr = format!("{ip}:{}", port(free_addr())).parse().expect("addr");
+    let https = format!("{ip}:{}", port(free_addr()));
+    let admin = free_addr();
+    let child = Command::new(BIN)
+        .arg("run")
+        .args(args)
+        .args(["--http-addr", &http.to_string(), "--https-addr", &https])
+        .args(["--gateway-host", ip, "--admin-addr", &admin.to_string()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start gatehouse");
+    Process {
+        child: Kill(child),
+        http,
+        admin,
+        log,
+    }
+}
+
+/// One GET on a new connection: (status, body); (0, "") if there is no answer.
+async fn get(addr: std::net::SocketAddr, host: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(Ok(mut s)) =
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return (0, String::new());
+    };
+    let req = format!("GET {path} HTTP/1.0\r\nhost: {host}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, body.to_string())
+}
+
+/// The backend that answers `host` at `addr` ("" if none does).
+async fn served_by(addr: std::net::SocketAddr, host: &str) -> String {
+    match get(addr, host, "/").await {
+        (200, body) => serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["service"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
+}
+
+async fn metrics(p: &Process) -> String {
+    get(p.admin, "admin", "/metrics").await.1
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !ok().await {
+        assert!(start.elapsed() < within, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ctl_proxies(control: &str) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["ctl", "proxies", "--json", "--controller", control])
+        .output()
+        .expect("ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+fn proxy<'a>(list: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    list["proxies"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == id))
+        .unwrap_or_else(|| panic!("{id} is not listed: {list}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let dir = tempfile::tempdir().expect("tmp");
+    let services = [
+        service("default", "svc-a", a, None),
+        service("default", "svc-b", b, None),
+    ]
+    .concat();
+    write(dir.path(), "classes.yaml", CLASSES);
+    write(dir.path(), "services.yaml", &services);
+    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let control_addr = free_addr();
+    let control = format!("http://{control_addr}");
+    let logs = tempfile::tempdir().expect("logs");
+    let config = dir.path().to_str().expect("path").to_string();
+    let controller_args = [
+        "--config",
+        &config,
+        "--control-listen",
+        &control_addr.to_string(),
+    ];
+    let mut controller = start(
+        "127.0.0.1",
+        &controller_args,
+        logs.path().join("controller.log"),
+    );
+    let g1 = start(
+        "127.0.0.2",
+        &["--controller", &control, "--identity", "g1"],
+        logs.path().join("g1.log"),
+    );
+    let g2 = start(
+        "127.0.0.3",
+        &[
+            "--controller",
+            &control,
+            "--identity",
+            "g2",
+            "--cluster",
+            "east",
+        ],
+        logs.path().join("g2.log"),
+    );
+    for g in [&g1, &g2] {
+        wait_until(
+            "a gateway to serve the controller's config",
+            Duration::from_secs(20),
+            async || served_by(g.http, "app.example").await == "a",
+        )
+        .await;
+    }
+    let list = ctl_proxies(&control);
+    assert_eq!(list["proxies"].as_array().map(Vec::len), Some(2), "{list}");
+    let first = proxy(&list, "g1")["ackedVersion"].clone();
+    for id in ["g1", "g2"] {
+        let p = proxy(&list, id);
+        assert_eq!(p["role"], "gateway");
+        assert_eq!(p["inSync"], true, "{p}");
+        assert_eq!(
+            p["ackedVersion"], first,
+            "the same objects, the same version"
+        );
+    }
+    assert_eq!(proxy(&list, "g2")["cluster"], "east");
+
+    // A change reaches both.
+    write(dir.path(), "app.yaml", &app_ingress("svc-b"));
+    for g in [&g1, &g2] {
+        wait_until(
+            "the change to reach a gateway",
+            Duration::from_secs(10),
+            async || served_by(g.http, "app.example").await == "b",
+        )
+        .await;
+    }
+
+    // A Gateway listener whose port g1 cannot bind on its address: g1 rejects that
+    // version and keeps the one before; g2 and the controller serve it.
+    let port = free_addr().port();
+    let taken = std::net::TcpListener::bind(("127.0.0.2", port)).expect("take the port");
+    write(dir.path(), "gateway.yaml", &gateway(port));
+    let g2_gw: std::net::SocketAddr = format!("127.0.0.3:{port}").parse().expect("addr");
+    wait_until(
+        "g2 to serve the new listener",
+        Duration::from_secs(10),
+        async || served_by(g2_gw, "gw.example").await == "a",
+    )
+    .await;
+    wait_until(
+        "g1's NACK to be reported",
+        Duration::from_secs(10),
+        async || {
+            let list = ctl_proxies(&control);
+            proxy(&list, "g1")["lastNack"]
+                .as_str()
+                .is_some_and(|n| n.contains(&format!("127.0.0.2:{port}")))
+        },
+    )
+    .await;
+    let list = ctl_proxies(&control);
+    let (p1, p2) = (proxy(&list, "g1"), proxy(&list, "g2"));
+    assert_eq!(p1["inSync"], false, "{p1}");
+    assert_eq!(p2["inSync"], true, "{p2}");
+    assert_ne!(p1["ackedVersion"], p2["ackedVersion"]);
+    assert!(metric(&metrics(&g1).await, "gatehouse_control_nacks_total") >= 1.0);
+    assert_eq!(
+        served_by(g1.http, "app.example").await,
+        "b",
+        "g1 keeps serving"
+    );
+    let table = Command::new(BIN)
+        .args(["ctl", "proxies", "--controller", &control])
+        .output()
+        .expect("ctl");
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains("g1") && table.contains("no") && table.contains(&port.to_string()),
+        "{table}"
+    );
+
+    // With the port free, the next change brings g1 up to date, the listener with it.
+    drop(taken);
+    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let g1_gw: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().expect("addr");
+    wait_until("g1 to catch up", Duration::from_secs(10), async || {
+        served_by(g1_gw, "gw.example").await == "a"
+    })
+    .await;
+    wait_until("both in sync", Duration::from_secs(10), async || {
+        let list = ctl_proxies(&control);
+        proxy(&list, "g1")["inSync"] == true && proxy(&list, "g2")["inSync"] == true
+    })
+    .await;
+
+    // The controller dies under load: the gateways keep serving, with no failure.
+    // (First let the gateways settle: a full pass reconciles incremental ones a second
+    // after the last change.)
+    let mut last = (Vec::new(), Instant::now());
+    wait_until(
+        "the gateways to settle",
+        Duration::from_secs(10),
+        async || {
+            let mut now = Vec::new();
+            for g in [&g1, &g2] {
+                now.push(metric(&metrics(g).await, "gatehouse_config_reloads_total"));
+            }
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            last.1.elapsed() > Duration::from_millis(1500)
+        },
+    )
+    .await;
+    let before: Vec<(f64, f64)> = {
+        let mut v = Vec::new();
+        for g in [&g1, &g2] {
+            let m = metrics(g).await;
+            v.push((
+                metric(&m, "gatehouse_config_reloads_total"),
+                metric(&m, "gatehouse_control_full_states_total"),
+            ));
+        }
+        v
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for addr in [g1.http, g2.http] {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                match served_by(addr, "app.example").await.as_str() {
+                    "a" => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let _ = controller.child.0.kill();
+    let _ = controller.child.0.wait();
+    for g in [&g1, &g2] {
+        wait_until(
+            "the gateway to see the controller gone",
+            Duration::from_secs(30),
+            async || metric(&metrics(g).await, "gatehouse_control_connected") == 0.0,
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    controller = start(
+        "127.0.0.1",
+        &controller_args,
+        logs.path().join("controller2.log"),
+    );
+    for g in [&g1, &g2] {
+        wait_until(
+            "the gateway to reconnect",
+            Duration::from_secs(20),
+            async || metric(&metrics(g).await, "gatehouse_control_connected") == 1.0,
+        )
+        .await;
+    }
+    wait_until(
+        "both in sync with the new controller",
+        Duration::from_secs(10),
+        async || {
+            let list = ctl_proxies(&control);
+            list["proxies"].as_array().map(Vec::len) == Some(2)
+                && proxy(&list, "g1")["inSync"] == true
+                && proxy(&list, "g2")["inSync"] == true
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        let _ = t.await;
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 50, "load ran: {ok} ok");
+    assert_eq!(
+        failed, 0,
+        "no request failed while the controller was away ({ok} ok)"
+    );
+    // Resumed: nothing was sent again in full, nothing reloaded.
+    for (g, (reloads, full)) in [&g1, &g2].into_iter().zip(before) {
+        let m = metrics(g).await;
+        assert_eq!(
+            metric(&m, "gatehouse_config_reloads_total"),
+            reloads,
+            "{}",
+            g.log.display()
+        );
+        assert_eq!(metric(&m, "gatehouse_control_full_states_total"), full);
+    }
+    // And changes flow again.
+    write(dir.path(), "app.yaml", &app_ingress("svc-b"));
+    for g in [&g1, &g2] {
+        wait_until(
+            "a change after the restart",
+            Duration::from_secs(10),
+            async || served_by(g.http, "app.example").await == "b",
+        )
+        .await;
+    }
+    drop(controller);
+}
