@@ -90,6 +90,8 @@ pub enum MeshSource {
     /// The Kubernetes API (Pods, Nodes, Services, EndpointSlices, Namespaces and the
     /// mesh's policies).
     Kube(kube::Client),
+    /// A central controller's stream (`http://HOST:PORT`), as this proxy.
+    Controller(String, gatehouse_control::pb::Proxy),
 }
 
 /// Follows `source`: applies its first valid view (an error doing so is returned), then
@@ -113,6 +115,9 @@ where
             return watch(dir, opts, apply);
         }
         MeshSource::Kube(client) => client,
+        MeshSource::Controller(url, proxy) => {
+            return follow_controller(url, proxy, opts, apply).await
+        }
     };
     let store = gatehouse_sources::kubernetes::start(
         client,
@@ -176,6 +181,79 @@ where
             }
         }
     }))
+}
+
+/// Follows a controller's stream: each response goes into a store, the mesh's view is
+/// built from it and applied, and the response is acknowledged; a view that does not
+/// build or apply is rejected (NACK) and the store put back, so the last good view
+/// stays. Returns once the first view is applied.
+async fn follow_controller<F, Fut>(
+    url: String,
+    proxy: gatehouse_control::pb::Proxy,
+    opts: MeshOptions,
+    apply: F,
+) -> anyhow::Result<tokio::task::JoinHandle<()>>
+where
+    F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let store = gatehouse_sources::kubernetes::KubeStore::fed();
+    let apply = Arc::new(tokio::sync::Mutex::new(apply));
+    let version = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
+    let stats = Arc::new(gatehouse_control::client::FollowStats::default());
+    let task = tokio::spawn(gatehouse_control::client::follow(
+        url.clone(),
+        proxy,
+        stats,
+        move |changes| {
+            let (store, apply, opts) = (store.clone(), apply.clone(), opts.clone());
+            let (version, first_tx) = (version.clone(), first_tx.clone());
+            async move {
+                use std::sync::atomic::Ordering;
+                let undo = crate::remote::put(&store, changes.upserts, changes.removals);
+                let first = version.load(Ordering::Acquire) == 0;
+                if undo.is_empty() && !first {
+                    return Ok(());
+                }
+                let next = version.load(Ordering::Acquire) + 1;
+                let view = match mesh::build(&store.snapshot(), &opts) {
+                    Ok(mut m) => {
+                        m.version = next;
+                        m
+                    }
+                    Err(errors) => {
+                        rejected(&errors, next - 1);
+                        undo.revert(&store);
+                        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                        return Err(text.join("; "));
+                    }
+                };
+                let mut apply = apply.lock().await;
+                match (*apply)(view).await {
+                    Ok(()) => {
+                        version.store(next, Ordering::Release);
+                        applied(Ok(()), next);
+                        if let Some(tx) = first_tx.lock().unwrap_or_else(|e| e.into_inner()).take()
+                        {
+                            let _ = tx.send(());
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        undo.revert(&store);
+                        Err(format!("cannot apply the mesh configuration: {e}"))
+                    }
+                }
+            }
+        },
+    ));
+    tracing::info!(%url, "waiting for the mesh configuration from the controller");
+    first_rx
+        .await
+        .map_err(|_| anyhow!("the controller stream stopped before a first view"))?;
+    Ok(task)
 }
 
 /// The CA flags of `run` and `controller`.
@@ -257,28 +335,35 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
         return Ok(None);
     };
     let opts = args.mesh.options();
+    // The CA reads the sources themselves: the API on a cluster, else a directory.
+    let client = match &source {
+        MeshSource::Kube(client) => Some(client.clone()),
+        MeshSource::Dir(_) => None,
+        MeshSource::Controller(..) => {
+            anyhow::bail!("the mesh CA reads a directory or the API, not a controller's stream")
+        }
+    };
     let tokens = match &args.mesh_node_tokens {
         Some(p) => NodeTokens::load(p)?,
-        None if matches!(source, MeshSource::Kube(_)) => NodeTokens::default(),
+        None if client.is_some() => NodeTokens::default(),
         None => anyhow::bail!(
             "--mesh-ca-listen with --config needs --mesh-node-tokens (who may ask for certificates)"
         ),
     };
-    let auth: Arc<dyn NodeAuth> = match &source {
-        MeshSource::Dir(_) => Arc::new(tokens),
-        MeshSource::Kube(client) => Arc::new(ReviewedTokens::new(
+    let auth: Arc<dyn NodeAuth> = match &client {
+        None => Arc::new(tokens),
+        Some(client) => Arc::new(ReviewedTokens::new(
             tokens,
             client.clone(),
             &args.mesh_node_service_account,
         )?),
     };
-    let publish = match &source {
-        MeshSource::Dir(_) => None,
-        MeshSource::Kube(client) => Some((client.clone(), args.mesh_root_configmap.clone())),
-    };
-    let roots = match &source {
-        MeshSource::Dir(_) => RootStore::Dir(args.mesh_ca_dir.clone()),
-        MeshSource::Kube(client) => RootStore::Secret(client.clone(), args.mesh_ca_secret.clone()),
+    let publish = client
+        .clone()
+        .map(|c| (c, args.mesh_root_configmap.clone()));
+    let roots = match &client {
+        None => RootStore::Dir(args.mesh_ca_dir.clone()),
+        Some(client) => RootStore::Secret(client.clone(), args.mesh_ca_secret.clone()),
     };
     let ca = match &roots {
         RootStore::Dir(dir) => CertificateAuthority::load_or_create(dir, &opts.trust_domain)?,
@@ -452,10 +537,17 @@ pub struct NodeArgs {
     /// Directory of Kubernetes manifests (Pods, Nodes, Services, policies).
     #[arg(
         long,
-        required_unless_present = "kubernetes",
-        conflicts_with = "kubernetes"
+        required_unless_present_any = ["kubernetes", "controller"],
+        conflicts_with_all = ["kubernetes", "controller"]
     )]
     pub config: Option<PathBuf>,
+    /// Take the mesh from a central controller (`http://HOST:PORT`, its
+    /// --control-listen) instead; without it, keep the last view it sent.
+    #[arg(long, value_name = "URL", conflicts_with = "kubernetes")]
+    pub controller: Option<String>,
+    /// The cluster this node is in, as the controller lists it.
+    #[arg(long, default_value = "default", requires = "controller")]
+    pub cluster: String,
     /// Read the mesh from the Kubernetes API instead (in-cluster, or --kubeconfig).
     #[arg(long)]
     pub kubernetes: bool,
@@ -509,9 +601,22 @@ pub async fn run_node(
         libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
     }
     let opts = args.mesh.options();
-    let source = match &args.config {
-        Some(dir) => MeshSource::Dir(dir.clone()),
-        None => MeshSource::Kube(
+    let source = match (&args.config, &args.controller) {
+        (Some(dir), _) => MeshSource::Dir(dir.clone()),
+        (None, Some(url)) => MeshSource::Controller(
+            url.clone(),
+            gatehouse_control::pb::Proxy {
+                id: match args.sidecar_for {
+                    Some(ip) => format!("{}/sidecar-{ip}", args.node_name),
+                    None => format!("{}/node", args.node_name),
+                },
+                role: gatehouse_control::scope::NODE.into(),
+                node: args.node_name.clone(),
+                cluster: args.cluster.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+            },
+        ),
+        (None, None) => MeshSource::Kube(
             crate::app::kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
         ),
     };

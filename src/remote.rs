@@ -11,6 +11,7 @@ use crate::cluster::{sync_loop, Pass, Serve};
 use gatehouse_control::client::{follow, Changes, FollowStats};
 use gatehouse_control::pb::Proxy;
 use gatehouse_model::status::Statuses;
+use gatehouse_model::{ObjectKey, StoredObject};
 use gatehouse_proxy::ProxyConfig;
 use gatehouse_sources::kubernetes::KubeStore;
 use gatehouse_translate::TranslateOptions;
@@ -83,6 +84,40 @@ pub async fn start_remote(opts: RemoteOptions) -> anyhow::Result<Running> {
     })
 }
 
+/// What putting a response's changes in a store replaced, to put it back.
+pub(crate) struct Undo(Vec<(ObjectKey, Option<Arc<StoredObject>>)>);
+
+impl Undo {
+    /// Whether the changes changed nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Puts back what the changes replaced.
+    pub(crate) fn revert(self, store: &KubeStore) {
+        for (key, old) in self.0.into_iter().rev() {
+            store.apply(key, old.map(|o| (*o).clone()));
+        }
+        store.notify();
+    }
+}
+
+/// Puts a response's changes in `store` (without waking its readers).
+pub(crate) fn put(store: &KubeStore, upserts: Vec<StoredObject>, removals: Vec<ObjectKey>) -> Undo {
+    let mut undo = Vec::new();
+    let keyed = upserts
+        .into_iter()
+        .map(|o| (o.key(), Some(o)))
+        .chain(removals.into_iter().map(|k| (k, None)));
+    for (key, new) in keyed {
+        let old = store.read(|s| s.get_shared(&key));
+        if store.apply(key.clone(), new) {
+            undo.push((key, old));
+        }
+    }
+    Undo(undo)
+}
+
 /// Puts a response's changes in the store and waits for the pass that serves them:
 /// Ok once installed; otherwise they are taken out again and the error says why.
 async fn apply(
@@ -90,18 +125,7 @@ async fn apply(
     mut passes: watch::Receiver<Option<Pass>>,
     changes: Changes,
 ) -> Result<(), String> {
-    let mut undo = Vec::new();
-    let keyed = changes
-        .upserts
-        .into_iter()
-        .map(|o| (o.key(), Some(o)))
-        .chain(changes.removals.into_iter().map(|k| (k, None)));
-    for (key, new) in keyed {
-        let old = store.read(|s| s.get_shared(&key));
-        if store.apply(key.clone(), new) {
-            undo.push((key, old));
-        }
-    }
+    let undo = put(store, changes.upserts, changes.removals);
     let first = !store.synced();
     if undo.is_empty() && !first {
         return Ok(());
@@ -123,9 +147,6 @@ async fn apply(
         Installed::Applied => return Ok(()),
         Installed::Invalid(why) | Installed::NotApplied(why) => why,
     };
-    for (key, old) in undo.into_iter().rev() {
-        store.apply(key, old.map(|o| (*o).clone()));
-    }
-    store.notify();
+    undo.revert(store);
     Err(format!("version {} not applied: {why}", changes.version))
 }

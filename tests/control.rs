@@ -397,3 +397,114 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
     }
     drop(controller);
 }
+
+fn pod(name: &str, node: &str, ip: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}\nspec: {{nodeName: {node}, serviceAccountName: {name}, containers: [{{name: main}}]}}\nstatus: {{phase: Running, podIP: {ip}}}\n"
+    )
+}
+
+/// A node proxy (`node --controller`) takes the mesh from the controller's stream: it
+/// is sent the mesh's kinds, gets certificates for its node's workloads, follows a new
+/// Pod, and is listed with its role and node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_proxy_follows_the_controller() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mesh = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {gatehouse.dev/mesh: node}}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {addresses: [{type: InternalIP, address: 127.0.0.1}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n2}\nstatus: {addresses: [{type: InternalIP, address: 127.0.0.9}]}\n";
+    write(dir.path(), "classes.yaml", CLASSES);
+    write(dir.path(), "mesh.yaml", mesh);
+    write(
+        dir.path(),
+        "pods.yaml",
+        &(pod("client", "n1", "10.1.0.5") + &pod("web", "n2", "10.2.0.5")),
+    );
+    let state = tempfile::tempdir().expect("state");
+    std::fs::write(
+        state.path().join("tokens"),
+        "n1-token-0123456789abcdef n1\n",
+    )
+    .expect("tokens");
+    std::fs::write(state.path().join("token"), "n1-token-0123456789abcdef\n").expect("token");
+    let (control_addr, ca_addr) = (free_addr(), free_addr());
+    let control = format!("http://{control_addr}");
+    let config = dir.path().to_str().expect("path").to_string();
+    let ca_dir = state.path().join("ca");
+    let tokens = state.path().join("tokens");
+    let controller_args = [
+        "--config",
+        &config,
+        "--control-listen",
+        &control_addr.to_string(),
+        "--mesh-ca-listen",
+        &ca_addr.to_string(),
+        "--mesh-ca-dir",
+        ca_dir.to_str().expect("path"),
+        "--mesh-node-tokens",
+        tokens.to_str().expect("path"),
+    ];
+    let _controller = start(
+        "127.0.0.1",
+        &controller_args,
+        state.path().join("controller.log"),
+    );
+    let root = ca_dir.join("root-cert.pem");
+    wait_until("the CA's root", Duration::from_secs(20), async || {
+        root.exists()
+    })
+    .await;
+    let admin = free_addr();
+    let _node = Kill(
+        Command::new(BIN)
+            .args(["node", "--controller", &control, "--node-name", "n1"])
+            .args(["--no-capture", "--bind", "127.0.0.1"])
+            .args(["--ca-addr", &ca_addr.to_string()])
+            .arg("--ca-root")
+            .arg(&root)
+            .arg("--token-file")
+            .arg(state.path().join("token"))
+            .args(["--admin-addr", &admin.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(state.path().join("node.log")).expect("log"))
+            .spawn()
+            .expect("start the node proxy"),
+    );
+    let issued = async || {
+        metric(
+            &get(admin, "admin", "/metrics").await.1,
+            "gatehouse_mesh_certificates_issued_total",
+        )
+    };
+    wait_until(
+        "the node proxy's first certificate",
+        Duration::from_secs(20),
+        async || issued().await == 1.0,
+    )
+    .await;
+    assert_eq!(get(admin, "admin", "/ready").await.0, 200);
+    let list = ctl_proxies(&control);
+    let p = proxy(&list, "n1/node");
+    assert_eq!(
+        (p["role"].as_str(), p["node"].as_str()),
+        (Some("node"), Some("n1"))
+    );
+    wait_until(
+        "the node proxy in sync",
+        Duration::from_secs(10),
+        async || proxy(&ctl_proxies(&control), "n1/node")["inSync"] == true,
+    )
+    .await;
+    // A new Pod on n1 reaches the node proxy through the controller.
+    write(
+        dir.path(),
+        "pods.yaml",
+        &(pod("client", "n1", "10.1.0.5")
+            + &pod("web", "n2", "10.2.0.5")
+            + &pod("api", "n1", "10.1.0.6")),
+    );
+    wait_until(
+        "the new Pod's certificate",
+        Duration::from_secs(20),
+        async || issued().await == 2.0,
+    )
+    .await;
+}
