@@ -195,6 +195,15 @@ struct RunArgs {
     /// The cluster this proxy serves, as the controller lists it.
     #[arg(long, default_value = "default", requires = "controller")]
     cluster: String,
+    /// File holding the token that admits this proxy to the controller.
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    controller_token_file: Option<PathBuf>,
+    /// With --control-listen: serve only proxies with a token in this file, one
+    /// `TOKEN ROLE NAME` per line (ROLE gateway or node; NAME the gateway's
+    /// --identity or the node's name, `*` for any). Read again every 2 s: a token taken
+    /// out is revoked, and its proxy's stream closed.
+    #[arg(long, value_name = "FILE", requires = "control_listen")]
+    control_tokens: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -490,6 +499,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_listen,
         controller,
         cluster,
+        controller_token_file,
+        control_tokens,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -543,6 +554,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let running = gatehouse::remote::start_remote(gatehouse::remote::RemoteOptions {
             controller: url.clone(),
             id: identity,
+            token_file: controller_token_file,
             cluster,
             translate,
             proxy,
@@ -564,6 +576,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (--control-listen)"))?;
             let d = gatehouse_control::server::Distributor::new(identity.clone());
+            match &control_tokens {
+                Some(path) => d.require_tokens(gatehouse_control::auth::ProxyTokens::load(path)?),
+                None => tracing::warn!(
+                    "--control-listen without --control-tokens: any proxy that reaches {addr} is served"
+                ),
+            }
             d.serve(listener);
             println!("Serving config to remote proxies on {addr}");
             Some(d)

@@ -90,8 +90,8 @@ pub enum MeshSource {
     /// The Kubernetes API (Pods, Nodes, Services, EndpointSlices, Namespaces and the
     /// mesh's policies).
     Kube(kube::Client),
-    /// A central controller's stream (`http://HOST:PORT`), as this proxy.
-    Controller(String, gatehouse_control::pb::Proxy),
+    /// A central controller's stream.
+    Controller(gatehouse_control::client::Follow),
 }
 
 /// Follows `source`: applies its first valid view (an error doing so is returned), then
@@ -115,9 +115,7 @@ where
             return watch(dir, opts, apply);
         }
         MeshSource::Kube(client) => client,
-        MeshSource::Controller(url, proxy) => {
-            return follow_controller(url, proxy, opts, apply).await
-        }
+        MeshSource::Controller(to) => return follow_controller(to, opts, apply).await,
     };
     let store = gatehouse_sources::kubernetes::start(
         client,
@@ -188,8 +186,7 @@ where
 /// build or apply is rejected (NACK) and the store put back, so the last good view
 /// stays. Returns once the first view is applied.
 async fn follow_controller<F, Fut>(
-    url: String,
-    proxy: gatehouse_control::pb::Proxy,
+    to: gatehouse_control::client::Follow,
     opts: MeshOptions,
     apply: F,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>>
@@ -203,9 +200,9 @@ where
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
     let first_tx = Arc::new(std::sync::Mutex::new(Some(first_tx)));
     let stats = Arc::new(gatehouse_control::client::FollowStats::default());
+    let url = to.url.clone();
     let task = tokio::spawn(gatehouse_control::client::follow(
-        url.clone(),
-        proxy,
+        to,
         stats,
         move |changes| {
             let (store, apply, opts) = (store.clone(), apply.clone(), opts.clone());
@@ -548,6 +545,10 @@ pub struct NodeArgs {
     /// The cluster this node is in, as the controller lists it.
     #[arg(long, default_value = "default", requires = "controller")]
     pub cluster: String,
+    /// File holding the token that admits this proxy to the controller
+    /// (`--control-tokens` there).
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub controller_token_file: Option<PathBuf>,
     /// Read the mesh from the Kubernetes API instead (in-cluster, or --kubeconfig).
     #[arg(long)]
     pub kubernetes: bool,
@@ -603,9 +604,10 @@ pub async fn run_node(
     let opts = args.mesh.options();
     let source = match (&args.config, &args.controller) {
         (Some(dir), _) => MeshSource::Dir(dir.clone()),
-        (None, Some(url)) => MeshSource::Controller(
-            url.clone(),
-            gatehouse_control::pb::Proxy {
+        (None, Some(url)) => MeshSource::Controller(gatehouse_control::client::Follow {
+            url: url.clone(),
+            token_file: args.controller_token_file.clone(),
+            proxy: gatehouse_control::pb::Proxy {
                 id: match args.sidecar_for {
                     Some(ip) => format!("{}/sidecar-{ip}", args.node_name),
                     None => format!("{}/node", args.node_name),
@@ -615,7 +617,7 @@ pub async fn run_node(
                 cluster: args.cluster.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
             },
-        ),
+        }),
         (None, None) => MeshSource::Kube(
             crate::app::kube_client(args.kubeconfig.as_deref(), args.context.clone()).await?,
         ),

@@ -8,7 +8,7 @@
 
 use crate::app::{data_plane, Installed, Running};
 use crate::cluster::{sync_loop, Pass, Serve};
-use gatehouse_control::client::{follow, Changes, FollowStats};
+use gatehouse_control::client::{follow, Changes, Follow, FollowStats};
 use gatehouse_control::pb::Proxy;
 use gatehouse_model::status::Statuses;
 use gatehouse_model::{ObjectKey, StoredObject};
@@ -28,6 +28,8 @@ pub struct RemoteOptions {
     pub controller: String,
     /// Who this proxy is.
     pub id: String,
+    /// The file holding its token for the controller.
+    pub token_file: Option<std::path::PathBuf>,
     pub cluster: String,
     pub translate: TranslateOptions,
     pub proxy: ProxyConfig,
@@ -65,16 +67,16 @@ pub async fn start_remote(opts: RemoteOptions) -> anyhow::Result<Running> {
         cluster: opts.cluster.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    tokio::spawn(follow(
-        opts.controller.clone(),
+    let to = Follow {
+        url: opts.controller.clone(),
         proxy,
-        stats,
-        move |changes| {
-            let store = store.clone();
-            let passes = passes_rx.clone();
-            async move { apply(&store, passes, changes).await }
-        },
-    ));
+        token_file: opts.token_file.clone(),
+    };
+    tokio::spawn(follow(to, stats, move |changes| {
+        let store = store.clone();
+        let passes = passes_rx.clone();
+        async move { apply(&store, passes, changes).await }
+    }));
     Ok(Running {
         dataplane: dp,
         admin_addr,

@@ -4,7 +4,9 @@
 //! listener port is taken on its address) is rejected by that gateway alone (NACK),
 //! which keeps serving the version before while `ctl proxies` says why, and which
 //! catches up with the next change; the controller killed under load leaves the
-//! gateways serving, and once restarted it resumes them without a full reload.
+//! gateways serving, and once restarted it resumes them without a full reload. Only
+//! proxies with a token that admits them are served; a revoked token closes its
+//! proxy's stream (the proxy keeps serving what it has).
 
 mod support;
 use std::process::{Child, Command, Stdio};
@@ -111,6 +113,10 @@ async fn served_by(addr: std::net::SocketAddr, host: &str) -> String {
     }
 }
 
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
@@ -166,34 +172,52 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
     let control = format!("http://{control_addr}");
     let logs = tempfile::tempdir().expect("logs");
     let config = dir.path().to_str().expect("path").to_string();
+    // Tokens: one per gateway; g3's is g1's, so it does not admit g3.
+    let tokens = logs.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "g1-token-0123456789abcdef gateway g1\ng2-token-0123456789abcdef gateway g2\n",
+    )
+    .expect("tokens");
+    for (name, token) in [
+        ("g1", "g1-token-0123456789abcdef"),
+        ("g2", "g2-token-0123456789abcdef"),
+        ("g3", "g1-token-0123456789abcdef"),
+    ] {
+        std::fs::write(logs.path().join(format!("{name}.token")), token).expect("token");
+    }
+    let token_of = |name: &str| {
+        logs.path()
+            .join(format!("{name}.token"))
+            .to_str()
+            .expect("path")
+            .to_string()
+    };
     let controller_args = [
         "--config",
         &config,
         "--control-listen",
         &control_addr.to_string(),
+        "--control-tokens",
+        tokens.to_str().expect("path"),
     ];
     let mut controller = start(
         "127.0.0.1",
         &controller_args,
         logs.path().join("controller.log"),
     );
-    let g1 = start(
-        "127.0.0.2",
-        &["--controller", &control, "--identity", "g1"],
-        logs.path().join("g1.log"),
-    );
-    let g2 = start(
-        "127.0.0.3",
-        &[
-            "--controller",
-            &control,
-            "--identity",
-            "g2",
-            "--cluster",
-            "east",
-        ],
-        logs.path().join("g2.log"),
-    );
+    let gateway_args = |name: &str| -> Vec<String> {
+        ["--controller", &control, "--identity", name]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--controller-token-file".to_string(), token_of(name)])
+            .collect()
+    };
+    let (a1, mut a2, a3) = (gateway_args("g1"), gateway_args("g2"), gateway_args("g3"));
+    a2.extend(["--cluster".to_string(), "east".to_string()]);
+    let g1 = start("127.0.0.2", &refs(&a1), logs.path().join("g1.log"));
+    let g2 = start("127.0.0.3", &refs(&a2), logs.path().join("g2.log"));
+    let g3 = start("127.0.0.4", &refs(&a3), logs.path().join("g3.log"));
     for g in [&g1, &g2] {
         wait_until(
             "a gateway to serve the controller's config",
@@ -202,6 +226,13 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
         )
         .await;
     }
+    // g3's token admits g1, not g3: refused, never served, and told why.
+    let refused = wait_log(&g3.log, "refused").await;
+    assert!(
+        refused.contains("g3 refused: the token admits") && refused.contains("g1"),
+        "{refused}"
+    );
+    assert_eq!(get(g3.admin, "admin", "/readyz").await.0, 503);
     let list = ctl_proxies(&control);
     assert_eq!(list["proxies"].as_array().map(Vec::len), Some(2), "{list}");
     let first = proxy(&list, "g1")["ackedVersion"].clone();
@@ -425,6 +456,9 @@ async fn a_node_proxy_follows_the_controller() {
     )
     .expect("tokens");
     std::fs::write(state.path().join("token"), "n1-token-0123456789abcdef\n").expect("token");
+    // The same token admits n1's proxy to the controller.
+    let control_tokens = state.path().join("control-tokens");
+    std::fs::write(&control_tokens, "n1-token-0123456789abcdef node n1\n").expect("tokens");
     let (control_addr, ca_addr) = (free_addr(), free_addr());
     let control = format!("http://{control_addr}");
     let config = dir.path().to_str().expect("path").to_string();
@@ -441,6 +475,8 @@ async fn a_node_proxy_follows_the_controller() {
         ca_dir.to_str().expect("path"),
         "--mesh-node-tokens",
         tokens.to_str().expect("path"),
+        "--control-tokens",
+        control_tokens.to_str().expect("path"),
     ];
     let _controller = start(
         "127.0.0.1",
@@ -456,6 +492,8 @@ async fn a_node_proxy_follows_the_controller() {
     let _node = Kill(
         Command::new(BIN)
             .args(["node", "--controller", &control, "--node-name", "n1"])
+            .arg("--controller-token-file")
+            .arg(state.path().join("token"))
             .args(["--no-capture", "--bind", "127.0.0.1"])
             .args(["--ca-addr", &ca_addr.to_string()])
             .arg("--ca-root")

@@ -154,17 +154,29 @@ fn parse(resp: &DeltaResponse, held: &HashMap<String, String>) -> Result<Changes
     })
 }
 
-/// Follows the controller at `url` as `proxy`, forever: `apply` applies each response
-/// (an error rejects it, and must leave things as they were).
-pub async fn follow<F, Fut>(url: String, proxy: Proxy, stats: Arc<FollowStats>, mut apply: F)
+/// Where and as whom to follow a controller.
+#[derive(Debug, Clone)]
+pub struct Follow {
+    /// `http://HOST:PORT`.
+    pub url: String,
+    pub proxy: Proxy,
+    /// A file holding the bearer token that admits this proxy (read on every
+    /// connection, so a replaced token is picked up).
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Follows the controller, forever: `apply` applies each response (an error rejects
+/// it, and must leave things as they were).
+pub async fn follow<F, Fut>(to: Follow, stats: Arc<FollowStats>, mut apply: F)
 where
     F: FnMut(Changes) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
     let mut held: HashMap<String, String> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
+    let url = to.url.clone();
     loop {
-        match session(&url, &proxy, &mut held, &stats, &mut apply).await {
+        match session(&to, &mut held, &stats, &mut apply).await {
             Ok(()) => tracing::warn!(%url, "the controller ended the stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(%url, error = %e, "no stream to the controller; serving what is held and retrying")
@@ -191,8 +203,7 @@ fn fastrand_ms(n: u64) -> u64 {
 }
 
 async fn session<F, Fut>(
-    url: &str,
-    proxy: &Proxy,
+    to: &Follow,
     held: &mut HashMap<String, String>,
     stats: &FollowStats,
     apply: &mut F,
@@ -201,6 +212,16 @@ where
     F: FnMut(Changes) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
+    let (url, proxy) = (&to.url, &to.proxy);
+    let token = match &to.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -216,10 +237,14 @@ where
         ..Default::default()
     })
     .await?;
-    let mut responses = client
-        .deltas(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the token is not a valid header value"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let mut responses = client.deltas(request).await?.into_inner();
     stats.connected.store(true, Ordering::Relaxed);
     tracing::info!(%url, held = held.len(), "following the controller");
     while let Some(resp) = responses.message().await? {

@@ -3,6 +3,7 @@
 //! delta xDS (versioned resources, nonces, ACK/NACK, resumption), and those proxies
 //! follow it. Protocol: `proto/gatehouse/control/v1/control.proto`.
 
+pub mod auth;
 pub mod client;
 pub mod scope;
 pub mod server;

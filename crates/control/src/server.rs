@@ -7,6 +7,7 @@
 //! is sent only the difference, so neither a proxy's nor the controller's restart
 //! makes every proxy reload everything.
 
+use crate::auth::ProxyTokens;
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
     DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy, ProxyStatus,
@@ -51,6 +52,10 @@ pub struct Distributor {
     next_stream: AtomicU64,
     /// This controller's name, as `ListProxies` reports it.
     pub identity: String,
+    /// When set, only proxies with a token that admits them are served.
+    auth: std::sync::OnceLock<Arc<ProxyTokens>>,
+    /// Grows when the tokens change, so streams check theirs again.
+    auth_epoch: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -71,7 +76,28 @@ impl Distributor {
             proxies: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(1),
             identity: identity.into(),
+            auth: std::sync::OnceLock::new(),
+            auth_epoch: watch::channel(0).0,
         })
+    }
+
+    /// Serves only proxies whose bearer token admits them, from now on; the tokens are
+    /// read again every 2 s, and streams whose token was revoked are closed.
+    pub fn require_tokens(self: &Arc<Self>, tokens: ProxyTokens) {
+        if self.auth.set(Arc::new(tokens)).is_err() {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                let Some(d) = weak.upgrade() else { return };
+                if d.auth.get().is_some_and(|t| t.reload()) {
+                    tracing::info!("proxy tokens changed; connected proxies are checked again");
+                    d.auth_epoch.send_modify(|e| *e += 1);
+                }
+            }
+        });
     }
 
     /// Makes the served resources those of `store` (a full picture of the sources);
@@ -200,6 +226,12 @@ impl ConfigDistribution for Service {
             .remote_addr()
             .map(|a: SocketAddr| a.to_string())
             .unwrap_or_default();
+        let token = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_string);
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -217,6 +249,15 @@ impl ConfigDistribution for Service {
             ))
         })?;
         let dist = self.0.clone();
+        if let Some(tokens) = dist.auth.get() {
+            if let Err(why) = tokens.admits(token.as_deref(), &proxy) {
+                tracing::warn!(id = %proxy.id, role = %proxy.role, node = %proxy.node, %address, reason = %why, "proxy refused");
+                return Err(Status::unauthenticated(format!(
+                    "{} refused: {why}",
+                    proxy.id
+                )));
+            }
+        }
         // Nothing is said before the table holds the sources' full picture.
         let mut ready = dist.ready.subscribe();
         if ready.wait_for(|r| *r).await.is_err() {
@@ -243,7 +284,11 @@ impl ConfigDistribution for Service {
         let (tx, rx) = mpsc::channel(2);
         tokio::spawn(async move {
             let base = Base::Held(first.initial_resource_versions);
-            serve_stream(&dist, stream, &kinds, base, inbound, tx).await;
+            let admitted = Admitted {
+                proxy: proxy.clone(),
+                token,
+            };
+            serve_stream(&dist, stream, &kinds, &admitted, base, inbound, tx).await;
             dist.proxies
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -286,17 +331,25 @@ fn response(delta: Delta, version: String, nonce: String) -> DeltaResponse {
     }
 }
 
+/// Who a stream serves, and the token it came in with.
+struct Admitted {
+    proxy: Proxy,
+    token: Option<String>,
+}
+
 /// One proxy's stream: see the module documentation.
 async fn serve_stream(
     dist: &Distributor,
     stream: u64,
     kinds: &[&'static str],
+    admitted: &Admitted,
     mut base: Base,
     mut inbound: Streaming<DeltaRequest>,
     tx: mpsc::Sender<Result<DeltaResponse, Status>>,
 ) {
     let wants = |k: &str| kinds.contains(&k);
     let mut generations = dist.generation.subscribe();
+    let mut epochs = dist.auth_epoch.subscribe();
     // The response awaiting an answer: (nonce, generation, version).
     let mut in_flight: Option<(String, u64, String)> = None;
     // A rejected generation is not sent again until something newer comes.
@@ -385,6 +438,19 @@ async fn serve_stream(
             }
             changed = generations.changed(), if in_flight.is_none() => {
                 if changed.is_err() {
+                    return;
+                }
+            }
+            _ = epochs.changed() => {
+                let verdict = dist
+                    .auth
+                    .get()
+                    .map(|t| t.admits(admitted.token.as_deref(), &admitted.proxy));
+                if let Some(Err(why)) = verdict {
+                    tracing::warn!(id = %admitted.proxy.id, reason = %why, "proxy's token revoked; its stream is closed");
+                    let _ = tx
+                        .send(Err(Status::unauthenticated(format!("{} refused: {why}", admitted.proxy.id))))
+                        .await;
                     return;
                 }
             }
