@@ -188,8 +188,9 @@ struct RunArgs {
     /// address: a gRPC stream of deltas, acknowledged by each proxy.
     #[arg(long, value_name = "ADDR")]
     control_listen: Option<SocketAddr>,
-    /// Take config from a central controller (`http://HOST:PORT`) instead of a directory
-    /// or the API; without it, keep serving the last config it sent.
+    /// Take config from a central controller (`http://HOST:PORT`; replicas separated by
+    /// commas) instead of a directory or the API; without it, keep serving the last
+    /// config it sent.
     #[arg(long, value_name = "URL", conflicts_with_all = ["kubernetes", "control_listen"])]
     controller: Option<String>,
     /// The cluster this proxy serves, as the controller lists it.

@@ -539,7 +539,8 @@ pub struct NodeArgs {
     )]
     pub config: Option<PathBuf>,
     /// Take the mesh from a central controller (`http://HOST:PORT`, its
-    /// --control-listen) instead; without it, keep the last view it sent.
+    /// --control-listen; replicas separated by commas) instead; without it, keep the
+    /// last view it sent.
     #[arg(long, value_name = "URL", conflicts_with = "kubernetes")]
     pub controller: Option<String>,
     /// The cluster this node is in, as the controller lists it.

@@ -546,3 +546,127 @@ async fn a_node_proxy_follows_the_controller() {
     )
     .await;
 }
+
+/// Two controller replicas serve the same directory: gateways spread over them, and
+/// when one dies its gateways move to the other, which has the same versions, so they
+/// reload nothing and no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_gateways_and_take_over_from_each_other() {
+    let a = echo("a").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "classes.yaml", CLASSES);
+    write(
+        dir.path(),
+        "services.yaml",
+        &service("default", "svc-a", a, None),
+    );
+    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let logs = tempfile::tempdir().expect("logs");
+    let config = dir.path().to_str().expect("path").to_string();
+    let (c1, c2) = (free_addr(), free_addr());
+    let urls = format!("http://{c1},http://{c2}");
+    let replica = |addr: std::net::SocketAddr, ip: &str, log: &str| {
+        let args = ["--config", &config, "--control-listen", &addr.to_string()];
+        start(ip, &args, logs.path().join(log))
+    };
+    let mut r1 = replica(c1, "127.0.0.1", "r1.log");
+    let _r2 = replica(c2, "127.0.0.5", "r2.log");
+    let mut gateways = Vec::new();
+    for (i, id) in ["gw-a", "gw-b", "gw-c", "gw-d", "gw-e", "gw-f"]
+        .iter()
+        .enumerate()
+    {
+        let ip = format!("127.0.1.{}", i + 1);
+        let args = ["--controller", urls.as_str(), "--identity", id];
+        gateways.push(start(&ip, &args, logs.path().join(format!("{id}.log"))));
+    }
+    for g in &gateways {
+        wait_until(
+            "every gateway served",
+            Duration::from_secs(20),
+            async || served_by(g.http, "app.example").await == "a",
+        )
+        .await;
+    }
+    let count = |url: &str| {
+        ctl_proxies(url)["proxies"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0)
+    };
+    let (u1, u2) = (format!("http://{c1}"), format!("http://{c2}"));
+    wait_until("all gateways listed", Duration::from_secs(10), async || {
+        count(&u1) + count(&u2) == 6
+    })
+    .await;
+    assert!(
+        count(&u1) > 0 && count(&u2) > 0,
+        "spread over both: {} and {}",
+        count(&u1),
+        count(&u2)
+    );
+    let versions: std::collections::BTreeSet<String> = [&u1, &u2]
+        .iter()
+        .flat_map(|u| {
+            ctl_proxies(u)["proxies"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|p| p["ackedVersion"].to_string())
+        .collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "one version on both replicas: {versions:?}"
+    );
+    let mut before = Vec::new();
+    for g in &gateways {
+        let m = metrics(g).await;
+        before.push((
+            metric(&m, "gatehouse_config_reloads_total"),
+            metric(&m, "gatehouse_control_full_states_total"),
+        ));
+    }
+    // Replica 1 dies: its gateways go to replica 2, resume, and reload nothing.
+    let _ = r1.child.0.kill();
+    let _ = r1.child.0.wait();
+    wait_until(
+        "every gateway on replica 2",
+        Duration::from_secs(20),
+        async || {
+            let list = ctl_proxies(&u2);
+            list["proxies"]
+                .as_array()
+                .is_some_and(|p| p.len() == 6 && p.iter().all(|p| p["inSync"] == true))
+        },
+    )
+    .await;
+    for (g, (reloads, full)) in gateways.iter().zip(before) {
+        let m = metrics(g).await;
+        assert_eq!(
+            metric(&m, "gatehouse_config_reloads_total"),
+            reloads,
+            "{}",
+            g.log.display()
+        );
+        assert_eq!(metric(&m, "gatehouse_control_full_states_total"), full);
+        assert_eq!(served_by(g.http, "app.example").await, "a");
+    }
+    // Changes reach them through replica 2.
+    let b = echo("b").await;
+    write(
+        dir.path(),
+        "services.yaml",
+        &(service("default", "svc-a", a, None) + &service("default", "svc-b", b, None)),
+    );
+    write(dir.path(), "app.yaml", &app_ingress("svc-b"));
+    for g in &gateways {
+        wait_until(
+            "the change through replica 2",
+            Duration::from_secs(10),
+            async || served_by(g.http, "app.example").await == "b",
+        )
+        .await;
+    }
+}

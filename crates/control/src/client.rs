@@ -4,7 +4,10 @@
 //! rejected with the caller's error; a rejected response leaves the proxy with what
 //! it had. When the stream breaks, the proxy keeps serving what it holds, indefinitely,
 //! and reconnects with backoff; on reconnecting it says what it holds, so only the
-//! difference comes back.
+//! difference comes back. Given several controller replicas, a proxy starts with the
+//! one its id hashes to (so proxies spread over them) and moves to the next when its
+//! stream breaks; replicas serving the same sources give the same versions, so moving
+//! costs no reload.
 
 use crate::pb::config_distribution_client::ConfigDistributionClient;
 use crate::pb::{DeltaRequest, DeltaResponse, ErrorDetail, Proxy};
@@ -157,7 +160,7 @@ fn parse(resp: &DeltaResponse, held: &HashMap<String, String>) -> Result<Changes
 /// Where and as whom to follow a controller.
 #[derive(Debug, Clone)]
 pub struct Follow {
-    /// `http://HOST:PORT`.
+    /// `http://HOST:PORT`, or several replicas' separated by commas.
     pub url: String,
     pub proxy: Proxy,
     /// A file holding the bearer token that admits this proxy (read on every
@@ -174,14 +177,29 @@ where
 {
     let mut held: HashMap<String, String> = HashMap::new();
     let mut backoff = Duration::from_millis(100);
-    let url = to.url.clone();
+    let urls: Vec<String> = to
+        .url
+        .split(',')
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect();
+    // Proxies spread over the replicas by their id.
+    let mut i = {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        to.proxy.id.hash(&mut h);
+        h.finish() as usize % urls.len().max(1)
+    };
     loop {
-        match session(&to, &mut held, &stats, &mut apply).await {
+        let url = urls.get(i).cloned().unwrap_or_default();
+        match session(&url, &to, &mut held, &stats, &mut apply).await {
             Ok(()) => tracing::warn!(%url, "the controller ended the stream; reconnecting"),
             Err(e) => {
                 tracing::warn!(%url, error = %e, "no stream to the controller; serving what is held and retrying")
             }
         }
+        // The next replica, if there is one.
+        i = (i + 1) % urls.len().max(1);
         if stats.connected.swap(false, Ordering::Relaxed) {
             backoff = Duration::from_millis(100);
         }
@@ -203,6 +221,7 @@ fn fastrand_ms(n: u64) -> u64 {
 }
 
 async fn session<F, Fut>(
+    url: &str,
     to: &Follow,
     held: &mut HashMap<String, String>,
     stats: &FollowStats,
@@ -212,7 +231,7 @@ where
     F: FnMut(Changes) -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let (url, proxy) = (&to.url, &to.proxy);
+    let proxy = &to.proxy;
     let token = match &to.token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
