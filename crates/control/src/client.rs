@@ -10,7 +10,7 @@
 //! costs no reload.
 
 use crate::pb::config_distribution_client::ConfigDistributionClient;
-use crate::pb::{DeltaRequest, DeltaResponse, ErrorDetail, Proxy};
+use crate::pb::{DeltaRequest, DeltaResponse, ErrorDetail, Proxy, ResourceList};
 use crate::scope;
 use crate::table::kind_of;
 use gatehouse_model::manifest::object_from_value;
@@ -120,6 +120,23 @@ pub fn key_of(name: &str) -> Result<ObjectKey, String> {
         }),
         _ => Err(format!("{name}: not a resource name")),
     }
+}
+
+/// The largest whole set a proxy accepts, decompressed.
+const MAX_SET_BYTES: usize = 1 << 30;
+
+/// Moves a compressed whole set into the response's resources.
+fn decompress(resp: &mut DeltaResponse) -> Result<(), String> {
+    if resp.compressed_resources.is_empty() {
+        return Ok(());
+    }
+    let raw = zstd::bulk::decompress(&resp.compressed_resources, MAX_SET_BYTES)
+        .map_err(|e| format!("the compressed set does not decompress: {e}"))?;
+    let list = <ResourceList as prost::Message>::decode(raw.as_slice())
+        .map_err(|e| format!("the compressed set does not decode: {e}"))?;
+    resp.resources.extend(list.resources);
+    resp.compressed_resources = bytes::Bytes::new();
+    Ok(())
 }
 
 /// Parses a response against what is held (name -> version).
@@ -266,15 +283,16 @@ where
     let mut responses = client.deltas(request).await?.into_inner();
     stats.connected.store(true, Ordering::Relaxed);
     tracing::info!(%url, held = held.len(), "following the controller");
-    while let Some(resp) = responses.message().await? {
+    while let Some(mut resp) = responses.message().await? {
         stats.responses.fetch_add(1, Ordering::Relaxed);
+        let unpacked = decompress(&mut resp);
         stats
             .resources
             .fetch_add(resp.resources.len() as u64, Ordering::Relaxed);
         if resp.full_state {
             stats.full_states.fetch_add(1, Ordering::Relaxed);
         }
-        let outcome = match parse(&resp, held) {
+        let outcome = match unpacked.and_then(|()| parse(&resp, held)) {
             Ok(changes) => {
                 let (n, gone) = (changes.upserts.len(), changes.removals.len());
                 let r = apply(changes).await;

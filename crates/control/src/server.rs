@@ -11,7 +11,7 @@ use crate::auth::ProxyTokens;
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
     DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy, ProxyStatus,
-    Resource,
+    Resource, ResourceList,
 };
 use crate::scope;
 use crate::table::{version_string, Delta, Table};
@@ -56,6 +56,15 @@ pub struct Distributor {
     auth: std::sync::OnceLock<Arc<ProxyTokens>>,
     /// Grows when the tokens change, so streams check theirs again.
     auth_epoch: watch::Sender<u64>,
+    /// Per role, the whole set as last compressed.
+    full: tokio::sync::Mutex<HashMap<String, Arc<FullState>>>,
+}
+
+/// A role's whole set at one generation, compressed.
+struct FullState {
+    generation: u64,
+    version: String,
+    bytes: bytes::Bytes,
 }
 
 impl std::fmt::Debug for Distributor {
@@ -78,6 +87,7 @@ impl Distributor {
             identity: identity.into(),
             auth: std::sync::OnceLock::new(),
             auth_epoch: watch::channel(0).0,
+            full: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -137,6 +147,49 @@ impl Distributor {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The whole set `role` is sent (of `kinds`), compressed, at the current generation:
+    /// made by the first proxy that needs it, then shared.
+    async fn full_state(&self, role: &str, kinds: &[&'static str]) -> Arc<FullState> {
+        let mut cache = self.full.lock().await;
+        let generation = self.table.read().unwrap_or_else(|e| e.into_inner()).generation();
+        if let Some(f) = cache.get(role).filter(|f| f.generation == generation) {
+            return f.clone();
+        }
+        let started = Instant::now();
+        let (delta, generation, version) = {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            let wants = |k: &str| kinds.contains(&k);
+            (table.full(wants), table.generation(), table.set_version(wants))
+        };
+        let count = delta.upserts.len();
+        let list = ResourceList {
+            resources: response(delta, String::new(), String::new()).resources,
+        };
+        let encoded = prost::Message::encode_to_vec(&list);
+        let bytes = match zstd::bulk::compress(&encoded, 1) {
+            Ok(b) => bytes::Bytes::from(b),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot compress the whole set; sending it as is");
+                bytes::Bytes::new()
+            }
+        };
+        tracing::info!(
+            role,
+            resources = count,
+            encoded = encoded.len(),
+            compressed = bytes.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "whole set made for proxies that hold nothing"
+        );
+        let full = Arc::new(FullState {
+            generation,
+            version,
+            bytes,
+        });
+        cache.insert(role.to_string(), full.clone());
+        full
     }
 
     /// The connected proxies and how far each one is.
@@ -328,6 +381,7 @@ fn response(delta: Delta, version: String, nonce: String) -> DeltaResponse {
         removed_resources: delta.removals.iter().map(|n| n.to_string()).collect(),
         nonce,
         full_state: delta.full_state,
+        compressed_resources: bytes::Bytes::new(),
     }
 }
 
@@ -363,7 +417,27 @@ async fn serve_stream(
                 Base::Held(_) => true,
                 Base::Generation(g) => *g < current,
             };
-            if (stale && rejected.is_none_or(|r| r < current)) || !sent_any {
+            let fresh = matches!(&base, Base::Held(held) if held.is_empty());
+            if fresh && !sent_any {
+                // A proxy that holds nothing gets the whole set, compressed once per
+                // version for every proxy of its role.
+                let full = dist.full_state(&admitted.proxy.role, kinds).await;
+                dist.with_proxy(stream, |c| c.desired_version = full.version.clone());
+                nonces += 1;
+                let nonce = format!("{}-{nonces}", full.generation);
+                in_flight = Some((nonce.clone(), full.generation, full.version.clone()));
+                sent_any = true;
+                let response = DeltaResponse {
+                    system_version_info: full.version.clone(),
+                    nonce,
+                    full_state: true,
+                    compressed_resources: full.bytes.clone(),
+                    ..DeltaResponse::default()
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    return;
+                }
+            } else if (stale && rejected.is_none_or(|r| r < current)) || !sent_any {
                 let (delta, generation, version) = {
                     let table = dist.table.read().unwrap_or_else(|e| e.into_inner());
                     let g = table.generation();
