@@ -153,7 +153,11 @@ impl Distributor {
     /// made by the first proxy that needs it, then shared.
     async fn full_state(&self, role: &str, kinds: &[&'static str]) -> Arc<FullState> {
         let mut cache = self.full.lock().await;
-        let generation = self.table.read().unwrap_or_else(|e| e.into_inner()).generation();
+        let generation = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation();
         if let Some(f) = cache.get(role).filter(|f| f.generation == generation) {
             return f.clone();
         }
@@ -161,7 +165,11 @@ impl Distributor {
         let (delta, generation, version) = {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
             let wants = |k: &str| kinds.contains(&k);
-            (table.full(wants), table.generation(), table.set_version(wants))
+            (
+                table.full(wants),
+                table.generation(),
+                table.set_version(wants),
+            )
         };
         let count = delta.upserts.len();
         let list = ResourceList {
