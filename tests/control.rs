@@ -9,22 +9,13 @@
 //! proxy's stream (the proxy keeps serving what it has).
 
 mod support;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn app_ingress(svc: &str) -> String {
     format!(
@@ -128,6 +119,16 @@ async fn metrics(p: &Process) -> String {
     get(p.admin, "admin", "/metrics").await.1
 }
 
+/// Waits until every one of `gateways` answers `host` from backend `want`.
+async fn all_serve(gateways: &[&Process], host: &str, want: &str, what: &str) {
+    for g in gateways {
+        wait_until(what, Duration::from_secs(20), async || {
+            served_by(g.http, host).await == want
+        })
+        .await;
+    }
+}
+
 async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !ok().await {
@@ -218,14 +219,13 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
     let g1 = start("127.0.0.2", &refs(&a1), logs.path().join("g1.log"));
     let g2 = start("127.0.0.3", &refs(&a2), logs.path().join("g2.log"));
     let g3 = start("127.0.0.4", &refs(&a3), logs.path().join("g3.log"));
-    for g in [&g1, &g2] {
-        wait_until(
-            "a gateway to serve the controller's config",
-            Duration::from_secs(20),
-            async || served_by(g.http, "app.example").await == "a",
-        )
-        .await;
-    }
+    all_serve(
+        &[&g1, &g2],
+        "app.example",
+        "a",
+        "a gateway to serve the controller's config",
+    )
+    .await;
     // g3's token admits g1, not g3: refused, never served, and told why.
     let refused = wait_log(&g3.log, "refused").await;
     assert!(
@@ -249,14 +249,13 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
 
     // A change reaches both.
     write(dir.path(), "app.yaml", &app_ingress("svc-b"));
-    for g in [&g1, &g2] {
-        wait_until(
-            "the change to reach a gateway",
-            Duration::from_secs(10),
-            async || served_by(g.http, "app.example").await == "b",
-        )
-        .await;
-    }
+    all_serve(
+        &[&g1, &g2],
+        "app.example",
+        "b",
+        "the change to reach a gateway",
+    )
+    .await;
 
     // A Gateway listener whose port g1 cannot bind on its address: g1 rejects that
     // version and keeps the one before; g2 and the controller serve it.
@@ -418,14 +417,13 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
     }
     // And changes flow again.
     write(dir.path(), "app.yaml", &app_ingress("svc-b"));
-    for g in [&g1, &g2] {
-        wait_until(
-            "a change after the restart",
-            Duration::from_secs(10),
-            async || served_by(g.http, "app.example").await == "b",
-        )
-        .await;
-    }
+    all_serve(
+        &[&g1, &g2],
+        "app.example",
+        "b",
+        "a change after the restart",
+    )
+    .await;
     drop(controller);
 }
 
@@ -580,14 +578,8 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
         let args = ["--controller", urls.as_str(), "--identity", id];
         gateways.push(start(&ip, &args, logs.path().join(format!("{id}.log"))));
     }
-    for g in &gateways {
-        wait_until(
-            "every gateway served",
-            Duration::from_secs(20),
-            async || served_by(g.http, "app.example").await == "a",
-        )
-        .await;
-    }
+    let all: Vec<&Process> = gateways.iter().collect();
+    all_serve(&all, "app.example", "a", "every gateway served").await;
     let count = |url: &str| {
         ctl_proxies(url)["proxies"]
             .as_array()
@@ -661,12 +653,6 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
         &(service("default", "svc-a", a, None) + &service("default", "svc-b", b, None)),
     );
     write(dir.path(), "app.yaml", &app_ingress("svc-b"));
-    for g in &gateways {
-        wait_until(
-            "the change through replica 2",
-            Duration::from_secs(10),
-            async || served_by(g.http, "app.example").await == "b",
-        )
-        .await;
-    }
+    let all: Vec<&Process> = gateways.iter().collect();
+    all_serve(&all, "app.example", "b", "the change through replica 2").await;
 }

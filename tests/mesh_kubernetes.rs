@@ -11,20 +11,12 @@ use gatehouse::mesh_tokenreview::TOKEN_AUDIENCE;
 use gatehouse_mesh::ca_api::CaClient;
 use gatehouse_mesh::identity::Identity;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::apiserver::ApiServer;
+use support::Kill;
 
 const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pod(name: &str, node: &str, ip: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",

@@ -380,6 +380,16 @@ pub fn kube_options(
     }
 }
 
+/// A child process, killed (and reaped) when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits (up to 5 s) for a log file to hold `needle`; returns its text.
 #[allow(dead_code)]
 pub async fn wait_log(path: &Path, needle: &str) -> String {
