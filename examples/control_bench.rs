@@ -213,7 +213,7 @@ async fn controller(
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    dist.serve(listener);
+    dist.serve(listener, None);
 
     // What a real proxy pays to unpack the whole set, once.
     let full_bytes = {

@@ -4,14 +4,16 @@ use anyhow::Context;
 use gatehouse_control::pb::config_distribution_client::ConfigDistributionClient;
 use gatehouse_control::pb::ListProxiesRequest;
 use std::fmt::Write;
+use std::path::Path;
 
 /// `gatehouse ctl proxies`: the proxies connected to the controller at `url`, as a table
 /// (or JSON): who each is, the version it acknowledged against the one it should run,
 /// its last NACK and how long it has lagged.
-pub async fn proxies(url: &str, json: bool) -> anyhow::Result<String> {
-    let mut client = ConfigDistributionClient::connect(url.to_string())
+pub async fn proxies(url: &str, ca: Option<&Path>, json: bool) -> anyhow::Result<String> {
+    let channel = gatehouse_control::transport::connect(url, ca)
         .await
         .with_context(|| format!("cannot reach the controller at {url}"))?;
+    let mut client = ConfigDistributionClient::new(channel);
     let list = client
         .list_proxies(ListProxiesRequest {})
         .await

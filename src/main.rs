@@ -205,6 +205,16 @@ struct RunArgs {
     /// out is revoked, and its proxy's stream closed.
     #[arg(long, value_name = "FILE", requires = "control_listen")]
     control_tokens: Option<PathBuf>,
+    /// With --control-listen: serve over TLS with this certificate chain (PEM); proxies
+    /// then use an `https://` URL and --controller-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["control_listen", "control_tls_key"])]
+    control_tls_cert: Option<PathBuf>,
+    /// The key of --control-tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "control_tls_cert")]
+    control_tls_key: Option<PathBuf>,
+    /// The CA bundle (PEM) that vouches for an `https://` controller.
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    controller_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +264,9 @@ enum CtlCommand {
         /// The controller's --control-listen address, as a URL.
         #[arg(long, default_value = "http://127.0.0.1:15010")]
         controller: String,
+        /// The CA bundle (PEM) that vouches for an `https://` controller.
+        #[arg(long, value_name = "FILE")]
+        controller_ca: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -427,8 +440,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Ctl(CtlCommand::Proxies { controller, json }) => {
-            print!("{}", gatehouse::ctl::proxies(&controller, json).await?);
+        Command::Ctl(CtlCommand::Proxies {
+            controller,
+            controller_ca,
+            json,
+        }) => {
+            print!(
+                "{}",
+                gatehouse::ctl::proxies(&controller, controller_ca.as_deref(), json).await?
+            );
             Ok(())
         }
         Command::Controller(mut args) => {
@@ -502,6 +522,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         cluster,
         controller_token_file,
         control_tokens,
+        control_tls_cert,
+        control_tls_key,
+        controller_ca,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -556,6 +579,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             controller: url.clone(),
             id: identity,
             token_file: controller_token_file,
+            ca_file: controller_ca,
             cluster,
             translate,
             proxy,
@@ -583,8 +607,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                     "--control-listen without --control-tokens: any proxy that reaches {addr} is served"
                 ),
             }
-            d.serve(listener);
-            println!("Serving config to remote proxies on {addr}");
+            let tls = match (&control_tls_cert, &control_tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(gatehouse_control::transport::ServerTls::load(cert, key)?)
+                }
+                _ => None,
+            };
+            let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+            d.serve(listener, tls);
+            println!("Serving config to remote proxies on {addr} ({scheme})");
             Some(d)
         }
         None => None,

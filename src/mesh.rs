@@ -550,6 +550,9 @@ pub struct NodeArgs {
     /// (`--control-tokens` there).
     #[arg(long, value_name = "FILE", requires = "controller")]
     pub controller_token_file: Option<PathBuf>,
+    /// The CA bundle (PEM) that vouches for an `https://` controller.
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub controller_ca: Option<PathBuf>,
     /// Read the mesh from the Kubernetes API instead (in-cluster, or --kubeconfig).
     #[arg(long)]
     pub kubernetes: bool,
@@ -608,6 +611,7 @@ pub async fn run_node(
         (None, Some(url)) => MeshSource::Controller(gatehouse_control::client::Follow {
             url: url.clone(),
             token_file: args.controller_token_file.clone(),
+            ca_file: args.controller_ca.clone(),
             proxy: gatehouse_control::pb::Proxy {
                 id: match args.sidecar_for {
                     Some(ip) => format!("{}/sidecar-{ip}", args.node_name),

@@ -30,6 +30,8 @@ pub struct RemoteOptions {
     pub id: String,
     /// The file holding its token for the controller.
     pub token_file: Option<std::path::PathBuf>,
+    /// The CA bundle that vouches for an `https://` controller.
+    pub ca_file: Option<std::path::PathBuf>,
     pub cluster: String,
     pub translate: TranslateOptions,
     pub proxy: ProxyConfig,
@@ -71,6 +73,7 @@ pub async fn start_remote(opts: RemoteOptions) -> anyhow::Result<Running> {
         url: opts.controller.clone(),
         proxy,
         token_file: opts.token_file.clone(),
+        ca_file: opts.ca_file.clone(),
     };
     tokio::spawn(follow(to, stats, move |changes| {
         let store = store.clone();

@@ -227,7 +227,12 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
     )
     .await;
     // g3's token admits g1, not g3: refused, never served, and told why.
-    let refused = wait_log(&g3.log, "refused").await;
+    let log_of = |p: &Process| std::fs::read_to_string(&p.log).unwrap_or_default();
+    wait_until("g3's refusal", Duration::from_secs(20), async || {
+        log_of(&g3).contains("g3 refused")
+    })
+    .await;
+    let refused = log_of(&g3);
     assert!(
         refused.contains("g3 refused: the token admits") && refused.contains("g1"),
         "{refused}"
@@ -655,4 +660,132 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
     write(dir.path(), "app.yaml", &app_ingress("svc-b"));
     let all: Vec<&Process> = gateways.iter().collect();
     all_serve(&all, "app.example", "b", "the change through replica 2").await;
+}
+
+/// Over TLS: the controller presents its certificate, a gateway that trusts its CA is
+/// served (its token inside TLS), and one that trusts another CA, or speaks plaintext,
+/// is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_controller_serves_only_proxies_that_trust_it() {
+    let a = echo("a").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "classes.yaml", CLASSES);
+    write(
+        dir.path(),
+        "services.yaml",
+        &service("default", "svc-a", a, None),
+    );
+    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let state = tempfile::tempdir().expect("state");
+    let file = |name: &str, text: &str| {
+        let p = state.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_str().expect("path").to_string()
+    };
+    let ca = support::tls::Ca::new();
+    let (cert, key, _) = ca.leaf(&["localhost"]);
+    let (cert, key, ca_pem) = (
+        file("cert.pem", &cert),
+        file("key.pem", &key),
+        file("ca.pem", &ca.pem()),
+    );
+    let other_ca = file("other-ca.pem", &support::tls::Ca::new().pem());
+    let tokens = file("tokens", "tls-token-0123456789ab gateway *\n");
+    let token = file("token", "tls-token-0123456789ab\n");
+    let control_addr = free_addr();
+    let config = dir.path().to_str().expect("path").to_string();
+    let args = [
+        "--config",
+        &config,
+        "--control-listen",
+        &control_addr.to_string(),
+        "--control-tls-cert",
+        &cert,
+        "--control-tls-key",
+        &key,
+        "--control-tokens",
+        &tokens,
+    ];
+    let _controller = start("127.0.0.1", &args, state.path().join("controller.log"));
+    let https = format!("https://localhost:{}", control_addr.port());
+    let gateway = |ip: &str, id: &str, url: &str, ca: &str| {
+        let args = [
+            "--controller",
+            url,
+            "--identity",
+            id,
+            "--controller-token-file",
+            &token,
+            "--controller-ca",
+            ca,
+        ];
+        start(ip, &args, state.path().join(format!("{id}.log")))
+    };
+    let trusted = gateway("127.0.0.2", "trusted", &https, &ca_pem);
+    let stranger = gateway("127.0.0.3", "stranger", &https, &other_ca);
+    let plain = gateway(
+        "127.0.0.4",
+        "plain",
+        &format!("http://{control_addr}"),
+        &ca_pem,
+    );
+    all_serve(
+        &[&trusted],
+        "app.example",
+        "a",
+        "the trusting gateway served",
+    )
+    .await;
+    // Attempts made once the controller is up (the trusted gateway was served) fail:
+    // the stranger's for the certificate, the plaintext one at all.
+    let failures = |p: &Process| {
+        std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("no stream to the controller"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for g in [&stranger, &plain] {
+        let before = failures(g).len();
+        wait_until(
+            "a failed attempt at the running controller",
+            Duration::from_secs(20),
+            async || failures(g).len() > before,
+        )
+        .await;
+    }
+    let last = failures(&stranger).pop().unwrap_or_default();
+    assert!(last.to_lowercase().contains("certificate"), "{last}");
+    for g in [&stranger, &plain] {
+        assert_eq!(
+            get(g.admin, "admin", "/readyz").await.0,
+            503,
+            "{}",
+            g.log.display()
+        );
+    }
+    let out = Command::new(BIN)
+        .args([
+            "ctl",
+            "proxies",
+            "--json",
+            "--controller",
+            &https,
+            "--controller-ca",
+            &ca_pem,
+        ])
+        .output()
+        .expect("ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let ids: Vec<&str> = list["proxies"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["trusted"]);
 }

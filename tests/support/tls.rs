@@ -29,6 +29,11 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().clone())
     }
 
+    /// The CA's own certificate (PEM).
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).expect("root");

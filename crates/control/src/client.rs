@@ -183,6 +183,8 @@ pub struct Follow {
     /// A file holding the bearer token that admits this proxy (read on every
     /// connection, so a replaced token is picked up).
     pub token_file: Option<std::path::PathBuf>,
+    /// The CA bundle (PEM) that vouches for an `https://` controller.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Follows the controller, forever: `apply` applies each response (an error rejects
@@ -212,7 +214,7 @@ where
         match session(&url, &to, &mut held, &stats, &mut apply).await {
             Ok(()) => tracing::warn!(%url, "the controller ended the stream; reconnecting"),
             Err(e) => {
-                tracing::warn!(%url, error = %e, "no stream to the controller; serving what is held and retrying")
+                tracing::warn!(%url, error = format!("{e:#}"), "no stream to the controller; serving what is held and retrying")
             }
         }
         // The next replica, if there is one.
@@ -258,11 +260,7 @@ where
         ),
         None => None,
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let channel = endpoint.connect().await?;
+    let channel = crate::transport::connect(url, to.ca_file.as_deref()).await?;
     let mut client = ConfigDistributionClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20);

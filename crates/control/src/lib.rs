@@ -8,6 +8,7 @@ pub mod client;
 pub mod scope;
 pub mod server;
 pub mod table;
+pub mod transport;
 
 /// The generated protocol types and gRPC stubs.
 #[allow(clippy::all)]

@@ -243,14 +243,16 @@ impl Distributor {
             .max_encoding_message_size(256 << 20)
     }
 
-    /// Serves the protocol on `listener` until the task is dropped.
+    /// Serves the protocol on `listener` (with TLS when `tls` is set) until the task is
+    /// dropped.
     pub fn serve(
         self: &Arc<Self>,
         listener: tokio::net::TcpListener,
+        tls: Option<crate::transport::ServerTls>,
     ) -> tokio::task::JoinHandle<()> {
         let svc = self.service();
         tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = crate::transport::incoming(listener, tls);
             if let Err(e) = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
