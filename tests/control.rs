@@ -119,6 +119,21 @@ async fn metrics(p: &Process) -> String {
     get(p.admin, "admin", "/metrics").await.1
 }
 
+/// A directory where `app.example` goes to Service svc-a, backed by echo "a" (whose
+/// address comes back too).
+async fn app_dir() -> (tempfile::TempDir, std::net::SocketAddr) {
+    let a = echo("a").await;
+    let dir = tempfile::tempdir().expect("tmp");
+    write(dir.path(), "classes.yaml", CLASSES);
+    write(
+        dir.path(),
+        "services.yaml",
+        &service("default", "svc-a", a, None),
+    );
+    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    (dir, a)
+}
+
 /// Waits until every one of `gateways` answers `host` from backend `want`.
 async fn all_serve(gateways: &[&Process], host: &str, want: &str, what: &str) {
     for g in gateways {
@@ -555,15 +570,7 @@ async fn a_node_proxy_follows_the_controller() {
 /// reload nothing and no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_the_gateways_and_take_over_from_each_other() {
-    let a = echo("a").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    write(dir.path(), "classes.yaml", CLASSES);
-    write(
-        dir.path(),
-        "services.yaml",
-        &service("default", "svc-a", a, None),
-    );
-    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let (dir, a) = app_dir().await;
     let logs = tempfile::tempdir().expect("logs");
     let config = dir.path().to_str().expect("path").to_string();
     let (c1, c2) = (free_addr(), free_addr());
@@ -667,15 +674,7 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
 /// is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_controller_serves_only_proxies_that_trust_it() {
-    let a = echo("a").await;
-    let dir = tempfile::tempdir().expect("tmp");
-    write(dir.path(), "classes.yaml", CLASSES);
-    write(
-        dir.path(),
-        "services.yaml",
-        &service("default", "svc-a", a, None),
-    );
-    write(dir.path(), "app.yaml", &app_ingress("svc-a"));
+    let (dir, _a) = app_dir().await;
     let state = tempfile::tempdir().expect("state");
     let file = |name: &str, text: &str| {
         let p = state.path().join(name);
