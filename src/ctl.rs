@@ -35,7 +35,13 @@ pub async fn proxies(url: &str, ca: Option<&Path>, json: bool) -> anyhow::Result
                 })
             })
             .collect();
-        let doc = serde_json::json!({"controller": list.controller, "proxies": proxies});
+        let clusters: serde_json::Map<String, serde_json::Value> = list
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.resources.into()))
+            .collect();
+        let doc = serde_json::json!({"controller": list.controller, "proxies": proxies,
+            "clusters": clusters});
         return Ok(format!("{}\n", serde_json::to_string_pretty(&doc)?));
     }
     let mut out = format!(
@@ -43,6 +49,9 @@ pub async fn proxies(url: &str, ca: Option<&Path>, json: bool) -> anyhow::Result
         list.controller,
         list.proxies.len()
     );
+    for c in &list.clusters {
+        let _ = writeln!(out, "cluster {}: {} objects", c.name, c.resources);
+    }
     let _ = writeln!(
         out,
         "{:<24} {:<8} {:<12} {:<10} {:<17} {:<7} {:>7}  LAST NACK",

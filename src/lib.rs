@@ -12,5 +12,6 @@ pub mod mesh;
 pub mod mesh_bundle;
 pub mod mesh_secret;
 pub mod mesh_tokenreview;
+pub mod multicluster;
 pub mod remote;
 pub mod waf_test;

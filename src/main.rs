@@ -193,9 +193,22 @@ struct RunArgs {
     /// config it sent.
     #[arg(long, value_name = "URL", conflicts_with_all = ["kubernetes", "control_listen"])]
     controller: Option<String>,
-    /// The cluster this proxy serves, as the controller lists it.
-    #[arg(long, default_value = "default", requires = "controller")]
+    /// The cluster this process serves: a proxy's, as the controller lists it; a
+    /// controller's own --config, when it merges clusters (--cluster-config).
+    #[arg(long, default_value = "default")]
     cluster: String,
+    /// With --control-listen: serve another cluster's manifest directory too, merged
+    /// with --config (repeatable). A Service several clusters define gets every
+    /// cluster's endpoints; any other object two define differently is taken from the
+    /// first (--config, then in the order given).
+    #[arg(
+        long,
+        value_name = "NAME=DIR",
+        value_parser = gatehouse::multicluster::parse_cluster_config,
+        requires = "control_listen",
+        conflicts_with = "kubernetes"
+    )]
+    cluster_config: Vec<(String, PathBuf)>,
     /// File holding the token that admits this proxy to the controller.
     #[arg(long, value_name = "FILE", requires = "controller")]
     controller_token_file: Option<PathBuf>,
@@ -525,6 +538,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_tls_cert,
         control_tls_key,
         controller_ca,
+        cluster_config,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -659,6 +673,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         running.shutdown().await;
         return Ok(());
     }
+    // Merging clusters, the merge feeds remote proxies; else each good version of
+    // --config does.
+    let (distributor, merged) = match (distributor, cluster_config.is_empty()) {
+        (Some(d), false) => (None, Some(d)),
+        (d, _) => (d, None),
+    };
     let opts = RunOptions {
         config_dir: config.clone(),
         translate,
@@ -669,6 +689,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         distributor,
     };
     let running = app::start(opts).await?;
+    if let Some(d) = merged {
+        let mut clusters = vec![(cluster.clone(), config.clone())];
+        clusters.extend(cluster_config);
+        gatehouse::multicluster::follow(d, clusters)?;
+    }
     let source = gatehouse::mesh::MeshSource::Dir(config.clone());
     if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, source).await? {
         println!(

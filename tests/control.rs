@@ -788,3 +788,84 @@ async fn a_tls_controller_serves_only_proxies_that_trust_it() {
         .unwrap_or_default();
     assert_eq!(ids, ["trusted"]);
 }
+
+/// One controller, two clusters' directories: a Service both define balances across
+/// both clusters' endpoints; an object they define differently comes from the first,
+/// with the conflict logged; `ctl proxies` counts each cluster's objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_merges_two_clusters() {
+    let (east, a) = app_dir().await;
+    let b = echo("b").await;
+    let west = tempfile::tempdir().expect("west");
+    // The same Service; its endpoint in the west is b.
+    let same_service = service("default", "svc-a", a, None);
+    let service_doc = same_service
+        .split("\n---\n")
+        .find(|d| d.contains("kind: Service"))
+        .expect("the Service");
+    let west_slice = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-a-west\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-a}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+        b.port(),
+        b.ip()
+    );
+    write(
+        west.path(),
+        "services.yaml",
+        &format!("---\n{service_doc}\n---\n{west_slice}"),
+    );
+    // And an Ingress of the same name that differs: the east's wins.
+    write(
+        west.path(),
+        "app.yaml",
+        &app_ingress("svc-a").replace("app.example", "west.example"),
+    );
+    let logs = tempfile::tempdir().expect("logs");
+    let control_addr = free_addr();
+    let control = format!("http://{control_addr}");
+    let (east_dir, west_dir) = (
+        east.path().to_str().expect("path").to_string(),
+        format!("west={}", west.path().display()),
+    );
+    let args = [
+        "--config",
+        &east_dir,
+        "--cluster",
+        "east",
+        "--cluster-config",
+        &west_dir,
+        "--control-listen",
+        &control_addr.to_string(),
+    ];
+    let controller = start("127.0.0.1", &args, logs.path().join("controller.log"));
+    let gw = start(
+        "127.0.0.2",
+        &["--controller", &control, "--identity", "gw"],
+        logs.path().join("gw.log"),
+    );
+    all_serve(&[&gw], "app.example", "a", "the gateway served").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(served_by(gw.http, "app.example").await);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["a", "b"],
+        "both clusters' endpoints serve"
+    );
+    assert_eq!(
+        served_by(gw.http, "west.example").await,
+        "",
+        "the east's Ingress wins"
+    );
+    let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+    assert!(
+        log.contains("Ingress default/app: cluster west defines it differently"),
+        "{log}"
+    );
+    let clusters = ctl_proxies(&control)["clusters"].clone();
+    assert!(
+        clusters["east"].as_u64().is_some_and(|n| n >= 4),
+        "{clusters}"
+    );
+    assert_eq!(clusters["west"], 2, "{clusters}");
+}

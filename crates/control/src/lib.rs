@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod merge;
 pub mod scope;
 pub mod server;
 pub mod table;

@@ -10,8 +10,8 @@
 use crate::auth::ProxyTokens;
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
-    DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy, ProxyStatus,
-    Resource, ResourceList,
+    ClusterCount, DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy,
+    ProxyStatus, Resource, ResourceList,
 };
 use crate::scope;
 use crate::table::{version_string, Delta, Table};
@@ -58,6 +58,8 @@ pub struct Distributor {
     auth_epoch: watch::Sender<u64>,
     /// Per role, the whole set as last compressed.
     full: tokio::sync::Mutex<HashMap<String, Arc<FullState>>>,
+    /// The clusters merged into the set, with how many objects each gives.
+    clusters: Mutex<Vec<(String, usize)>>,
 }
 
 /// A role's whole set at one generation, compressed.
@@ -88,6 +90,7 @@ impl Distributor {
             auth: std::sync::OnceLock::new(),
             auth_epoch: watch::channel(0).0,
             full: tokio::sync::Mutex::new(HashMap::new()),
+            clusters: Mutex::new(Vec::new()),
         })
     }
 
@@ -138,6 +141,11 @@ impl Distributor {
         }
         self.ready.send_replace(true);
         r
+    }
+
+    /// Says which clusters the set merges, and how many objects each gives.
+    pub fn set_clusters(&self, clusters: Vec<(String, usize)>) {
+        *self.clusters.lock().unwrap_or_else(|e| e.into_inner()) = clusters;
     }
 
     /// How many resources are served.
@@ -367,9 +375,21 @@ impl ConfigDistribution for Service {
         &self,
         _request: Request<ListProxiesRequest>,
     ) -> Result<Response<ListProxiesResponse>, Status> {
+        let clusters = self
+            .0
+            .clusters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, n)| ClusterCount {
+                name: name.clone(),
+                resources: *n as u64,
+            })
+            .collect();
         Ok(Response::new(ListProxiesResponse {
             controller: self.0.identity.clone(),
             proxies: self.0.proxies(),
+            clusters,
         }))
     }
 }
