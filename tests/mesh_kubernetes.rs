@@ -248,9 +248,14 @@ async fn mesh_on_a_cluster_follows_the_api_and_keeps_its_root_in_a_secret() {
             "{token}: {refused:?}"
         );
     }
-    ask("eyJ.pod-bound.sig")
-        .await
-        .expect("a token bound to a pod on n1 is admitted");
+    // Admitted once the CA's view holds client2 (it follows the API a moment behind).
+    let mut last = Err(String::new());
+    wait_until("a token bound to a pod on n1 admitted", async || {
+        last = ask("eyJ.pod-bound.sig").await;
+        last.is_ok()
+    })
+    .await;
+    assert!(last.is_ok(), "{last:?}");
     let reviews = api.token_reviews();
     ask("eyJ.pod-bound.sig").await.expect("admitted again");
     assert_eq!(
