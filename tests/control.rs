@@ -253,8 +253,19 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
         "{refused}"
     );
     assert_eq!(get(g3.admin, "admin", "/readyz").await.0, 503);
+    // An ACK follows the serving by a moment.
+    let both_in_sync = |list: &serde_json::Value| {
+        list["proxies"].as_array().map(Vec::len) == Some(2)
+            && proxy(list, "g1")["inSync"] == true
+            && proxy(list, "g2")["inSync"] == true
+    };
+    wait_until(
+        "both gateways in sync",
+        Duration::from_secs(10),
+        async || both_in_sync(&ctl_proxies(&control)),
+    )
+    .await;
     let list = ctl_proxies(&control);
-    assert_eq!(list["proxies"].as_array().map(Vec::len), Some(2), "{list}");
     let first = proxy(&list, "g1")["ackedVersion"].clone();
     for id in ["g1", "g2"] {
         let p = proxy(&list, id);
@@ -297,6 +308,7 @@ async fn a_controller_serves_gateways_that_ack_nack_and_outlive_it() {
             proxy(&list, "g1")["lastNack"]
                 .as_str()
                 .is_some_and(|n| n.contains(&format!("127.0.0.2:{port}")))
+                && proxy(&list, "g2")["inSync"] == true
         },
     )
     .await;
@@ -581,6 +593,14 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
     };
     let mut r1 = replica(c1, "127.0.0.1", "r1.log");
     let _r2 = replica(c2, "127.0.0.5", "r2.log");
+    // Both replicas listen before the gateways start (one that finds its replica down
+    // moves to the other, and stays).
+    for c in [c1, c2] {
+        wait_until("a replica to listen", Duration::from_secs(20), async || {
+            tokio::net::TcpStream::connect(c).await.is_ok()
+        })
+        .await;
+    }
     let mut gateways = Vec::new();
     for (i, id) in ["gw-a", "gw-b", "gw-c", "gw-d", "gw-e", "gw-f"]
         .iter()
@@ -609,14 +629,25 @@ async fn replicas_share_the_gateways_and_take_over_from_each_other() {
         count(&u1),
         count(&u2)
     );
-    let versions: std::collections::BTreeSet<String> = [&u1, &u2]
+    let listed = || -> Vec<serde_json::Value> {
+        [&u1, &u2]
+            .iter()
+            .flat_map(|u| {
+                ctl_proxies(u)["proxies"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    wait_until(
+        "every gateway in sync",
+        Duration::from_secs(10),
+        async || listed().iter().all(|p| p["inSync"] == true),
+    )
+    .await;
+    let versions: std::collections::BTreeSet<String> = listed()
         .iter()
-        .flat_map(|u| {
-            ctl_proxies(u)["proxies"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
         .map(|p| p["ackedVersion"].to_string())
         .collect();
     assert_eq!(
