@@ -5,6 +5,7 @@
 pub mod app;
 pub mod banner;
 pub mod cluster;
+pub mod control_tokenreview;
 pub mod ctl;
 pub mod echo;
 pub mod ftw;

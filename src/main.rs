@@ -228,6 +228,16 @@ struct RunArgs {
     /// The CA bundle (PEM) that vouches for an `https://` controller.
     #[arg(long, value_name = "FILE", requires = "controller")]
     controller_ca: Option<PathBuf>,
+    /// With --kubernetes and --control-listen: admit proxies by their service-account
+    /// token (audience `gatehouse-control`, reviewed by the API server) when it is this
+    /// account's, for this role (repeatable), e.g. `gateway=gatehouse-system/gatehouse`.
+    #[arg(
+        long,
+        value_name = "ROLE=NAMESPACE/NAME",
+        value_parser = gatehouse::control_tokenreview::parse_account,
+        requires_all = ["kubernetes", "control_listen"]
+    )]
+    control_service_account: Vec<(String, String)>,
 }
 
 #[derive(Subcommand)]
@@ -539,6 +549,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_tls_key,
         controller_ca,
         cluster_config,
+        control_service_account,
     } = args;
     if !kubernetes {
         let kube_only = [
@@ -615,11 +626,25 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (--control-listen)"))?;
             let d = gatehouse_control::server::Distributor::new(identity.clone());
-            match &control_tokens {
-                Some(path) => d.require_tokens(gatehouse_control::auth::ProxyTokens::load(path)?),
-                None => tracing::warn!(
-                    "--control-listen without --control-tokens: any proxy that reaches {addr} is served"
-                ),
+            let fixed = control_tokens
+                .as_deref()
+                .map(gatehouse_control::auth::ProxyTokens::load)
+                .transpose()?;
+            if !control_service_account.is_empty() {
+                let client = app::kube_client(kubeconfig.as_deref(), context.clone()).await?;
+                d.require(std::sync::Arc::new(
+                    gatehouse::control_tokenreview::ReviewedProxies::new(
+                        fixed,
+                        client,
+                        &control_service_account,
+                    )?,
+                ));
+            } else if let Some(tokens) = fixed {
+                d.require_tokens(tokens);
+            } else {
+                tracing::warn!(
+                    "--control-listen without --control-tokens or --control-service-account: any proxy that reaches {addr} is served"
+                );
             }
             let tls = match (&control_tls_cert, &control_tls_key) {
                 (Some(cert), Some(key)) => {

@@ -26,57 +26,62 @@ const KEEP: Duration = Duration::from_secs(60);
 /// At most this many admissions are kept.
 const KEEP_AT_MOST: usize = 10_000;
 
-/// Bootstrap tokens, then TokenReview.
-pub struct ReviewedTokens {
-    fixed: NodeTokens,
-    client: kube::Client,
-    /// The node proxies' service account: its namespace, and the user name a review of
-    /// its tokens answers (`system:serviceaccount:NS:SA`).
-    namespace: String,
-    username: String,
-    /// Token -> (when reviewed, the node it speaks for).
-    admitted: Mutex<HashMap<String, (Instant, String)>>,
+/// What a review of a token found, once it was authenticated for the audience.
+#[derive(Debug, Clone)]
+pub struct Reviewed {
+    /// `system:serviceaccount:NS:SA`.
+    pub username: String,
+    /// The pod the token is bound to, if any.
+    pub pod: Option<String>,
+    /// The node that pod runs on, if the token is bound to a pod.
+    pub node: Option<String>,
 }
 
-impl ReviewedTokens {
-    /// `account` is the node proxies' service account, `NAMESPACE/NAME`.
-    pub fn new(fixed: NodeTokens, client: kube::Client, account: &str) -> anyhow::Result<Self> {
-        let (namespace, name) =
-            crate::mesh_secret::parse_name("--mesh-node-service-account", account)?;
-        Ok(ReviewedTokens {
-            fixed,
+/// Reviews tokens for one audience through the API server, keeping each answer for a
+/// minute.
+pub struct Reviewer {
+    client: kube::Client,
+    audience: &'static str,
+    kept: Mutex<HashMap<String, (Instant, Reviewed)>>,
+}
+
+impl Reviewer {
+    pub fn new(client: kube::Client, audience: &'static str) -> Self {
+        Reviewer {
             client,
-            username: format!("system:serviceaccount:{namespace}:{name}"),
-            namespace: namespace.to_string(),
-            admitted: Mutex::new(HashMap::new()),
-        })
+            audience,
+            kept: Mutex::new(HashMap::new()),
+        }
     }
 
-    fn kept(&self, token: &str) -> Option<String> {
-        let admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
-        admitted
+    /// The review of `token`: kept, or asked for.
+    pub async fn review(&self, token: &str) -> Result<Reviewed, String> {
+        if let Some(r) = self
+            .kept
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .get(token)
             .filter(|(at, _)| at.elapsed() < KEEP)
-            .map(|(_, node)| node.clone())
-    }
-
-    fn keep(&self, token: &str, node: &str) {
-        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
-        if admitted.len() >= KEEP_AT_MOST {
-            admitted.retain(|_, (at, _)| at.elapsed() < KEEP);
-            if admitted.len() >= KEEP_AT_MOST {
-                admitted.clear();
+        {
+            return Ok(r.1.clone());
+        }
+        let r = self.ask(token).await?;
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= KEEP_AT_MOST {
+            kept.retain(|_, (at, _)| at.elapsed() < KEEP);
+            if kept.len() >= KEEP_AT_MOST {
+                kept.clear();
             }
         }
-        admitted.insert(token.to_string(), (Instant::now(), node.to_string()));
+        kept.insert(token.to_string(), (Instant::now(), r.clone()));
+        Ok(r)
     }
 
-    /// The node `token` speaks for, by the API server's review.
-    async fn review(&self, token: &str) -> Result<String, String> {
+    async fn ask(&self, token: &str) -> Result<Reviewed, String> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: token.to_string(),
-                audiences: Some(vec![TOKEN_AUDIENCE.to_string()]),
+                audiences: Some(vec![self.audience.to_string()]),
             },
             ..TokenReview::default()
         };
@@ -94,42 +99,73 @@ impl ReviewedTokens {
             ));
         }
         if let Some(audiences) = &status.audiences {
-            if !audiences.iter().any(|a| a == TOKEN_AUDIENCE) {
+            if !audiences.iter().any(|a| a == self.audience) {
                 return Err(format!(
-                    "the token is not for the audience {TOKEN_AUDIENCE}"
+                    "the token is not for the audience {}",
+                    self.audience
                 ));
             }
         }
         let user = status.user.unwrap_or_default();
         let username = user.username.unwrap_or_default();
-        if username != self.username {
-            return Err(format!(
-                "{username} is not the node proxies' service account ({})",
-                self.username
-            ));
-        }
         let extra = user.extra.unwrap_or_default();
         let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
-        if let Some(node) = first(NODE_NAME) {
-            return Ok(node);
-        }
-        let (Some(pod), Some(uid)) = (first(POD_NAME), first(POD_UID)) else {
-            return Err(
-                "the token is not bound to a pod (mount a projected service-account token)".into(),
-            );
+        let pod = first(POD_NAME);
+        let node = match (first(NODE_NAME), &pod, first(POD_UID)) {
+            (Some(node), _, _) => Some(node),
+            (None, Some(pod), Some(uid)) => {
+                // Older API servers name the pod only: its node is looked up.
+                let namespace = username
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|r| r.split(':').next())
+                    .unwrap_or("default");
+                let found = Api::<Pod>::namespaced(self.client.clone(), namespace)
+                    .get_opt(pod)
+                    .await
+                    .map_err(|e| format!("cannot read the token's pod {namespace}/{pod}: {e}"))?;
+                match found {
+                    Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => Some(
+                        p.spec
+                            .and_then(|s| s.node_name)
+                            .ok_or_else(|| format!("the token's pod {pod} is not scheduled"))?,
+                    ),
+                    _ => return Err(format!("the token's pod {pod} is gone")),
+                }
+            }
+            _ => None,
         };
-        let found = Api::<Pod>::namespaced(self.client.clone(), &self.namespace)
-            .get_opt(&pod)
-            .await
-            .map_err(|e| format!("cannot read the token's pod {}/{pod}: {e}", self.namespace))?;
-        match found {
-            Some(p) if p.metadata.uid.as_deref() == Some(uid.as_str()) => p
-                .spec
-                .and_then(|s| s.node_name)
-                .ok_or_else(|| format!("the token's pod {pod} is not scheduled")),
-            _ => Err(format!("the token's pod {pod} is gone")),
-        }
+        Ok(Reviewed {
+            username,
+            pod,
+            node,
+        })
     }
+}
+
+/// Bootstrap tokens, then TokenReview.
+pub struct ReviewedTokens {
+    fixed: NodeTokens,
+    reviewer: Reviewer,
+    /// The user name a review of the node proxies' tokens answers
+    /// (`system:serviceaccount:NS:SA`).
+    username: String,
+}
+
+impl ReviewedTokens {
+    /// `account` is the node proxies' service account, `NAMESPACE/NAME`.
+    pub fn new(fixed: NodeTokens, client: kube::Client, account: &str) -> anyhow::Result<Self> {
+        Ok(ReviewedTokens {
+            fixed,
+            reviewer: Reviewer::new(client, TOKEN_AUDIENCE),
+            username: service_account_user("--mesh-node-service-account", account)?,
+        })
+    }
+}
+
+/// The user name of service account `NAMESPACE/NAME` (the value of `flag`).
+pub fn service_account_user(flag: &str, account: &str) -> anyhow::Result<String> {
+    let (namespace, name) = crate::mesh_secret::parse_name(flag, account)?;
+    Ok(format!("system:serviceaccount:{namespace}:{name}"))
 }
 
 impl NodeAuth for ReviewedTokens {
@@ -140,20 +176,20 @@ impl NodeAuth for ReviewedTokens {
                 Some(false) => return Err(format!("the token does not admit node {node:?}")),
                 None => {}
             }
-            let speaks_for = match self.kept(token) {
-                Some(n) => n,
-                None => {
-                    let n = self.review(token).await?;
-                    self.keep(token, &n);
-                    n
-                }
-            };
-            if speaks_for == node {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the token speaks for node {speaks_for:?}, not {node:?}"
-                ))
+            let r = self.reviewer.review(token).await?;
+            if r.username != self.username {
+                return Err(format!(
+                    "{} is not the node proxies' service account ({})",
+                    r.username, self.username
+                ));
+            }
+            match r.node {
+                Some(n) if n == node => Ok(()),
+                Some(n) => Err(format!("the token speaks for node {n:?}, not {node:?}")),
+                None => Err(
+                    "the token is not bound to a pod (mount a projected service-account token)"
+                        .into(),
+                ),
             }
         })
     }

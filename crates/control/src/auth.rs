@@ -10,8 +10,35 @@
 
 use crate::pb::Proxy;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::RwLock;
+
+/// A boxed future, as [`ProxyAuth`] returns.
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Decides which proxies the controller serves.
+pub trait ProxyAuth: Send + Sync + 'static {
+    /// `Ok` if the bearer `token` admits `proxy`; else why not.
+    fn admit<'a>(&'a self, token: Option<&'a str>, proxy: &'a Proxy) -> AuthFuture<'a>;
+
+    /// Looks again at what can change (a file, say); true when connected proxies must
+    /// be checked again.
+    fn refresh(&self) -> bool {
+        false
+    }
+}
+
+impl ProxyAuth for ProxyTokens {
+    fn admit<'a>(&'a self, token: Option<&'a str>, proxy: &'a Proxy) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.admits(token, proxy)))
+    }
+
+    fn refresh(&self) -> bool {
+        self.reload()
+    }
+}
 
 /// What a token admits.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 //! is sent only the difference, so neither a proxy's nor the controller's restart
 //! makes every proxy reload everything.
 
-use crate::auth::ProxyTokens;
+use crate::auth::{ProxyAuth, ProxyTokens};
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
     ClusterCount, DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy,
@@ -53,7 +53,7 @@ pub struct Distributor {
     /// This controller's name, as `ListProxies` reports it.
     pub identity: String,
     /// When set, only proxies with a token that admits them are served.
-    auth: std::sync::OnceLock<Arc<ProxyTokens>>,
+    auth: std::sync::OnceLock<Arc<dyn ProxyAuth>>,
     /// Grows when the tokens change, so streams check theirs again.
     auth_epoch: watch::Sender<u64>,
     /// Per role, the whole set as last compressed.
@@ -97,7 +97,13 @@ impl Distributor {
     /// Serves only proxies whose bearer token admits them, from now on; the tokens are
     /// read again every 2 s, and streams whose token was revoked are closed.
     pub fn require_tokens(self: &Arc<Self>, tokens: ProxyTokens) {
-        if self.auth.set(Arc::new(tokens)).is_err() {
+        self.require(Arc::new(tokens));
+    }
+
+    /// Serves only proxies `auth` admits, from now on; every 2 s it may say that what
+    /// it admits changed, and connected proxies are then checked again.
+    pub fn require(self: &Arc<Self>, auth: Arc<dyn ProxyAuth>) {
+        if self.auth.set(auth).is_err() {
             return;
         }
         let weak = Arc::downgrade(self);
@@ -105,7 +111,7 @@ impl Distributor {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 let Some(d) = weak.upgrade() else { return };
-                if d.auth.get().is_some_and(|t| t.reload()) {
+                if d.auth.get().is_some_and(|t| t.refresh()) {
                     tracing::info!("proxy tokens changed; connected proxies are checked again");
                     d.auth_epoch.send_modify(|e| *e += 1);
                 }
@@ -320,8 +326,8 @@ impl ConfigDistribution for Service {
             ))
         })?;
         let dist = self.0.clone();
-        if let Some(tokens) = dist.auth.get() {
-            if let Err(why) = tokens.admits(token.as_deref(), &proxy) {
+        if let Some(auth) = dist.auth.get() {
+            if let Err(why) = auth.admit(token.as_deref(), &proxy).await {
                 tracing::warn!(id = %proxy.id, role = %proxy.role, node = %proxy.node, %address, reason = %why, "proxy refused");
                 return Err(Status::unauthenticated(format!(
                     "{} refused: {why}",
@@ -546,11 +552,11 @@ async fn serve_stream(
                 }
             }
             _ = epochs.changed() => {
-                let verdict = dist
-                    .auth
-                    .get()
-                    .map(|t| t.admits(admitted.token.as_deref(), &admitted.proxy));
-                if let Some(Err(why)) = verdict {
+                let verdict = match dist.auth.get() {
+                    Some(auth) => auth.admit(admitted.token.as_deref(), &admitted.proxy).await,
+                    None => Ok(()),
+                };
+                if let Err(why) = verdict {
                     tracing::warn!(id = %admitted.proxy.id, reason = %why, "proxy's token revoked; its stream is closed");
                     let _ = tx
                         .send(Err(Status::unauthenticated(format!("{} refused: {why}", admitted.proxy.id))))
