@@ -235,7 +235,7 @@ struct RunArgs {
         long,
         value_name = "ROLE=NAMESPACE/NAME",
         value_parser = gatehouse::control_tokenreview::parse_account,
-        requires_all = ["kubernetes", "control_listen"]
+        requires = "control_listen"
     )]
     control_service_account: Vec<(String, String)>,
 }
@@ -631,6 +631,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .map(gatehouse_control::auth::ProxyTokens::load)
                 .transpose()?;
             if !control_service_account.is_empty() {
+                if !kubernetes {
+                    anyhow::bail!(
+                        "--control-service-account reviews tokens through the Kubernetes API: add --kubernetes, or use `gatehouse controller`"
+                    );
+                }
                 let client = app::kube_client(kubeconfig.as_deref(), context.clone()).await?;
                 d.require(std::sync::Arc::new(
                     gatehouse::control_tokenreview::ReviewedProxies::new(

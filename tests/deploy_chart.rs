@@ -448,3 +448,72 @@ fn the_mesh_is_off_by_default_and_its_parts_fit_together_when_on() {
         .expect("binding");
     assert_eq!(binding["subjects"][0]["name"], pod["serviceAccountName"]);
 }
+
+#[test]
+fn the_control_plane_when_on_listens_behind_its_service_and_reviews_tokens() {
+    let off = rendered();
+    assert!(!args_of(find(&off, "Deployment")[0])
+        .iter()
+        .any(|a| a.starts_with("--control-listen")));
+    let on = rendered_with(&[
+        ("controlPlane.enabled", true.into()),
+        ("mesh.enabled", true.into()),
+    ]);
+    let deployment = find(&on, "Deployment")[0];
+    let args = args_of(deployment);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run gatehouse");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port: u64 = flag(&args, "--control-listen")
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    // The Service reaches the port the controllers listen on.
+    let service = find(&on, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "gatehouse-control")
+        .expect("the control Service");
+    assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(port));
+    let target = &service["spec"]["ports"][0]["targetPort"];
+    assert!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| &p["name"] == target && p["containerPort"].as_u64() == Some(port))
+    );
+    // The accounts granted roles are the chart's own: the controllers' (gateways) and
+    // the node proxies'.
+    let accounts: Vec<&String> = args
+        .iter()
+        .filter(|a| a.starts_with("--control-service-account="))
+        .collect();
+    assert_eq!(
+        accounts,
+        [
+            "--control-service-account=gateway=gatehouse-system/gatehouse",
+            "--control-service-account=node=gatehouse-system/gatehouse-node"
+        ]
+    );
+    let service_accounts: Vec<&str> = find(&on, "ServiceAccount")
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    for sa in ["gatehouse", "gatehouse-node"] {
+        assert!(service_accounts.contains(&sa), "{service_accounts:?}");
+    }
+    assert!(allows(
+        &find(&on, "ClusterRole")[0]["rules"],
+        "authentication.k8s.io",
+        "tokenreviews",
+        "create"
+    ));
+}
