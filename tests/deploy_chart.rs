@@ -302,6 +302,21 @@ fn args_of(workload: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `args` parse as a `gatehouse` command line: every flag known, every value valid (the
+/// binary stops at --help once the flags before it have parsed).
+fn assert_parses(args: &[String]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run gatehouse");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The value of `--flag=VALUE` in `args`.
 fn flag<'a>(args: &'a [String], name: &str) -> &'a str {
     args.iter()
@@ -319,20 +334,9 @@ fn the_mesh_is_off_by_default_and_its_parts_fit_together_when_on() {
 
     let on = rendered_with(&[("mesh.enabled", true.into())]);
     let controller = args_of(find(&on, "Deployment")[0]);
-    // Both command lines parse: every flag is known and every value valid (the
-    // binary stops at --help once the flags before it have parsed).
+    // Both command lines parse.
     for workload in [find(&on, "Deployment")[0], find(&on, "DaemonSet")[0]] {
-        let args = args_of(workload);
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(&args)
-            .arg("--help")
-            .output()
-            .expect("run gatehouse");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_parses(&args_of(workload));
     }
     let ca_port = flag(&controller, "--mesh-ca-listen")
         .rsplit(':')
@@ -461,16 +465,7 @@ fn the_control_plane_when_on_listens_behind_its_service_and_reviews_tokens() {
     ]);
     let deployment = find(&on, "Deployment")[0];
     let args = args_of(deployment);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(&args)
-        .arg("--help")
-        .output()
-        .expect("run gatehouse");
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_parses(&args);
     let port: u64 = flag(&args, "--control-listen")
         .rsplit(':')
         .next()

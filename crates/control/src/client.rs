@@ -11,7 +11,6 @@
 
 use crate::pb::config_distribution_client::ConfigDistributionClient;
 use crate::pb::{DeltaRequest, DeltaResponse, ErrorDetail, Proxy, ResourceList};
-use crate::scope;
 use crate::table::kind_of;
 use gatehouse_model::manifest::object_from_value;
 use gatehouse_model::{ObjectKey, StoredObject};
@@ -102,7 +101,7 @@ impl FollowStats {
 
 /// The key a resource name stands for.
 pub fn key_of(name: &str) -> Result<ObjectKey, String> {
-    let kind = scope::all_kinds()
+    let kind = gatehouse_model::object::KINDS
         .into_iter()
         .find(|k| *k == kind_of(name))
         .ok_or_else(|| format!("{name}: unknown kind"))?;

@@ -92,22 +92,26 @@ mod tests {
         )
     }
 
+    fn east_then_west(east: &ObjectStore, west: &ObjectStore) -> Merged {
+        merge(&[
+            ClusterObjects {
+                name: "east",
+                store: east,
+            },
+            ClusterObjects {
+                name: "west",
+                store: west,
+            },
+        ])
+    }
+
     #[test]
     fn a_service_in_two_clusters_has_both_clusters_endpoints() {
         let (east, west) = (
             store(&cluster("10.1.0.1", "web.example")),
             store(&cluster("10.2.0.1", "web.example")),
         );
-        let m = merge(&[
-            ClusterObjects {
-                name: "east",
-                store: &east,
-            },
-            ClusterObjects {
-                name: "west",
-                store: &west,
-            },
-        ]);
+        let m = east_then_west(&east, &west);
         assert!(m.conflicts.is_empty(), "{:?}", m.conflicts);
         assert_eq!(m.store.of_kind("Service").count(), 1);
         let slices: Vec<String> = m
@@ -130,16 +134,7 @@ mod tests {
             store(&cluster("10.1.0.1", "a.example")),
             store(&cluster("10.2.0.1", "b.example")),
         );
-        let m = merge(&[
-            ClusterObjects {
-                name: "east",
-                store: &east,
-            },
-            ClusterObjects {
-                name: "west",
-                store: &west,
-            },
-        ]);
+        let m = east_then_west(&east, &west);
         assert_eq!(m.conflicts.len(), 1, "{:?}", m.conflicts);
         assert!(
             m.conflicts[0].contains("Ingress shop/web")

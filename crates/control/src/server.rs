@@ -123,15 +123,7 @@ impl Distributor {
     /// proxies are sent what changed. Returns how many resources changed.
     pub fn sync(&self, store: &ObjectStore) -> usize {
         let kinds = scope::all_kinds();
-        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
-        let changed = table.sync(store, |k| kinds.contains(&k));
-        let generation = table.generation();
-        drop(table);
-        if changed > 0 {
-            self.generation.send_replace(generation);
-        }
-        self.ready.send_replace(true);
-        changed
+        self.update(|table| table.sync(store, |k| kinds.contains(&k)))
     }
 
     /// Runs `f` on the table and tells proxies if it changed anything (for callers that
@@ -187,7 +179,7 @@ impl Distributor {
         };
         let count = delta.upserts.len();
         let list = ResourceList {
-            resources: response(delta, String::new(), String::new()).resources,
+            resources: response(delta, String::new()).resources,
         };
         let encoded = prost::Message::encode_to_vec(&list);
         let bytes = match zstd::bulk::compress(&encoded, 1) {
@@ -400,8 +392,9 @@ impl ConfigDistribution for Service {
     }
 }
 
-/// A response from a delta, resources in make-before-break order.
-fn response(delta: Delta, version: String, nonce: String) -> DeltaResponse {
+/// A response from a delta, resources in make-before-break order (its nonce is set by
+/// the sender).
+fn response(delta: Delta, version: String) -> DeltaResponse {
     let mut upserts = delta.upserts;
     upserts.sort_by(|(a, ea), (b, eb)| (scope::rank(ea.kind), a).cmp(&(scope::rank(eb.kind), b)));
     DeltaResponse {
@@ -415,7 +408,7 @@ fn response(delta: Delta, version: String, nonce: String) -> DeltaResponse {
             })
             .collect(),
         removed_resources: delta.removals.iter().map(|n| n.to_string()).collect(),
-        nonce,
+        nonce: String::new(),
         full_state: delta.full_state,
         compressed_resources: bytes::Bytes::new(),
     }
@@ -454,25 +447,18 @@ async fn serve_stream(
                 Base::Generation(g) => *g < current,
             };
             let fresh = matches!(&base, Base::Held(held) if held.is_empty());
-            if fresh && !sent_any {
+            // The next response, with the generation and version it brings the proxy to.
+            let next = if fresh && !sent_any {
                 // A proxy that holds nothing gets the whole set, compressed once per
                 // version for every proxy of its role.
                 let full = dist.full_state(&admitted.proxy.role, kinds).await;
-                dist.with_proxy(stream, |c| c.desired_version = full.version.clone());
-                nonces += 1;
-                let nonce = format!("{}-{nonces}", full.generation);
-                in_flight = Some((nonce.clone(), full.generation, full.version.clone()));
-                sent_any = true;
-                let response = DeltaResponse {
+                let r = DeltaResponse {
                     system_version_info: full.version.clone(),
-                    nonce,
                     full_state: true,
                     compressed_resources: full.bytes.clone(),
                     ..DeltaResponse::default()
                 };
-                if tx.send(Ok(response)).await.is_err() {
-                    return;
-                }
+                Some((r, full.generation, full.version.clone()))
             } else if (stale && rejected.is_none_or(|r| r < current)) || !sent_any {
                 let (delta, generation, version) = {
                     let table = dist.table.read().unwrap_or_else(|e| e.into_inner());
@@ -484,24 +470,30 @@ async fn serve_stream(
                     };
                     (delta, g, table.set_version(wants))
                 };
+                let nothing = delta.upserts.is_empty() && delta.removals.is_empty();
+                if nothing && sent_any && matches!(base, Base::Generation(_)) {
+                    // Nothing this proxy is sent changed: it is already there.
+                    base = Base::Generation(generation);
+                    None
+                } else {
+                    Some((response(delta, version.clone()), generation, version))
+                }
+            } else {
+                None
+            };
+            if let Some((mut r, generation, version)) = next {
                 dist.with_proxy(stream, |c| {
                     c.desired_version = version.clone();
                     if c.acked_version != version {
                         c.behind_since.get_or_insert_with(Instant::now);
                     }
                 });
-                let nothing = delta.upserts.is_empty() && delta.removals.is_empty();
-                if nothing && sent_any && matches!(base, Base::Generation(_)) {
-                    // Nothing this proxy is sent changed: it is already there.
-                    base = Base::Generation(generation);
-                } else {
-                    nonces += 1;
-                    let nonce = format!("{generation}-{nonces}");
-                    in_flight = Some((nonce.clone(), generation, version.clone()));
-                    sent_any = true;
-                    if tx.send(Ok(response(delta, version, nonce))).await.is_err() {
-                        return;
-                    }
+                nonces += 1;
+                r.nonce = format!("{generation}-{nonces}");
+                in_flight = Some((r.nonce.clone(), generation, version));
+                sent_any = true;
+                if tx.send(Ok(r)).await.is_err() {
+                    return;
                 }
             }
         }

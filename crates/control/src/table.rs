@@ -148,6 +148,8 @@ impl Table {
         self.set_named(name, key.kind, object)
     }
 
+    /// Sets `name` to `object` (None: removes it), marking it seen by this pass.
+    /// Returns whether it changed.
     fn set_named(
         &mut self,
         name: Arc<str>,
@@ -155,77 +157,76 @@ impl Table {
         object: Option<Arc<StoredObject>>,
     ) -> bool {
         let passes = self.passes;
-        let old = self.entries.get_mut(&name);
-        let Some(object) = object else {
-            // A removal.
-            let Some(e) = old.filter(|e| e.body.is_some()) else {
-                return false;
-            };
-            let (at, was) = (e.changed_at, e.version);
-            self.account(kind, &name, Some(was), None);
-            let name = self.entries.get_key_value(&name).map(|(k, _)| k.clone());
-            let Some(name) = name else { return false };
-            let g = self.bump(&name, Some(at));
-            if let Some(e) = self.entries.get_mut(&name) {
-                *e = Entry {
-                    kind,
-                    version: 0,
-                    body: None,
-                    changed_at: g,
-                    source: None,
-                    seen: passes,
+        // What is there now: its live version (None for a tombstone) and when it changed.
+        let old = self
+            .entries
+            .get(&name)
+            .map(|e| (e.body.is_some().then_some(e.version), e.changed_at));
+        let was = old.and_then(|(v, _)| v);
+        let new = match object {
+            None if was.is_none() => return false,
+            None => None,
+            Some(object) => {
+                if let Some(e) = self.entries.get_mut(&name) {
+                    if e.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &object)) {
+                        e.seen = passes;
+                        return false;
+                    }
+                }
+                let body = match object
+                    .object
+                    .to_value()
+                    .and_then(|v| serde_json::to_vec(&v))
+                {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => {
+                        tracing::error!(resource = %name, error = %e, "cannot serialize; not served");
+                        return false;
+                    }
                 };
+                let version = hash_bytes(&body);
+                if was == Some(version) {
+                    if let Some(e) = self.entries.get_mut(&name) {
+                        e.source = Some(object);
+                        e.seen = passes;
+                    }
+                    return false;
+                }
+                Some((version, body, object))
             }
+        };
+        self.account(kind, &name, was, new.as_ref().map(|(v, _, _)| *v));
+        // A tombstone before, a tombstone after.
+        let (tomb_before, tomb_after) = (old.is_some() && was.is_none(), new.is_none());
+        if tomb_after && !tomb_before {
             self.tombstones += 1;
-            self.prune();
-            return true;
-        };
-        if let Some(e) = &old {
-            if e.source.as_ref().is_some_and(|s| Arc::ptr_eq(s, &object)) {
-                return false;
-            }
+        } else if tomb_before && !tomb_after {
+            self.tombstones -= 1;
         }
-        let body = match object
-            .object
-            .to_value()
-            .and_then(|v| serde_json::to_vec(&v))
-        {
-            Ok(b) => Bytes::from(b),
-            Err(e) => {
-                tracing::error!(resource = %name, error = %e, "cannot serialize; not served");
-                return false;
-            }
+        // The name as the table already holds it, so one string serves both indexes.
+        let name = match self.entries.get_key_value(&name) {
+            Some((k, _)) => k.clone(),
+            None => name,
         };
-        let version = hash_bytes(&body);
-        let mut was = None;
-        if let Some(e) = old {
-            if e.body.is_some() && e.version == version {
-                e.source = Some(object);
-                e.seen = passes;
-                return false;
-            }
-            match e.body {
-                Some(_) => was = Some(e.version),
-                None => self.tombstones -= 1,
-            }
-        }
-        self.account(kind, &name, was, Some(version));
-        let (name, old_at) = match self.entries.get_key_value(&name) {
-            Some((k, e)) => (k.clone(), Some(e.changed_at)),
-            None => (name, None),
+        let changed_at = self.bump(&name, old.map(|(_, at)| at));
+        let (version, body, source) = match new {
+            Some((v, b, o)) => (v, Some(b), Some(o)),
+            None => (0, None, None),
         };
-        let g = self.bump(&name, old_at);
         self.entries.insert(
             name,
             Entry {
                 kind,
                 version,
-                body: Some(body),
-                changed_at: g,
-                source: Some(object),
+                body,
+                changed_at,
+                source,
                 seen: passes,
             },
         );
+        if tomb_after {
+            self.prune();
+        }
         true
     }
 
@@ -237,18 +238,10 @@ impl Table {
         let pass = self.passes;
         let mut changed = 0;
         for (key, object) in store.iter_shared() {
-            if !serve(key.kind) {
-                continue;
-            }
-            let name: Arc<str> = resource_name(key).into();
-            if let Some(e) = self.entries.get_mut(&name) {
-                e.seen = pass;
-            }
-            if self.set_named(name.clone(), key.kind, Some(object.clone())) {
+            if serve(key.kind)
+                && self.set_named(resource_name(key).into(), key.kind, Some(object.clone()))
+            {
                 changed += 1;
-            }
-            if let Some(e) = self.entries.get_mut(&name) {
-                e.seen = pass;
             }
         }
         let gone: Vec<(Arc<str>, &'static str)> = self
