@@ -626,6 +626,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {addr} (--control-listen)"))?;
             let d = gatehouse_control::server::Distributor::new(identity.clone());
+            d.set_mesh_root_namespace(mesh_ca.mesh.mesh_root_namespace.clone());
             let fixed = control_tokens
                 .as_deref()
                 .map(gatehouse_control::auth::ProxyTokens::load)

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod client;
 pub mod merge;
+pub mod node_scope;
 pub mod scope;
 pub mod server;
 pub mod table;

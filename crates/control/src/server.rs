@@ -8,15 +8,16 @@
 //! makes every proxy reload everything.
 
 use crate::auth::{ProxyAuth, ProxyTokens};
+use crate::node_scope::{self, NodeIndex};
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
     ClusterCount, DeltaRequest, DeltaResponse, ListProxiesRequest, ListProxiesResponse, Proxy,
     ProxyStatus, Resource, ResourceList,
 };
 use crate::scope;
-use crate::table::{version_string, Delta, Table};
+use crate::table::{member_hash, version_string, Delta, Table};
 use gatehouse_model::ObjectStore;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,12 +61,17 @@ pub struct Distributor {
     full: tokio::sync::Mutex<HashMap<String, Arc<FullState>>>,
     /// The clusters merged into the set, with how many objects each gives.
     clusters: Mutex<Vec<(String, usize)>>,
+    /// Which node runs pods of which namespaces, for node proxies' policies.
+    index: Mutex<NodeIndex>,
+    /// The namespace whose policies apply mesh-wide (sent to every node proxy).
+    mesh_root: RwLock<String>,
 }
 
 /// A role's whole set at one generation, compressed.
 struct FullState {
     generation: u64,
-    version: String,
+    /// The set version's sum.
+    sum: u64,
     bytes: bytes::Bytes,
 }
 
@@ -91,7 +97,14 @@ impl Distributor {
             auth_epoch: watch::channel(0).0,
             full: tokio::sync::Mutex::new(HashMap::new()),
             clusters: Mutex::new(Vec::new()),
+            index: Mutex::new(NodeIndex::default()),
+            mesh_root: RwLock::new("gatehouse-system".into()),
         })
+    }
+
+    /// Names the namespace whose policies apply mesh-wide (default `gatehouse-system`).
+    pub fn set_mesh_root_namespace(&self, ns: impl Into<String>) {
+        *self.mesh_root.write().unwrap_or_else(|e| e.into_inner()) = ns.into();
     }
 
     /// Serves only proxies whose bearer token admits them, from now on; the tokens are
@@ -133,6 +146,12 @@ impl Distributor {
         let before = table.generation();
         let r = f(&mut table);
         let after = table.generation();
+        if after != before {
+            self.index
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .catch_up(&table);
+        }
         drop(table);
         if after != before {
             self.generation.send_replace(after);
@@ -168,14 +187,10 @@ impl Distributor {
             return f.clone();
         }
         let started = Instant::now();
-        let (delta, generation, version) = {
+        let (delta, generation, sum) = {
             let table = self.table.read().unwrap_or_else(|e| e.into_inner());
             let wants = |k: &str| kinds.contains(&k);
-            (
-                table.full(wants),
-                table.generation(),
-                table.set_version(wants),
-            )
+            (table.full(wants), table.generation(), table.set_sum(wants))
         };
         let count = delta.upserts.len();
         let list = ResourceList {
@@ -199,7 +214,7 @@ impl Distributor {
         );
         let full = Arc::new(FullState {
             generation,
-            version,
+            sum,
             bytes,
         });
         cache.insert(role.to_string(), full.clone());
@@ -309,7 +324,7 @@ impl ConfigDistribution for Service {
         let proxy = first.proxy.ok_or_else(|| {
             Status::invalid_argument("the first request must say who the proxy is")
         })?;
-        let kinds = scope::kinds(&proxy.role).ok_or_else(|| {
+        let mut kinds = scope::kinds(&proxy.role).ok_or_else(|| {
             Status::invalid_argument(format!(
                 "unknown role {:?} (expected {:?} or {:?})",
                 proxy.role,
@@ -317,6 +332,13 @@ impl ConfigDistribution for Service {
                 scope::NODE
             ))
         })?;
+        // A node proxy is sent the scoped kinds for its own node only.
+        if proxy.role == scope::NODE {
+            if proxy.node.is_empty() {
+                return Err(Status::invalid_argument("a node proxy must name its node"));
+            }
+            kinds.retain(|k| !node_scope::is_scoped(k));
+        }
         let dist = self.0.clone();
         if let Some(auth) = dist.auth.get() {
             if let Err(why) = auth.admit(token.as_deref(), &proxy).await {
@@ -414,6 +436,27 @@ fn response(delta: Delta, version: String) -> DeltaResponse {
     }
 }
 
+/// The scoped part of a node proxy's set: its policies, by name, with their versions.
+type Scoped = BTreeMap<Arc<str>, u64>;
+
+/// Adds to `delta` what brings a node proxy holding `held` of the scoped kinds to
+/// `desired`, and returns the set version's part of `desired`.
+fn scoped_delta(table: &Table, held: &Scoped, desired: &Scoped, delta: &mut Delta) -> u64 {
+    let mut sum = 0u64;
+    for (name, version) in desired {
+        sum = sum.wrapping_add(member_hash(name, *version));
+        if held.get(name) != Some(version) {
+            if let Some(e) = table.get(name) {
+                delta.upserts.push((name.clone(), e.clone()));
+            }
+        }
+    }
+    delta
+        .removals
+        .extend(held.keys().filter(|n| !desired.contains_key(*n)).cloned());
+    sum
+}
+
 /// Who a stream serves, and the token it came in with.
 struct Admitted {
     proxy: Proxy,
@@ -431,10 +474,28 @@ async fn serve_stream(
     tx: mpsc::Sender<Result<DeltaResponse, Status>>,
 ) {
     let wants = |k: &str| kinds.contains(&k);
+    let node = (admitted.proxy.role == scope::NODE).then_some(admitted.proxy.node.as_str());
+    let root = dist
+        .mesh_root
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // What a node proxy holds of the scoped kinds; what is unscoped is held as `base`.
+    let mut held_scoped = Scoped::new();
+    if let Base::Held(held) = &mut base {
+        held.retain(|name, version| {
+            if !node_scope::is_scoped(crate::table::kind_of(name)) {
+                return true;
+            }
+            let v = u64::from_str_radix(version, 16).unwrap_or_default();
+            held_scoped.insert(name.as_str().into(), v);
+            false
+        });
+    }
     let mut generations = dist.generation.subscribe();
     let mut epochs = dist.auth_epoch.subscribe();
-    // The response awaiting an answer: (nonce, generation, version).
-    let mut in_flight: Option<(String, u64, String)> = None;
+    // The response awaiting an answer: (nonce, generation, version, scoped set sent).
+    let mut in_flight: Option<(String, u64, String, Scoped)> = None;
     // A rejected generation is not sent again until something newer comes.
     let mut rejected: Option<u64> = None;
     let mut sent_any = false;
@@ -447,28 +508,50 @@ async fn serve_stream(
                 Base::Generation(g) => *g < current,
             };
             let fresh = matches!(&base, Base::Held(held) if held.is_empty());
-            // The next response, with the generation and version it brings the proxy to.
+            // A node proxy's scoped part: what it should hold now.
+            let desired = |table: &Table| match node {
+                Some(node) => dist
+                    .index
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .desired(table, node, &root),
+                None => Scoped::new(),
+            };
+            // The next response, with the generation, version and scoped set it brings
+            // the proxy to.
             let next = if fresh && !sent_any {
                 // A proxy that holds nothing gets the whole set, compressed once per
-                // version for every proxy of its role.
+                // version for every proxy of its role, and its scoped part as is.
                 let full = dist.full_state(&admitted.proxy.role, kinds).await;
-                let r = DeltaResponse {
-                    system_version_info: full.version.clone(),
-                    full_state: true,
-                    compressed_resources: full.bytes.clone(),
-                    ..DeltaResponse::default()
+                let mut scoped = Delta::default();
+                let (sum, scoped_now) = {
+                    let table = dist.table.read().unwrap_or_else(|e| e.into_inner());
+                    let d = desired(&table);
+                    // A whole set names everything the proxy keeps.
+                    (scoped_delta(&table, &Scoped::new(), &d, &mut scoped), d)
                 };
-                Some((r, full.generation, full.version.clone()))
+                let version = version_string(full.sum.wrapping_add(sum));
+                let mut r = response(scoped, version.clone());
+                r.full_state = true;
+                r.compressed_resources = full.bytes.clone();
+                Some((r, full.generation, version, scoped_now))
             } else if (stale && rejected.is_none_or(|r| r < current)) || !sent_any {
-                let (delta, generation, version) = {
+                let (delta, generation, version, scoped_now) = {
                     let table = dist.table.read().unwrap_or_else(|e| e.into_inner());
                     let g = table.generation();
-                    let delta = match &base {
+                    let mut delta = match &base {
                         Base::Held(held) if held.is_empty() => table.full(wants),
                         Base::Held(held) => table.against(held, wants),
                         Base::Generation(since) => table.since(*since, wants),
                     };
-                    (delta, g, table.set_version(wants))
+                    let d = desired(&table);
+                    let held = match delta.full_state {
+                        true => &Scoped::new(),
+                        false => &held_scoped,
+                    };
+                    let sum = scoped_delta(&table, held, &d, &mut delta);
+                    let version = version_string(table.set_sum(wants).wrapping_add(sum));
+                    (delta, g, version, d)
                 };
                 let nothing = delta.upserts.is_empty() && delta.removals.is_empty();
                 if nothing && sent_any && matches!(base, Base::Generation(_)) {
@@ -476,12 +559,17 @@ async fn serve_stream(
                     base = Base::Generation(generation);
                     None
                 } else {
-                    Some((response(delta, version.clone()), generation, version))
+                    Some((
+                        response(delta, version.clone()),
+                        generation,
+                        version,
+                        scoped_now,
+                    ))
                 }
             } else {
                 None
             };
-            if let Some((mut r, generation, version)) = next {
+            if let Some((mut r, generation, version, scoped_now)) = next {
                 dist.with_proxy(stream, |c| {
                     c.desired_version = version.clone();
                     if c.acked_version != version {
@@ -490,7 +578,7 @@ async fn serve_stream(
                 });
                 nonces += 1;
                 r.nonce = format!("{generation}-{nonces}");
-                in_flight = Some((r.nonce.clone(), generation, version));
+                in_flight = Some((r.nonce.clone(), generation, version, scoped_now));
                 sent_any = true;
                 if tx.send(Ok(r)).await.is_err() {
                     return;
@@ -507,12 +595,12 @@ async fn serve_stream(
                         return;
                     }
                 };
-                let Some((nonce, generation, version)) = in_flight.take() else {
+                let Some((nonce, generation, version, scoped_now)) = in_flight.take() else {
                     continue;
                 };
                 if request.response_nonce != nonce {
                     // An answer to an older response: still waiting for this one's.
-                    in_flight = Some((nonce, generation, version));
+                    in_flight = Some((nonce, generation, version, scoped_now));
                     continue;
                 }
                 match request.error_detail {
@@ -526,6 +614,7 @@ async fn serve_stream(
                     }
                     None => {
                         base = Base::Generation(generation);
+                        held_scoped = scoped_now;
                         rejected = None;
                         dist.with_proxy(stream, |c| {
                             c.acked_version = version.clone();

@@ -55,7 +55,7 @@ fn hash_bytes(b: &[u8]) -> u64 {
 }
 
 /// A resource's part of a set version.
-fn member_hash(name: &str, version: u64) -> u64 {
+pub fn member_hash(name: &str, version: u64) -> u64 {
     let mut h = std::hash::DefaultHasher::new();
     h.write(name.as_bytes());
     h.write_u64(version);
@@ -332,12 +332,15 @@ impl Table {
     /// The version of the whole set `wants` picks: a hash of names and versions that
     /// does not depend on order, so every replica serving the same objects says the same.
     pub fn set_version(&self, wants: impl Fn(&str) -> bool) -> String {
-        let sum = self
-            .sums
+        version_string(self.set_sum(wants))
+    }
+
+    /// The sum a set version is made of (add [`member_hash`]es to extend the set).
+    pub fn set_sum(&self, wants: impl Fn(&str) -> bool) -> u64 {
+        self.sums
             .iter()
             .filter(|(k, _)| wants(k))
-            .fold(0u64, |a, (_, s)| a.wrapping_add(*s));
-        version_string(sum)
+            .fold(0u64, |a, (_, s)| a.wrapping_add(*s))
     }
 }
 
