@@ -62,6 +62,7 @@ impl Addrs {
             limiters: Default::default(),
             global_rate_limits: false,
             adaptive: Default::default(),
+            locality: Default::default(),
         }
     }
 }
@@ -193,10 +194,15 @@ struct RunArgs {
     /// config it sent.
     #[arg(long, value_name = "URL", conflicts_with_all = ["kubernetes", "control_listen"])]
     controller: Option<String>,
-    /// The cluster this process serves: a proxy's, as the controller lists it; a
-    /// controller's own --config, when it merges clusters (--cluster-config).
+    /// The cluster this process serves: a proxy's, as the controller lists it (its
+    /// endpoints are preferred over other clusters'); a controller's own --config, when
+    /// it merges clusters (--cluster-config).
     #[arg(long, default_value = "default")]
     cluster: String,
+    /// The zone this proxy runs in (`topology.kubernetes.io/zone`): endpoints in it are
+    /// preferred over other zones' of the same cluster.
+    #[arg(long, env = "GATEHOUSE_ZONE")]
+    zone: Option<String>,
     /// With --control-listen: serve another cluster's manifest directory too, merged
     /// with --config (repeatable). A Service several clusters define gets every
     /// cluster's endpoints; any other object two define differently is taken from the
@@ -543,6 +549,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_listen,
         controller,
         cluster,
+        zone,
         controller_token_file,
         control_tokens,
         control_tls_cert,
@@ -569,6 +576,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut translate = addrs.translate();
     translate.waf = waf.base()?;
     translate.global_rate_limits = redis.is_some();
+    translate.locality = std::sync::Arc::new(gatehouse_translate::locality::Locality {
+        cluster: Some(cluster.clone()),
+        zone: zone.filter(|z| !z.is_empty()),
+    });
     let proxy = ProxyConfig {
         waf_log: waf.waf_log.clone(),
         waf_audit_log: waf.waf_audit_log.clone(),

@@ -805,8 +805,10 @@ async fn a_tls_controller_serves_only_proxies_that_trust_it() {
 }
 
 /// One controller, two clusters' directories: a Service both define balances across
-/// both clusters' endpoints; an object they define differently comes from the first,
-/// with the conflict logged; `ctl proxies` counts each cluster's objects.
+/// both clusters' endpoints; a gateway that says its cluster prefers that cluster's
+/// endpoints and fails over to the other's when its own have none ready; an object
+/// they define differently comes from the first, with the conflict logged; `ctl
+/// proxies` counts each cluster's objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_merges_two_clusters() {
     let (east, a) = app_dir().await;
@@ -818,16 +820,15 @@ async fn a_controller_merges_two_clusters() {
         .split("\n---\n")
         .find(|d| d.contains("kind: Service"))
         .expect("the Service");
-    let west_slice = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-a-west\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-a}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: true}}\n",
+    let west_slice = |ready: bool| {
+        format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-a-west\n  namespace: default\n  labels: {{kubernetes.io/service-name: svc-a}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n  conditions: {{ready: {ready}}}\n",
         b.port(),
         b.ip()
-    );
-    write(
-        west.path(),
-        "services.yaml",
-        &format!("---\n{service_doc}\n---\n{west_slice}"),
-    );
+    )
+    };
+    let west_services = |ready: bool| format!("---\n{service_doc}\n---\n{}", west_slice(ready));
+    write(west.path(), "services.yaml", &west_services(true));
     // And an Ingress of the same name that differs: the east's wins.
     write(
         west.path(),
@@ -867,6 +868,34 @@ async fn a_controller_merges_two_clusters() {
         ["a", "b"],
         "both clusters' endpoints serve"
     );
+    // A gateway in the west prefers the west's endpoint while it is ready, and fails
+    // over to the east's when it is not.
+    let west_gw = start(
+        "127.0.0.3",
+        &[
+            "--controller",
+            &control,
+            "--identity",
+            "gw-west",
+            "--cluster",
+            "west",
+        ],
+        logs.path().join("gw-west.log"),
+    );
+    all_serve(&[&west_gw], "app.example", "b", "the west's gateway served").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(served_by(west_gw.http, "app.example").await);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["b"],
+        "the west's own endpoint only"
+    );
+    write(west.path(), "services.yaml", &west_services(false));
+    all_serve(&[&west_gw], "app.example", "a", "failed over to the east").await;
+    write(west.path(), "services.yaml", &west_services(true));
+    all_serve(&[&west_gw], "app.example", "b", "back to the west").await;
     assert_eq!(
         served_by(gw.http, "west.example").await,
         "",

@@ -8,8 +8,7 @@
 
 use gatehouse_model::{Object, ObjectStore, StoredObject};
 
-/// The label that says which cluster an EndpointSlice came from.
-pub const CLUSTER_LABEL: &str = "gatehouse.dev/cluster";
+pub use gatehouse_model::CLUSTER_LABEL;
 
 /// One cluster's objects.
 pub struct ClusterObjects<'a> {

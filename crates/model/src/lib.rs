@@ -22,6 +22,9 @@ pub use object::{Object, ObjectKey, Origin, StoredObject};
 pub use store::ObjectStore;
 
 /// The IngressClass controller name Gatehouse answers to.
+/// The label that says which cluster an EndpointSlice came from, when a controller
+/// merges several clusters.
+pub const CLUSTER_LABEL: &str = "gatehouse.dev/cluster";
 pub const INGRESS_CONTROLLER: &str = "gatehouse.dev/ingress-controller";
 /// The GatewayClass controllerName Gatehouse answers to.
 pub const GATEWAY_CONTROLLER: &str = "gatehouse.dev/gateway-controller";

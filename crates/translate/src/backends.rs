@@ -2,7 +2,8 @@
 //! ready endpoint addresses, shared by every route that names the same Service port.
 
 use crate::builder::Builder;
-use crate::cluster::ClusterPolicy;
+use crate::cluster::{ClusterPolicy, Target};
+use crate::locality::Locality;
 use crate::policy::Via;
 use crate::snapshot::{Cluster, ClusterSource, Snapshot, UpstreamProtocol};
 use gatehouse_model::{Object, ObjectKey, ObjectStore};
@@ -100,13 +101,15 @@ pub fn resolve_with(
             return Ok(c);
         }
     }
-    let endpoints = endpoints(b.store, namespace, name, sp);
+    let locality = b.opts.locality.clone();
+    let endpoints = endpoints(b.store, namespace, name, sp, &locality);
     let mut cluster = Cluster::new(
         cluster_name.clone(),
         ClusterSource {
             namespace: namespace.to_string(),
             service: name.to_string(),
             port: sp.port,
+            locality,
         },
         protocol,
         policy,
@@ -121,13 +124,15 @@ pub fn resolve_with(
 }
 
 /// Ready endpoints of a Service port (serving-but-terminating ones only when none is
-/// ready, as kube-proxy does), sorted and deduplicated.
+/// ready, as kube-proxy does), with their locality priorities seen from `locality`,
+/// sorted and deduplicated (an address in several slices takes its nearest priority).
 pub fn endpoints(
     store: &ObjectStore,
     namespace: &str,
     service: &str,
     sp: &ServicePort,
-) -> Vec<SocketAddr> {
+    locality: &Locality,
+) -> Vec<Target> {
     let sp_name = sp.name.as_deref().unwrap_or("");
     let mut ready = Vec::new();
     let mut serving = Vec::new();
@@ -158,7 +163,12 @@ pub fn endpoints(
         let Ok(port_num) = u16::try_from(port_num) else {
             continue;
         };
+        let labels = es.metadata.labels.as_ref();
         for ep in es.endpoints.iter().flatten() {
+            let priority = match locality.is_set() {
+                true => locality.priority(labels, ep.zone.as_deref()),
+                false => 0,
+            };
             let cond = ep.conditions.as_ref();
             let is_ready = cond.and_then(|c| c.ready).unwrap_or(true);
             let is_serving = cond.and_then(|c| c.serving).unwrap_or(is_ready);
@@ -167,7 +177,10 @@ pub fn endpoints(
                 let Ok(ip) = a.parse::<IpAddr>() else {
                     continue;
                 };
-                let addr = SocketAddr::new(ip, port_num);
+                let addr = Target {
+                    addr: SocketAddr::new(ip, port_num),
+                    priority,
+                };
                 if is_ready && !terminating {
                     ready.push(addr);
                 } else if is_serving {
@@ -178,7 +191,7 @@ pub fn endpoints(
     }
     let mut endpoints = if ready.is_empty() { serving } else { ready };
     endpoints.sort();
-    endpoints.dedup();
+    endpoints.dedup_by_key(|t| t.addr);
     endpoints
 }
 
@@ -208,10 +221,10 @@ pub fn refresh_endpoints(
             _ => None,
         };
         let fresh = match sp {
-            Some(sp) => endpoints(store, &src.namespace, &src.service, sp),
+            Some(sp) => endpoints(store, &src.namespace, &src.service, sp, &src.locality),
             None => Vec::new(),
         };
-        if *c.endpoints() != fresh {
+        if c.targets() != fresh {
             c.set_endpoints(fresh);
             changed += 1;
         }

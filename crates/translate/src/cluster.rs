@@ -28,6 +28,8 @@ pub struct ClusterSource {
     pub namespace: String,
     pub service: String,
     pub port: i32,
+    /// Where the proxy runs, to rank endpoints by nearness.
+    pub locality: Arc<crate::locality::Locality>,
 }
 
 /// How an endpoint is chosen for a request.
@@ -154,11 +156,26 @@ pub struct ClusterPolicy {
 }
 
 /// The endpoints of a cluster at one time, with their Maglev table when the balancer
-/// hashes.
+/// hashes, and (when they are not all equally near) the same split by locality
+/// priority, nearest first.
 #[derive(Debug)]
 struct EndpointSet {
     list: Vec<Endpoint>,
     maglev: Option<Maglev>,
+    tiers: Vec<EndpointSet>,
+}
+
+/// An endpoint address with its locality priority (0: the nearest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub priority: u8,
+}
+
+impl From<SocketAddr> for Target {
+    fn from(addr: SocketAddr) -> Self {
+        Target { addr, priority: 0 }
+    }
 }
 
 /// Longest ejection, however many in a row.
@@ -315,6 +332,26 @@ pub fn key_hash(key: &[u8]) -> u64 {
 
 impl EndpointSet {
     fn new(list: Vec<Endpoint>, balancer: &Balancer) -> Self {
+        let mut priorities: Vec<u8> = list.iter().map(|e| e.priority).collect();
+        priorities.sort_unstable();
+        priorities.dedup();
+        let tiers = match priorities.len() {
+            0 | 1 => Vec::new(),
+            _ => priorities
+                .iter()
+                .map(|p| {
+                    let tier = list.iter().filter(|e| e.priority == *p).cloned().collect();
+                    EndpointSet::flat(tier, balancer)
+                })
+                .collect(),
+        };
+        EndpointSet {
+            tiers,
+            ..EndpointSet::flat(list, balancer)
+        }
+    }
+
+    fn flat(list: Vec<Endpoint>, balancer: &Balancer) -> Self {
         let maglev = match balancer {
             Balancer::ConsistentHash(_) => {
                 let ids: Vec<[u8; 18]> = list.iter().map(|e| endpoint_id(&e.addr)).collect();
@@ -322,8 +359,43 @@ impl EndpointSet {
             }
             _ => None,
         };
-        EndpointSet { list, maglev }
+        EndpointSet {
+            list,
+            maglev,
+            tiers: Vec::new(),
+        }
     }
+
+    /// The endpoints a request is balanced over: the nearest tier with a usable
+    /// endpoint, else all of them.
+    fn nearest(&self, usable: impl Fn(&Endpoint) -> bool) -> &EndpointSet {
+        self.tiers
+            .iter()
+            .find(|t| t.list.iter().any(&usable))
+            .unwrap_or(self)
+    }
+}
+
+/// Endpoints from targets (sorted by address), each keeping the state it had in `old`,
+/// else made by `new`.
+fn endpoints_from(
+    targets: impl IntoIterator<Item = Target>,
+    old: &[Endpoint],
+    new: impl Fn(SocketAddr) -> Endpoint,
+) -> Vec<Endpoint> {
+    targets
+        .into_iter()
+        .map(|t| {
+            let e = match old.binary_search_by_key(&t.addr, |e| e.addr) {
+                Ok(i) => old[i].clone(),
+                Err(_) => new(t.addr),
+            };
+            Endpoint {
+                priority: t.priority,
+                ..e
+            }
+        })
+        .collect()
 }
 
 impl Cluster {
@@ -332,9 +404,13 @@ impl Cluster {
         source: ClusterSource,
         protocol: UpstreamProtocol,
         policy: ClusterPolicy,
-        endpoints: Vec<SocketAddr>,
+        endpoints: Vec<impl Into<Target>>,
     ) -> Self {
-        let list = endpoints.into_iter().map(Endpoint::initial).collect();
+        let list = endpoints_from(
+            endpoints.into_iter().map(Into::into),
+            &[],
+            Endpoint::initial,
+        );
         Cluster {
             name,
             source,
@@ -354,18 +430,7 @@ impl Cluster {
     pub fn carry_from(&mut self, prev: &Cluster) {
         self.shared = prev.shared.clone();
         let old = prev.endpoints.load();
-        let fresh: Vec<Endpoint> = self
-            .endpoints
-            .load()
-            .list
-            .iter()
-            .map(
-                |e| match old.list.binary_search_by_key(&e.addr, |o| o.addr) {
-                    Ok(i) => old.list[i].clone(),
-                    Err(_) => Endpoint::joining(e.addr),
-                },
-            )
-            .collect();
+        let fresh = endpoints_from(self.targets(), &old.list, Endpoint::joining);
         self.endpoints
             .store(Arc::new(EndpointSet::new(fresh, &self.policy.balancer)));
     }
@@ -403,19 +468,28 @@ impl Cluster {
         self.endpoints.load().list.iter().map(|e| e.addr).collect()
     }
 
-    /// Replaces the endpoints (sorted addresses); those that stay keep their state,
+    /// The endpoints now with their locality priorities, sorted by address.
+    pub fn targets(&self) -> Vec<Target> {
+        self.endpoints
+            .load()
+            .list
+            .iter()
+            .map(|e| Target {
+                addr: e.addr,
+                priority: e.priority,
+            })
+            .collect()
+    }
+
+    /// Replaces the endpoints (sorted by address); those that stay keep their state,
     /// new ones are joining.
-    pub fn set_endpoints(&self, addrs: Vec<SocketAddr>) {
+    pub fn set_endpoints(&self, targets: Vec<impl Into<Target>>) {
         let old = self.endpoints.load();
-        let fresh = addrs
-            .into_iter()
-            .map(
-                |addr| match old.list.binary_search_by_key(&addr, |e| e.addr) {
-                    Ok(i) => old.list[i].clone(),
-                    Err(_) => Endpoint::joining(addr),
-                },
-            )
-            .collect();
+        let fresh = endpoints_from(
+            targets.into_iter().map(Into::into),
+            &old.list,
+            Endpoint::joining,
+        );
         self.endpoints
             .store(Arc::new(EndpointSet::new(fresh, &self.policy.balancer)));
     }
@@ -488,18 +562,22 @@ impl Cluster {
                 .iter()
                 .position(|e| session_token(&e.addr) == token && self.usable(e, now))
         });
-        let i = match sticky {
-            Some(i) => i,
-            None => self.choose(&eps, affinity, now),
+        let (set, i) = match sticky {
+            Some(i) => (&**eps, i),
+            None => {
+                let set = eps.nearest(|e| self.usable(e, now));
+                (set, self.choose(set, affinity, now))
+            }
         };
+        let chosen = &set.list[i];
         let set_session = match (&self.policy.session, sticky) {
-            (Some(_), None) => Some(session_token(&eps.list[i].addr)),
+            (Some(_), None) => Some(session_token(&chosen.addr)),
             _ => None,
         };
-        let endpoint = eps.list[i].state.clone();
+        let endpoint = chosen.state.clone();
         endpoint.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(Admitted {
-            addr: eps.list[i].addr,
+            addr: chosen.addr,
             guard: InFlight {
                 cluster: self.clone(),
                 endpoint,
@@ -601,6 +679,7 @@ mod tests {
             namespace: "ns".into(),
             service: "svc".into(),
             port: 80,
+            locality: Default::default(),
         };
         let policy = ClusterPolicy {
             balancer,
@@ -614,6 +693,66 @@ mod tests {
             policy,
             eps,
         ))
+    }
+
+    #[test]
+    fn the_nearest_usable_endpoints_take_every_request_then_the_next_tier() {
+        let near = |p: u16, priority: u8| Target {
+            addr: SocketAddr::from(([127, 0, 0, 1], p)),
+            priority,
+        };
+        for balancer in [
+            Balancer::RoundRobin,
+            Balancer::Random,
+            Balancer::LeastRequest,
+            Balancer::ConsistentHash(HashOn::SourceIp),
+        ] {
+            let c = with_policy(
+                1,
+                ClusterPolicy {
+                    balancer: balancer.clone(),
+                    outlier: Some(OutlierPolicy {
+                        consecutive_errors: 1,
+                        base_ejection: Duration::from_secs(30),
+                        max_ejection_percent: 100,
+                    }),
+                    ..ClusterPolicy::default()
+                },
+            );
+            // Two local endpoints, one in another zone, one in another cluster.
+            c.set_endpoints(vec![near(1, 2), near(2, 0), near(3, 1), near(4, 0)]);
+            let picks = |n: usize| -> std::collections::BTreeSet<u16> {
+                (0..n)
+                    .map(|i| {
+                        let aff = Affinity {
+                            hash: Some(key_hash(&i.to_be_bytes())),
+                            ..Affinity::default()
+                        };
+                        c.admit(&aff).expect("admit").addr.port()
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                picks(200),
+                [2, 4].into(),
+                "{balancer:?}: the nearest tier only"
+            );
+            // Both local endpoints fail and are ejected: the other zone takes over, then
+            // the other cluster.
+            for port in [2, 4] {
+                let a = loop {
+                    let a = c.admit(&Affinity::default()).expect("admit");
+                    if a.addr.port() == port {
+                        break a;
+                    }
+                };
+                a.guard.outcome(false);
+            }
+            assert_eq!(picks(100), [3].into(), "{balancer:?}: the next zone");
+            let a = c.admit(&Affinity::default()).expect("admit");
+            a.guard.outcome(false);
+            assert_eq!(picks(100), [1].into(), "{balancer:?}: the other cluster");
+        }
     }
 
     #[test]

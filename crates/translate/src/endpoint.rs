@@ -29,6 +29,8 @@ const EWMA_DECAY_NS: f64 = 10e9;
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// Its locality priority (0: the nearest).
+    pub priority: u8,
     pub state: Arc<EndpointState>,
 }
 
@@ -46,6 +48,7 @@ impl Endpoint {
     fn with_join_time(addr: SocketAddr, joined_ms: u64) -> Self {
         Endpoint {
             addr,
+            priority: 0,
             state: Arc::new(EndpointState {
                 joined_ms,
                 healthy: AtomicBool::new(true),

@@ -17,6 +17,7 @@ pub mod hosts;
 pub mod incremental;
 pub mod ingress;
 pub mod labels;
+pub mod locality;
 pub mod maglev;
 pub mod mesh;
 pub mod policy;
@@ -51,6 +52,8 @@ pub struct TranslateOptions {
     pub global_rate_limits: bool,
     /// Adaptive blocking's source trackers, kept from one translation to the next.
     pub adaptive: Arc<adaptive::AdaptiveRegistry>,
+    /// Where this proxy runs, so that nearer endpoints are preferred.
+    pub locality: Arc<locality::Locality>,
 }
 
 impl Default for TranslateOptions {
@@ -65,6 +68,7 @@ impl Default for TranslateOptions {
             limiters: Arc::default(),
             global_rate_limits: false,
             adaptive: Arc::default(),
+            locality: Arc::default(),
         }
     }
 }
