@@ -1,7 +1,7 @@
 //! `gatehouse run` and `gatehouse validate`: load a manifest directory, translate it,
 //! serve it, and reload it on every change, keeping the last good Snapshot on errors.
 
-pub use crate::cluster::{kube_client, start_kubernetes, KubeRunOptions};
+pub use crate::cluster::{kube_client, start_kubernetes, Distribute, KubeRunOptions};
 use anyhow::{anyhow, Context};
 use gatehouse_model::ConfigError;
 use gatehouse_proxy::generated::Generated;

@@ -32,7 +32,18 @@ pub struct KubeRunOptions {
     /// Write status back, as the replica elected by this Lease (None: never write).
     pub status: Option<gatehouse_sources::lease::LeaseConfig>,
     /// Serve what the API holds to remote proxies as well.
-    pub distributor: Option<Arc<gatehouse_control::server::Distributor>>,
+    pub distributor: Option<Distribute>,
+}
+
+/// Serving remote proxies from the API: its objects alone, or merged with other
+/// clusters'.
+#[derive(Debug, Clone)]
+pub struct Distribute {
+    pub to: Arc<gatehouse_control::server::Distributor>,
+    /// This cluster's name, when merged.
+    pub cluster: String,
+    /// The other clusters merged with this one (none: serve this one's objects as is).
+    pub merge_with: Vec<(String, crate::multicluster::Source)>,
 }
 
 /// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
@@ -55,7 +66,13 @@ pub async fn start_kubernetes(
         move || generated.upgrade().map(|g| g.list()).unwrap_or_default(),
     ));
     if let Some(d) = opts.distributor.clone() {
-        tokio::spawn(distribute(store.clone(), d, opts.debounce));
+        if d.merge_with.is_empty() {
+            tokio::spawn(distribute(store.clone(), d.to, opts.debounce));
+        } else {
+            let mut clusters = vec![(d.cluster, crate::multicluster::Source::Api(store.clone()))];
+            clusters.extend(d.merge_with);
+            crate::multicluster::follow(d.to, clusters)?;
+        }
     }
     let version = Arc::new(AtomicU64::new(0));
     // The latest applied statuses, for the status writer.
@@ -229,7 +246,16 @@ pub(crate) async fn sync_loop(
             seen,
             outcome: Some(Installed::Applied),
         };
-        let dirty = store.take_dirty();
+        let mut dirty = store.take_dirty();
+        // Kinds only remote node proxies read (the store of a controller that serves
+        // them holds those too) change nothing here.
+        let translated = |k: &str| {
+            gatehouse_sources::kubernetes::WATCHED
+                .iter()
+                .any(|w| w.kind == k)
+        };
+        dirty.kinds.retain(|k| translated(k));
+        dirty.objects.retain(|key, _| translated(key.kind));
         let since = dirty.since;
         // Time from the first change of this pass reaching the store to it being served.
         let served = |dp: &DataPlane| {

@@ -211,10 +211,19 @@ struct RunArgs {
         long,
         value_name = "NAME=DIR",
         value_parser = gatehouse::multicluster::parse_cluster_config,
-        requires = "control_listen",
-        conflicts_with = "kubernetes"
+        requires = "control_listen"
     )]
     cluster_config: Vec<(String, PathBuf)>,
+    /// With --control-listen: serve another cluster's API too, a context of the
+    /// kubeconfig (--kubeconfig, else KUBECONFIG or ~/.kube/config), merged like
+    /// --cluster-config (repeatable).
+    #[arg(
+        long,
+        value_name = "NAME=CONTEXT",
+        value_parser = gatehouse::multicluster::parse_cluster_context,
+        requires = "control_listen"
+    )]
+    cluster_context: Vec<(String, String)>,
     /// File holding the token that admits this proxy to the controller.
     #[arg(long, value_name = "FILE", requires = "controller")]
     controller_token_file: Option<PathBuf>,
@@ -556,11 +565,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_tls_key,
         controller_ca,
         cluster_config,
+        cluster_context,
         control_service_account,
     } = args;
     if !kubernetes {
         let kube_only = [
-            ("--kubeconfig", kubeconfig.is_some()),
+            (
+                "--kubeconfig",
+                kubeconfig.is_some() && cluster_context.is_empty(),
+            ),
             ("--context", context.is_some()),
             ("--namespace", namespace.is_some()),
             ("--no-status", no_status),
@@ -676,13 +689,29 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Other clusters merged into what remote proxies are served.
+    let mut merge_with: Vec<(String, gatehouse::multicluster::Source)> = cluster_config
+        .into_iter()
+        .map(|(name, dir)| (name, gatehouse::multicluster::Source::Dir(dir)))
+        .collect();
+    for (name, ctx) in &cluster_context {
+        let source = gatehouse::multicluster::api_cluster(kubeconfig.as_deref(), ctx).await?;
+        merge_with.push((name.clone(), source));
+    }
     if kubernetes {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
+        // A controller that serves remote proxies watches what node proxies read too.
+        let kinds = match distributor {
+            Some(_) => gatehouse_sources::kubernetes::ALL_WATCHED.as_slice(),
+            None => gatehouse_sources::kubernetes::WATCHED,
+        };
+        let distributor = distributor.map(|to| app::Distribute {
+            to,
+            cluster: cluster.clone(),
+            merge_with: std::mem::take(&mut merge_with),
+        });
         let opts = app::KubeRunOptions {
-            kube: gatehouse_sources::kubernetes::KubeOptions {
-                namespace,
-                ..Default::default()
-            },
+            kube: gatehouse_sources::kubernetes::KubeOptions { namespace, kinds },
             translate: translate.clone(),
             proxy,
             admin_addr,
@@ -717,7 +746,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     }
     // Merging clusters, the merge feeds remote proxies; else each good version of
     // --config does.
-    let (distributor, merged) = match (distributor, cluster_config.is_empty()) {
+    let (distributor, merged) = match (distributor, merge_with.is_empty()) {
         (Some(d), false) => (None, Some(d)),
         (d, _) => (d, None),
     };
@@ -732,8 +761,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     };
     let running = app::start(opts).await?;
     if let Some(d) = merged {
-        let mut clusters = vec![(cluster.clone(), config.clone())];
-        clusters.extend(cluster_config);
+        let mut clusters = vec![(
+            cluster.clone(),
+            gatehouse::multicluster::Source::Dir(config.clone()),
+        )];
+        clusters.extend(merge_with);
         gatehouse::multicluster::follow(d, clusters)?;
     }
     let source = gatehouse::mesh::MeshSource::Dir(config.clone());

@@ -913,3 +913,114 @@ async fn a_controller_merges_two_clusters() {
     );
     assert_eq!(clusters["west"], 2, "{clusters}");
 }
+
+/// Applies each document of `yaml` to `api`.
+fn apply_yaml(api: &apiserver::ApiServer, yaml: &str) {
+    for doc in yaml.split("\n---\n") {
+        if doc.trim().trim_start_matches("---").trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_saphyr::from_str(doc).expect("yaml");
+        api.apply(v);
+    }
+}
+
+/// One controller, two clusters' APIs (two in-test API servers, two contexts of one
+/// kubeconfig): the controller reads its own cluster's API (`--kubernetes --context`)
+/// and the other's (`--cluster-context`), and serves the merge. A Service both define
+/// balances across both clusters' endpoints; a gateway in the west prefers the west's
+/// and fails over to the east's when the west's go away; a change in either API
+/// reaches the gateways; `ctl proxies` counts each cluster's objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_merges_two_clusters_apis() {
+    let (east, west) = (
+        apiserver::ApiServer::start().await,
+        apiserver::ApiServer::start().await,
+    );
+    let (a, b) = (echo("a").await, echo("b").await);
+    apply_yaml(&east, CLASSES);
+    apply_yaml(&east, &service("default", "svc-a", a, None));
+    apply_yaml(&east, &app_ingress("svc-a"));
+    apply_yaml(&west, &service("default", "svc-a", b, None));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: east\nclusters:\n- {{name: east, cluster: {{server: 'http://{}'}}}}\n- {{name: west, cluster: {{server: 'http://{}'}}}}\n\
+             contexts:\n- {{name: east, context: {{cluster: east, user: u}}}}\n- {{name: west, context: {{cluster: west, user: u}}}}\nusers: [{{name: u, user: {{}}}}]\n",
+            east.addr, west.addr
+        ),
+    )
+    .expect("kubeconfig");
+    let control_addr = free_addr();
+    let control = format!("http://{control_addr}");
+    let kubeconfig = kubeconfig.to_str().expect("path").to_string();
+    let _controller = start(
+        "127.0.0.1",
+        &[
+            "--kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            "east",
+            "--no-status",
+            "--cluster",
+            "east",
+            "--cluster-context",
+            "west=west",
+            "--control-listen",
+            &control_addr.to_string(),
+        ],
+        tmp.path().join("controller.log"),
+    );
+    let gw = start(
+        "127.0.0.2",
+        &["--controller", &control, "--identity", "gw"],
+        tmp.path().join("gw.log"),
+    );
+    let west_gw = start(
+        "127.0.0.3",
+        &[
+            "--controller",
+            &control,
+            "--identity",
+            "gw-west",
+            "--cluster",
+            "west",
+        ],
+        tmp.path().join("gw-west.log"),
+    );
+    all_serve(&[&gw], "app.example", "a", "the gateway served").await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(served_by(gw.http, "app.example").await);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["a", "b"],
+        "both clusters' endpoints serve"
+    );
+    all_serve(&[&west_gw], "app.example", "b", "the west's gateway served").await;
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(west_gw.http, "app.example").await,
+            "b",
+            "the west's own"
+        );
+    }
+    // The west's endpoints go: its gateway fails over to the east's.
+    west.delete(
+        "discovery.k8s.io/v1",
+        "EndpointSlice",
+        "default",
+        "svc-a-abc",
+    );
+    all_serve(&[&west_gw], "app.example", "a", "failed over to the east").await;
+    // A change in the east's API reaches both gateways.
+    apply_yaml(
+        &east,
+        &app_ingress("svc-a").replace("app.example", "moved.example"),
+    );
+    all_serve(&[&gw, &west_gw], "moved.example", "a", "the east's change").await;
+}

@@ -202,6 +202,18 @@ pub const MESH_WATCHED: &[WatchedKind] = &[
     PEER_AUTHENTICATION,
 ];
 
+/// Every kind either reads: what a controller that serves gateways and node proxies
+/// alike watches.
+pub static ALL_WATCHED: std::sync::LazyLock<Vec<WatchedKind>> = std::sync::LazyLock::new(|| {
+    let mut all: Vec<WatchedKind> = WATCHED.to_vec();
+    for k in MESH_WATCHED {
+        if !all.iter().any(|w| w.kind == k.kind) {
+            all.push(*k);
+        }
+    }
+    all
+});
+
 impl WatchedKind {
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
