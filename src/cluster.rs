@@ -44,6 +44,8 @@ pub struct Distribute {
     pub cluster: String,
     /// The other clusters merged with this one (none: serve this one's objects as is).
     pub merge_with: Vec<(String, crate::multicluster::Source)>,
+    /// Fed the merge, for the mesh CA's view.
+    pub mesh: Option<gatehouse_sources::kubernetes::KubeStore>,
 }
 
 /// Serves what the Kubernetes API holds: watchers fill the store, and every burst of
@@ -71,7 +73,7 @@ pub async fn start_kubernetes(
         } else {
             let mut clusters = vec![(d.cluster, crate::multicluster::Source::Api(store.clone()))];
             clusters.extend(d.merge_with);
-            crate::multicluster::follow(d.to, clusters)?;
+            crate::multicluster::follow(d.to, clusters, d.mesh)?;
         }
     }
     let version = Arc::new(AtomicU64::new(0));

@@ -9,7 +9,7 @@
 //! its stream.
 
 use crate::mesh_tokenreview::{service_account_user, Reviewer};
-use gatehouse_control::auth::{AuthFuture, ProxyAuth, ProxyTokens};
+use gatehouse_control::auth::{AuthFuture, Credentials, ProxyAuth, ProxyTokens};
 use gatehouse_control::pb::Proxy;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -37,6 +37,17 @@ pub fn parse_account(s: &str) -> Result<(String, String), String> {
     Ok((role.to_string(), account.to_string()))
 }
 
+/// The service-account user name a SPIFFE ID (`spiffe://TD/ns/NS/sa/SA`) stands for.
+fn account_of(id: &str) -> Option<String> {
+    let path = id.strip_prefix("spiffe://")?.split_once('/')?.1;
+    match path.split('/').collect::<Vec<_>>()[..] {
+        ["ns", ns, "sa", sa] if !ns.is_empty() && !sa.is_empty() => {
+            Some(format!("system:serviceaccount:{ns}:{sa}"))
+        }
+        _ => None,
+    }
+}
+
 impl ReviewedProxies {
     pub fn new(
         fixed: Option<ProxyTokens>,
@@ -62,16 +73,29 @@ impl ReviewedProxies {
 }
 
 impl ProxyAuth for ReviewedProxies {
-    fn admit<'a>(&'a self, token: Option<&'a str>, proxy: &'a Proxy) -> AuthFuture<'a> {
+    fn admit<'a>(&'a self, who: &'a Credentials, proxy: &'a Proxy) -> AuthFuture<'a> {
         Box::pin(async move {
             let fixed = match &self.fixed {
-                Some(f) => f.admits(token, proxy),
+                Some(f) => f.admits(who, proxy),
                 None => Err("no bootstrap tokens".into()),
             };
             if fixed.is_ok() {
                 return Ok(());
             }
-            let token = token.ok_or("no bearer token")?;
+            // A mesh certificate of an account granted the role.
+            if let Some(user) = who.identity.as_deref().and_then(account_of) {
+                if self
+                    .accounts
+                    .iter()
+                    .any(|(role, u)| *role == proxy.role && *u == user)
+                {
+                    return Ok(());
+                }
+                if who.token.is_none() {
+                    return Err(format!("{user} is not granted the role {:?}", proxy.role));
+                }
+            }
+            let token = who.token.as_deref().ok_or("no bearer token")?;
             let r = self.reviewer.review(token).await?;
             if !self
                 .accounts

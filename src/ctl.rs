@@ -10,7 +10,7 @@ use std::path::Path;
 /// (or JSON): who each is, the version it acknowledged against the one it should run,
 /// its last NACK and how long it has lagged.
 pub async fn proxies(url: &str, ca: Option<&Path>, json: bool) -> anyhow::Result<String> {
-    let channel = gatehouse_control::transport::connect(url, ca)
+    let channel = gatehouse_control::transport::connect(url, ca, None)
         .await
         .with_context(|| format!("cannot reach the controller at {url}"))?;
     let mut client = ConfigDistributionClient::new(channel);

@@ -243,6 +243,19 @@ struct RunArgs {
     /// The CA bundle (PEM) that vouches for an `https://` controller.
     #[arg(long, value_name = "FILE", requires = "controller")]
     controller_ca: Option<PathBuf>,
+    /// A certificate (PEM chain, from the mesh CA: `gatehouse ca issue`) to present to
+    /// an `https://` controller over mutual TLS, read again on every connection.
+    #[arg(long, value_name = "FILE", requires_all = ["controller", "controller_key"])]
+    controller_cert: Option<PathBuf>,
+    /// The key of --controller-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "controller_cert")]
+    controller_key: Option<PathBuf>,
+    /// With --control-tls-cert: ask proxies for a client certificate and check it
+    /// against this CA bundle (the mesh CA's roots); its SPIFFE ID admits a proxy as a
+    /// `--control-tokens` line naming it does (or, with --control-service-account, when
+    /// it is the account's), and proxies without one need a token.
+    #[arg(long, value_name = "FILE", requires = "control_tls_cert")]
+    control_client_ca: Option<PathBuf>,
     /// With --kubernetes and --control-listen: admit proxies by their service-account
     /// token (audience `gatehouse-control`, reviewed by the API server) when it is this
     /// account's, for this role (repeatable), e.g. `gateway=gatehouse-system/gatehouse`.
@@ -360,6 +373,27 @@ enum CaCommand {
         /// not fetched the new bundle cannot check new certificates until they renew).
         #[arg(long)]
         now: bool,
+    },
+    /// Issue a certificate and key for a SPIFFE ID from the CA directory: for a proxy to
+    /// present to the controller over mutual TLS (--controller-cert/--controller-key).
+    Issue {
+        /// The CA directory.
+        #[arg(long, default_value = "/var/lib/gatehouse/ca")]
+        dir: PathBuf,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// The identity: `spiffe://TD/ns/NAMESPACE/sa/ACCOUNT`, or `NAMESPACE/ACCOUNT`.
+        #[arg(long)]
+        identity: String,
+        /// How long it is valid.
+        #[arg(long, default_value = "24h", value_parser = gatehouse::mesh::parse_duration)]
+        ttl: Duration,
+        /// Where to write the certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Where to write the key (PEM, mode 0600).
+        #[arg(long)]
+        key: PathBuf,
     },
 }
 
@@ -524,6 +558,50 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Ca(CaCommand::Issue {
+            dir,
+            trust_domain,
+            identity,
+            ttl,
+            cert,
+            key,
+        }) => {
+            let id = match identity.split_once('/') {
+                _ if identity.starts_with("spiffe://") => {
+                    gatehouse_mesh::identity::Identity::parse(&identity)
+                }
+                Some((ns, sa)) if !sa.contains('/') => Some(
+                    gatehouse_mesh::identity::Identity::new(&trust_domain, ns, sa),
+                ),
+                _ => None,
+            }
+            .with_context(|| {
+                format!("--identity {identity:?}: expected spiffe://TD/ns/NS/sa/SA or NS/SA")
+            })?;
+            let ca = gatehouse_mesh::ca::CertificateAuthority::load(&dir, &trust_domain)?;
+            let (issued, key_pem) = ca.issue_with_key(&id, ttl)?;
+            std::fs::write(&cert, &issued.chain_pem)
+                .with_context(|| format!("cannot write {}", cert.display()))?;
+            {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&key)
+                    .and_then(|mut f| f.write_all(key_pem.as_bytes()))
+                    .with_context(|| format!("cannot write {}", key.display()))?;
+            }
+            println!(
+                "issued {id}, valid for {}s: {} and {}",
+                ttl.as_secs(),
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -564,6 +642,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         control_tls_cert,
         control_tls_key,
         controller_ca,
+        controller_cert,
+        controller_key,
+        control_client_ca,
         cluster_config,
         cluster_context,
         control_service_account,
@@ -629,6 +710,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             id: identity,
             token_file: controller_token_file,
             ca_file: controller_ca,
+            client_cert: controller_cert.map(|cert| gatehouse_control::transport::ClientCert {
+                cert,
+                key: controller_key.unwrap_or_default(),
+            }),
             cluster,
             translate,
             proxy,
@@ -677,9 +762,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
                 );
             }
             let tls = match (&control_tls_cert, &control_tls_key) {
-                (Some(cert), Some(key)) => {
-                    Some(gatehouse_control::transport::ServerTls::load(cert, key)?)
-                }
+                (Some(cert), Some(key)) => Some(gatehouse_control::transport::ServerTls::load(
+                    cert,
+                    key,
+                    control_client_ca.as_deref(),
+                )?),
                 _ => None,
             };
             let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
@@ -698,6 +785,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         let source = gatehouse::multicluster::api_cluster(kubeconfig.as_deref(), ctx).await?;
         merge_with.push((name.clone(), source));
     }
+    // The mesh CA of a controller that merges clusters sees every cluster's workloads.
+    let merged_mesh = (distributor.is_some() && !merge_with.is_empty())
+        .then(gatehouse_sources::kubernetes::KubeStore::fed);
     if kubernetes {
         let client = app::kube_client(kubeconfig.as_deref(), context).await?;
         // A controller that serves remote proxies watches what node proxies read too.
@@ -709,6 +799,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             to,
             cluster: cluster.clone(),
             merge_with: std::mem::take(&mut merge_with),
+            mesh: merged_mesh.clone(),
         });
         let opts = app::KubeRunOptions {
             kube: gatehouse_sources::kubernetes::KubeOptions { namespace, kinds },
@@ -732,7 +823,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             "Gatehouse is watching the Kubernetes API; admin: http://{0}/readyz http://{0}/config",
             running.admin_addr
         );
-        let source = gatehouse::mesh::MeshSource::Kube(client);
+        let source = match merged_mesh {
+            Some(store) => gatehouse::mesh::MeshSource::Merged(store, Some(client)),
+            None => gatehouse::mesh::MeshSource::Kube(client),
+        };
         if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, source).await? {
             println!(
                 "Mesh CA on {addr} (root: Secret {})",
@@ -766,9 +860,12 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             gatehouse::multicluster::Source::Dir(config.clone()),
         )];
         clusters.extend(merge_with);
-        gatehouse::multicluster::follow(d, clusters)?;
+        gatehouse::multicluster::follow(d, clusters, merged_mesh.clone())?;
     }
-    let source = gatehouse::mesh::MeshSource::Dir(config.clone());
+    let source = match merged_mesh {
+        Some(store) => gatehouse::mesh::MeshSource::Merged(store, None),
+        None => gatehouse::mesh::MeshSource::Dir(config.clone()),
+    };
     if let Some(addr) = gatehouse::mesh::start_ca(&mesh_ca, source).await? {
         println!(
             "Mesh CA on {addr} (root: {})",

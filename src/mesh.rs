@@ -92,6 +92,12 @@ pub enum MeshSource {
     Kube(kube::Client),
     /// A central controller's stream.
     Controller(gatehouse_control::client::Follow),
+    /// The clusters a controller merges (`multicluster`), fed whole on each change; with
+    /// the API client of the controller's own cluster, if it reads one.
+    Merged(
+        gatehouse_sources::kubernetes::KubeStore,
+        Option<kube::Client>,
+    ),
 }
 
 /// Follows `source`: applies its first valid view (an error doing so is returned), then
@@ -108,22 +114,22 @@ where
     F: FnMut(MeshSnapshot) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
-    let client = match source {
+    let store = match source {
         MeshSource::Dir(dir) => {
             let view = load(&dir, &opts, 1).map_err(|e| crate::app::invalid_config(&dir, &e))?;
             apply(view).await?;
             return watch(dir, opts, apply);
         }
-        MeshSource::Kube(client) => client,
+        MeshSource::Kube(client) => gatehouse_sources::kubernetes::start(
+            client,
+            gatehouse_sources::kubernetes::KubeOptions {
+                namespace: None,
+                kinds: gatehouse_sources::kubernetes::MESH_WATCHED,
+            },
+        ),
+        MeshSource::Merged(store, _) => store,
         MeshSource::Controller(to) => return follow_controller(to, opts, apply).await,
     };
-    let store = gatehouse_sources::kubernetes::start(
-        client,
-        gatehouse_sources::kubernetes::KubeOptions {
-            namespace: None,
-            kinds: gatehouse_sources::kubernetes::MESH_WATCHED,
-        },
-    );
     let mut changes = store.subscribe();
     let synced = store.clone();
     let build = move |version: u64| {
@@ -332,9 +338,11 @@ pub async fn start_ca(args: &CaArgs, source: MeshSource) -> anyhow::Result<Optio
         return Ok(None);
     };
     let opts = args.mesh.options();
-    // The CA reads the sources themselves: the API on a cluster, else a directory.
+    // The CA reads the sources themselves: the API on a cluster, else a directory, or
+    // the merge of every cluster a controller serves.
     let client = match &source {
         MeshSource::Kube(client) => Some(client.clone()),
+        MeshSource::Merged(_, client) => client.clone(),
         MeshSource::Dir(_) => None,
         MeshSource::Controller(..) => {
             anyhow::bail!("the mesh CA reads a directory or the API, not a controller's stream")
@@ -553,6 +561,13 @@ pub struct NodeArgs {
     /// The CA bundle (PEM) that vouches for an `https://` controller.
     #[arg(long, value_name = "FILE", requires = "controller")]
     pub controller_ca: Option<PathBuf>,
+    /// A certificate (PEM chain, from the mesh CA) to present to an `https://`
+    /// controller over mutual TLS, read again on every connection.
+    #[arg(long, value_name = "FILE", requires_all = ["controller", "controller_key"])]
+    pub controller_cert: Option<PathBuf>,
+    /// The key of --controller-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "controller_cert")]
+    pub controller_key: Option<PathBuf>,
     /// Read the mesh from the Kubernetes API instead (in-cluster, or --kubeconfig).
     #[arg(long)]
     pub kubernetes: bool,
@@ -592,6 +607,16 @@ pub struct NodeArgs {
     pub mesh: MeshArgs,
 }
 
+impl NodeArgs {
+    /// The client certificate for the controller, if one was given.
+    fn controller_client_cert(&self) -> Option<gatehouse_control::transport::ClientCert> {
+        Some(gatehouse_control::transport::ClientCert {
+            cert: self.controller_cert.clone()?,
+            key: self.controller_key.clone()?,
+        })
+    }
+}
+
 /// Runs a node (or sidecar) proxy until SIGTERM or Ctrl-C (`stop`).
 pub async fn run_node(
     args: NodeArgs,
@@ -605,13 +630,18 @@ pub async fn run_node(
         libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 2 << 20);
     }
-    let opts = args.mesh.options();
+    let mut opts = args.mesh.options();
+    if args.controller.is_some() {
+        // A merged set labels each cluster's endpoints: this node's cluster's are nearest.
+        opts.locality.cluster = Some(args.cluster.clone());
+    }
     let source = match (&args.config, &args.controller) {
         (Some(dir), _) => MeshSource::Dir(dir.clone()),
         (None, Some(url)) => MeshSource::Controller(gatehouse_control::client::Follow {
             url: url.clone(),
             token_file: args.controller_token_file.clone(),
             ca_file: args.controller_ca.clone(),
+            client_cert: args.controller_client_cert(),
             proxy: gatehouse_control::pb::Proxy {
                 id: match args.sidecar_for {
                     Some(ip) => format!("{}/sidecar-{ip}", args.node_name),

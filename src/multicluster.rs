@@ -49,8 +49,13 @@ fn load(name: &str, dir: &std::path::Path) -> Result<ObjectStore, String> {
     ))
 }
 
-/// Merges what is held and serves it.
-fn publish(distributor: &Distributor, names: &[String], stores: &[ObjectStore]) {
+/// Merges what is held and serves it (and feeds it to `mesh`, the mesh CA's view).
+fn publish(
+    distributor: &Distributor,
+    names: &[String],
+    stores: &[ObjectStore],
+    mesh: Option<&KubeStore>,
+) {
     let clusters: Vec<ClusterObjects<'_>> = names
         .iter()
         .zip(stores)
@@ -61,26 +66,20 @@ fn publish(distributor: &Distributor, names: &[String], stores: &[ObjectStore]) 
         tracing::warn!("{c}");
     }
     let changed = distributor.sync(&merged.store);
+    if let Some(mesh) = mesh {
+        mesh.replace(merged.store.clone());
+    }
     distributor.set_clusters(merged.served.clone());
     tracing::info!(changed, clusters = ?merged.served, "clusters merged for remote proxies");
 }
 
 /// Where one cluster's objects come from.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub enum Source {
     /// A manifest directory, watched.
     Dir(PathBuf),
     /// A cluster's API (a kubeconfig context), watched.
     Api(KubeStore),
-}
-
-impl std::fmt::Debug for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Dir(dir) => write!(f, "Dir({})", dir.display()),
-            Source::Api(_) => f.write_str("Api"),
-        }
-    }
 }
 
 /// How long the first merge waits for every API cluster's first full picture before
@@ -121,10 +120,12 @@ fn notify_api(store: KubeStore, i: usize, tx: tokio::sync::mpsc::UnboundedSender
 }
 
 /// Loads every directory (each must be valid at start), waits for the API clusters'
-/// first full pictures, serves the merge, and follows changes from a task.
+/// first full pictures, serves the merge (and feeds it to `mesh`, if given), and
+/// follows changes from a task.
 pub fn follow(
     distributor: Arc<Distributor>,
     clusters: Vec<(String, Source)>,
+    mesh: Option<KubeStore>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let names: Vec<String> = clusters.iter().map(|(n, _)| n.clone()).collect();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
@@ -180,7 +181,7 @@ pub fn follow(
                 }
             }
         }
-        publish(&distributor, &names, &stores);
+        publish(&distributor, &names, &stores, mesh.as_ref());
         while let Some(i) = rx.recv().await {
             let mut dirty = std::collections::BTreeSet::from([i]);
             while let Ok(j) = rx.try_recv() {
@@ -189,7 +190,7 @@ pub fn follow(
             for j in dirty {
                 refresh(&mut stores, j);
             }
-            publish(&distributor, &names, &stores);
+            publish(&distributor, &names, &stores, mesh.as_ref());
         }
     }))
 }

@@ -32,6 +32,8 @@ pub struct RemoteOptions {
     pub token_file: Option<std::path::PathBuf>,
     /// The CA bundle that vouches for an `https://` controller.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The certificate it presents over mutual TLS, if any.
+    pub client_cert: Option<gatehouse_control::transport::ClientCert>,
     pub cluster: String,
     pub translate: TranslateOptions,
     pub proxy: ProxyConfig,
@@ -74,6 +76,7 @@ pub async fn start_remote(opts: RemoteOptions) -> anyhow::Result<Running> {
         proxy,
         token_file: opts.token_file.clone(),
         ca_file: opts.ca_file.clone(),
+        client_cert: opts.client_cert.clone(),
     };
     tokio::spawn(follow(to, stats, move |changes| {
         let store = store.clone();

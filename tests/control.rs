@@ -1024,3 +1024,182 @@ async fn a_controller_merges_two_clusters_apis() {
     );
     all_serve(&[&gw, &west_gw], "moved.example", "a", "the east's change").await;
 }
+
+/// Mutual TLS with the mesh CA: the controller asks proxies for a certificate and
+/// checks it against the mesh's root. A gateway whose certificate (from `gatehouse ca
+/// issue`) names an identity granted the gateway role is served with no token; one of
+/// an identity not granted, or one whose certificate another CA signed for the very
+/// same identity, is refused; taking the grant out closes the served gateway's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_certificate_admits_a_proxy_over_mutual_tls() {
+    let (dir, _a) = app_dir().await;
+    let state = tempfile::tempdir().expect("state");
+    let path = |name: &str| state.path().join(name).to_str().expect("path").to_string();
+    let file = |name: &str, text: &str| {
+        std::fs::write(path(name), text).expect("write");
+        path(name)
+    };
+    let server_ca = support::tls::Ca::new();
+    let (cert, key, _) = server_ca.leaf(&["localhost"]);
+    let (cert, key, ca_pem) = (
+        file("cert.pem", &cert),
+        file("key.pem", &key),
+        file("ca.pem", &server_ca.pem()),
+    );
+    let edge = "spiffe://cluster.local/ns/gatehouse-system/sa/edge";
+    let tokens = file("tokens", &format!("{edge} gateway *\n"));
+    let (control_addr, mesh_ca_addr) = (free_addr(), free_addr());
+    let config = dir.path().to_str().expect("path").to_string();
+    let ca_dir = path("mesh-ca");
+    let root = format!("{ca_dir}/root-cert.pem");
+    let node_tokens = file("node-tokens", "n1-token-0123456789abcdef n1\n");
+    let args = [
+        "--config",
+        &config,
+        "--control-listen",
+        &control_addr.to_string(),
+        "--control-tls-cert",
+        &cert,
+        "--control-tls-key",
+        &key,
+        "--control-client-ca",
+        &root,
+        "--control-tokens",
+        &tokens,
+        "--mesh-ca-listen",
+        &mesh_ca_addr.to_string(),
+        "--mesh-ca-dir",
+        &ca_dir,
+        "--mesh-node-tokens",
+        &node_tokens,
+    ];
+    // The mesh CA makes its root first; the controller then checks proxies against it.
+    let mesh_ca = start(
+        "127.0.0.1",
+        &[
+            "--config",
+            &config,
+            "--mesh-ca-listen",
+            &mesh_ca_addr.to_string(),
+            "--mesh-ca-dir",
+            &ca_dir,
+            "--mesh-node-tokens",
+            &node_tokens,
+        ],
+        path("ca.log").into(),
+    );
+    wait_until("the mesh root", Duration::from_secs(20), async || {
+        std::path::Path::new(&root).exists()
+    })
+    .await;
+    drop(mesh_ca);
+    let issue = |identity: &str, name: &str| {
+        let out = Command::new(BIN)
+            .args(["ca", "issue", "--dir", &ca_dir, "--identity", identity])
+            .args([
+                "--cert",
+                &path(&format!("{name}.pem")),
+                "--key",
+                &path(&format!("{name}-key.pem")),
+            ])
+            .output()
+            .expect("ca issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    issue("gatehouse-system/edge", "edge");
+    issue("shop/web", "web");
+    let (forged_cert, forged_key) = support::tls::Ca::new().spiffe_leaf(edge);
+    file("forged.pem", &forged_cert);
+    file("forged-key.pem", &forged_key);
+    let _controller = start("127.0.0.1", &args, path("controller.log").into());
+    let https = format!("https://localhost:{}", control_addr.port());
+    let gateway = |ip: &str, id: &str, cert: &str| {
+        let (c, k) = (
+            path(&format!("{cert}.pem")),
+            path(&format!("{cert}-key.pem")),
+        );
+        let args = [
+            "--controller",
+            &https,
+            "--identity",
+            id,
+            "--controller-ca",
+            &ca_pem,
+            "--controller-cert",
+            &c,
+            "--controller-key",
+            &k,
+        ];
+        start(ip, &args, path(&format!("{id}.log")).into())
+    };
+    let meshed = gateway("127.0.0.2", "meshed", "edge");
+    let web = gateway("127.0.0.3", "web", "web");
+    let forged = gateway("127.0.0.4", "forged", "forged");
+    all_serve(
+        &[&meshed],
+        "app.example",
+        "a",
+        "the gateway with the granted identity",
+    )
+    .await;
+    let refusals = |p: &Process| {
+        std::fs::read_to_string(&p.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("no stream to the controller"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    for g in [&web, &forged] {
+        wait_until("a refusal", Duration::from_secs(20), async || {
+            !refusals(g).is_empty()
+        })
+        .await;
+        assert_eq!(
+            get(g.admin, "admin", "/readyz").await.0,
+            503,
+            "{}",
+            g.log.display()
+        );
+    }
+    let why = refusals(&web).pop().unwrap_or_default();
+    assert!(
+        why.contains("no grant for spiffe://cluster.local/ns/shop/sa/web"),
+        "{why}"
+    );
+    let ctl = || {
+        let out = Command::new(BIN)
+            .args([
+                "ctl",
+                "proxies",
+                "--json",
+                "--controller",
+                &https,
+                "--controller-ca",
+                &ca_pem,
+            ])
+            .output()
+            .expect("ctl");
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list["proxies"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["id"].as_str().map(str::to_string))
+                    .collect::<Vec<String>>()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ctl(), ["meshed"]);
+    // The grant goes: the served gateway's stream is closed; it keeps serving.
+    file("tokens", "# nobody\n");
+    wait_until("the stream closed", Duration::from_secs(20), async || {
+        ctl().is_empty()
+    })
+    .await;
+    assert_eq!(served_by(meshed.http, "app.example").await, "a");
+}

@@ -125,6 +125,7 @@ async fn proxies_are_admitted_by_their_service_account_tokens() {
             proxy: who,
             token_file: Some(file),
             ca_file: None,
+            client_cert: None,
         };
         tokio::spawn(follow(to, stats.clone(), |_| async { Ok(()) }));
         followers.push(stats);

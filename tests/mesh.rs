@@ -61,6 +61,32 @@ struct Opts {
     cert_ttl: Option<&'static str>,
     /// The web pod runs a sidecar proxy instead of using its node's.
     web_sidecar: bool,
+    /// Two clusters, each node its own (n1 in "east", n2 in "west"), merged by the
+    /// controller that node proxies follow, instead of one directory they read.
+    clusters: bool,
+}
+
+/// The documents of `manifests` each cluster holds when the nodes are two clusters:
+/// node n1 and its pods in the east, node n2, its pods and the Service in the west,
+/// the rest (the namespace, policies) in both.
+fn split_clusters(manifests: &str) -> (String, String) {
+    let (mut east, mut west) = (String::new(), String::new());
+    for doc in manifests.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let doc = format!("{doc}---\n");
+        let on = |n: &str| {
+            doc.contains(&format!("nodeName: {n},"))
+                || doc.contains(&format!("kind: Node\nmetadata: {{name: {n}}}"))
+        };
+        if on("n1") {
+            east.push_str(&doc);
+        } else if on("n2") || doc.contains("kind: Service") {
+            west.push_str(&doc);
+        } else {
+            east.push_str(&doc);
+            west.push_str(&doc);
+        }
+    }
+    (east, west)
 }
 
 /// The manifests: namespace `shop` in the mesh, STRICT; pods client (n1), other (n1),
@@ -340,6 +366,7 @@ fn mesh_proxy(
     sidecar_for: Option<std::net::Ipv4Addr>,
     tmp: &Path,
     log: &str,
+    cluster: Option<&str>,
 ) -> Child {
     let dir = tmp.join("manifests");
     let ca = tmp.join("ca");
@@ -353,9 +380,16 @@ fn mesh_proxy(
     if let Some(ip) = sidecar_for {
         cmd.args(["--sidecar-for", &ip.to_string()]);
     }
-    cmd.arg("--config")
-        .arg(&dir)
-        .args(["--node-name", &format!("n{n}")])
+    match cluster {
+        // Following the controller, as a node of `cluster`.
+        Some(cluster) => cmd
+            .args(["--controller", &format!("http://{}:15010", c.host_ip)])
+            .args(["--cluster", cluster])
+            .arg("--controller-token-file")
+            .arg(tmp.join(format!("token-n{n}"))),
+        None => cmd.arg("--config").arg(&dir),
+    };
+    cmd.args(["--node-name", &format!("n{n}")])
         .args(["--ca-addr", &format!("{}:15012", c.host_ip)])
         .arg("--ca-root")
         .arg(ca.join("root-cert.pem"))
@@ -418,13 +452,19 @@ struct Setup {
     /// The controller (`controller`), node proxies (`n1`, `n2`) and sidecars, stopped
     /// on drop.
     procs: Procs,
+    opts: Opts,
 }
 
 impl Setup {
     /// (Re)starts node `n`'s proxy.
     fn start_node_proxy(&mut self, n: usize) {
         let ns = self.c.nodes[n - 1].0.clone();
-        let child = mesh_proxy(&self.c, &ns, n, None, self.tmp.path(), &format!("node{n}"));
+        let cluster = self
+            .opts
+            .clusters
+            .then_some(if n == 1 { "east" } else { "west" });
+        let log = format!("node{n}");
+        let child = mesh_proxy(&self.c, &ns, n, None, self.tmp.path(), &log, cluster);
         let name = format!("n{n}");
         self.procs.0.retain(|(p, _)| *p != name);
         self.procs.0.push((name, child));
@@ -436,7 +476,16 @@ fn setup(k: u8, opts: Opts) -> Setup {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("manifests");
     std::fs::create_dir(&dir).expect("dir");
-    std::fs::write(dir.join("mesh.yaml"), manifests(&c, k, opts)).expect("write");
+    let west = tmp.path().join("west");
+    match opts.clusters {
+        true => {
+            let (e, w) = split_clusters(&manifests(&c, k, opts));
+            std::fs::write(dir.join("mesh.yaml"), e).expect("write");
+            std::fs::create_dir(&west).expect("dir");
+            std::fs::write(west.join("mesh.yaml"), w).expect("write");
+        }
+        false => std::fs::write(dir.join("mesh.yaml"), manifests(&c, k, opts)).expect("write"),
+    }
     let ca = tmp.path().join("ca");
     std::fs::write(
         tmp.path().join("tokens"),
@@ -451,8 +500,25 @@ fn setup(k: u8, opts: Opts) -> Setup {
         .expect("token");
     }
     let log = std::fs::File::create(tmp.path().join("controller.log")).expect("log");
-    let controller = Command::new(BIN)
-        .args(["run", "--no-watch", "--admin-addr", "127.0.0.1:0"])
+    let mut controller = Command::new(BIN);
+    if opts.clusters {
+        // The node proxies follow the controller, which merges the two clusters.
+        std::fs::write(
+            tmp.path().join("control-tokens"),
+            "n1-token-0123456789abcdef node n1\nn2-token-0123456789abcdef node n2\n",
+        )
+        .expect("tokens");
+        controller
+            .args(["run", "--cluster", "east", "--cluster-config"])
+            .arg(format!("west={}", west.display()))
+            .args(["--control-listen", &format!("{}:15010", c.host_ip)])
+            .arg("--control-tokens")
+            .arg(tmp.path().join("control-tokens"));
+    } else {
+        controller.args(["run", "--no-watch"]);
+    }
+    let controller = controller
+        .args(["--admin-addr", "127.0.0.1:0"])
         .args(["--mesh-cert-ttl", opts.cert_ttl.unwrap_or("1h")])
         .arg("--config")
         .arg(&dir)
@@ -470,7 +536,12 @@ fn setup(k: u8, opts: Opts) -> Setup {
     wait_for("the CA", Duration::from_secs(30), || {
         std::net::TcpStream::connect_timeout(&ca_addr, Duration::from_millis(200)).is_ok()
     });
-    let mut s = Setup { c, tmp, procs };
+    let mut s = Setup {
+        c,
+        tmp,
+        procs,
+        opts,
+    };
     for n in 1..=2 {
         s.start_node_proxy(n);
     }
@@ -484,7 +555,15 @@ fn setup(k: u8, opts: Opts) -> Setup {
         echo(SocketAddr::new(legacy_pod.ip.into(), 9000)),
     );
     if opts.web_sidecar {
-        let child = mesh_proxy(c, &web_pod.ns, 2, Some(web_pod.ip), s.tmp.path(), "sidecar");
+        let child = mesh_proxy(
+            c,
+            &web_pod.ns,
+            2,
+            Some(web_pod.ip),
+            s.tmp.path(),
+            "sidecar",
+            None,
+        );
         s.procs.0.push(("sidecar".into(), child));
         wait_ready_in(&web_pod.ns);
     }
@@ -674,6 +753,69 @@ fn cross_node_traffic_is_tunnelled_authorized_and_encrypted() {
         1,
         "{m}"
     );
+    drop(s);
+}
+
+/// Two clusters, one node each, merged by one controller that both node proxies follow
+/// (each scoped to its node): a client in the east reaches the west's Service and pods
+/// through the mutual-TLS tunnel between the clusters' node proxies, with the west's
+/// policies enforced at the west's proxy, and plaintext from outside the mesh refused.
+#[test]
+fn cross_cluster_traffic_goes_through_the_tunnel() {
+    if skip() {
+        return;
+    }
+    let s = setup(
+        5,
+        Opts {
+            clusters: true,
+            ..Opts::default()
+        },
+    );
+    let c = &s.c;
+    let client = c.pod(1, 0).ns.clone();
+    let other = c.pod(1, 1).ns.clone();
+    let web_addr = SocketAddr::new(c.pod(2, 0).ip.into(), 8080);
+    let web_service: SocketAddr = "10.96.5.10:80".parse().expect("addr");
+    let db_addr = SocketAddr::new(c.pod(2, 1).ip.into(), 9000);
+    let from_client = block_on_in(&client, async move {
+        (
+            http(web_service, "GET", "/public/svc").await,
+            http(web_addr, "POST", "/admin").await,
+            tcp_roundtrip(db_addr, b"east-to-west").await,
+        )
+    });
+    assert_eq!(
+        from_client.0,
+        Ok((200, "web GET /public/svc".into())),
+        "the west's Service from the east"
+    );
+    assert_eq!(
+        from_client.1.as_ref().map(|r| r.0),
+        Ok(403),
+        "the west's policy"
+    );
+    assert_eq!(from_client.2, Ok(()), "TCP across the clusters");
+    let from_other = block_on_in(&other, async move { tcp_roundtrip(db_addr, b"x").await });
+    assert!(from_other.is_err(), "db allows client only");
+    let m2 = metrics(c, 2);
+    assert!(
+        metric(&m2, "gatehouse_mesh_inbound_connections_total") >= 3,
+        "{m2}"
+    );
+    assert!(
+        metric(&m2, "gatehouse_mesh_authz_denied_total{policy=\"-\"}") >= 2,
+        "{m2}"
+    );
+    let m1 = metrics(c, 1);
+    assert!(
+        metric(&m1, "gatehouse_mesh_tunnel_connections_opened_total") >= 2,
+        "{m1}"
+    );
+    // STRICT in the west: plaintext from the east's node itself is refused.
+    let n1 = c.nodes[0].0.clone();
+    let plain = block_on_in(&n1, async move { tcp_roundtrip(db_addr, b"hello").await });
+    assert!(plain.is_err(), "plaintext reached a STRICT workload");
     drop(s);
 }
 

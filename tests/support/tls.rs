@@ -29,6 +29,17 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().clone())
     }
 
+    /// A client leaf naming a SPIFFE ID (URI SAN): (cert PEM, key PEM).
+    #[allow(dead_code)]
+    pub fn spiffe_leaf(&self, id: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.subject_alt_names = vec![rcgen::SanType::URI(id.try_into().expect("uri"))];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// The CA's own certificate (PEM).
     pub fn pem(&self) -> String {
         self.issuer.pem()

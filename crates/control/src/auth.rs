@@ -1,12 +1,14 @@
 //! Who may follow the controller: bootstrap tokens, one per proxy (or per group), each
 //! naming the role it admits and the proxy it may speak for (a gateway's id, a node
 //! proxy's node; `*`: any). A proxy presents its token as `authorization: Bearer
-//! TOKEN`. The file is read again every few seconds: a token taken out is revoked, and
-//! the streams that came in with it are closed (the proxy keeps serving what it has,
-//! and is refused until it is given a valid token).
+//! TOKEN`, or a client certificate from the mesh CA over mutual TLS, whose SPIFFE ID a
+//! grant may name instead of a token. The file is read again every few seconds: a
+//! grant taken out is revoked, and the streams that came in with it are closed (the
+//! proxy keeps serving what it has, and is refused until it is given a valid one).
 //!
 //! File format, one grant per line (`#` starts a comment):
-//! `TOKEN ROLE NAME`, e.g. `3f9c...e1 gateway gw-1` or `a71b...04 node *`.
+//! `TOKEN ROLE NAME`, e.g. `3f9c...e1 gateway gw-1` or `a71b...04 node *`, or
+//! `SPIFFE-ID ROLE NAME`, e.g. `spiffe://cluster.local/ns/gatehouse/sa/edge gateway *`.
 
 use crate::pb::Proxy;
 use std::collections::HashMap;
@@ -18,10 +20,18 @@ use std::sync::RwLock;
 /// A boxed future, as [`ProxyAuth`] returns.
 pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
+/// What a proxy presented: a bearer token, and the SPIFFE ID of the client certificate
+/// its TLS handshake verified.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub token: Option<String>,
+    pub identity: Option<String>,
+}
+
 /// Decides which proxies the controller serves.
 pub trait ProxyAuth: Send + Sync + 'static {
-    /// `Ok` if the bearer `token` admits `proxy`; else why not.
-    fn admit<'a>(&'a self, token: Option<&'a str>, proxy: &'a Proxy) -> AuthFuture<'a>;
+    /// `Ok` if `who` admits `proxy`; else why not.
+    fn admit<'a>(&'a self, who: &'a Credentials, proxy: &'a Proxy) -> AuthFuture<'a>;
 
     /// Looks again at what can change (a file, say); true when connected proxies must
     /// be checked again.
@@ -31,8 +41,8 @@ pub trait ProxyAuth: Send + Sync + 'static {
 }
 
 impl ProxyAuth for ProxyTokens {
-    fn admit<'a>(&'a self, token: Option<&'a str>, proxy: &'a Proxy) -> AuthFuture<'a> {
-        Box::pin(std::future::ready(self.admits(token, proxy)))
+    fn admit<'a>(&'a self, who: &'a Credentials, proxy: &'a Proxy) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(self.admits(who, proxy)))
     }
 
     fn refresh(&self) -> bool {
@@ -65,6 +75,9 @@ fn parse(text: &str) -> Result<HashMap<String, Grant>, String> {
         let [token, role, name] = f[..] else {
             return Err(format!("line {}: expected `TOKEN ROLE NAME`", i + 1));
         };
+        if token.starts_with("spiffe://") && !token["spiffe://".len()..].contains('/') {
+            return Err(format!("line {}: {token:?} is not a SPIFFE ID", i + 1));
+        }
         if token.len() < 16 {
             return Err(format!(
                 "line {}: a token needs 16 characters or more",
@@ -122,14 +135,31 @@ impl ProxyTokens {
         }
     }
 
-    /// Whether `token` admits `proxy`; if not, why.
-    pub fn admits(&self, token: Option<&str>, proxy: &Proxy) -> Result<(), String> {
-        let token = token.ok_or("no bearer token")?;
+    /// Whether `who` admits `proxy` (its certificate's identity, else its token); if
+    /// not, why.
+    pub fn admits(&self, who: &Credentials, proxy: &Proxy) -> Result<(), String> {
         let grants = self.grants.read().unwrap_or_else(|e| e.into_inner());
-        let grant = grants.get(token).ok_or("unknown or revoked token")?;
+        let by_identity = who.identity.as_deref().and_then(|id| grants.get(id));
+        let (grant, what) = match (by_identity, who.token.as_deref()) {
+            (Some(grant), _) => (grant, "certificate"),
+            // A SPIFFE ID is proven by a certificate, never by being named.
+            (None, Some(token)) => (
+                grants
+                    .get(token)
+                    .filter(|_| !token.starts_with("spiffe://"))
+                    .ok_or("unknown or revoked token")?,
+                "token",
+            ),
+            (None, None) => {
+                return Err(match &who.identity {
+                    Some(id) => format!("no grant for {id}, and no bearer token"),
+                    None => "no bearer token".into(),
+                })
+            }
+        };
         if grant.role != proxy.role {
             return Err(format!(
-                "the token admits a {} proxy, not a {}",
+                "the {what} admits a {} proxy, not a {}",
                 grant.role, proxy.role
             ));
         }
@@ -138,7 +168,7 @@ impl ProxyTokens {
             _ => &proxy.id,
         };
         if grant.name != "*" && grant.name != *name {
-            return Err(format!("the token admits {:?}, not {name:?}", grant.name));
+            return Err(format!("the {what} admits {:?}, not {name:?}", grant.name));
         }
         Ok(())
     }
@@ -147,6 +177,13 @@ impl ProxyTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token(t: &str) -> Credentials {
+        Credentials {
+            token: Some(t.into()),
+            identity: None,
+        }
+    }
 
     fn proxy(role: &str, id: &str, node: &str) -> Proxy {
         Proxy {
@@ -168,32 +205,62 @@ mod tests {
         .expect("write");
         let t = ProxyTokens::load(&path).expect("load");
         let gw = proxy("gateway", "gw-1", "");
-        assert!(t.admits(Some("gw1-token-0123456789"), &gw).is_ok());
+        assert!(t.admits(&token("gw1-token-0123456789"), &gw).is_ok());
         assert!(t
-            .admits(Some("gw1-token-0123456789"), &proxy("gateway", "gw-2", ""))
+            .admits(
+                &token("gw1-token-0123456789"),
+                &proxy("gateway", "gw-2", "")
+            )
             .is_err_and(|e| e.contains("gw-1")));
         assert!(t
-            .admits(Some("gw1-token-0123456789"), &proxy("node", "x", "n1"))
+            .admits(&token("gw1-token-0123456789"), &proxy("node", "x", "n1"))
             .is_err_and(|e| e.contains("gateway proxy")));
         assert!(t
             .admits(
-                Some("nodes-token-0123456789"),
+                &token("nodes-token-0123456789"),
                 &proxy("node", "n7/node", "n7")
             )
             .is_ok());
-        assert!(t.admits(None, &gw).is_err());
-        assert!(t.admits(Some("forged-token-0123456789"), &gw).is_err());
+        assert!(t.admits(&Credentials::default(), &gw).is_err());
+        assert!(t.admits(&token("forged-token-0123456789"), &gw).is_err());
         // Revoked by taking the line out; an invalid file changes nothing.
         std::fs::write(&path, "nodes-token-0123456789 node *\n").expect("write");
         assert!(t.reload());
         assert!(t
-            .admits(Some("gw1-token-0123456789"), &gw)
+            .admits(&token("gw1-token-0123456789"), &gw)
             .is_err_and(|e| e.contains("revoked")));
         std::fs::write(&path, "short gateway x\n").expect("write");
         assert!(!t.reload());
         assert!(t
-            .admits(Some("nodes-token-0123456789"), &proxy("node", "n", "n1"))
+            .admits(&token("nodes-token-0123456789"), &proxy("node", "n", "n1"))
             .is_ok());
         assert!(ProxyTokens::load(&path).is_err_and(|e| e.to_string().contains("line 1")));
+    }
+
+    #[test]
+    fn a_certificates_spiffe_id_admits_like_a_token() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("tokens");
+        let edge = "spiffe://cluster.local/ns/gatehouse/sa/edge";
+        std::fs::write(&path, format!("{edge} gateway *\n")).expect("write");
+        let t = ProxyTokens::load(&path).expect("load");
+        let cert = |id: &str| Credentials {
+            token: None,
+            identity: Some(id.into()),
+        };
+        assert!(t.admits(&cert(edge), &proxy("gateway", "gw-9", "")).is_ok());
+        assert!(t
+            .admits(&cert(edge), &proxy("node", "n1/node", "n1"))
+            .is_err_and(|e| e.contains("certificate admits a gateway")));
+        let other = "spiffe://cluster.local/ns/shop/sa/web";
+        assert!(t
+            .admits(&cert(other), &proxy("gateway", "gw-9", ""))
+            .is_err_and(|e| e.contains(other)));
+        // A token is not a certificate: the SPIFFE ID as a bearer token admits nothing.
+        assert!(t
+            .admits(&token(edge), &proxy("gateway", "gw-9", ""))
+            .is_err_and(|e| e.contains("unknown")));
+        std::fs::write(&path, format!("{edge} gateway *\nspiffe://nope node *\n")).expect("write");
+        assert!(!t.reload(), "an invalid SPIFFE ID is refused");
     }
 }

@@ -184,6 +184,8 @@ pub struct Follow {
     pub token_file: Option<std::path::PathBuf>,
     /// The CA bundle (PEM) that vouches for an `https://` controller.
     pub ca_file: Option<std::path::PathBuf>,
+    /// The certificate (from the mesh CA) it presents over mutual TLS, if any.
+    pub client_cert: Option<crate::transport::ClientCert>,
 }
 
 /// Follows the controller, forever: `apply` applies each response (an error rejects
@@ -259,7 +261,8 @@ where
         ),
         None => None,
     };
-    let channel = crate::transport::connect(url, to.ca_file.as_deref()).await?;
+    let channel =
+        crate::transport::connect(url, to.ca_file.as_deref(), to.client_cert.as_ref()).await?;
     let mut client = ConfigDistributionClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20);

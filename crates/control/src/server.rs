@@ -7,7 +7,7 @@
 //! is sent only the difference, so neither a proxy's nor the controller's restart
 //! makes every proxy reload everything.
 
-use crate::auth::{ProxyAuth, ProxyTokens};
+use crate::auth::{Credentials, ProxyAuth, ProxyTokens};
 use crate::node_scope::{self, NodeIndex};
 use crate::pb::config_distribution_server::{ConfigDistribution, ConfigDistributionServer};
 use crate::pb::{
@@ -306,16 +306,25 @@ impl ConfigDistribution for Service {
         &self,
         request: Request<Streaming<DeltaRequest>>,
     ) -> Result<Response<Self::DeltasStream>, Status> {
-        let address = request
-            .remote_addr()
+        let peer = request
+            .extensions()
+            .get::<crate::transport::PeerInfo>()
+            .cloned()
+            .unwrap_or_default();
+        let address = peer
+            .remote_addr
+            .or_else(|| request.remote_addr())
             .map(|a: SocketAddr| a.to_string())
             .unwrap_or_default();
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::to_string);
+        let credentials = Credentials {
+            token: request
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string),
+            identity: peer.identity,
+        };
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -341,7 +350,7 @@ impl ConfigDistribution for Service {
         }
         let dist = self.0.clone();
         if let Some(auth) = dist.auth.get() {
-            if let Err(why) = auth.admit(token.as_deref(), &proxy).await {
+            if let Err(why) = auth.admit(&credentials, &proxy).await {
                 tracing::warn!(id = %proxy.id, role = %proxy.role, node = %proxy.node, %address, reason = %why, "proxy refused");
                 return Err(Status::unauthenticated(format!(
                     "{} refused: {why}",
@@ -377,7 +386,7 @@ impl ConfigDistribution for Service {
             let base = Base::Held(first.initial_resource_versions);
             let admitted = Admitted {
                 proxy: proxy.clone(),
-                token,
+                credentials,
             };
             serve_stream(&dist, stream, &kinds, &admitted, base, inbound, tx).await;
             dist.proxies
@@ -457,10 +466,10 @@ fn scoped_delta(table: &Table, held: &Scoped, desired: &Scoped, delta: &mut Delt
     sum
 }
 
-/// Who a stream serves, and the token it came in with.
+/// Who a stream serves, and what it came in with.
 struct Admitted {
     proxy: Proxy,
-    token: Option<String>,
+    credentials: Credentials,
 }
 
 /// One proxy's stream: see the module documentation.
@@ -634,7 +643,7 @@ async fn serve_stream(
             }
             _ = epochs.changed() => {
                 let verdict = match dist.auth.get() {
-                    Some(auth) => auth.admit(admitted.token.as_deref(), &admitted.proxy).await,
+                    Some(auth) => auth.admit(&admitted.credentials, &admitted.proxy).await,
                     None => Ok(()),
                 };
                 if let Err(why) = verdict {

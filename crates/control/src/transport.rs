@@ -1,7 +1,10 @@
 //! TLS for the stream between proxies and the controller. The controller presents a
 //! certificate from PEM files (from cert-manager, say); proxies check it against a CA
-//! bundle and the host name in the URL, so their bearer tokens travel encrypted.
-//! Without TLS files the stream is plaintext (for a trusted network or a laptop).
+//! bundle and the host name in the URL, so their bearer tokens travel encrypted. With a
+//! client CA (the mesh CA's roots), the controller also asks proxies for a certificate
+//! (mutual TLS): one that the CA vouches for names the proxy by its SPIFFE ID, which
+//! may admit it without a token. Without TLS files the stream is plaintext (for a
+//! trusted network or a laptop).
 
 use anyhow::{anyhow, Context};
 use rustls::pki_types::pem::PemObject;
@@ -14,32 +17,72 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The controller's TLS: its certificate chain and key.
+/// A PEM certificate chain and its key; errors name the file.
+fn chain_and_key(
+    cert: &Path,
+    key: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{}: not PEM certificates", cert.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("{}: no certificate", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{}: no PEM private key", key.display()))?;
+    Ok((chain, key))
+}
+
+/// The roots of a PEM CA bundle; errors name the file.
+fn roots(ca: &Path) -> anyhow::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("cannot read {}", ca.display()))?
+    {
+        roots
+            .add(c.with_context(|| format!("{}: not PEM certificates", ca.display()))?)
+            .with_context(|| format!("{}: a certificate rustls refuses", ca.display()))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("{}: no certificate", ca.display());
+    }
+    Ok(roots)
+}
+
+/// The controller's TLS: its certificate chain and key, and the roots client
+/// certificates are checked against, if any.
 #[derive(Clone)]
 pub struct ServerTls(tokio_rustls::TlsAcceptor);
 
 impl ServerTls {
-    /// Loads a PEM certificate chain and key; errors name the file.
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .with_context(|| format!("cannot read {}", cert.display()))?
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{}: not PEM certificates", cert.display()))?;
-        if chain.is_empty() {
-            anyhow::bail!("{}: no certificate", cert.display());
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .with_context(|| format!("{}: no PEM private key", key.display()))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
+    /// Loads a PEM certificate chain and key, and (for mutual TLS) a client CA bundle:
+    /// proxies may then present a certificate it vouches for (and those without one
+    /// need a token); errors name the file.
+    pub fn load(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Self> {
+        let (chain, key) = chain_and_key(cert, key)?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let builder = match client_ca {
+            Some(ca) => builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(ca)?),
+                    provider(),
+                )
+                .allow_unauthenticated()
+                .build()
+                .with_context(|| format!("{}: cannot check client certificates", ca.display()))?,
+            ),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
             .with_single_cert(chain, key)
             .context("the certificate and key do not go together")?;
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -53,17 +96,33 @@ pub enum ServerIo {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
-impl Connected for ServerIo {
-    type ConnectInfo = TcpConnectInfo;
+/// Who is at the other end of a connection: its address, and the SPIFFE ID of the
+/// client certificate its handshake verified.
+#[derive(Debug, Clone, Default)]
+pub struct PeerInfo {
+    pub remote_addr: Option<std::net::SocketAddr>,
+    pub identity: Option<String>,
+}
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        let tcp = match self {
-            ServerIo::Plain(t) => t,
-            ServerIo::Tls(t) => t.get_ref().0,
-        };
-        TcpConnectInfo {
-            local_addr: tcp.local_addr().ok(),
-            remote_addr: tcp.peer_addr().ok(),
+impl Connected for ServerIo {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        match self {
+            ServerIo::Plain(t) => PeerInfo {
+                remote_addr: t.peer_addr().ok(),
+                identity: None,
+            },
+            ServerIo::Tls(t) => {
+                let (tcp, session) = t.get_ref();
+                PeerInfo {
+                    remote_addr: tcp.peer_addr().ok(),
+                    identity: session
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|leaf| gatehouse_model::spiffe::spiffe_id_of(leaf)),
+                }
+            }
         }
     }
 }
@@ -150,9 +209,21 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A proxy's client certificate for mutual TLS: PEM chain and key files (read again on
+/// every connection, so a renewed certificate is used).
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
 /// A channel to the controller at `url`: `http://` as is, `https://` with TLS checked
-/// against the CA bundle in `ca` (PEM).
-pub async fn connect(url: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
+/// against the CA bundle in `ca` (PEM), presenting `client` when given.
+pub async fn connect(
+    url: &str,
+    ca: Option<&Path>,
+    client: Option<&ClientCert>,
+) -> anyhow::Result<Channel> {
     let uri: http::Uri = url
         .parse()
         .with_context(|| format!("{url:?} is not a URL"))?;
@@ -172,18 +243,18 @@ pub async fn connect(url: &str, ca: Option<&Path>) -> anyhow::Result<Channel> {
         return Ok(endpoint.connect().await?);
     }
     let ca = ca.ok_or_else(|| anyhow!("{url}: an https controller needs --controller-ca"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("cannot read {}", ca.display()))?
-    {
-        roots
-            .add(c.with_context(|| format!("{}: not PEM certificates", ca.display()))?)
-            .with_context(|| format!("{}: a certificate rustls refuses", ca.display()))?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots(ca)?);
+    let mut config = match client {
+        Some(c) => {
+            let (chain, key) = chain_and_key(&c.cert, &c.key)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("the client certificate and key do not go together")?
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name =

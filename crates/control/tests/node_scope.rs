@@ -67,6 +67,7 @@ fn start_node(
         },
         token_file: None,
         ca_file: None,
+        client_cert: None,
     };
     let task = tokio::spawn(follow(to, stats, move |c: Changes| {
         let h = h.clone();

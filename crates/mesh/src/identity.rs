@@ -1,8 +1,6 @@
 //! Workload identities: SPIFFE IDs (`spiffe://TD/ns/NS/sa/SA`), the TLS server name a
 //! tunnel asks for to reach one, and reading them out of X.509 certificates.
 
-use std::time::SystemTime;
-
 /// A workload identity: a trust domain, a namespace and a service account.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Identity {
@@ -74,24 +72,7 @@ impl std::fmt::Display for Identity {
     }
 }
 
-/// The SPIFFE ID (URI subject alternative name) of a DER certificate.
-pub fn spiffe_id_of(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    san.value.general_names.iter().find_map(|n| match n {
-        x509_parser::extensions::GeneralName::URI(u) if u.starts_with("spiffe://") => {
-            Some(u.to_string())
-        }
-        _ => None,
-    })
-}
-
-/// When a DER certificate expires.
-pub fn not_after(der: &[u8]) -> Option<SystemTime> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let t = cert.validity().not_after.timestamp();
-    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64))
-}
+pub use gatehouse_model::spiffe::{not_after, spiffe_id_of};
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod mesh;
 pub mod object;
 pub mod policy;
+pub mod spiffe;
 pub mod status;
 pub mod store;
 pub mod workload;

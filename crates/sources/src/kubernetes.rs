@@ -281,6 +281,16 @@ pub struct Dirty {
 
 use gatehouse_model::store::slice_service;
 
+impl std::fmt::Debug for KubeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeStore")
+            .field("kinds", &self.kinds)
+            .field("synced", &self.synced())
+            .field("changes", &self.change_count())
+            .finish()
+    }
+}
+
 impl KubeStore {
     /// An empty store for a source other than the watchers, which fills it with
     /// [`KubeStore::apply`] and says when it has its first full picture with
@@ -328,6 +338,20 @@ impl KubeStore {
             d.since.get_or_insert_with(std::time::Instant::now);
         }
         changed
+    }
+
+    /// Makes the store `store` (for a fed store whose source gives whole pictures, such
+    /// as a merge of clusters): the next pass is a full one. Marks it synced and wakes
+    /// the passes.
+    pub fn replace(&self, store: ObjectStore) {
+        *self.store.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        {
+            let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            d.relisted = true;
+            d.since.get_or_insert_with(std::time::Instant::now);
+        }
+        self.mark_synced();
+        self.notify();
     }
 
     /// Wakes the pass that turns changes into a Snapshot.

@@ -22,6 +22,8 @@ pub struct MeshOptions {
     pub root_namespace: String,
     /// The port tunnels (HTTP/2 CONNECT over mutual TLS) end on.
     pub tunnel_port: u16,
+    /// Where this proxy runs: a Service's nearest endpoints take its connections.
+    pub locality: crate::locality::Locality,
 }
 
 impl Default for MeshOptions {
@@ -30,6 +32,7 @@ impl Default for MeshOptions {
             trust_domain: "cluster.local".into(),
             root_namespace: "gatehouse-system".into(),
             tunnel_port: 15008,
+            locality: Default::default(),
         }
     }
 }
@@ -67,17 +70,20 @@ pub struct Workload {
 pub struct MeshService {
     /// `namespace/name`.
     pub name: Arc<str>,
+    /// Nearest first (see [`crate::locality`]).
     pub endpoints: Vec<SocketAddr>,
+    /// How many of `endpoints` are the nearest: they take every connection.
+    nearest: usize,
     next: AtomicUsize,
 }
 
 impl MeshService {
-    /// The next endpoint, round robin.
+    /// The next of the nearest endpoints, round robin.
     pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+        if self.nearest == 0 {
             return None;
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.nearest;
         Some(self.endpoints[i])
     }
 }
@@ -296,12 +302,14 @@ pub fn build(store: &ObjectStore, opts: &MeshOptions) -> Result<MeshSnapshot, Ve
         let Object::Service(svc) = &o.object else {
             continue;
         };
-        for (vip, endpoints) in service_endpoints(store, o, svc) {
+        for (vip, ranked) in service_endpoints(store, o, svc, &opts.locality) {
+            let nearest = ranked.iter().take_while(|(p, _)| *p == ranked[0].0).count();
             services.insert(
                 vip,
                 Arc::new(MeshService {
                     name: format!("{}/{}", o.namespace(), o.name()).into(),
-                    endpoints,
+                    endpoints: ranked.into_iter().map(|(_, a)| a).collect(),
+                    nearest,
                     next: AtomicUsize::new(0),
                 }),
             );
@@ -334,13 +342,15 @@ fn running(pod: &Pod) -> Option<(IpAddr, String)> {
     Some((ip, spec.node_name.clone()?))
 }
 
-/// Each cluster address and port of a Service, with its endpoints: from its
-/// EndpointSlices if it has any, else from the running pods its selector picks.
+/// Each cluster address and port of a Service, with its endpoints ranked by nearness
+/// to `locality` (nearest first): from its EndpointSlices if it has any, else from the
+/// running pods its selector picks.
 fn service_endpoints(
     store: &ObjectStore,
     o: &StoredObject,
     svc: &Service,
-) -> Vec<(SocketAddr, Vec<SocketAddr>)> {
+    locality: &crate::locality::Locality,
+) -> Vec<(SocketAddr, Vec<(u8, SocketAddr)>)> {
     let Some(spec) = &svc.spec else {
         return Vec::new();
     };
@@ -374,13 +384,15 @@ fn service_endpoints(
                 else {
                     continue;
                 };
+                let labels = slice.metadata.labels.as_ref();
                 for e in slice.endpoints.iter().flatten() {
                     if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                         continue;
                     }
+                    let priority = locality.priority(labels, e.zone.as_deref());
                     for a in &e.addresses {
                         if let Ok(ip) = a.parse::<IpAddr>() {
-                            endpoints.push(SocketAddr::new(ip, p as u16));
+                            endpoints.push((priority, SocketAddr::new(ip, p as u16)));
                         }
                     }
                 }
@@ -400,7 +412,7 @@ fn service_endpoints(
                     continue;
                 };
                 if let Some(target) = target_port(pod, port) {
-                    endpoints.push(SocketAddr::new(ip, target));
+                    endpoints.push((0, SocketAddr::new(ip, target)));
                 }
             }
         }
@@ -524,6 +536,48 @@ spec: {action: AUDIT, rules: [{}]}
         assert!(m.hosts("n1", "shop", "web"));
         assert!(!m.hosts("n2", "shop", "web"));
         assert!(!m.hosts("n1", "default", "default"));
+    }
+
+    #[test]
+    fn a_service_in_two_clusters_sends_to_this_clusters_endpoints_first() {
+        let slice = |cluster: &str, ip: &str| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-{cluster}, namespace: shop, labels: {{kubernetes.io/service-name: web, gatehouse.dev/cluster: {cluster}}}}}\naddressType: IPv4\nports: [{{port: 8080}}]\nendpoints: [{{addresses: [\"{ip}\"]}}]\n"
+            )
+        };
+        let text = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{clusterIP: 10.96.0.10, ports: [{{port: 80}}]}}\n{}{}",
+            slice("east", "10.1.0.5"),
+            slice("west", "10.2.0.5")
+        );
+        let store =
+            ObjectStore::from_objects(parse_manifest("t.yaml", &text).expect("parse").objects);
+        let vip: SocketAddr = "10.96.0.10:80".parse().expect("addr");
+        let picks = |cluster: Option<&str>| {
+            let opts = MeshOptions {
+                locality: crate::locality::Locality {
+                    cluster: cluster.map(str::to_string),
+                    zone: None,
+                },
+                ..MeshOptions::default()
+            };
+            let m = build(&store, &opts).expect("build");
+            let svc = m.services.get(&vip).expect("svc").clone();
+            let mut seen: Vec<String> = (0..10)
+                .filter_map(|_| svc.pick())
+                .map(|a| a.ip().to_string())
+                .collect();
+            seen.sort();
+            seen.dedup();
+            seen
+        };
+        assert_eq!(picks(Some("east")), ["10.1.0.5"]);
+        assert_eq!(picks(Some("west")), ["10.2.0.5"]);
+        assert_eq!(
+            picks(None),
+            ["10.1.0.5", "10.2.0.5"],
+            "no cluster: both alike"
+        );
     }
 
     #[test]
