@@ -18,7 +18,13 @@
 //!   receipt (wall clock, one machine), and bytes per proxy per change;
 //! - the controller process's memory: before the table, with it, and its peak (VmHWM).
 //!
-//! keys: proxies=1000 services=10000 endpoints=10 changes=20 out=FILE
+//! With `role=node` the proxies are node proxies, each of its own node, and the store
+//! holds `pods` Pods spread over those nodes (10 per node by default) and one
+//! AuthorizationPolicy per namespace (100, and one in the root namespace): each node
+//! proxy is sent only the policies of its pods' namespaces and the root's, beside the
+//! shared whole set. The policies each proxy got are reported against all of them.
+//!
+//! keys: proxies=1000 services=10000 endpoints=10 changes=20 role=gateway pods=N out=FILE
 
 use gatehouse_control::pb::config_distribution_client::ConfigDistributionClient;
 use gatehouse_control::pb::{DeltaRequest, Proxy};
@@ -68,6 +74,21 @@ fn slice(i: usize, endpoints: usize, bump: usize) -> serde_json::Value {
         "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": eps})
 }
 
+fn pod(i: usize, nodes: usize) -> serde_json::Value {
+    let ns = format!("ns-{}", (i / 3) % 100);
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{i}"), "namespace": ns, "labels": {"app": format!("app-{}", i % 50)}},
+        "spec": {"nodeName": format!("node-{}", i % nodes), "serviceAccountName": format!("sa-{}", i % 20)},
+        "status": {"phase": "Running", "podIP": format!("10.200.{}.{}", i / 250 % 250, i % 250)}})
+}
+
+fn policy(ns: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow-callers", "namespace": ns},
+        "spec": {"rules": [{"from": [{"source": {"principals": [format!("cluster.local/ns/{ns}/sa/sa-1")]}}],
+            "to": [{"operation": {"methods": ["GET"]}}]}]}})
+}
+
 fn object(v: serde_json::Value) -> StoredObject {
     match object_from_value(v) {
         Ok(Some(o)) => o,
@@ -97,31 +118,52 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let role = args
+        .get("role")
+        .cloned()
+        .unwrap_or_else(|| "gateway".into());
+    let proxies = num("proxies", 1000);
     match args.get("mode").map(String::as_str) {
         Some("clients") => rt.block_on(clients(
             args.get("addr").cloned().unwrap_or_default(),
-            num("proxies", 1000),
+            proxies,
+            role,
         )),
-        _ => rt.block_on(controller(
-            num("proxies", 1000),
-            num("services", 10_000),
-            num("endpoints", 10),
-            num("changes", 20),
-            args.get("out").cloned(),
-        )),
+        _ => rt.block_on(controller(Setup {
+            pods: num("pods", if role == "node" { proxies * 10 } else { 0 }),
+            proxies,
+            services: num("services", 10_000),
+            endpoints: num("endpoints", 10),
+            changes: num("changes", 20),
+            role,
+            out: args.get("out").cloned(),
+        })),
     }
 }
 
+/// What the controller side runs.
+struct Setup {
+    proxies: usize,
+    services: usize,
+    endpoints: usize,
+    changes: usize,
+    /// `gateway` or `node`.
+    role: String,
+    pods: usize,
+    out: Option<String>,
+}
+
 /// The proxies: one task and one connection each; prints `start NS`, then `full NS
-/// BYTES` for each first response and `recv NS NAME BYTES` for each later one.
-async fn clients(addr: String, proxies: usize) -> anyhow::Result<()> {
+/// BYTES SCOPED` for each first response (SCOPED: the resources sent to it alone) and
+/// `recv NS NAME BYTES` for each later one.
+async fn clients(addr: String, proxies: usize, role: String) -> anyhow::Result<()> {
     let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
     println!("start {}", now_ns());
     for id in 0..proxies {
-        let (addr, lines_tx) = (addr.clone(), lines_tx.clone());
+        let (addr, lines_tx, role) = (addr.clone(), lines_tx.clone(), role.clone());
         tokio::spawn(async move {
             loop {
-                if let Err(e) = client(&addr, id, &lines_tx).await {
+                if let Err(e) = client(&addr, id, &role, &lines_tx).await {
                     eprintln!("client {id}: {e}");
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -140,6 +182,7 @@ async fn clients(addr: String, proxies: usize) -> anyhow::Result<()> {
 async fn client(
     addr: &str,
     id: usize,
+    role: &str,
     lines: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
@@ -151,8 +194,8 @@ async fn client(
     tx.send(DeltaRequest {
         proxy: Some(Proxy {
             id: format!("sim-{id}"),
-            role: "gateway".into(),
-            node: format!("node-{}", id % 100),
+            role: role.into(),
+            node: format!("node-{id}"),
             cluster: "bench".into(),
             version: "bench".into(),
         }),
@@ -167,7 +210,7 @@ async fn client(
     while let Some(resp) = stream.message().await? {
         let bytes = prost::Message::encoded_len(&resp);
         let line = if first {
-            format!("full {} {bytes}", now_ns())
+            format!("full {} {bytes} {}", now_ns(), resp.resources.len())
         } else {
             let name = resp
                 .resources
@@ -187,18 +230,31 @@ async fn client(
     Ok(())
 }
 
-async fn controller(
-    proxies: usize,
-    services: usize,
-    endpoints: usize,
-    changes: usize,
-    out: Option<String>,
-) -> anyhow::Result<()> {
+async fn controller(setup: Setup) -> anyhow::Result<()> {
+    let Setup {
+        proxies,
+        services,
+        endpoints,
+        changes,
+        ref role,
+        pods,
+        ref out,
+    } = setup;
     let rss_start = rss("VmRSS:");
-    let mut objects = Vec::with_capacity(services * 2);
+    let mut objects = Vec::with_capacity(services * 2 + pods);
     for i in 0..services {
         objects.push(object(service(i)));
         objects.push(object(slice(i, endpoints, 1)));
+    }
+    for i in 0..pods {
+        objects.push(object(pod(i, proxies)));
+    }
+    let policies = if role == "node" { 101 } else { 0 };
+    if role == "node" {
+        for k in 0..100 {
+            objects.push(object(policy(&format!("ns-{k}"))));
+        }
+        objects.push(object(policy("gatehouse-system")));
     }
     let mut store = ObjectStore::from_objects(objects);
     let rss_store = rss("VmRSS:");
@@ -257,6 +313,7 @@ async fn controller(
             "mode=clients",
             &format!("addr={addr}"),
             &format!("proxies={proxies}"),
+            &format!("role={role}"),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
@@ -280,6 +337,7 @@ async fn controller(
     // The storm.
     let mut start = 0u128;
     let (mut fulls, mut last_full, mut storm_bytes) = (0usize, 0u128, Vec::new());
+    let mut scoped = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     while fulls < proxies && Instant::now() < deadline {
         let Some(line) = next(Duration::from_secs(5)) else {
@@ -288,10 +346,11 @@ async fn controller(
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
             ["start", ns] => start = ns.parse()?,
-            ["full", ns, bytes] => {
+            ["full", ns, bytes, alone] => {
                 fulls += 1;
                 last_full = last_full.max(ns.parse()?);
                 storm_bytes.push(bytes.parse::<usize>()?);
+                scoped.push(alone.parse::<usize>()?);
             }
             _ => {}
         }
@@ -343,6 +402,8 @@ async fn controller(
         v.get(v.len() / 2).copied().unwrap_or(0)
     };
     let result = serde_json::json!({
+        "role": role, "pods": pods, "policies": policies,
+        "policies_per_proxy_median_max": [median(&scoped), scoped.iter().max().copied().unwrap_or(0)],
         "proxies": proxies, "services": services, "endpoints": services * endpoints,
         "resources": dist.len(),
         "table_build_ms": sync_initial_ms,
