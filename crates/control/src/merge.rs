@@ -54,6 +54,17 @@ pub fn merge(clusters: &[ClusterObjects<'_>]) -> Merged {
             let key = stored.key();
             match out.store.get(&key) {
                 Some(first) if first.object == stored.object => served += 1,
+                // Two clusters' pods of one name are two workloads (a StatefulSet's
+                // `db-0` in each, say): the later one is kept as `NAME.CLUSTER`.
+                Some(_) if matches!(stored.object, Object::Pod(_)) => {
+                    let mut renamed = stored;
+                    if let Object::Pod(p) = &mut renamed.object {
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        p.metadata.name = Some(format!("{name}.{}", c.name));
+                    }
+                    out.store.upsert(renamed);
+                    served += 1;
+                }
                 Some(_) => out.conflicts.push(format!(
                     "{key}: cluster {} defines it differently from cluster {}; {}'s is served",
                     c.name,
@@ -141,5 +152,23 @@ mod tests {
         );
         let ingress = m.store.of_kind("Ingress").next().expect("ingress");
         assert!(format!("{:?}", ingress.object).contains("a.example"));
+    }
+
+    #[test]
+    fn pods_of_one_name_in_two_clusters_are_both_kept() {
+        let pod = |ip: &str| {
+            store(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: db-0, namespace: shop}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: {ip}}}\n"
+            ))
+        };
+        let m = east_then_west(&pod("10.1.0.9"), &pod("10.2.0.9"));
+        assert!(m.conflicts.is_empty(), "{:?}", m.conflicts);
+        let names: Vec<String> = m
+            .store
+            .of_kind("Pod")
+            .map(|p| p.name().to_string())
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"db-0".to_string()) && names.contains(&"db-0.west".to_string()));
     }
 }
