@@ -853,45 +853,9 @@ async fn a_controller_merges_two_clusters() {
         &control_addr.to_string(),
     ];
     let controller = start("127.0.0.1", &args, logs.path().join("controller.log"));
-    let gw = start(
-        "127.0.0.2",
-        &["--controller", &control, "--identity", "gw"],
-        logs.path().join("gw.log"),
-    );
-    all_serve(&[&gw], "app.example", "a", "the gateway served").await;
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..40 {
-        seen.insert(served_by(gw.http, "app.example").await);
-    }
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["a", "b"],
-        "both clusters' endpoints serve"
-    );
     // A gateway in the west prefers the west's endpoint while it is ready, and fails
     // over to the east's when it is not.
-    let west_gw = start(
-        "127.0.0.3",
-        &[
-            "--controller",
-            &control,
-            "--identity",
-            "gw-west",
-            "--cluster",
-            "west",
-        ],
-        logs.path().join("gw-west.log"),
-    );
-    all_serve(&[&west_gw], "app.example", "b", "the west's gateway served").await;
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..40 {
-        seen.insert(served_by(west_gw.http, "app.example").await);
-    }
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["b"],
-        "the west's own endpoint only"
-    );
+    let (gw, west_gw) = merged_gateways(&control, logs.path()).await;
     write(west.path(), "services.yaml", &west_services(false));
     all_serve(&[&west_gw], "app.example", "a", "failed over to the east").await;
     write(west.path(), "services.yaml", &west_services(true));
@@ -912,6 +876,51 @@ async fn a_controller_merges_two_clusters() {
         "{clusters}"
     );
     assert_eq!(clusters["west"], 2, "{clusters}");
+}
+
+/// The backends that answer `host` at `gw` over `n` requests.
+async fn served_set(gw: &Process, host: &str, n: usize) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        seen.insert(served_by(gw.http, host).await);
+    }
+    seen.into_iter().collect()
+}
+
+/// Two gateways of a controller that merges an east (backend a) and a west (backend
+/// b): one of no cluster in particular, served by both clusters' endpoints, and one in
+/// the west, served by the west's alone.
+async fn merged_gateways(control: &str, logs: &std::path::Path) -> (Process, Process) {
+    let gw = start(
+        "127.0.0.2",
+        &["--controller", control, "--identity", "gw"],
+        logs.join("gw.log"),
+    );
+    let west_gw = start(
+        "127.0.0.3",
+        &[
+            "--controller",
+            control,
+            "--identity",
+            "gw-west",
+            "--cluster",
+            "west",
+        ],
+        logs.join("gw-west.log"),
+    );
+    all_serve(&[&gw], "app.example", "a", "the gateway served").await;
+    assert_eq!(
+        served_set(&gw, "app.example", 40).await,
+        ["a", "b"],
+        "both clusters' endpoints serve"
+    );
+    all_serve(&[&west_gw], "app.example", "b", "the west's gateway served").await;
+    assert_eq!(
+        served_set(&west_gw, "app.example", 40).await,
+        ["b"],
+        "the west's own endpoint only"
+    );
+    (gw, west_gw)
 }
 
 /// Applies each document of `yaml` to `api`.
@@ -974,41 +983,7 @@ async fn a_controller_merges_two_clusters_apis() {
         ],
         tmp.path().join("controller.log"),
     );
-    let gw = start(
-        "127.0.0.2",
-        &["--controller", &control, "--identity", "gw"],
-        tmp.path().join("gw.log"),
-    );
-    let west_gw = start(
-        "127.0.0.3",
-        &[
-            "--controller",
-            &control,
-            "--identity",
-            "gw-west",
-            "--cluster",
-            "west",
-        ],
-        tmp.path().join("gw-west.log"),
-    );
-    all_serve(&[&gw], "app.example", "a", "the gateway served").await;
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..40 {
-        seen.insert(served_by(gw.http, "app.example").await);
-    }
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["a", "b"],
-        "both clusters' endpoints serve"
-    );
-    all_serve(&[&west_gw], "app.example", "b", "the west's gateway served").await;
-    for _ in 0..20 {
-        assert_eq!(
-            served_by(west_gw.http, "app.example").await,
-            "b",
-            "the west's own"
-        );
-    }
+    let (gw, west_gw) = merged_gateways(&control, tmp.path()).await;
     // The west's endpoints go: its gateway fails over to the east's.
     west.delete(
         "discovery.k8s.io/v1",

@@ -170,16 +170,19 @@ mod tests {
 
     #[test]
     fn a_node_gets_the_policies_of_its_pods_namespaces_and_the_root() {
-        let yaml = [
-            pod("shop", "web-1", "n1"),
-            pod("bank", "ledger-1", "n2"),
-            policy("shop", "allow-front"),
-            policy("bank", "allow-tellers"),
-            policy("gatehouse-system", "deny-all"),
-        ]
-        .concat();
+        let world = |pods: &[String]| {
+            let policies = [
+                policy("shop", "allow-front"),
+                policy("bank", "allow-tellers"),
+                policy("gatehouse-system", "deny-all"),
+            ];
+            store(&[pods, &policies].concat().concat())
+        };
         let mut table = Table::new();
-        table.sync(&store(&yaml), |_| true);
+        table.sync(
+            &world(&[pod("shop", "web-1", "n1"), pod("bank", "ledger-1", "n2")]),
+            |_| true,
+        );
         let mut index = NodeIndex::default();
         index.catch_up(&table);
         assert_eq!(
@@ -196,15 +199,10 @@ mod tests {
 
         // A bank pod lands on n1: bank's policies follow; when shop's last pod leaves
         // n1, shop's go.
-        let yaml = [
-            pod("bank", "ledger-1", "n2"),
-            pod("bank", "ledger-2", "n1"),
-            policy("shop", "allow-front"),
-            policy("bank", "allow-tellers"),
-            policy("gatehouse-system", "deny-all"),
-        ]
-        .concat();
-        table.sync(&store(&yaml), |_| true);
+        table.sync(
+            &world(&[pod("bank", "ledger-1", "n2"), pod("bank", "ledger-2", "n1")]),
+            |_| true,
+        );
         index.catch_up(&table);
         assert_eq!(
             names(&index.desired(&table, "n1", "gatehouse-system")),

@@ -206,12 +206,14 @@ async fn node_proxies_hold_only_their_nodes_policies() {
     .await;
 
     // A change to a policy of a namespace n1 runs nothing of is not sent to n1.
-    let before = d
-        .proxies()
-        .into_iter()
-        .find(|p| p.proxy.as_ref().is_some_and(|p| p.node == "n1"))
-        .expect("n1")
-        .acked_version;
+    let n1_acked = || {
+        d.proxies()
+            .into_iter()
+            .find(|p| p.proxy.as_ref().is_some_and(|p| p.node == "n1"))
+            .expect("n1")
+            .acked_version
+    };
+    let before = n1_acked();
     let edited = policies.replace("nobody-here", "still-nobody");
     let moved = pod("shop", "web-1", "n2") + &pod("bank", "ledger-1", "n2");
     d.sync(&store(
@@ -223,13 +225,7 @@ async fn node_proxies_hold_only_their_nodes_policies() {
             .all(|p| p.acked_version == p.desired_version)
     })
     .await;
-    let n1_after = d
-        .proxies()
-        .into_iter()
-        .find(|p| p.proxy.as_ref().is_some_and(|p| p.node == "n1"))
-        .expect("n1")
-        .acked_version;
-    assert_eq!(before, n1_after, "n1's set did not change");
+    assert_eq!(before, n1_acked(), "n1's set did not change");
     assert!(!n1.has("AuthorizationPolicy/empty/still-nobody"));
 
     // The controller restarts (a new one, rebuilt from the same sources, behind the
