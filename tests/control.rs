@@ -167,16 +167,45 @@ async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> b
 }
 
 fn ctl_proxies(control: &str) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["ctl", "proxies", "--json", "--controller", control])
-        .output()
-        .expect("ctl");
+    ctl_proxies_trusting(control, None)
+}
+
+/// `ctl proxies --json`, trusting `ca` for an `https://` controller.
+fn ctl_proxies_trusting(control: &str, ca: Option<&str>) -> serde_json::Value {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["ctl", "proxies", "--json", "--controller", control]);
+    if let Some(ca) = ca {
+        cmd.args(["--controller-ca", ca]);
+    }
+    let out = cmd.output().expect("ctl");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The ids of the proxies a `ctl proxies --json` list holds.
+fn proxy_ids(list: &serde_json::Value) -> Vec<String> {
+    list["proxies"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The log lines of `p`'s failed attempts to reach the controller.
+fn failed_attempts(p: &Process) -> Vec<String> {
+    std::fs::read_to_string(&p.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("no stream to the controller"))
+        .map(str::to_string)
+        .collect()
 }
 
 fn proxy<'a>(list: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -752,24 +781,16 @@ async fn a_tls_controller_serves_only_proxies_that_trust_it() {
     .await;
     // Attempts made once the controller is up (the trusted gateway was served) fail:
     // the stranger's for the certificate, the plaintext one at all.
-    let failures = |p: &Process| {
-        std::fs::read_to_string(&p.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("no stream to the controller"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     for g in [&stranger, &plain] {
-        let before = failures(g).len();
+        let before = failed_attempts(g).len();
         wait_until(
             "a failed attempt at the running controller",
             Duration::from_secs(20),
-            async || failures(g).len() > before,
+            async || failed_attempts(g).len() > before,
         )
         .await;
     }
-    let last = failures(&stranger).pop().unwrap_or_default();
+    let last = failed_attempts(&stranger).pop().unwrap_or_default();
     assert!(last.to_lowercase().contains("certificate"), "{last}");
     for g in [&stranger, &plain] {
         assert_eq!(
@@ -779,28 +800,7 @@ async fn a_tls_controller_serves_only_proxies_that_trust_it() {
             g.log.display()
         );
     }
-    let out = Command::new(BIN)
-        .args([
-            "ctl",
-            "proxies",
-            "--json",
-            "--controller",
-            &https,
-            "--controller-ca",
-            &ca_pem,
-        ])
-        .output()
-        .expect("ctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    let ids: Vec<&str> = list["proxies"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|p| p["id"].as_str()).collect())
-        .unwrap_or_default();
+    let ids = proxy_ids(&ctl_proxies_trusting(&https, Some(&ca_pem)));
     assert_eq!(ids, ["trusted"]);
 }
 
@@ -1121,17 +1121,9 @@ async fn a_mesh_certificate_admits_a_proxy_over_mutual_tls() {
         "the gateway with the granted identity",
     )
     .await;
-    let refusals = |p: &Process| {
-        std::fs::read_to_string(&p.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("no stream to the controller"))
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
     for g in [&web, &forged] {
         wait_until("a refusal", Duration::from_secs(20), async || {
-            !refusals(g).is_empty()
+            !failed_attempts(g).is_empty()
         })
         .await;
         assert_eq!(
@@ -1141,34 +1133,12 @@ async fn a_mesh_certificate_admits_a_proxy_over_mutual_tls() {
             g.log.display()
         );
     }
-    let why = refusals(&web).pop().unwrap_or_default();
+    let why = failed_attempts(&web).pop().unwrap_or_default();
     assert!(
         why.contains("no grant for spiffe://cluster.local/ns/shop/sa/web"),
         "{why}"
     );
-    let ctl = || {
-        let out = Command::new(BIN)
-            .args([
-                "ctl",
-                "proxies",
-                "--json",
-                "--controller",
-                &https,
-                "--controller-ca",
-                &ca_pem,
-            ])
-            .output()
-            .expect("ctl");
-        let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        list["proxies"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p["id"].as_str().map(str::to_string))
-                    .collect::<Vec<String>>()
-            })
-            .unwrap_or_default()
-    };
+    let ctl = || proxy_ids(&ctl_proxies_trusting(&https, Some(&ca_pem)));
     assert_eq!(ctl(), ["meshed"]);
     // The grant goes: the served gateway's stream is closed; it keeps serving.
     file("tokens", "# nobody\n");
