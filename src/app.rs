@@ -173,10 +173,24 @@ pub(crate) async fn data_plane(
                 })
                 .transpose()
         };
+    let access = proxy
+        .access_log
+        .as_deref()
+        .map(|p| {
+            gatehouse_proxy::access_log::AccessLog::open(
+                p,
+                proxy.access_log_sample,
+                &proxy.access_log_fields,
+            )
+            .map(Arc::new)
+            .map_err(|e| anyhow::anyhow!("cannot open the access log (--access-log): {e}"))
+        })
+        .transpose()?;
     let logs = gatehouse_proxy::security_log::SecurityLogs {
         error: open(&proxy.waf_log)?,
         audit: open(&proxy.waf_audit_log)?,
         events: open(&proxy.security_log)?,
+        access,
     };
     let dp = DataPlane::with_workers_and_logs(proxy.clone(), WORKERS.get().cloned(), logs);
     let addr = gatehouse_proxy::admin::serve(dp.clone(), admin)

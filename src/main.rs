@@ -85,6 +85,23 @@ struct WafArgs {
     /// (default: the process log).
     #[arg(long)]
     security_log: Option<PathBuf>,
+    /// File to append the access log to: one JSON line per request, whose `reason`
+    /// says why a response is what it is (no_route, rate_limited, waf,
+    /// upstream_connect_failed...).
+    #[arg(long)]
+    access_log: Option<PathBuf>,
+    /// Log one in N requests answered below 400 (errors are always logged).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    access_log_sample: u64,
+    /// The fields of access log lines, comma-separated (default: all of time,
+    /// request_id, client, method, host, path, protocol, status, reason, waf_rule,
+    /// route, duration_ms).
+    #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
+    access_log_fields: Vec<String>,
+    /// Responses Gatehouse makes itself say why in an `x-gatehouse-reason` header
+    /// (for debugging; it tells clients which guard stopped them).
+    #[arg(long)]
+    debug_headers: bool,
 }
 
 impl WafArgs {
@@ -678,6 +695,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         waf_log: waf.waf_log.clone(),
         waf_audit_log: waf.waf_audit_log.clone(),
         security_log: waf.security_log.clone(),
+        access_log: waf.access_log.clone(),
+        access_log_sample: waf.access_log_sample,
+        access_log_fields: waf.access_log_fields.clone(),
+        debug_headers: waf.debug_headers,
         merge_slashes,
         max_body_bytes,
         drain_timeout: Duration::from_secs(drain_timeout),

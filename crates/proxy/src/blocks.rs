@@ -118,7 +118,11 @@ pub fn refuse_request(
             "status": 403,
         }),
     );
-    let mut resp = error(StatusCode::FORBIDDEN, "client address blocked");
+    let mut resp = error(
+        StatusCode::FORBIDDEN,
+        crate::reason::Reason::Blocked,
+        "client address blocked",
+    );
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp

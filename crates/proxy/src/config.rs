@@ -41,6 +41,14 @@ pub struct ProxyConfig {
     pub redis: Option<String>,
     /// Peers whose connections start with a PROXY protocol header (load balancers).
     pub proxy_protocol: Option<std::sync::Arc<gatehouse_security::ipacl::AccessList>>,
+    /// Responses the proxy makes itself say why in `x-gatehouse-reason`.
+    pub debug_headers: bool,
+    /// The access log (JSON lines), if any; one in `access_log_sample` requests
+    /// answered below 400 is logged (errors always), with `access_log_fields` (none:
+    /// all of [`crate::access_log::FIELDS`]).
+    pub access_log: Option<std::path::PathBuf>,
+    pub access_log_sample: u64,
+    pub access_log_fields: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -70,6 +78,10 @@ impl Default for ProxyConfig {
             proxy_protocol: None,
             redis: None,
             conn_limits: Default::default(),
+            debug_headers: false,
+            access_log: None,
+            access_log_sample: 1,
+            access_log_fields: Vec::new(),
         }
     }
 }

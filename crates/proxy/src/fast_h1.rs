@@ -16,6 +16,7 @@ use crate::handler::{self, error, ConnInfo, Decision, Head, Routed};
 use crate::headers::{add_forwarded, request_id, strip_hop_by_hop, X_REQUEST_ID};
 use crate::pace::BodyPace;
 use crate::pool::{Acquired, Lease, Pool, Pooled, Reusable};
+use crate::reason::Reason;
 use crate::rewind::Rewind;
 use crate::upstream::UpstreamError;
 use crate::waf::WafTransaction;
@@ -99,6 +100,8 @@ pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
             }
         }),
         stopped: false,
+        reason: Reason::Upstream,
+        debug: dp.cfg.debug_headers,
     };
     match conn.run(&dp, &mut stream, &info).await {
         // Close properly: on TLS this sends close_notify, without which clients take
@@ -165,6 +168,10 @@ struct Downstream {
     /// Resolves when the proxy shuts down (polled only between requests).
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     stopped: bool,
+    /// The reason of the last answer of the proxy's own (else the upstream's).
+    reason: Reason,
+    /// Answers of the proxy's own say why in a header.
+    debug: bool,
 }
 
 impl Downstream {
@@ -362,22 +369,43 @@ impl Downstream {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
+        // The Host header (from the head's bytes, so the headers stay free to change).
+        let view_host = host.and_then(|r| std::str::from_utf8(&raw[r]).ok());
         let view = Head {
             method: &msg.method,
             path,
             query,
-            // The Host header (from the head's bytes, so the headers stay free to change).
-            authority: host.and_then(|r| std::str::from_utf8(&raw[r]).ok()),
+            authority: view_host,
             headers: &msg.headers,
             http10: false,
         };
         let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
+        self.reason = Reason::Upstream;
+        let method = msg.method.clone();
+        let done = |this: &Self, status: u16| {
+            let elapsed = start.elapsed();
+            if let Some(log) = &dp.security_logs.access {
+                log.log(&crate::access_log::Entry {
+                    request_id: rid.to_str().unwrap_or(""),
+                    client: info.peer.ip(),
+                    method: method.as_str(),
+                    host: view_host.unwrap_or(""),
+                    path,
+                    protocol: "HTTP/1.1",
+                    status,
+                    reason: this.reason,
+                    route: handler::route_name(&active, stats.route),
+                    duration: elapsed,
+                });
+            }
+            stats.record(status, this.reason, elapsed);
+        };
         let routed = match decision {
             Decision::Respond(resp) => {
                 // A body we do not read would be taken for the next request.
                 let keep = !msg.close && msg.framing == Framing::None;
                 let (status, ok) = self.answer(stream, resp, &rid, keep).await;
-                stats.record(status, start.elapsed());
+                done(self, status);
                 return Ok(ok);
             }
             Decision::Forward(r) => r,
@@ -391,8 +419,15 @@ impl Downstream {
                 let code =
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let keep = !msg.close && msg.framing == Framing::None;
-                let (status, ok) = self.answer(stream, error(code, reason), &rid, keep).await;
-                stats.record(status, start.elapsed());
+                let (status, ok) = self
+                    .answer(
+                        stream,
+                        error(code, Reason::InvalidBackend, reason),
+                        &rid,
+                        keep,
+                    )
+                    .await;
+                done(self, status);
                 return Ok(ok);
             }
             None => return Err(self.handover(&raw)),
@@ -415,7 +450,7 @@ impl Downstream {
         if let Some(resp) = refused {
             let keep = !msg.close && msg.framing == Framing::None;
             let (status, ok) = self.answer(stream, resp, &rid, keep).await;
-            stats.record(status, start.elapsed());
+            done(self, status);
             return Ok(ok);
         }
         let (status, keep) = self
@@ -430,7 +465,7 @@ impl Downstream {
                 (target, &raw),
             )
             .await;
-        stats.record(status, start.elapsed());
+        done(self, status);
         Ok(keep)
     }
 
@@ -488,6 +523,11 @@ impl Downstream {
         keep: bool,
     ) -> (u16, bool) {
         let status = resp.status().as_u16();
+        self.reason = Reason::of(&resp);
+        let mut resp = resp;
+        if self.debug {
+            handler::mark_reason(resp.headers_mut(), self.reason);
+        }
         (status, self.respond(stream, resp, rid, keep).await)
     }
 
@@ -561,7 +601,11 @@ impl Downstream {
         let mut keep = !close && head.framing == Framing::None;
         if let Framing::Length(n) = head.framing {
             if n > dp.cfg.max_body_bytes {
-                let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                let resp = error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Reason::BodyTooLarge,
+                    "request body too large",
+                );
                 return self.answer(stream, resp, rid, false).await;
             }
         }
@@ -575,13 +619,18 @@ impl Downstream {
                 let body = match self.read_body(dp, stream, head.framing).await {
                     Ok(b) => b,
                     Err(SendError::TooLarge) => {
-                        let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                        let resp = error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            Reason::BodyTooLarge,
+                            "request body too large",
+                        );
                         return self.answer(stream, resp, rid, false).await;
                     }
                     Err(SendError::Slow) => return self.too_slow(dp, stream, info, rid).await,
                     Err(_) => {
                         let resp = error(
                             StatusCode::BAD_REQUEST,
+                            Reason::BadRequest,
                             "malformed or truncated request body",
                         );
                         return self.answer(stream, resp, rid, false).await;
@@ -636,7 +685,7 @@ impl Downstream {
                 h.insert(header::HOST, v);
             }
             Some(Err(_)) => {
-                let resp = error(StatusCode::BAD_REQUEST, "invalid Host");
+                let resp = error(StatusCode::BAD_REQUEST, Reason::BadRequest, "invalid Host");
                 return self.answer(stream, resp, rid, false).await;
             }
         }
@@ -694,7 +743,11 @@ impl Downstream {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let resp = match e {
                         UpstreamError::Overflow(o) => handler::overflow(dp, cluster, o),
-                        _ => error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error"),
+                        _ => error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Reason::ConnectFailed,
+                            "upstream connect error",
+                        ),
                     };
                     return self.answer(stream, resp, rid, keep).await;
                 }
@@ -714,6 +767,7 @@ impl Downstream {
                     admitted.guard.outcome(true);
                     let resp = error(
                         StatusCode::BAD_REQUEST,
+                        Reason::BadRequest,
                         "malformed or truncated request body",
                     );
                     return self.answer(stream, resp, rid, false).await;
@@ -725,7 +779,11 @@ impl Downstream {
                 }
                 Err(SendError::TooLarge) => {
                     admitted.guard.outcome(true);
-                    let resp = error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    let resp = error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Reason::BodyTooLarge,
+                        "request body too large",
+                    );
                     return self.answer(stream, resp, rid, false).await;
                 }
                 Err(SendError::Upstream) => Ok(Err(io::ErrorKind::ConnectionReset.into())),
@@ -742,7 +800,11 @@ impl Downstream {
                         .upstream_errors_total
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(upstream = %admitted.addr, error = %e, "upstream request failed");
-                    let resp = error(StatusCode::BAD_GATEWAY, "upstream connection reset");
+                    let resp = error(
+                        StatusCode::BAD_GATEWAY,
+                        Reason::UpstreamReset,
+                        "upstream connection reset",
+                    );
                     return self.answer(stream, resp, rid, false).await;
                 }
                 Err(_) => {
@@ -752,6 +814,7 @@ impl Downstream {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let resp = error(
                         StatusCode::GATEWAY_TIMEOUT,
+                        Reason::UpstreamTimeout,
                         "upstream did not respond in time",
                     );
                     return self.answer(stream, resp, rid, false).await;
@@ -867,7 +930,11 @@ impl Downstream {
         rid: &HeaderValue,
     ) -> (u16, bool) {
         crate::pace::record_slow(dp, info.peer, rid);
-        let resp = error(StatusCode::REQUEST_TIMEOUT, "request body too slow");
+        let resp = error(
+            StatusCode::REQUEST_TIMEOUT,
+            Reason::BodyTimeout,
+            "request body too slow",
+        );
         self.answer(stream, resp, rid, false).await
     }
 

@@ -10,6 +10,7 @@ use crate::metrics::Tally;
 use crate::mirror;
 use crate::normalize::normalize_path;
 use crate::pool::Overflow;
+use crate::reason::{with_reason, Reason};
 use crate::redirect::{location, RedirectInput};
 use crate::retry::{self, Failure};
 use crate::upstream::{UpstreamBody, UpstreamError};
@@ -47,6 +48,8 @@ pub async fn handle(
     let start = Instant::now();
     let active = dp.state.load_full();
     let rid = request_id(req.headers());
+    // What the access log needs of the request, kept only when there is one.
+    let seen = dp.security_logs.access.as_ref().map(|_| Seen::of(&req));
     let head = Head {
         method: req.method(),
         path: req.uri().path(),
@@ -77,11 +80,82 @@ pub async fn handle(
     };
     // Unique per response: HTTP/2 must not put it in its header compression table
     // (where it would only evict useful entries and cost a search each time).
+    let reason = Reason::of(&resp);
+    if dp.cfg.debug_headers && reason != Reason::Upstream {
+        mark_reason(resp.headers_mut(), reason);
+    }
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    if let (Some(log), Some(seen)) = (&dp.security_logs.access, &seen) {
+        log.log(&crate::access_log::Entry {
+            request_id: rid.to_str().unwrap_or(""),
+            client: conn.peer.ip(),
+            method: seen.method.as_str(),
+            host: &seen.host,
+            path: &seen.path,
+            protocol: seen.protocol,
+            status,
+            reason,
+            route: route_name(&active, stats.route),
+            duration: elapsed,
+        });
+    }
     let mut rid = rid;
     rid.set_sensitive(true);
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
-    stats.record(resp.status().as_u16(), start.elapsed());
+    stats.record(status, reason, elapsed);
     resp
+}
+
+/// What the access log keeps of a request whose parts go upstream.
+struct Seen {
+    method: Method,
+    host: String,
+    path: String,
+    protocol: &'static str,
+}
+
+impl Seen {
+    fn of<B>(req: &Request<B>) -> Seen {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        Seen {
+            method: req.method().clone(),
+            host: host.to_string(),
+            path: req.uri().path().to_string(),
+            protocol: match req.version() {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+        }
+    }
+}
+
+/// The name of the route with `id` in `active` ("" for none).
+pub(crate) fn route_name(active: &Active, id: u32) -> &str {
+    active
+        .snapshot
+        .route_names
+        .get(id as usize)
+        .map_or("", |n| &**n)
+}
+
+/// Says why in `x-gatehouse-reason`, unless a more precise reason is there already.
+pub(crate) fn mark_reason(headers: &mut HeaderMap, reason: Reason) {
+    if !headers.contains_key(&X_GATEHOUSE_REASON) {
+        if let Ok(v) = HeaderValue::from_str(&reason.header_value()) {
+            headers.insert(X_GATEHOUSE_REASON.clone(), v);
+        }
+    }
 }
 
 /// The parts of a request head that routing reads.
@@ -105,8 +179,8 @@ pub enum Decision<'a> {
     Forward(Routed<'a>),
 }
 
-/// A short plain-text response from the proxy itself.
-pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
+/// A short plain-text response from the proxy itself, marked with why.
+pub fn error(status: StatusCode, reason: Reason, msg: &str) -> Response<Body> {
     let text = format!(
         "{} {}: {msg}\n",
         status.as_u16(),
@@ -118,7 +192,7 @@ pub fn error(status: StatusCode, msg: &str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    r
+    with_reason(r, reason)
 }
 
 fn status(code: u16) -> StatusCode {
@@ -137,7 +211,7 @@ pub fn decide<'a>(
     let respond = |r: Response<Body>| (Decision::Respond(r), Tally::from(dp.no_route.clone()));
     if let Err(refused) = crate::strict::check(req.method, req.path, req.query, req.headers) {
         // The rest of the connection cannot be trusted to be framed as the client meant.
-        let mut resp = error(refused.status, refused.reason);
+        let mut resp = error(refused.status, Reason::BadRequest, refused.reason);
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         return respond(resp);
@@ -147,6 +221,7 @@ pub fn decide<'a>(
         // close the connection so the client does not keep using a retired port.
         let mut resp = error(
             StatusCode::NOT_FOUND,
+            Reason::ListenerGone,
             "this listener is no longer configured",
         );
         resp.headers_mut()
@@ -167,7 +242,11 @@ pub fn decide<'a>(
         None => None,
     };
     let Some(authority) = authority else {
-        return respond(error(StatusCode::BAD_REQUEST, "missing Host header"));
+        return respond(error(
+            StatusCode::BAD_REQUEST,
+            Reason::BadRequest,
+            "missing Host header",
+        ));
     };
     let host = strip_port(&authority);
     let path = match normalize_path(req.path, dp.cfg.merge_slashes) {
@@ -175,6 +254,7 @@ pub fn decide<'a>(
         Err(e) => {
             return respond(error(
                 StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
                 &format!("malformed request path: {e:?}"),
             ))
         }
@@ -194,6 +274,7 @@ pub fn decide<'a>(
         if !same {
             return respond(error(
                 StatusCode::MISDIRECTED_REQUEST,
+                Reason::Misdirected,
                 "TLS server name does not match Host",
             ));
         }
@@ -213,7 +294,7 @@ pub fn decide<'a>(
         (None, None) => {
             let rid = rid.to_str().unwrap_or("");
             let msg = format!("no route for host {host:?} path {path:?} (request id {rid})");
-            return respond(error(StatusCode::NOT_FOUND, &msg));
+            return respond(error(StatusCode::NOT_FOUND, Reason::NoRoute, &msg));
         }
     };
     let mut stats = Tally::from(
@@ -223,6 +304,7 @@ pub fn decide<'a>(
             .cloned()
             .unwrap_or_else(no_route),
     );
+    stats.route = action.id;
     let guard = &action.protection;
     let client = guard.client(conn.peer.ip(), req.headers);
     if let Some(blocks) = &active.snapshot.blocks {
@@ -276,7 +358,7 @@ pub fn decide<'a>(
         ActionKind::Fixed {
             status: code,
             reason,
-        } => error(status(*code), reason),
+        } => error(status(*code), Reason::Fixed, reason),
         ActionKind::Redirect(r) => {
             let input = RedirectInput {
                 https: conn.https,
@@ -286,7 +368,7 @@ pub fn decide<'a>(
                 query,
                 prefix_len,
             };
-            let mut resp = Response::new(body::empty());
+            let mut resp = with_reason(Response::new(body::empty()), Reason::Redirect);
             *resp.status_mut() = status(r.status);
             match HeaderValue::from_str(&location(r, &input)) {
                 Ok(v) => {
@@ -296,6 +378,7 @@ pub fn decide<'a>(
                     return (
                         Decision::Respond(error(
                             StatusCode::BAD_REQUEST,
+                            Reason::BadRequest,
                             "cannot build redirect location",
                         )),
                         stats,
@@ -441,19 +524,24 @@ impl Routed<'_> {
         req: Request<RequestBody>,
     ) -> Response<Body> {
         let ActionKind::Forward { rewrite, backends } = &self.action.kind else {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "not a forwarding route");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Reason::InvalidBackend,
+                "not a forwarding route",
+            );
         };
         let cluster = match backends.pick() {
             None => {
                 return error(
                     StatusCode::INTERNAL_SERVER_ERROR,
+                    Reason::InvalidBackend,
                     "route has no backend with a non-zero weight",
                 )
             }
             Some(BackendTarget::Invalid {
                 status: code,
                 reason,
-            }) => return error(status(*code), reason),
+            }) => return error(status(*code), Reason::InvalidBackend, reason),
             Some(BackendTarget::Cluster(c)) => c,
         };
         let (mut parts, incoming) = req.into_parts();
@@ -469,7 +557,11 @@ impl Routed<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if length.is_some_and(|l| l > dp.cfg.max_body_bytes) {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Reason::BodyTooLarge,
+                "request body too large",
+            );
         }
         let mut affinity = affinity::of_request(&cluster.policy, &parts.headers, conn.peer);
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -484,7 +576,7 @@ impl Routed<'_> {
             Ok(v) => {
                 parts.headers.insert(header::HOST, v);
             }
-            Err(_) => return error(StatusCode::BAD_REQUEST, "invalid Host"),
+            Err(_) => return error(StatusCode::BAD_REQUEST, Reason::BadRequest, "invalid Host"),
         }
         add_forwarded(&mut parts.headers, conn.peer.ip(), conn.https);
         parts.headers.insert(X_REQUEST_ID.clone(), rid.clone());
@@ -516,7 +608,13 @@ impl Routed<'_> {
                 .await
             {
                 Ok(b) => Some(b.to_bytes()),
-                Err(_) => return error(StatusCode::BAD_REQUEST, "request body not received"),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        Reason::BadRequest,
+                        "request body not received",
+                    )
+                }
             }
         } else {
             once = Some(Limited::new(incoming, max).boxed_unsync());
@@ -565,7 +663,11 @@ impl Routed<'_> {
                 false => std::mem::take(&mut parts.headers),
             };
             let Some(req) = out.request(cluster, headers, body) else {
-                return error(StatusCode::BAD_REQUEST, "cannot build upstream URI");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Reason::BadRequest,
+                    "cannot build upstream URI",
+                );
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let limit = per_try.map_or(left, |p| p.min(left));
@@ -617,6 +719,7 @@ impl Routed<'_> {
                     .fetch_add(1, Ordering::Relaxed);
                 return error(
                     StatusCode::GATEWAY_TIMEOUT,
+                    Reason::UpstreamTimeout,
                     "upstream did not respond in time",
                 );
             }
@@ -625,17 +728,29 @@ impl Routed<'_> {
                     .upstream_errors_total
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream connect failed");
-                return error(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Reason::ConnectFailed,
+                    "upstream connect error",
+                );
             }
             Outcome::Exchange(e) => {
                 counters
                     .upstream_errors_total
                     .fetch_add(1, Ordering::Relaxed);
                 if source_is::<http_body_util::LengthLimitError>(e.as_ref()) {
-                    return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Reason::BodyTooLarge,
+                        "request body too large",
+                    );
                 }
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
-                return error(StatusCode::BAD_GATEWAY, "upstream connection reset");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    Reason::UpstreamReset,
+                    "upstream connection reset",
+                );
             }
             Outcome::Overflow(o) => return overflow(dp, cluster, o),
         };
@@ -651,6 +766,7 @@ impl Routed<'_> {
                 None => {
                     return error(
                         StatusCode::BAD_GATEWAY,
+                        Reason::UpstreamReset,
                         "upstream switched protocols unasked",
                     )
                 }
@@ -680,7 +796,7 @@ pub(crate) fn refusal(dp: &DataPlane, cluster: &Cluster, refused: Refused) -> Re
     match refused {
         Refused::NoEndpoints => {
             let msg = format!("no ready endpoints for {}", cluster.name);
-            error(StatusCode::SERVICE_UNAVAILABLE, &msg)
+            error(StatusCode::SERVICE_UNAVAILABLE, Reason::NoEndpoints, &msg)
         }
         Refused::MaxRequests(max) => {
             let msg = format!(
@@ -717,7 +833,7 @@ fn breaker(dp: &DataPlane, msg: &str, reason: &'static str) -> Response<Body> {
         .counters
         .circuit_breaker_open_total
         .fetch_add(1, Ordering::Relaxed);
-    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, msg);
+    let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, Reason::CircuitOpen, msg);
     resp.headers_mut()
         .insert(X_GATEHOUSE_REASON.clone(), HeaderValue::from_static(reason));
     resp

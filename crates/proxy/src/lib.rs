@@ -3,6 +3,7 @@
 //! gRPC), WebSocket upgrades, the web application firewall, metrics and the admin
 //! endpoints.
 
+pub mod access_log;
 pub mod adaptive;
 pub mod admin;
 pub mod affinity;
@@ -32,6 +33,7 @@ pub mod pool;
 pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod raw_client;
+pub mod reason;
 pub mod redirect;
 pub mod retry;
 pub mod rewind;

@@ -1,6 +1,7 @@
 //! Lock-free request metrics per route and status class, rendered in Prometheus text
 //! format. The hot path only does relaxed atomic adds on counters it already holds.
 
+use crate::reason::Reason;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -28,6 +29,9 @@ pub struct RouteStats {
     /// Requests sent to a backend, by latency bucket (the last: slower than all), for
     /// surge protection.
     forwarded: std::sync::OnceLock<Box<[AtomicU64; BUCKETS.len() + 1]>>,
+    /// Responses by reason (see [`Reason`]), made when the first one not the
+    /// upstream's comes.
+    reasons: std::sync::OnceLock<Box<[AtomicU64; Reason::ALL.len()]>>,
 }
 
 impl RouteStats {
@@ -44,6 +48,24 @@ impl RouteStats {
 }
 
 impl RouteStats {
+    /// Counts a response the proxy made itself, by its reason.
+    pub fn record_reason(&self, reason: Reason) {
+        if reason != Reason::Upstream {
+            self.reasons.get_or_init(Box::default)[reason.index()].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Responses so far by reason (the upstream's not counted).
+    pub fn reasons(&self) -> [u64; Reason::ALL.len()] {
+        let mut out = [0; Reason::ALL.len()];
+        if let Some(r) = self.reasons.get() {
+            for (o, c) in out.iter_mut().zip(r.iter()) {
+                *o = c.load(Relaxed);
+            }
+        }
+        out
+    }
+
     /// Counts a request sent to a backend (whatever its answer) by its latency.
     pub fn record_forwarded(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
@@ -74,7 +96,12 @@ pub struct Tally {
     pub source: Option<Arc<gatehouse_security::adaptive::SourceCount>>,
     /// The request went to a backend: its latency is a backend's.
     pub forwarded: bool,
+    /// Its route's id in the Snapshot (`NO_ROUTE`: none).
+    pub route: u32,
 }
+
+/// The route id of a request no route took.
+pub const NO_ROUTE: u32 = u32::MAX;
 
 impl From<Arc<RouteStats>> for Tally {
     fn from(stats: Arc<RouteStats>) -> Tally {
@@ -82,13 +109,15 @@ impl From<Arc<RouteStats>> for Tally {
             stats,
             source: None,
             forwarded: false,
+            route: NO_ROUTE,
         }
     }
 }
 
 impl Tally {
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    pub fn record(&self, status: u16, reason: Reason, elapsed: Duration) {
         self.stats.record(status, elapsed);
+        self.stats.record_reason(reason);
         if self.forwarded {
             self.stats.record_forwarded(elapsed);
         }
@@ -461,6 +490,15 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP gatehouse_http_responses_by_reason_total Responses the proxy made itself, by route and reason (no_route, rate_limited, waf, upstream_connect_failed...).\n# TYPE gatehouse_http_responses_by_reason_total counter\n");
+        for n in &names {
+            for (i, v) in routes[*n].reasons().iter().enumerate() {
+                if *v > 0 {
+                    let reason = Reason::ALL[i].code();
+                    let _ = writeln!(out, "gatehouse_http_responses_by_reason_total{{route=\"{}\",reason=\"{reason}\"}} {v}", escape(n));
+                }
+            }
+        }
         let extra = self.extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for render in extra {
             render(&mut out);
@@ -486,7 +524,13 @@ mod tests {
         s[0].record(200, Duration::from_millis(3));
         s[0].record(204, Duration::from_millis(30));
         s[0].record(503, Duration::from_micros(100));
+        s[0].record_reason(Reason::CircuitOpen);
+        s[0].record_reason(Reason::Upstream);
         let text = m.render();
+        assert!(text.contains(
+            "gatehouse_http_responses_by_reason_total{route=\"r1\",reason=\"circuit_open\"} 1"
+        ));
+        assert!(!text.contains("reason=\"upstream\""));
         assert!(
             text.contains("gatehouse_http_requests_total{route=\"r1\",status_class=\"2xx\"} 2"),
             "{text}"

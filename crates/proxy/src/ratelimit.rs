@@ -78,6 +78,7 @@ pub async fn check_global(
                     );
                     return Some(error(
                         StatusCode::SERVICE_UNAVAILABLE,
+                        crate::reason::Reason::RateLimited,
                         "rate limit store unavailable",
                     ));
                 }
@@ -114,7 +115,11 @@ pub fn ip_denied(
             "status": 403,
         }),
     );
-    error(StatusCode::FORBIDDEN, "client address not allowed")
+    error(
+        StatusCode::FORBIDDEN,
+        crate::reason::Reason::IpDenied,
+        "client address not allowed",
+    )
 }
 
 /// Whole seconds, rounded up: a client told to wait 0 s would retry at once.
@@ -151,6 +156,7 @@ pub fn too_many(
     crate::security_log::event(dp, event);
     let mut resp = error(
         StatusCode::TOO_MANY_REQUESTS,
+        crate::reason::Reason::RateLimited,
         &format!(
             "rate limit {:?} exceeded; retry in {retry_after} s",
             limit.name

@@ -55,6 +55,8 @@ pub struct SecurityLogs {
     pub audit: Option<LogFile>,
     /// Requests refused by a rate limit (and the other limits to come).
     pub events: Option<LogFile>,
+    /// The access log (one line per request, or a sample), if any.
+    pub access: Option<std::sync::Arc<crate::access_log::AccessLog>>,
 }
 
 /// Milliseconds since the Unix epoch, the `time` of every event.

@@ -39,6 +39,7 @@ pub fn shed_response(dp: &DataPlane) -> Response<Body> {
         .fetch_add(1, Relaxed);
     let mut resp = error(
         StatusCode::SERVICE_UNAVAILABLE,
+        crate::reason::Reason::Shed,
         "overloaded: lower-priority requests are shed; retry shortly",
     );
     resp.headers_mut()

@@ -191,12 +191,14 @@ async fn inspect_request_body(
         let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::PAYLOAD_TOO_LARGE);
         return Err(crate::handler::error(
             code,
+            crate::reason::Reason::BodyTooLarge,
             "request body larger than the WAF inspects",
         ));
     }
     if failed {
         return Err(crate::handler::error(
             StatusCode::BAD_REQUEST,
+            crate::reason::Reason::BadRequest,
             "request body could not be read",
         ));
     }
@@ -263,7 +265,11 @@ fn finish(
     match (tx.interruption(), resp) {
         (Some(i), _) if waf.mode == WafMode::Blocking => blocked(waf, i, rid),
         (_, Some(r)) => r,
-        (_, None) => crate::handler::error(StatusCode::INTERNAL_SERVER_ERROR, "no response"),
+        (_, None) => crate::handler::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::reason::Reason::UpstreamReset,
+            "no response",
+        ),
     }
 }
 
@@ -280,6 +286,11 @@ pub(crate) fn conclude(
 
 /// The response to a blocked request.
 pub(crate) fn blocked(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> Response<Body> {
+    let resp = blocked_response(waf, i, rid);
+    crate::reason::with_reason(resp, crate::reason::Reason::Waf(i.rule_id.unwrap_or(0)))
+}
+
+fn blocked_response(waf: &WafPolicy, i: &Interruption, rid: &HeaderValue) -> Response<Body> {
     let id = String::from_utf8_lossy(rid.as_bytes());
     let mut resp = match &i.action {
         InterruptAction::Redirect(to) => {

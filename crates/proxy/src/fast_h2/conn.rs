@@ -587,6 +587,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 id,
                 handler::error(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    crate::reason::Reason::BadRequest,
                     "request header fields too large",
                 ),
             ))),

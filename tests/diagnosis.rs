@@ -1,0 +1,150 @@
+//! Every answer says why: an in-process gatehouse with the access log and debug headers
+//! on, asked over HTTP/1.1 (the fast path) and HTTP/2 (prior knowledge). An answer from
+//! the upstream, one for a host no route takes, one for a Service whose endpoint
+//! refuses connections, and one the WAF blocks (with the rule that decided) each carry
+//! their reason in the access log (a JSON line each), in `x-gatehouse-reason`, and in
+//! the per-route reason counters on `/metrics`.
+
+mod support;
+use gatehouse_proxy::config::ProxyConfig;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The access log's lines, once there are `n` of them.
+async fn lines(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        if lines.len() >= n || start.elapsed() > Duration::from_secs(5) {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_says_why() {
+    let logs = tempfile::tempdir().expect("tmp");
+    let log = logs.path().join("access.log");
+    let cfg = ProxyConfig {
+        drain_timeout: Duration::from_secs(2),
+        access_log: Some(log.clone()),
+        debug_headers: true,
+        ..ProxyConfig::default()
+    };
+    let ok = echo("ok").await;
+    // Nothing listens here: connections are refused.
+    let dead = free_addr();
+    let services = service("default", "ok", ok, None) + &service("default", "dead", dead, None);
+    let ingresses = ingress("ok.example", "ok")
+        + &ingress("dead.example", "dead")
+        + &ingress("guarded.example", "ok")
+            .replace("metadata: {name: ok,", "metadata: {name: guarded,");
+    let waf = "apiVersion: gatehouse.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: waf, namespace: default}\nspec:\n  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: guarded}]\n  waf: {mode: Blocking}\n";
+    let (p, _) = start_proxy_waf(
+        &[
+            ("classes.yaml", CLASSES),
+            ("services.yaml", &services),
+            ("ingresses.yaml", &ingresses),
+            ("waf.yaml", waf),
+        ],
+        &[],
+        cfg,
+        Some(crs_base()),
+    )
+    .await;
+    let c = client();
+
+    let up = get(&c, p.http, "ok.example", "/hello").await;
+    assert_eq!((up.status, up.service()), (200, "ok".to_string()));
+    assert_eq!(
+        up.header("x-gatehouse-reason"),
+        None,
+        "the upstream's answer"
+    );
+    let lost = get(&c, p.http, "nowhere.example", "/x").await;
+    assert_eq!(lost.status, 404);
+    assert_eq!(
+        lost.header("x-gatehouse-reason").as_deref(),
+        Some("no_route")
+    );
+    let refused = get(&c, p.http, "dead.example", "/x").await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.header("x-gatehouse-reason").as_deref(),
+        Some("upstream_connect_failed")
+    );
+    let sqli = "/search?id=1%27%20OR%20%271%27%3D%271";
+    let blocked = get(&c, p.http, "guarded.example", sqli).await;
+    assert_eq!(blocked.status, 403, "{}", blocked.body);
+    assert_eq!(
+        blocked.header("x-gatehouse-reason").as_deref(),
+        Some("waf; rule=949110"),
+        "the anomaly score rule decided"
+    );
+    let h2 = h2c_get(p.http, "nowhere.example", "/over-h2").await;
+    assert_eq!((h2.status, h2.version), (404, http::Version::HTTP_2));
+    assert_eq!(h2.header("x-gatehouse-reason").as_deref(), Some("no_route"));
+
+    let got = lines(&log, 5).await;
+    let summary: Vec<(u64, &str, &str, &str)> = got
+        .iter()
+        .map(|l| {
+            (
+                l["status"].as_u64().unwrap_or(0),
+                l["reason"].as_str().unwrap_or(""),
+                l["path"].as_str().unwrap_or(""),
+                l["protocol"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (200, "upstream", "/hello", "HTTP/1.1"),
+            (404, "no_route", "/x", "HTTP/1.1"),
+            (503, "upstream_connect_failed", "/x", "HTTP/1.1"),
+            (403, "waf", "/search", "HTTP/1.1"),
+            (404, "no_route", "/over-h2", "HTTP/2"),
+        ]
+    );
+    assert_eq!(got[3]["waf_rule"], 949110);
+    let first = &got[0];
+    assert_eq!(first["host"], "ok.example");
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["client"], "127.0.0.1");
+    assert!(
+        first["route"].as_str().is_some_and(|r| r.contains("ok")),
+        "{first}"
+    );
+    assert!(first["duration_ms"].as_f64().is_some_and(|d| d > 0.0));
+    assert_eq!(
+        first["request_id"].as_str(),
+        up.header("x-request-id").as_deref(),
+        "the line names the request as the response does"
+    );
+
+    let metrics = get(&c, p.admin, "admin", "/metrics").await.body;
+    let count = |reason: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("gatehouse_http_responses_by_reason_total")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(count("no_route"), 2, "{metrics}");
+    assert_eq!(count("upstream_connect_failed"), 1, "{metrics}");
+    assert_eq!(count("waf"), 1, "{metrics}");
+    assert_eq!(
+        count("upstream"),
+        0,
+        "the upstream's answers are not counted by reason"
+    );
+}
