@@ -339,6 +339,56 @@ enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Why one recent request (by its x-request-id) went where it went: the route, the
+    /// cluster and endpoint, and the reason of its answer.
+    Explain {
+        /// The request id (the response's x-request-id).
+        request_id: String,
+        /// The proxy's admin listener.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream the requests that match, live, as they end (like linkerd viz tap).
+    Tap {
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Only this route (as /metrics names it).
+        #[arg(long)]
+        route: Option<String>,
+        #[arg(long)]
+        host: Option<String>,
+        /// Only request targets starting with this.
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        method: Option<String>,
+        /// A status class (5) or code (503).
+        #[arg(long)]
+        status: Option<String>,
+        /// Stop after this many requests.
+        #[arg(long)]
+        max: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The busiest routes, live: request rate, success rate, p50/p99 latency, and the
+    /// proxy's own answers by reason.
+    Top {
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Time between samples.
+        #[arg(long, default_value = "2s", value_parser = gatehouse::mesh::parse_duration)]
+        interval: Duration,
+        /// Stop after this many samples (0: until stopped).
+        #[arg(long, default_value_t = 0)]
+        iterations: usize,
+        /// One JSON array per sample.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -540,6 +590,44 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Ctl(CtlCommand::Explain {
+            request_id,
+            admin,
+            json,
+        }) => {
+            print!(
+                "{}",
+                gatehouse::ctl::explain(&admin, &request_id, json).await?
+            );
+            Ok(())
+        }
+        Command::Ctl(CtlCommand::Tap {
+            admin,
+            route,
+            host,
+            path,
+            method,
+            status,
+            max,
+            json,
+        }) => {
+            let args = gatehouse::ctl::TapArgs {
+                route,
+                host,
+                path,
+                method,
+                status,
+                max,
+                json,
+            };
+            gatehouse::ctl::tap(&admin, &args, std::io::stdout()).await
+        }
+        Command::Ctl(CtlCommand::Top {
+            admin,
+            interval,
+            iterations,
+            json,
+        }) => gatehouse::ctl::top(&admin, interval, iterations, json, std::io::stdout()).await,
         Command::Controller(mut args) => {
             args.kubernetes = true;
             serve(args).await

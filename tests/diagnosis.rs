@@ -148,3 +148,168 @@ async fn every_answer_says_why() {
         "the upstream's answers are not counted by reason"
     );
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+fn ctl(args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .arg("ctl")
+        .args(args)
+        .output()
+        .expect("ctl");
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `gatehouse ctl explain`, `tap` and `top` against a running proxy's admin listener:
+/// explain names the route, cluster, endpoint and reason of a request by its id (over
+/// HTTP/1.1 and HTTP/2); tap streams only the requests its filter asks for, live;
+/// top gives each route's rate, success rate and the proxy's own answers by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_tap_and_top() {
+    let ok = echo("ok").await;
+    let dead = free_addr();
+    let services = service("default", "ok", ok, None) + &service("default", "dead", dead, None);
+    let ingresses = ingress("ok.example", "ok") + &ingress("dead.example", "dead");
+    let (p, _) = start_proxy(
+        &[
+            ("classes.yaml", CLASSES),
+            ("services.yaml", &services),
+            ("ingresses.yaml", &ingresses),
+        ],
+        &[],
+    )
+    .await;
+    let admin = p.admin.to_string();
+    let c = client();
+
+    // Explain: a request that went upstream and one whose upstream refused, by id.
+    let fine = get(&c, p.http, "ok.example", "/fine?x=1").await;
+    let id = fine.header("x-request-id").expect("id");
+    let text = ctl(&["explain", &id, "--admin", &admin]);
+    assert!(text.contains("route    ingress/default/ok"), "{text}");
+    assert!(text.contains(&format!("endpoint {ok}")), "{text}");
+    assert!(
+        text.contains("GET ok.example /fine?x=1 (HTTP/1.1)"),
+        "{text}"
+    );
+    assert!(text.contains("200 upstream"), "{text}");
+    let refused = get(&c, p.http, "dead.example", "/down").await;
+    let id = refused.header("x-request-id").expect("id");
+    let v: serde_json::Value =
+        serde_json::from_str(&ctl(&["explain", &id, "--admin", &admin, "--json"])).expect("json");
+    assert_eq!(v["reason"], "upstream_connect_failed");
+    assert_eq!(v["endpoint"], dead.to_string());
+    assert_eq!(v["service"], "default/dead");
+    assert!(
+        v["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("no connection to the upstream could be made")),
+        "{v}"
+    );
+    let h2 = h2c_get(p.http, "ok.example", "/over-h2").await;
+    let id = h2.header("x-request-id").expect("id");
+    let v: serde_json::Value =
+        serde_json::from_str(&ctl(&["explain", &id, "--admin", &admin, "--json"])).expect("json");
+    assert_eq!(
+        (v["protocol"].as_str(), v["endpoint"].as_str()),
+        (Some("HTTP/2"), Some(ok.to_string().as_str()))
+    );
+    let unknown = std::process::Command::new(BIN)
+        .args(["ctl", "explain", "no-such-request", "--admin", &admin])
+        .output()
+        .expect("ctl");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no request no-such-request"));
+
+    // Tap: only the 5xx, live, until two came.
+    let tap = std::process::Command::new(BIN)
+        .args([
+            "ctl", "tap", "--admin", &admin, "--status", "5", "--max", "2", "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tap");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let tapped = tokio::task::spawn_blocking(move || tap.wait_with_output());
+    tokio::pin!(tapped);
+    let out = loop {
+        tokio::select! {
+            out = &mut tapped => break out.expect("join").expect("tap output"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                assert!(Instant::now() < deadline, "the tap saw nothing");
+                get(&c, p.http, "ok.example", "/not-tapped").await;
+                get(&c, p.http, "dead.example", "/tapped").await;
+            }
+        }
+    };
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(
+            (l["status"].as_u64(), l["target"].as_str()),
+            (Some(503), Some("/tapped"))
+        );
+        assert_eq!(l["route"], "ingress/default/dead");
+    }
+
+    // Top: rates, success and reasons per route over one interval of load.
+    let top = std::process::Command::new(BIN)
+        .args([
+            "ctl",
+            "top",
+            "--admin",
+            &admin,
+            "--interval",
+            "1s",
+            "--iterations",
+            "1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("top");
+    let load = async {
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            get(&c, p.http, "ok.example", "/").await;
+            get(&c, p.http, "ok.example", "/").await;
+            get(&c, p.http, "dead.example", "/").await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (out, ()) = tokio::join!(
+        tokio::task::spawn_blocking(move || top.wait_with_output()),
+        load
+    );
+    let out = out.expect("join").expect("top output");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    let row = |route: &str| {
+        rows.as_array()
+            .and_then(|r| r.iter().find(|x| x["route"] == route))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {route} in {rows}"))
+    };
+    let (fine, down) = (row("ingress/default/ok"), row("ingress/default/dead"));
+    assert_eq!(
+        rows[0]["route"], "ingress/default/ok",
+        "the busiest first: {rows}"
+    );
+    assert!(fine["rps"].as_f64().is_some_and(|r| r > 10.0), "{fine}");
+    assert_eq!(fine["success"], 1.0);
+    assert!(
+        fine["p99_ms"]
+            .as_f64()
+            .is_some_and(|l| l > 0.0 && l <= 1000.0),
+        "{fine}"
+    );
+    assert_eq!(down["success"], 0.0);
+    assert_eq!(down["reasons"]["upstream_connect_failed"], down["requests"]);
+}

@@ -1,7 +1,10 @@
 //! The admin listener (its own port): `/healthz`, `/readyz`, `/config` (Snapshot
-//! version and summary as JSON), `/metrics` (Prometheus text format), and `/blocks`:
-//! the `SourceBlock`s in force as JSON, where `DELETE /blocks/NAMESPACE/NAME` lifts
-//! one that adaptive blocking made.
+//! version and summary as JSON), `/metrics` (Prometheus text format), `/blocks`: the
+//! `SourceBlock`s in force as JSON, where `DELETE /blocks/NAMESPACE/NAME` lifts one
+//! that adaptive blocking made; and for diagnosis, `/requests/ID` (what decided one
+//! recent request), `/requests?last=N`, `/tap?route=&host=&path=&method=&status=` (a
+//! live stream of matching requests, one JSON line each) and `/top` (per-route counts
+//! and latency, for `gatehouse ctl top` to turn into rates).
 
 use crate::body::{self, Body};
 use crate::dataplane::DataPlane;
@@ -71,12 +74,110 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
             let text = serde_json::to_string_pretty(&config_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
         }
+        "/requests" => {
+            let last = query(req, "last")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20usize);
+            let list: Vec<_> = dp.recent.last(last).iter().map(|s| s.json()).collect();
+            let text = serde_json::to_string_pretty(&list).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", text)
+        }
+        p if p.starts_with("/requests/") => match dp.recent.find(&p["/requests/".len()..]) {
+            Some(seen) => respond(
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&seen.json()).unwrap_or_default(),
+            ),
+            None => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!(
+                    "no request {} among the last {} served\n",
+                    &p["/requests/".len()..],
+                    crate::recent::RING
+                ),
+            ),
+        },
+        "/tap" => tap(dp, req),
+        "/top" => {
+            let text = serde_json::to_string_pretty(&top_json(dp)).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", text)
+        }
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "try /healthz /readyz /config /metrics /blocks\n".into(),
+            "try /healthz /readyz /config /metrics /blocks /requests /tap /top\n".into(),
         ),
     }
+}
+
+/// The value of query parameter `name`, percent-decoded.
+fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+/// `%XX` escapes and `+` decoded.
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/tap`: the requests that pass the query's filter, as they end, one JSON line each,
+/// until the client goes.
+fn tap(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
+    let filter = crate::recent::TapFilter {
+        route: query(req, "route"),
+        host: query(req, "host"),
+        path: query(req, "path"),
+        method: query(req, "method"),
+        status: query(req, "status"),
+    };
+    let rx = dp.recent.tap(filter);
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let seen = rx.recv().await?;
+        let mut line = seen.json().to_string();
+        line.push('\n');
+        let frame = http_body::Frame::data(bytes::Bytes::from(line));
+        Some((Ok::<_, crate::body::BoxError>(frame), rx))
+    });
+    let mut r = Response::new(http_body_util::BodyExt::boxed_unsync(
+        http_body_util::StreamBody::new(lines),
+    ));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// `/top`: per route, requests by status class, latency sum, histogram and reasons,
+/// as counted since the start (a client takes two and divides by the time between).
+pub fn top_json(dp: &DataPlane) -> serde_json::Value {
+    json!({
+        "time": crate::security_log::now_ms(),
+        "routes": dp.metrics.route_totals(),
+    })
 }
 
 /// The served Snapshot as JSON: version, summary, warnings, ports with their sections

@@ -96,6 +96,8 @@ pub struct DataPlane {
     pub(crate) workers: Option<Arc<Workers>>,
     /// Where WAF verdicts go (else the tracing log).
     pub security_logs: crate::security_log::SecurityLogs,
+    /// The requests served last, and live taps on them.
+    pub recent: crate::recent::Recent,
     /// Where Global rate limits are counted (`ProxyConfig::redis`).
     pub global_limits: Option<crate::global_limit::GlobalStore>,
     /// Live connection counts, if `ProxyConfig::conn_limits` sets any limit.
@@ -163,6 +165,7 @@ impl DataPlane {
             ready: AtomicBool::new(false),
             workers,
             security_logs,
+            recent: Default::default(),
             global_limits,
             conn_limits: (cfg_limits != crate::connlimit::ConnLimits::default())
                 .then(|| Arc::new(crate::connlimit::ConnCounts::new(cfg_limits))),

@@ -102,6 +102,7 @@ pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
         stopped: false,
         reason: Reason::Upstream,
         debug: dp.cfg.debug_headers,
+        upstream: None,
     };
     match conn.run(&dp, &mut stream, &info).await {
         // Close properly: on TLS this sends close_notify, without which clients take
@@ -172,6 +173,8 @@ struct Downstream {
     reason: Reason,
     /// Answers of the proxy's own say why in a header.
     debug: bool,
+    /// Where the request went, once it went upstream.
+    upstream: Option<crate::recent::Upstream>,
 }
 
 impl Downstream {
@@ -364,6 +367,7 @@ impl Downstream {
             msg,
         } = head;
         let rid = request_id(&msg.headers);
+        let (target_range, host_range) = (target.clone(), host.clone());
         let target = std::str::from_utf8(&raw[target]).unwrap_or("/");
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -381,23 +385,27 @@ impl Downstream {
         };
         let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
         self.reason = Reason::Upstream;
+        self.upstream = None;
         let method = msg.method.clone();
-        let done = |this: &Self, status: u16| {
+        let done = |this: &mut Self, status: u16| {
             let elapsed = start.elapsed();
-            if let Some(log) = &dp.security_logs.access {
-                log.log(&crate::access_log::Entry {
-                    request_id: rid.to_str().unwrap_or(""),
+            handler::finished(
+                dp,
+                crate::recent::Seen {
+                    time_ms: crate::security_log::now_ms(),
+                    request_id: rid.clone(),
                     client: info.peer.ip(),
-                    method: method.as_str(),
-                    host: view_host.unwrap_or(""),
-                    path,
+                    method: method.clone(),
+                    host: host_range.map_or_else(Bytes::new, |r| raw.slice(r)),
+                    target: raw.slice(target_range.clone()),
                     protocol: "HTTP/1.1",
                     status,
                     reason: this.reason,
-                    route: handler::route_name(&active, stats.route),
-                    duration: elapsed,
-                });
-            }
+                    route: handler::route_of(&active, stats.route),
+                    upstream: this.upstream.take(),
+                    duration_us: elapsed.as_micros() as u64,
+                },
+            );
             stats.record(status, this.reason, elapsed);
         };
         let routed = match decision {
@@ -405,7 +413,7 @@ impl Downstream {
                 // A body we do not read would be taken for the next request.
                 let keep = !msg.close && msg.framing == Framing::None;
                 let (status, ok) = self.answer(stream, resp, &rid, keep).await;
-                done(self, status);
+                done(&mut *self, status);
                 return Ok(ok);
             }
             Decision::Forward(r) => r,
@@ -427,7 +435,7 @@ impl Downstream {
                         keep,
                     )
                     .await;
-                done(self, status);
+                done(&mut *self, status);
                 return Ok(ok);
             }
             None => return Err(self.handover(&raw)),
@@ -450,7 +458,7 @@ impl Downstream {
         if let Some(resp) = refused {
             let keep = !msg.close && msg.framing == Framing::None;
             let (status, ok) = self.answer(stream, resp, &rid, keep).await;
-            done(self, status);
+            done(&mut *self, status);
             return Ok(ok);
         }
         let (status, keep) = self
@@ -465,7 +473,7 @@ impl Downstream {
                 (target, &raw),
             )
             .await;
-        done(self, status);
+        done(&mut *self, status);
         Ok(keep)
     }
 
@@ -665,6 +673,10 @@ impl Downstream {
                 return self.answer(stream, resp, rid, keep).await;
             }
         };
+        self.upstream = Some(crate::recent::Upstream {
+            cluster: cluster.clone(),
+            endpoint: admitted.addr,
+        });
         // The upstream request head.
         let ActionKind::Forward { rewrite, .. } = &routed.action.kind else {
             return (500, false);

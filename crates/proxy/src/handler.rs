@@ -48,8 +48,9 @@ pub async fn handle(
     let start = Instant::now();
     let active = dp.state.load_full();
     let rid = request_id(req.headers());
-    // What the access log needs of the request, kept only when there is one.
-    let seen = dp.security_logs.access.as_ref().map(|_| Seen::of(&req));
+    // What the logs and the ring of recent requests keep of the request, whose parts
+    // go upstream.
+    let asked = Asked::of(&req);
     let head = Head {
         method: req.method(),
         path: req.uri().path(),
@@ -86,20 +87,23 @@ pub async fn handle(
     }
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
-    if let (Some(log), Some(seen)) = (&dp.security_logs.access, &seen) {
-        log.log(&crate::access_log::Entry {
-            request_id: rid.to_str().unwrap_or(""),
+    finished(
+        dp.as_ref(),
+        crate::recent::Seen {
+            time_ms: crate::security_log::now_ms(),
+            request_id: rid.clone(),
             client: conn.peer.ip(),
-            method: seen.method.as_str(),
-            host: &seen.host,
-            path: &seen.path,
-            protocol: seen.protocol,
+            method: asked.method,
+            host: asked.host,
+            target: asked.target,
+            protocol: asked.protocol,
             status,
             reason,
-            route: route_name(&active, stats.route),
-            duration: elapsed,
-        });
-    }
+            route: route_of(&active, stats.route),
+            upstream: resp.extensions_mut().remove::<crate::recent::Upstream>(),
+            duration_us: elapsed.as_micros() as u64,
+        },
+    );
     let mut rid = rid;
     rid.set_sensitive(true);
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
@@ -107,30 +111,27 @@ pub async fn handle(
     resp
 }
 
-/// What the access log keeps of a request whose parts go upstream.
-struct Seen {
+/// What the logs keep of a request whose parts go upstream.
+struct Asked {
     method: Method,
-    host: String,
-    path: String,
+    host: Bytes,
+    target: Bytes,
     protocol: &'static str,
 }
 
-impl Seen {
-    fn of<B>(req: &Request<B>) -> Seen {
+impl Asked {
+    fn of<B>(req: &Request<B>) -> Asked {
         let host = req
             .uri()
             .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        Seen {
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| req.headers().get(header::HOST).map(HeaderValue::as_bytes))
+            .unwrap_or(b"");
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        Asked {
             method: req.method().clone(),
-            host: host.to_string(),
-            path: req.uri().path().to_string(),
+            host: Bytes::copy_from_slice(host),
+            target: Bytes::copy_from_slice(target.as_bytes()),
             protocol: match req.version() {
                 Version::HTTP_2 => "HTTP/2",
                 Version::HTTP_10 => "HTTP/1.0",
@@ -140,13 +141,31 @@ impl Seen {
     }
 }
 
-/// The name of the route with `id` in `active` ("" for none).
-pub(crate) fn route_name(active: &Active, id: u32) -> &str {
-    active
-        .snapshot
-        .route_names
-        .get(id as usize)
-        .map_or("", |n| &**n)
+/// The name of the route with `id` in `active` (None: no route).
+pub(crate) fn route_of(active: &Active, id: u32) -> Option<Arc<str>> {
+    active.snapshot.route_names.get(id as usize).cloned()
+}
+
+/// The end of a request: its line in the access log (when there is one and it is
+/// logged) and its record in the ring of recent requests.
+pub(crate) fn finished(dp: &DataPlane, seen: crate::recent::Seen) {
+    if let Some(log) = &dp.security_logs.access {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let target = text(&seen.target);
+        log.log(&crate::access_log::Entry {
+            request_id: seen.request_id.to_str().unwrap_or(""),
+            client: seen.client,
+            method: seen.method.as_str(),
+            host: &text(&seen.host),
+            path: target.split('?').next().unwrap_or(""),
+            protocol: seen.protocol,
+            status: seen.status,
+            reason: seen.reason,
+            route: seen.route.as_deref().unwrap_or(""),
+            duration: std::time::Duration::from_micros(seen.duration_us),
+        });
+    }
+    dp.recent.record(seen);
 }
 
 /// Says why in `x-gatehouse-reason`, unless a more precise reason is there already.
@@ -711,46 +730,50 @@ impl Routed<'_> {
                 _ => break (outcome, admitted.guard, admitted.set_session, admitted.addr),
             }
         };
+        let went = crate::recent::Upstream {
+            cluster: cluster.clone(),
+            endpoint,
+        };
         let mut resp = match outcome {
             Outcome::Response(r) => r,
             Outcome::TimedOut => {
                 counters
                     .upstream_errors_total
                     .fetch_add(1, Ordering::Relaxed);
-                return error(
+                return went.tag(error(
                     StatusCode::GATEWAY_TIMEOUT,
                     Reason::UpstreamTimeout,
                     "upstream did not respond in time",
-                );
+                ));
             }
             Outcome::Connect(e) => {
                 counters
                     .upstream_errors_total
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream connect failed");
-                return error(
+                return went.tag(error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     Reason::ConnectFailed,
                     "upstream connect error",
-                );
+                ));
             }
             Outcome::Exchange(e) => {
                 counters
                     .upstream_errors_total
                     .fetch_add(1, Ordering::Relaxed);
                 if source_is::<http_body_util::LengthLimitError>(e.as_ref()) {
-                    return error(
+                    return went.tag(error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         Reason::BodyTooLarge,
                         "request body too large",
-                    );
+                    ));
                 }
                 tracing::debug!(upstream = %endpoint, error = %e, "upstream request failed");
-                return error(
+                return went.tag(error(
                     StatusCode::BAD_GATEWAY,
                     Reason::UpstreamReset,
                     "upstream connection reset",
-                );
+                ));
             }
             Outcome::Overflow(o) => return overflow(dp, cluster, o),
         };
@@ -781,13 +804,13 @@ impl Routed<'_> {
         }
         // The request stays in flight (for the balancer and the circuit breaker) until
         // its response body ends; then its connection goes back to the pool.
-        resp.map(|b| {
+        went.tag(resp.map(|b| {
             InFlightBody {
                 inner: b,
                 _in_flight: in_flight,
             }
             .boxed_unsync()
-        })
+        }))
     }
 }
 

@@ -34,6 +34,7 @@ pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod raw_client;
 pub mod reason;
+pub mod recent;
 pub mod redirect;
 pub mod retry;
 pub mod rewind;

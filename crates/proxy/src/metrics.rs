@@ -261,6 +261,54 @@ impl Metrics {
         map.entry(Arc::from(name)).or_default().clone()
     }
 
+    /// Per route: requests by status class, latency over all of them (sum and counts by
+    /// bucket of [`BUCKETS`], the last slower than all), and the proxy's own responses
+    /// by reason, as counted so far.
+    pub fn route_totals(&self) -> Vec<serde_json::Value> {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<serde_json::Value> = routes
+            .iter()
+            .filter_map(|(name, r)| {
+                let mut classes = serde_json::Map::new();
+                let mut buckets = [0u64; BUCKETS.len() + 1];
+                let (mut count, mut sum) = (0u64, 0u64);
+                for (i, class) in CLASSES.iter().enumerate() {
+                    let Some(c) = r.classes[i].get() else {
+                        continue;
+                    };
+                    let n = c.count.load(Relaxed);
+                    count += n;
+                    sum += c.sum_micros.load(Relaxed);
+                    classes.insert(class.to_string(), n.into());
+                    let mut within = 0;
+                    for (b, slot) in c.buckets.iter().enumerate() {
+                        let v = slot.load(Relaxed);
+                        buckets[b] += v;
+                        within += v;
+                    }
+                    buckets[BUCKETS.len()] += n.saturating_sub(within);
+                }
+                if count == 0 {
+                    return None;
+                }
+                let reasons: serde_json::Map<String, serde_json::Value> = r
+                    .reasons()
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| **v > 0)
+                    .map(|(i, v)| (Reason::ALL[i].code().to_string(), (*v).into()))
+                    .collect();
+                Some(serde_json::json!({
+                    "route": &**name, "requests": count, "classes": classes,
+                    "latencySumMicros": sum, "latencyBuckets": buckets.to_vec(),
+                    "reasons": reasons,
+                }))
+            })
+            .collect();
+        out.sort_by(|a, b| a["route"].as_str().cmp(&b["route"].as_str()));
+        out
+    }
+
     /// Renders everything in Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);

@@ -1,0 +1,318 @@
+//! The requests the proxy served last, and live taps on them. Each request's end
+//! leaves a compact [`Seen`] record (no copy of its headers or body) in a ring of the
+//! last [`RING`] requests, which `/requests/{id}` searches to explain one request
+//! (`gatehouse ctl explain`): the route that took it, the cluster and endpoint it went
+//! to, and the reason of its answer. While someone taps (`/tap`, `gatehouse ctl
+//! tap`), each record also goes to the taps whose filter it passes; with no tap, that
+//! costs one atomic load.
+
+use crate::reason::Reason;
+use bytes::Bytes;
+use gatehouse_translate::cluster::Cluster;
+use http::{HeaderValue, Method};
+use serde_json::json;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How many requests the ring keeps.
+pub const RING: usize = 4096;
+
+/// One request, as it ended.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub time_ms: u64,
+    pub request_id: HeaderValue,
+    pub client: IpAddr,
+    pub method: Method,
+    pub host: Bytes,
+    /// The request target (path and query) as received.
+    pub target: Bytes,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub reason: Reason,
+    /// The route that took it (None: none did).
+    pub route: Option<Arc<str>>,
+    /// Where it went, when it went upstream.
+    pub upstream: Option<Upstream>,
+    pub duration_us: u64,
+}
+
+/// The cluster and endpoint a request went to.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub cluster: Arc<Cluster>,
+    pub endpoint: SocketAddr,
+}
+
+impl Upstream {
+    /// Marks `resp` as the answer of a request that went here.
+    pub fn tag<B>(&self, mut resp: http::Response<B>) -> http::Response<B> {
+        resp.extensions_mut().insert(self.clone());
+        resp
+    }
+}
+
+impl Seen {
+    /// The record as JSON, with what decided its answer.
+    pub fn json(&self) -> serde_json::Value {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let mut v = json!({
+            "time": self.time_ms,
+            "requestId": text(self.request_id.as_bytes()),
+            "client": self.client.to_string(),
+            "method": self.method.as_str(),
+            "host": text(&self.host),
+            "target": text(&self.target),
+            "protocol": self.protocol,
+            "status": self.status,
+            "reason": self.reason.code(),
+            "route": self.route.as_deref(),
+            "durationMs": self.duration_us as f64 / 1e3,
+        });
+        if let Reason::Waf(rule) = self.reason {
+            v["wafRule"] = rule.into();
+        }
+        if let Some(u) = &self.upstream {
+            v["cluster"] = u.cluster.name.clone().into();
+            v["service"] = format!(
+                "{}/{}",
+                u.cluster.source.namespace, u.cluster.source.service
+            )
+            .into();
+            v["endpoint"] = u.endpoint.to_string().into();
+            v["balancer"] = serde_json::to_value(&u.cluster.policy.balancer).unwrap_or_default();
+        }
+        v["explanation"] = self.explain().into();
+        v
+    }
+
+    /// What decided the answer, in words.
+    pub fn explain(&self) -> String {
+        let route = match &self.route {
+            Some(r) => format!("route {r} took the request"),
+            None => "no route took the request".to_string(),
+        };
+        let to = self.upstream.as_ref().map(|u| {
+            format!(
+                "; it went to cluster {} (endpoint {}, chosen by {:?})",
+                u.cluster.name, u.endpoint, u.cluster.policy.balancer
+            )
+        });
+        let why = match self.reason {
+            Reason::Upstream => format!("the upstream answered {}", self.status),
+            Reason::NoRoute => "no route matches its host and path".into(),
+            Reason::BadRequest => "the request is malformed".into(),
+            Reason::Misdirected => {
+                "its TLS server name chose another listener than its Host".into()
+            }
+            Reason::ListenerGone => "its listener is no longer configured".into(),
+            Reason::Fixed => "the route answers with a fixed response".into(),
+            Reason::Redirect => "the route redirects".into(),
+            Reason::InvalidBackend => {
+                "the route's backend is invalid (see /config warnings)".into()
+            }
+            Reason::Blocked => "its client address is blocked (a SourceBlock)".into(),
+            Reason::IpDenied => {
+                "its client address is not allowed by the route's access list".into()
+            }
+            Reason::RateLimited => "a rate limit refused it".into(),
+            Reason::Shed => "the proxy shed it under load (surge protection)".into(),
+            Reason::Waf(rule) => format!("the web application firewall blocked it (rule {rule})"),
+            Reason::BodyTooLarge => "its body is over the limit".into(),
+            Reason::BodyTimeout => "its body came too slowly".into(),
+            Reason::NoEndpoints => "the cluster has no ready endpoint".into(),
+            Reason::CircuitOpen => "a circuit breaker of the cluster is open".into(),
+            Reason::ConnectFailed => "no connection to the upstream could be made".into(),
+            Reason::UpstreamReset => "the upstream connection broke before the response".into(),
+            Reason::UpstreamTimeout => "the upstream did not answer in time".into(),
+        };
+        format!(
+            "{route}{}; answered {}: {why}",
+            to.unwrap_or_default(),
+            self.status
+        )
+    }
+}
+
+/// What a tap wants to see.
+#[derive(Debug, Clone, Default)]
+pub struct TapFilter {
+    pub route: Option<String>,
+    pub host: Option<String>,
+    /// A prefix of the request target.
+    pub path: Option<String>,
+    pub method: Option<String>,
+    /// A status class (`5`) or code (`503`).
+    pub status: Option<String>,
+}
+
+impl TapFilter {
+    pub fn passes(&self, s: &Seen) -> bool {
+        let eq =
+            |want: &Option<String>, have: &[u8]| want.as_ref().is_none_or(|w| w.as_bytes() == have);
+        eq(&self.route, s.route.as_deref().unwrap_or("").as_bytes())
+            && eq(&self.host, &s.host)
+            && eq(&self.method, s.method.as_str().as_bytes())
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| s.target.starts_with(p.as_bytes()))
+            && self
+                .status
+                .as_ref()
+                .is_none_or(|st| s.status.to_string().starts_with(st.as_str()))
+    }
+}
+
+/// One live tap.
+struct Tap {
+    filter: TapFilter,
+    tx: tokio::sync::mpsc::Sender<Arc<Seen>>,
+}
+
+/// The ring of recent requests and the taps.
+pub struct Recent {
+    slots: Box<[Mutex<Option<Seen>>]>,
+    next: AtomicUsize,
+    taps: Mutex<Vec<Tap>>,
+    /// How many taps there are: with none, recording skips them with one load.
+    tapping: AtomicUsize,
+}
+
+impl std::fmt::Debug for Recent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recent")
+            .field("taps", &self.tapping.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent {
+            slots: (0..RING).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            taps: Mutex::new(Vec::new()),
+            tapping: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Recent {
+    /// Keeps `seen`, and hands it to the taps it passes (a tap that cannot keep up
+    /// misses records rather than slowing requests down).
+    pub fn record(&self, seen: Seen) {
+        if self.tapping.load(Ordering::Relaxed) > 0 {
+            let shared = Arc::new(seen.clone());
+            let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+            taps.retain(|t| !t.tx.is_closed());
+            self.tapping.store(taps.len(), Ordering::Relaxed);
+            for t in taps.iter().filter(|t| t.filter.passes(&shared)) {
+                let _ = t.tx.try_send(shared.clone());
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % RING;
+        *self.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+    }
+
+    /// The record of the request with `id`, if it is still in the ring.
+    pub fn find(&self, id: &str) -> Option<Seen> {
+        self.slots.iter().find_map(|s| {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|r| r.request_id.as_bytes() == id.as_bytes())
+                .cloned()
+        })
+    }
+
+    /// The last `n` records, newest first.
+    pub fn last(&self, n: usize) -> Vec<Seen> {
+        let next = self.next.load(Ordering::Relaxed);
+        (1..=n.min(RING))
+            .filter_map(|k| {
+                let i = (next + RING - k) % RING;
+                self.slots[i]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
+            .collect()
+    }
+
+    /// A new tap: records that pass `filter` come on the receiver until it is dropped.
+    pub fn tap(&self, filter: TapFilter) -> tokio::sync::mpsc::Receiver<Arc<Seen>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut taps = self.taps.lock().unwrap_or_else(|e| e.into_inner());
+        taps.push(Tap { filter, tx });
+        self.tapping.store(taps.len(), Ordering::Relaxed);
+        rx
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(id: &str, status: u16, target: &'static str) -> Seen {
+        Seen {
+            time_ms: 1,
+            request_id: HeaderValue::from_str(id).expect("id"),
+            client: "10.0.0.1".parse().expect("ip"),
+            method: Method::GET,
+            host: Bytes::from_static(b"app.example"),
+            target: Bytes::from_static(target.as_bytes()),
+            protocol: "HTTP/1.1",
+            status,
+            reason: if status == 404 {
+                Reason::NoRoute
+            } else {
+                Reason::Upstream
+            },
+            route: (status != 404).then(|| Arc::from("ingress/default/app")),
+            upstream: None,
+            duration_us: 1500,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_requests_and_taps_see_what_they_ask_for() {
+        let r = Recent::default();
+        let mut errors = r.tap(TapFilter {
+            status: Some("4".into()),
+            ..TapFilter::default()
+        });
+        for i in 0..RING + 10 {
+            r.record(seen(
+                &format!("id-{i}"),
+                if i % 100 == 0 { 404 } else { 200 },
+                "/a",
+            ));
+        }
+        assert!(r.find("id-3").is_none(), "pushed out of the ring");
+        let last = r.find(&format!("id-{}", RING + 9)).expect("the newest");
+        assert_eq!(last.status, 200);
+        assert_eq!(r.last(3)[0].request_id, format!("id-{}", RING + 9).as_str());
+        let mut tapped = 0;
+        while let Ok(s) = errors.try_recv() {
+            assert_eq!(s.status, 404);
+            tapped += 1;
+        }
+        assert_eq!(tapped, (RING + 10).div_ceil(100));
+        let lost = r.find("id-0");
+        assert!(lost.is_none());
+        let v = seen("x", 404, "/nowhere").json();
+        assert_eq!(v["reason"], "no_route");
+        assert!(v["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains("no route matches")));
+        drop(errors);
+        r.record(seen("after", 404, "/b"));
+        assert_eq!(
+            r.tapping.load(Ordering::Relaxed),
+            0,
+            "a dropped tap is forgotten"
+        );
+    }
+}
