@@ -396,8 +396,10 @@ impl Downstream {
                     request_id: rid.clone(),
                     client: info.peer.ip(),
                     method: method.clone(),
-                    host: host_range.map_or_else(Bytes::new, |r| raw.slice(r)),
-                    target: raw.slice(target_range.clone()),
+                    host: crate::recent::Short::new(
+                        host_range.clone().map_or(&[][..], |r| &raw[r]),
+                    ),
+                    target: crate::recent::Short::new(&raw[target_range.clone()]),
                     protocol: "HTTP/1.1",
                     status,
                     reason: this.reason,
@@ -405,6 +407,8 @@ impl Downstream {
                     upstream: this.upstream.take(),
                     duration_us: elapsed.as_micros() as u64,
                 },
+                view_host.unwrap_or(""),
+                path,
             );
             stats.record(status, this.reason, elapsed);
         };

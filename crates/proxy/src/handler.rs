@@ -50,7 +50,8 @@ pub async fn handle(
     let rid = request_id(req.headers());
     // What the logs and the ring of recent requests keep of the request, whose parts
     // go upstream.
-    let asked = Asked::of(&req);
+    let mut asked = Asked::of(&req, dp.security_logs.access.is_some());
+    let whole = asked.whole.take().unwrap_or_default();
     let head = Head {
         method: req.method(),
         path: req.uri().path(),
@@ -103,6 +104,8 @@ pub async fn handle(
             upstream: resp.extensions_mut().remove::<crate::recent::Upstream>(),
             duration_us: elapsed.as_micros() as u64,
         },
+        &whole.0,
+        &whole.1,
     );
     let mut rid = rid;
     rid.set_sensitive(true);
@@ -114,13 +117,15 @@ pub async fn handle(
 /// What the logs keep of a request whose parts go upstream.
 struct Asked {
     method: Method,
-    host: Bytes,
-    target: Bytes,
+    /// The whole host and path, kept only for the access log.
+    whole: Option<(String, String)>,
+    host: crate::recent::Short<64>,
+    target: crate::recent::Short<128>,
     protocol: &'static str,
 }
 
 impl Asked {
-    fn of<B>(req: &Request<B>) -> Asked {
+    fn of<B>(req: &Request<B>, logged: bool) -> Asked {
         let host = req
             .uri()
             .authority()
@@ -129,9 +134,15 @@ impl Asked {
             .unwrap_or(b"");
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         Asked {
+            whole: logged.then(|| {
+                (
+                    String::from_utf8_lossy(host).into_owned(),
+                    req.uri().path().to_string(),
+                )
+            }),
             method: req.method().clone(),
-            host: Bytes::copy_from_slice(host),
-            target: Bytes::copy_from_slice(target.as_bytes()),
+            host: crate::recent::Short::new(host),
+            target: crate::recent::Short::new(target.as_bytes()),
             protocol: match req.version() {
                 Version::HTTP_2 => "HTTP/2",
                 Version::HTTP_10 => "HTTP/1.0",
@@ -147,17 +158,16 @@ pub(crate) fn route_of(active: &Active, id: u32) -> Option<Arc<str>> {
 }
 
 /// The end of a request: its line in the access log (when there is one and it is
-/// logged) and its record in the ring of recent requests.
-pub(crate) fn finished(dp: &DataPlane, seen: crate::recent::Seen) {
+/// logged; with the whole `host` and `path`, the record keeps only their start) and
+/// its record in the ring of recent requests.
+pub(crate) fn finished(dp: &DataPlane, seen: crate::recent::Seen, host: &str, path: &str) {
     if let Some(log) = &dp.security_logs.access {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let target = text(&seen.target);
         log.log(&crate::access_log::Entry {
             request_id: seen.request_id.to_str().unwrap_or(""),
             client: seen.client,
             method: seen.method.as_str(),
-            host: &text(&seen.host),
-            path: target.split('?').next().unwrap_or(""),
+            host,
+            path,
             protocol: seen.protocol,
             status: seen.status,
             reason: seen.reason,

@@ -1,13 +1,15 @@
 //! The requests the proxy served last, and live taps on them. Each request's end
-//! leaves a compact [`Seen`] record (no copy of its headers or body) in a ring of the
-//! last [`RING`] requests, which `/requests/{id}` searches to explain one request
+//! leaves a compact [`Seen`] record (its host and target cut to a few dozen bytes,
+//! copied inline: nothing of the request's buffers is held, and nothing allocated) in
+//! a ring of the last [`RING`] requests, and, when the answer is an error or the
+//! proxy's own, in a second ring of as many, so that a failure stays explainable for
+//! long on a busy proxy. `/requests/{id}` searches both to explain one request
 //! (`gatehouse ctl explain`): the route that took it, the cluster and endpoint it went
 //! to, and the reason of its answer. While someone taps (`/tap`, `gatehouse ctl
 //! tap`), each record also goes to the taps whose filter it passes; with no tap, that
 //! costs one atomic load.
 
 use crate::reason::Reason;
-use bytes::Bytes;
 use gatehouse_translate::cluster::Cluster;
 use http::{HeaderValue, Method};
 use serde_json::json;
@@ -15,8 +17,41 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// How many requests the ring keeps.
-pub const RING: usize = 4096;
+/// How many requests each ring keeps.
+pub const RING: usize = 2048;
+
+/// A short text kept inline: the first `N` bytes of what it was made from.
+#[derive(Clone, Copy)]
+pub struct Short<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Short<N> {
+    pub fn new(b: &[u8]) -> Self {
+        let len = b.len().min(N).min(u8::MAX as usize);
+        let mut bytes = [0u8; N];
+        bytes[..len].copy_from_slice(&b[..len]);
+        Short {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Short<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text())
+    }
+}
 
 /// One request, as it ended.
 #[derive(Clone, Debug)]
@@ -25,9 +60,9 @@ pub struct Seen {
     pub request_id: HeaderValue,
     pub client: IpAddr,
     pub method: Method,
-    pub host: Bytes,
-    /// The request target (path and query) as received.
-    pub target: Bytes,
+    pub host: Short<64>,
+    /// The request target (path and query) as received, its first 128 bytes.
+    pub target: Short<128>,
     pub protocol: &'static str,
     pub status: u16,
     pub reason: Reason,
@@ -62,8 +97,8 @@ impl Seen {
             "requestId": text(self.request_id.as_bytes()),
             "client": self.client.to_string(),
             "method": self.method.as_str(),
-            "host": text(&self.host),
-            "target": text(&self.target),
+            "host": self.host.text(),
+            "target": self.target.text(),
             "protocol": self.protocol,
             "status": self.status,
             "reason": self.reason.code(),
@@ -152,12 +187,12 @@ impl TapFilter {
         let eq =
             |want: &Option<String>, have: &[u8]| want.as_ref().is_none_or(|w| w.as_bytes() == have);
         eq(&self.route, s.route.as_deref().unwrap_or("").as_bytes())
-            && eq(&self.host, &s.host)
+            && eq(&self.host, s.host.as_bytes())
             && eq(&self.method, s.method.as_str().as_bytes())
             && self
                 .path
                 .as_ref()
-                .is_none_or(|p| s.target.starts_with(p.as_bytes()))
+                .is_none_or(|p| s.target.as_bytes().starts_with(p.as_bytes()))
             && self
                 .status
                 .as_ref()
@@ -171,10 +206,57 @@ struct Tap {
     tx: tokio::sync::mpsc::Sender<Arc<Seen>>,
 }
 
-/// The ring of recent requests and the taps.
-pub struct Recent {
+/// A ring of records.
+struct Ring {
     slots: Box<[Mutex<Option<Seen>>]>,
     next: AtomicUsize,
+}
+
+impl Default for Ring {
+    fn default() -> Self {
+        Ring {
+            slots: (0..RING).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Ring {
+    fn push(&self, seen: Seen) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % RING;
+        *self.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+    }
+
+    fn find(&self, id: &str) -> Option<Seen> {
+        self.slots.iter().find_map(|s| {
+            s.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|r| r.request_id.as_bytes() == id.as_bytes())
+                .cloned()
+        })
+    }
+
+    fn last(&self, n: usize) -> Vec<Seen> {
+        let next = self.next.load(Ordering::Relaxed);
+        (1..=n.min(RING).min(next))
+            .filter_map(|k| {
+                let i = (next - k) % RING;
+                self.slots[i]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            })
+            .collect()
+    }
+}
+
+/// The rings of recent requests and the taps.
+pub struct Recent {
+    /// Every request.
+    all: Ring,
+    /// Errors and the proxy's own answers.
+    failed: Ring,
     taps: Mutex<Vec<Tap>>,
     /// How many taps there are: with none, recording skips them with one load.
     tapping: AtomicUsize,
@@ -191,8 +273,8 @@ impl std::fmt::Debug for Recent {
 impl Default for Recent {
     fn default() -> Self {
         Recent {
-            slots: (0..RING).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
+            all: Ring::default(),
+            failed: Ring::default(),
             taps: Mutex::new(Vec::new()),
             tapping: AtomicUsize::new(0),
         }
@@ -212,33 +294,20 @@ impl Recent {
                 let _ = t.tx.try_send(shared.clone());
             }
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % RING;
-        *self.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
+        if seen.status >= 400 || seen.reason != Reason::Upstream {
+            self.failed.push(seen.clone());
+        }
+        self.all.push(seen);
     }
 
-    /// The record of the request with `id`, if it is still in the ring.
+    /// The record of the request with `id`, if it is still in a ring.
     pub fn find(&self, id: &str) -> Option<Seen> {
-        self.slots.iter().find_map(|s| {
-            s.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .filter(|r| r.request_id.as_bytes() == id.as_bytes())
-                .cloned()
-        })
+        self.all.find(id).or_else(|| self.failed.find(id))
     }
 
     /// The last `n` records, newest first.
     pub fn last(&self, n: usize) -> Vec<Seen> {
-        let next = self.next.load(Ordering::Relaxed);
-        (1..=n.min(RING))
-            .filter_map(|k| {
-                let i = (next + RING - k) % RING;
-                self.slots[i]
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-            })
-            .collect()
+        self.all.last(n)
     }
 
     /// A new tap: records that pass `filter` come on the receiver until it is dropped.
@@ -261,8 +330,8 @@ mod tests {
             request_id: HeaderValue::from_str(id).expect("id"),
             client: "10.0.0.1".parse().expect("ip"),
             method: Method::GET,
-            host: Bytes::from_static(b"app.example"),
-            target: Bytes::from_static(target.as_bytes()),
+            host: Short::new(b"app.example"),
+            target: Short::new(target.as_bytes()),
             protocol: "HTTP/1.1",
             status,
             reason: if status == 404 {
@@ -300,8 +369,12 @@ mod tests {
             tapped += 1;
         }
         assert_eq!(tapped, (RING + 10).div_ceil(100));
-        let lost = r.find("id-0");
-        assert!(lost.is_none());
+        assert_eq!(
+            r.find("id-0").map(|s| s.status),
+            Some(404),
+            "an error stays longer, in the ring of failures"
+        );
+        assert_eq!(Short::<8>::new(b"/a/long/path").as_bytes(), b"/a/long/");
         let v = seen("x", 404, "/nowhere").json();
         assert_eq!(v["reason"], "no_route");
         assert!(v["explanation"]
