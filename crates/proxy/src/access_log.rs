@@ -98,31 +98,84 @@ impl AccessLog {
         }
     }
 
-    /// The JSON line of `e`.
+    /// The JSON line of `e`, written straight into one string (no JSON tree, one
+    /// allocation).
     pub fn line(&self, e: &Entry<'_>) -> String {
-        use serde_json::Value;
-        let mut m = serde_json::Map::new();
-        let mut put = |i: usize, v: Value| {
-            if self.fields & (1 << i) != 0 {
-                m.insert(FIELDS[i].to_string(), v);
+        use std::fmt::Write;
+        let mut out = String::with_capacity(320);
+        out.push('{');
+        let mut first = true;
+        let mut key = |out: &mut String, i: usize| -> bool {
+            if self.fields & (1 << i) == 0 {
+                return false;
             }
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('"');
+            out.push_str(FIELDS[i]);
+            out.push_str("\":");
+            true
         };
-        put(0, crate::security_log::now_ms().into());
-        put(1, e.request_id.into());
-        put(2, e.client.to_string().into());
-        put(3, e.method.into());
-        put(4, e.host.into());
-        put(5, e.path.into());
-        put(6, e.protocol.into());
-        put(7, e.status.into());
-        put(8, e.reason.code().into());
-        if let Reason::Waf(rule) = e.reason {
-            put(9, rule.into());
+        if key(&mut out, 0) {
+            let _ = write!(out, "{}", crate::security_log::now_ms());
         }
-        put(10, e.route.into());
-        put(11, (e.duration.as_secs_f64() * 1e3).into());
-        Value::Object(m).to_string()
+        if key(&mut out, 1) {
+            json_str(&mut out, e.request_id);
+        }
+        if key(&mut out, 2) {
+            let _ = write!(out, "\"{}\"", e.client);
+        }
+        if key(&mut out, 3) {
+            json_str(&mut out, e.method);
+        }
+        if key(&mut out, 4) {
+            json_str(&mut out, e.host);
+        }
+        if key(&mut out, 5) {
+            json_str(&mut out, e.path);
+        }
+        if key(&mut out, 6) {
+            json_str(&mut out, e.protocol);
+        }
+        if key(&mut out, 7) {
+            let _ = write!(out, "{}", e.status);
+        }
+        if key(&mut out, 8) {
+            json_str(&mut out, e.reason.code());
+        }
+        if let Reason::Waf(rule) = e.reason {
+            if key(&mut out, 9) {
+                let _ = write!(out, "{rule}");
+            }
+        }
+        if key(&mut out, 10) {
+            json_str(&mut out, e.route);
+        }
+        if key(&mut out, 11) {
+            let _ = write!(out, "{}", e.duration.as_micros() as f64 / 1e3);
+        }
+        out.push('}');
+        out
     }
+}
+
+/// Appends `s` as a JSON string.
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]

@@ -92,9 +92,10 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
                 StatusCode::NOT_FOUND,
                 "text/plain",
                 format!(
-                    "no request {} among the last {} served\n",
+                    "no request {} among the last {} served, nor the last {} errors\n",
                     &p["/requests/".len()..],
-                    crate::recent::RING
+                    crate::recent::RING,
+                    crate::recent::FAILED_RING
                 ),
             ),
         },

@@ -393,7 +393,7 @@ impl Downstream {
                 dp,
                 crate::recent::Seen {
                     time_ms: crate::security_log::now_ms(),
-                    request_id: rid.clone(),
+                    request_id: crate::recent::Short::new(rid.as_bytes()),
                     client: info.peer.ip(),
                     method: method.clone(),
                     host: crate::recent::Short::new(
@@ -407,6 +407,7 @@ impl Downstream {
                     upstream: this.upstream.take(),
                     duration_us: elapsed.as_micros() as u64,
                 },
+                rid.to_str().unwrap_or(""),
                 view_host.unwrap_or(""),
                 path,
             );

@@ -92,7 +92,7 @@ pub async fn handle(
         dp.as_ref(),
         crate::recent::Seen {
             time_ms: crate::security_log::now_ms(),
-            request_id: rid.clone(),
+            request_id: crate::recent::Short::new(rid.as_bytes()),
             client: conn.peer.ip(),
             method: asked.method,
             host: asked.host,
@@ -104,6 +104,7 @@ pub async fn handle(
             upstream: resp.extensions_mut().remove::<crate::recent::Upstream>(),
             duration_us: elapsed.as_micros() as u64,
         },
+        rid.to_str().unwrap_or(""),
         &whole.0,
         &whole.1,
     );
@@ -119,8 +120,8 @@ struct Asked {
     method: Method,
     /// The whole host and path, kept only for the access log.
     whole: Option<(String, String)>,
-    host: crate::recent::Short<64>,
-    target: crate::recent::Short<128>,
+    host: crate::recent::Short<48>,
+    target: crate::recent::Short<96>,
     protocol: &'static str,
 }
 
@@ -160,10 +161,16 @@ pub(crate) fn route_of(active: &Active, id: u32) -> Option<Arc<str>> {
 /// The end of a request: its line in the access log (when there is one and it is
 /// logged; with the whole `host` and `path`, the record keeps only their start) and
 /// its record in the ring of recent requests.
-pub(crate) fn finished(dp: &DataPlane, seen: crate::recent::Seen, host: &str, path: &str) {
+pub(crate) fn finished(
+    dp: &DataPlane,
+    seen: crate::recent::Seen,
+    rid: &str,
+    host: &str,
+    path: &str,
+) {
     if let Some(log) = &dp.security_logs.access {
         log.log(&crate::access_log::Entry {
-            request_id: seen.request_id.to_str().unwrap_or(""),
+            request_id: rid,
             client: seen.client,
             method: seen.method.as_str(),
             host,

@@ -2,8 +2,8 @@
 //! leaves a compact [`Seen`] record (its host and target cut to a few dozen bytes,
 //! copied inline: nothing of the request's buffers is held, and nothing allocated) in
 //! a ring of the last [`RING`] requests, and, when the answer is an error or the
-//! proxy's own, in a second ring of as many, so that a failure stays explainable for
-//! long on a busy proxy. `/requests/{id}` searches both to explain one request
+//! proxy's own, in a second ring of [`FAILED_RING`], so that a failure stays
+//! explainable for long on a busy proxy. `/requests/{id}` searches both to explain one request
 //! (`gatehouse ctl explain`): the route that took it, the cluster and endpoint it went
 //! to, and the reason of its answer. While someone taps (`/tap`, `gatehouse ctl
 //! tap`), each record also goes to the taps whose filter it passes; with no tap, that
@@ -11,14 +11,18 @@
 
 use crate::reason::Reason;
 use gatehouse_translate::cluster::Cluster;
-use http::{HeaderValue, Method};
+use http::Method;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// How many requests each ring keeps.
-pub const RING: usize = 2048;
+/// How many requests the ring of every request keeps (small, so that it stays in
+/// cache: each request writes one record).
+pub const RING: usize = 512;
+
+/// How many errors and answers of the proxy's own the second ring keeps.
+pub const FAILED_RING: usize = 2048;
 
 /// A short text kept inline: the first `N` bytes of what it was made from.
 #[derive(Clone, Copy)]
@@ -57,12 +61,13 @@ impl<const N: usize> std::fmt::Debug for Short<N> {
 #[derive(Clone, Debug)]
 pub struct Seen {
     pub time_ms: u64,
-    pub request_id: HeaderValue,
+    /// Its id (the first 64 bytes of a longer one).
+    pub request_id: Short<64>,
     pub client: IpAddr,
     pub method: Method,
-    pub host: Short<64>,
-    /// The request target (path and query) as received, its first 128 bytes.
-    pub target: Short<128>,
+    pub host: Short<48>,
+    /// The request target (path and query) as received, its first 96 bytes.
+    pub target: Short<96>,
     pub protocol: &'static str,
     pub status: u16,
     pub reason: Reason,
@@ -91,10 +96,9 @@ impl Upstream {
 impl Seen {
     /// The record as JSON, with what decided its answer.
     pub fn json(&self) -> serde_json::Value {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let mut v = json!({
             "time": self.time_ms,
-            "requestId": text(self.request_id.as_bytes()),
+            "requestId": self.request_id.text(),
             "client": self.client.to_string(),
             "method": self.method.as_str(),
             "host": self.host.text(),
@@ -212,18 +216,16 @@ struct Ring {
     next: AtomicUsize,
 }
 
-impl Default for Ring {
-    fn default() -> Self {
+impl Ring {
+    fn new(size: usize) -> Ring {
         Ring {
-            slots: (0..RING).map(|_| Mutex::new(None)).collect(),
+            slots: (0..size).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
         }
     }
-}
 
-impl Ring {
     fn push(&self, seen: Seen) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % RING;
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         *self.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
     }
 
@@ -232,16 +234,16 @@ impl Ring {
             s.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .filter(|r| r.request_id.as_bytes() == id.as_bytes())
+                .filter(|r| r.request_id.as_bytes() == Short::<64>::new(id.as_bytes()).as_bytes())
                 .cloned()
         })
     }
 
     fn last(&self, n: usize) -> Vec<Seen> {
         let next = self.next.load(Ordering::Relaxed);
-        (1..=n.min(RING).min(next))
+        (1..=n.min(self.slots.len()).min(next))
             .filter_map(|k| {
-                let i = (next - k) % RING;
+                let i = (next - k) % self.slots.len();
                 self.slots[i]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -273,8 +275,8 @@ impl std::fmt::Debug for Recent {
 impl Default for Recent {
     fn default() -> Self {
         Recent {
-            all: Ring::default(),
-            failed: Ring::default(),
+            all: Ring::new(RING),
+            failed: Ring::new(FAILED_RING),
             taps: Mutex::new(Vec::new()),
             tapping: AtomicUsize::new(0),
         }
@@ -327,7 +329,7 @@ mod tests {
     fn seen(id: &str, status: u16, target: &'static str) -> Seen {
         Seen {
             time_ms: 1,
-            request_id: HeaderValue::from_str(id).expect("id"),
+            request_id: Short::new(id.as_bytes()),
             client: "10.0.0.1".parse().expect("ip"),
             method: Method::GET,
             host: Short::new(b"app.example"),
@@ -362,7 +364,7 @@ mod tests {
         assert!(r.find("id-3").is_none(), "pushed out of the ring");
         let last = r.find(&format!("id-{}", RING + 9)).expect("the newest");
         assert_eq!(last.status, 200);
-        assert_eq!(r.last(3)[0].request_id, format!("id-{}", RING + 9).as_str());
+        assert_eq!(r.last(3)[0].request_id.text(), format!("id-{}", RING + 9));
         let mut tapped = 0;
         while let Ok(s) = errors.try_recv() {
             assert_eq!(s.status, 404);
