@@ -276,20 +276,19 @@ async fn explain_tap_and_top() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("top");
-    let load = async {
-        let until = Instant::now() + Duration::from_millis(1500);
-        while Instant::now() < until {
-            get(&c, p.http, "ok.example", "/").await;
-            get(&c, p.http, "ok.example", "/").await;
-            get(&c, p.http, "dead.example", "/").await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
+    // Load until top has taken both its samples, however long it takes to start.
+    let done = tokio::task::spawn_blocking(move || top.wait_with_output());
+    tokio::pin!(done);
+    let out = loop {
+        tokio::select! {
+            out = &mut done => break out.expect("join").expect("top output"),
+            _ = async {
+                get(&c, p.http, "ok.example", "/").await;
+                get(&c, p.http, "ok.example", "/").await;
+                get(&c, p.http, "dead.example", "/").await;
+            } => {}
         }
     };
-    let (out, ()) = tokio::join!(
-        tokio::task::spawn_blocking(move || top.wait_with_output()),
-        load
-    );
-    let out = out.expect("join").expect("top output");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON array");
     let row = |route: &str| {
         rows.as_array()

@@ -124,7 +124,7 @@ impl Relay {
 }
 
 async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..800 {
         if ok() {
             return;
         }
