@@ -389,6 +389,8 @@ impl Downstream {
         let method = msg.method.clone();
         let done = |this: &mut Self, status: u16| {
             let elapsed = start.elapsed();
+            // Counted first: once the request shows in the log, it shows in /metrics.
+            stats.record(status, this.reason, elapsed);
             handler::finished(
                 dp,
                 crate::recent::Seen {
@@ -411,7 +413,6 @@ impl Downstream {
                 view_host.unwrap_or(""),
                 path,
             );
-            stats.record(status, this.reason, elapsed);
         };
         let routed = match decision {
             Decision::Respond(resp) => {

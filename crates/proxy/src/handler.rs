@@ -88,6 +88,8 @@ pub async fn handle(
     }
     let status = resp.status().as_u16();
     let elapsed = start.elapsed();
+    // Counted first: once the request shows in the log, it shows in /metrics.
+    stats.record(status, reason, elapsed);
     finished(
         dp.as_ref(),
         crate::recent::Seen {
@@ -111,7 +113,6 @@ pub async fn handle(
     let mut rid = rid;
     rid.set_sensitive(true);
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
-    stats.record(status, reason, elapsed);
     resp
 }
 
