@@ -819,10 +819,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             id: identity,
             token_file: controller_token_file,
             ca_file: controller_ca,
-            client_cert: controller_cert.map(|cert| gatehouse_control::transport::ClientCert {
-                cert,
-                key: controller_key.unwrap_or_default(),
-            }),
+            client_cert: gatehouse_control::transport::ClientCert::of(
+                controller_cert,
+                controller_key,
+            ),
             cluster,
             translate,
             proxy,

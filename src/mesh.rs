@@ -607,16 +607,6 @@ pub struct NodeArgs {
     pub mesh: MeshArgs,
 }
 
-impl NodeArgs {
-    /// The client certificate for the controller, if one was given.
-    fn controller_client_cert(&self) -> Option<gatehouse_control::transport::ClientCert> {
-        Some(gatehouse_control::transport::ClientCert {
-            cert: self.controller_cert.clone()?,
-            key: self.controller_key.clone()?,
-        })
-    }
-}
-
 /// Runs a node (or sidecar) proxy until SIGTERM or Ctrl-C (`stop`).
 pub async fn run_node(
     args: NodeArgs,
@@ -641,7 +631,10 @@ pub async fn run_node(
             url: url.clone(),
             token_file: args.controller_token_file.clone(),
             ca_file: args.controller_ca.clone(),
-            client_cert: args.controller_client_cert(),
+            client_cert: gatehouse_control::transport::ClientCert::of(
+                args.controller_cert.clone(),
+                args.controller_key.clone(),
+            ),
             proxy: gatehouse_control::pb::Proxy {
                 id: match args.sidecar_for {
                     Some(ip) => format!("{}/sidecar-{ip}", args.node_name),

@@ -186,6 +186,23 @@ fn ctl_proxies_trusting(control: &str, ca: Option<&str>) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("json")
 }
 
+/// A controller's TLS files in `dir`, from a new CA, for `localhost`: (certificate, key,
+/// the CA's certificate), as paths.
+fn controller_tls(dir: &std::path::Path) -> (String, String, String) {
+    let ca = support::tls::Ca::new();
+    let (cert, key, _) = ca.leaf(&["localhost"]);
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.to_str().expect("path").to_string()
+    };
+    (
+        file("cert.pem", &cert),
+        file("key.pem", &key),
+        file("ca.pem", &ca.pem()),
+    )
+}
+
 /// The ids of the proxies a `ctl proxies --json` list holds.
 fn proxy_ids(list: &serde_json::Value) -> Vec<String> {
     list["proxies"]
@@ -725,13 +742,7 @@ async fn a_tls_controller_serves_only_proxies_that_trust_it() {
         std::fs::write(&p, text).expect("write");
         p.to_str().expect("path").to_string()
     };
-    let ca = support::tls::Ca::new();
-    let (cert, key, _) = ca.leaf(&["localhost"]);
-    let (cert, key, ca_pem) = (
-        file("cert.pem", &cert),
-        file("key.pem", &key),
-        file("ca.pem", &ca.pem()),
-    );
+    let (cert, key, ca_pem) = controller_tls(state.path());
     let other_ca = file("other-ca.pem", &support::tls::Ca::new().pem());
     let tokens = file("tokens", "tls-token-0123456789ab gateway *\n");
     let token = file("token", "tls-token-0123456789ab\n");
@@ -1014,13 +1025,7 @@ async fn a_mesh_certificate_admits_a_proxy_over_mutual_tls() {
         std::fs::write(path(name), text).expect("write");
         path(name)
     };
-    let server_ca = support::tls::Ca::new();
-    let (cert, key, _) = server_ca.leaf(&["localhost"]);
-    let (cert, key, ca_pem) = (
-        file("cert.pem", &cert),
-        file("key.pem", &key),
-        file("ca.pem", &server_ca.pem()),
-    );
+    let (cert, key, ca_pem) = controller_tls(state.path());
     let edge = "spiffe://cluster.local/ns/gatehouse-system/sa/edge";
     let tokens = file("tokens", &format!("{edge} gateway *\n"));
     let (control_addr, mesh_ca_addr) = (free_addr(), free_addr());

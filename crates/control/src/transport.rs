@@ -217,6 +217,16 @@ pub struct ClientCert {
     pub key: std::path::PathBuf,
 }
 
+impl ClientCert {
+    /// The certificate given by `--controller-cert` and `--controller-key`, if both are.
+    pub fn of(cert: Option<std::path::PathBuf>, key: Option<std::path::PathBuf>) -> Option<Self> {
+        Some(ClientCert {
+            cert: cert?,
+            key: key?,
+        })
+    }
+}
+
 /// A channel to the controller at `url`: `http://` as is, `https://` with TLS checked
 /// against the CA bundle in `ca` (PEM), presenting `client` when given.
 pub async fn connect(

@@ -229,12 +229,12 @@ impl Ring {
         *self.slots[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(seen);
     }
 
-    fn find(&self, id: &str) -> Option<Seen> {
+    fn find(&self, id: &Short<64>) -> Option<Seen> {
         self.slots.iter().find_map(|s| {
             s.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .as_ref()
-                .filter(|r| r.request_id.as_bytes() == Short::<64>::new(id.as_bytes()).as_bytes())
+                .filter(|r| r.request_id.as_bytes() == id.as_bytes())
                 .cloned()
         })
     }
@@ -304,7 +304,8 @@ impl Recent {
 
     /// The record of the request with `id`, if it is still in a ring.
     pub fn find(&self, id: &str) -> Option<Seen> {
-        self.all.find(id).or_else(|| self.failed.find(id))
+        let id = Short::new(id.as_bytes());
+        self.all.find(&id).or_else(|| self.failed.find(&id))
     }
 
     /// The last `n` records, newest first.

@@ -83,7 +83,7 @@ impl RouteEntry {
 }
 
 /// First value of query parameter `name`, percent-decoded.
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     let q = query?;
     for pair in q.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
