@@ -193,6 +193,15 @@ pub(crate) async fn data_plane(
         access,
     };
     let dp = DataPlane::with_workers_and_logs(proxy.clone(), WORKERS.get().cloned(), logs);
+    if let Some(tick) = proxy.analytics_tick {
+        crate::analytics::start(
+            &dp,
+            &crate::analytics::AnalyticsOptions {
+                tick,
+                warm_up: proxy.analytics_warm_up,
+            },
+        );
+    }
     let addr = gatehouse_proxy::admin::serve(dp.clone(), admin)
         .await
         .with_context(|| format!("cannot listen on admin address {admin}"))?;

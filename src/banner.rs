@@ -50,7 +50,8 @@ pub fn banner(dir: &str, s: &Snapshot, admin: SocketAddr) -> String {
     }
     let _ = writeln!(
         out,
-        "  admin: http://{admin}/config  http://{admin}/metrics"
+        "  admin: http://{admin}/config  http://{admin}/metrics\n  dashboard: http://{}/dashboard",
+        reachable(admin)
     );
     for w in &s.warnings {
         let _ = writeln!(out, "  warning: {w}");

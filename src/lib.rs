@@ -2,6 +2,7 @@
 //! store → translate → data plane, with hot reload), `validate`, and the demo echo
 //! backend. Kept in a library so end-to-end tests can drive it in-process.
 
+pub mod analytics;
 pub mod app;
 pub mod banner;
 pub mod cluster;

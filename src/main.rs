@@ -102,6 +102,13 @@ struct WafArgs {
     /// (for debugging; it tells clients which guard stopped them).
     #[arg(long)]
     debug_headers: bool,
+    /// Milliseconds between two analytics ticks (baselines, anomalies, the dashboard's
+    /// series); 0 turns the analytics and the dashboard off.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    analytics_tick_ms: u64,
+    /// Analytics ticks learned before anomalies are raised.
+    #[arg(long, default_value_t = 60, value_name = "TICKS")]
+    analytics_warm_up: u64,
 }
 
 impl WafArgs {
@@ -785,6 +792,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         security_log: waf.security_log.clone(),
         access_log: waf.access_log.clone(),
         access_log_sample: waf.access_log_sample,
+        analytics_tick: (waf.analytics_tick_ms > 0)
+            .then(|| Duration::from_millis(waf.analytics_tick_ms)),
+        analytics_warm_up: waf.analytics_warm_up,
         access_log_fields: waf.access_log_fields.clone(),
         debug_headers: waf.debug_headers,
         merge_slashes,

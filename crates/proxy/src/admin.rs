@@ -4,7 +4,8 @@
 //! that adaptive blocking made; and for diagnosis, `/requests/ID` (what decided one
 //! recent request), `/requests?last=N`, `/tap?route=&host=&path=&method=&status=` (a
 //! live stream of matching requests, one JSON line each) and `/top` (per-route counts
-//! and latency, for `gatehouse ctl top` to turn into rates).
+//! and latency, for `gatehouse ctl top` to turn into rates). Other parts of the process
+//! add paths of their own ([`AdminRoute`]: the dashboard).
 
 use crate::body::{self, Body};
 use crate::dataplane::DataPlane;
@@ -104,13 +105,46 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
             let text = serde_json::to_string_pretty(&top_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
         }
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /healthz /readyz /config /metrics /blocks /requests /tap /top\n".into(),
-        ),
+        path => {
+            let ext = dp
+                .admin_ext
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let query = req.uri().query();
+            match ext.iter().find_map(|f| f(req.method(), path, query)) {
+                Some(reply) => {
+                    let mut r = Response::new(body::full(reply.body));
+                    *r.status_mut() = StatusCode::from_u16(reply.status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(reply.content_type),
+                    );
+                    r
+                }
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "try /healthz /readyz /config /metrics /blocks /requests /tap /top /dashboard\n"
+                        .into(),
+                ),
+            }
+        }
     }
 }
+
+/// An answer of a path the data plane does not know (the dashboard, say), served on the
+/// admin listener by a part of the process that registers it.
+pub struct AdminReply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: bytes::Bytes,
+}
+
+/// Answers (method, path, query) if the path is its own.
+pub type AdminRoute =
+    Arc<dyn Fn(&http::Method, &str, Option<&str>) -> Option<AdminReply> + Send + Sync>;
 
 /// The value of query parameter `name`, percent-decoded.
 fn query(req: &Request<Incoming>, name: &str) -> Option<String> {

@@ -49,6 +49,11 @@ pub struct ProxyConfig {
     pub access_log: Option<std::path::PathBuf>,
     pub access_log_sample: u64,
     pub access_log_fields: Vec<String>,
+    /// Time between analytics ticks (None: no analytics), and the ticks learned before
+    /// anomalies are raised. The process runs the analytics; the data plane only
+    /// counts.
+    pub analytics_tick: Option<Duration>,
+    pub analytics_warm_up: u64,
 }
 
 impl ProxyConfig {
@@ -82,6 +87,8 @@ impl Default for ProxyConfig {
             access_log: None,
             access_log_sample: 1,
             access_log_fields: Vec::new(),
+            analytics_tick: None,
+            analytics_warm_up: 60,
         }
     }
 }

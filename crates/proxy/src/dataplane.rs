@@ -108,6 +108,8 @@ pub struct DataPlane {
     pub(crate) shed_below: std::sync::atomic::AtomicI64,
     /// Security events about one address: at most one a second.
     pub(crate) event_throttle: crate::security_log::Throttle,
+    /// Paths the admin listener serves for other parts of the process.
+    pub admin_ext: std::sync::Mutex<Vec<crate::admin::AdminRoute>>,
 }
 
 impl DataPlane {
@@ -172,6 +174,7 @@ impl DataPlane {
             generated: Arc::default(),
             shed_below: std::sync::atomic::AtomicI64::new(i64::MIN),
             event_throttle: Default::default(),
+            admin_ext: Default::default(),
         })
     }
 

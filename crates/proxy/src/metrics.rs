@@ -186,6 +186,20 @@ pub struct Counters {
 /// plane does not know (the stream from a controller, say).
 pub type ExtraMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
 
+/// One route's counts so far.
+#[derive(Debug, Clone, Default)]
+pub struct RouteCounts {
+    pub route: Arc<str>,
+    pub requests: u64,
+    /// Requests by status class (1xx to 5xx).
+    pub classes: [u64; 5],
+    pub latency_sum_micros: u64,
+    /// Requests by latency bucket of [`BUCKETS`], the last slower than all.
+    pub latency: [u64; BUCKETS.len() + 1],
+    /// The proxy's own responses by reason ([`Reason::ALL`]'s order).
+    pub reasons: [u64; Reason::ALL.len()],
+}
+
 /// All route stats by route name; survives Snapshot swaps so counters keep counting.
 #[derive(Default)]
 pub struct Metrics {
@@ -261,48 +275,66 @@ impl Metrics {
         map.entry(Arc::from(name)).or_default().clone()
     }
 
+    /// Per route with requests: its counts so far (for analytics and `/top`).
+    pub fn route_counts(&self) -> Vec<RouteCounts> {
+        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        routes
+            .iter()
+            .filter_map(|(name, r)| {
+                let mut c = RouteCounts {
+                    route: name.clone(),
+                    ..RouteCounts::default()
+                };
+                for (i, class) in r.classes.iter().enumerate() {
+                    let Some(s) = class.get() else {
+                        continue;
+                    };
+                    let n = s.count.load(Relaxed);
+                    c.classes[i] = n;
+                    c.requests += n;
+                    c.latency_sum_micros += s.sum_micros.load(Relaxed);
+                    let mut within = 0;
+                    for (b, slot) in s.buckets.iter().enumerate() {
+                        let v = slot.load(Relaxed);
+                        c.latency[b] += v;
+                        within += v;
+                    }
+                    c.latency[BUCKETS.len()] += n.saturating_sub(within);
+                }
+                (c.requests > 0).then(|| {
+                    c.reasons = r.reasons();
+                    c
+                })
+            })
+            .collect()
+    }
+
     /// Per route: requests by status class, latency over all of them (sum and counts by
     /// bucket of [`BUCKETS`], the last slower than all), and the proxy's own responses
     /// by reason, as counted so far.
     pub fn route_totals(&self) -> Vec<serde_json::Value> {
-        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<serde_json::Value> = routes
-            .iter()
-            .filter_map(|(name, r)| {
-                let mut classes = serde_json::Map::new();
-                let mut buckets = [0u64; BUCKETS.len() + 1];
-                let (mut count, mut sum) = (0u64, 0u64);
-                for (i, class) in CLASSES.iter().enumerate() {
-                    let Some(c) = r.classes[i].get() else {
-                        continue;
-                    };
-                    let n = c.count.load(Relaxed);
-                    count += n;
-                    sum += c.sum_micros.load(Relaxed);
-                    classes.insert(class.to_string(), n.into());
-                    let mut within = 0;
-                    for (b, slot) in c.buckets.iter().enumerate() {
-                        let v = slot.load(Relaxed);
-                        buckets[b] += v;
-                        within += v;
-                    }
-                    buckets[BUCKETS.len()] += n.saturating_sub(within);
-                }
-                if count == 0 {
-                    return None;
-                }
-                let reasons: serde_json::Map<String, serde_json::Value> = r
-                    .reasons()
+        let mut out: Vec<serde_json::Value> = self
+            .route_counts()
+            .into_iter()
+            .map(|c| {
+                let classes: serde_json::Map<String, serde_json::Value> = CLASSES
+                    .iter()
+                    .zip(c.classes)
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(class, n)| (class.to_string(), n.into()))
+                    .collect();
+                let reasons: serde_json::Map<String, serde_json::Value> = c
+                    .reasons
                     .iter()
                     .enumerate()
                     .filter(|(_, v)| **v > 0)
                     .map(|(i, v)| (Reason::ALL[i].code().to_string(), (*v).into()))
                     .collect();
-                Some(serde_json::json!({
-                    "route": &**name, "requests": count, "classes": classes,
-                    "latencySumMicros": sum, "latencyBuckets": buckets.to_vec(),
+                serde_json::json!({
+                    "route": &*c.route, "requests": c.requests, "classes": classes,
+                    "latencySumMicros": c.latency_sum_micros, "latencyBuckets": c.latency.to_vec(),
                     "reasons": reasons,
-                }))
+                })
             })
             .collect();
         out.sort_by(|a, b| a["route"].as_str().cmp(&b["route"].as_str()));

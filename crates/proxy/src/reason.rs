@@ -78,6 +78,21 @@ impl Reason {
         }
     }
 
+    /// Whether a security control decided (a block, an access list, a limit, load
+    /// shedding, the WAF, a body limit).
+    pub fn is_security(self) -> bool {
+        matches!(
+            self,
+            Reason::Blocked
+                | Reason::IpDenied
+                | Reason::RateLimited
+                | Reason::Shed
+                | Reason::Waf(_)
+                | Reason::BodyTooLarge
+                | Reason::BodyTimeout
+        )
+    }
+
     /// Every reason, in a fixed order (for counters indexed by reason).
     pub const ALL: [Reason; 20] = [
         Reason::Upstream,

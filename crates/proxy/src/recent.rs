@@ -313,6 +313,11 @@ impl Recent {
         self.all.last(n)
     }
 
+    /// The last `n` records of errors and the proxy's own answers, newest first.
+    pub fn last_failed(&self, n: usize) -> Vec<Seen> {
+        self.failed.last(n)
+    }
+
     /// A new tap: records that pass `filter` come on the receiver until it is dropped.
     pub fn tap(&self, filter: TapFilter) -> tokio::sync::mpsc::Receiver<Arc<Seen>> {
         let (tx, rx) = tokio::sync::mpsc::channel(1024);

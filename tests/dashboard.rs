@@ -1,0 +1,202 @@
+//! The dashboard in a real browser: an in-process gatehouse with its analytics ticking
+//! every 100 ms serves two Services and a WAF-guarded host; steady traffic teaches the
+//! baselines, then one Service starts failing. The analytics raise an error burst for
+//! its route, and headless Chromium (Debian's `chromium`) loads `/dashboard` from the
+//! admin listener: the page shows live data, the map has the edges of the traffic
+//! sent (the failing one coloured bad), the anomaly and the WAF's refusal are listed,
+//! and a screenshot is saved as the test's artefact (`target/tmp/dashboard.png`).
+
+mod support;
+use gatehouse_proxy::config::ProxyConfig;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::backend::Backend;
+use support::*;
+
+/// Where Chromium is (Debian names it `chromium`).
+fn chromium() -> String {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("headless Chromium is needed (Debian's chromium package; .ci/run installs it)")
+        .to_string()
+}
+
+/// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`); its stdout.
+async fn browse(url: &str, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().expect("tmp");
+    let mut cmd = tokio::process::Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--window-size=1400,1100",
+        // Virtual time runs the page's polling and waits for its fetches.
+        "--virtual-time-budget=6000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(args)
+    .arg(url)
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+        .await
+        .expect("chromium finishes within 90 s")
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn dashboard(c: &TestClient, admin: SocketAddr) -> serde_json::Value {
+    get(c, admin, "localhost", "/api/dashboard").await.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_live_traffic_in_chromium() {
+    let shop = Backend::start("shop").await;
+    let api = Backend::start("api").await;
+    let services =
+        service("default", "shop", shop.addr, None) + &service("default", "api", api.addr, None);
+    let ingresses = ingress("shop.example", "shop")
+        + &ingress("api.example", "api")
+        + &ingress("guarded.example", "shop")
+            .replace("metadata: {name: shop,", "metadata: {name: guarded,");
+    let waf = "apiVersion: gatehouse.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: waf, namespace: default}\nspec:\n  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: guarded}]\n  waf: {mode: Blocking}\n";
+    let cfg = ProxyConfig {
+        drain_timeout: Duration::from_secs(2),
+        analytics_tick: Some(Duration::from_millis(100)),
+        analytics_warm_up: 30,
+        ..ProxyConfig::default()
+    };
+    let (p, _) = start_proxy_waf(
+        &[
+            ("classes.yaml", CLASSES),
+            ("services.yaml", &services),
+            ("ingresses.yaml", &ingresses),
+            ("waf.yaml", waf),
+        ],
+        &[],
+        cfg,
+        Some(crs_base()),
+    )
+    .await;
+    let c = client();
+    let page = get(&c, p.admin, "localhost", "/dashboard").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Service map"), "{}", page.body);
+
+    // Steady traffic to both Services, 50 requests a second each, at a fixed pace
+    // (whatever the answers' speed).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, c, http) = (stop.clone(), c.clone(), p.http);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(20));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                every.tick().await;
+                let (c1, c2) = (c.clone(), c.clone());
+                tokio::spawn(async move { get(&c1, http, "shop.example", "/").await });
+                tokio::spawn(async move { get(&c2, http, "api.example", "/").await });
+            }
+        })
+    };
+    // Past the warm-up (30 ticks of 100 ms), the API starts failing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let calm = dashboard(&c, p.admin).await;
+    assert_eq!(
+        calm["anomalies"].as_array().map(|a| a.len()),
+        Some(0),
+        "steady traffic raises nothing: {calm}"
+    );
+    api.set_status(500);
+    let refused = get(&c, p.http, "guarded.example", "/?q=1%27%20OR%201=1--").await;
+    assert_eq!(refused.status, 403, "the WAF refuses an injection");
+
+    let started = Instant::now();
+    let burst = loop {
+        let d = dashboard(&c, p.admin).await;
+        let found = d["anomalies"].as_array().into_iter().flatten().find(|e| {
+            e["kind"] == "error_burst" && e["key"].as_str().is_some_and(|k| k.contains("api"))
+        });
+        if let Some(e) = found {
+            break e.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no error burst raised for the failing API: {d}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let delay = started.elapsed();
+    assert!(
+        burst["observed"].as_f64().is_some_and(|v| v > 0.1),
+        "{burst}"
+    );
+    assert!(
+        burst["expected"].as_f64().is_some_and(|v| v < 0.05),
+        "{burst}"
+    );
+    println!("error burst raised {delay:?} after the API failed: {burst}");
+
+    // The metrics count it too.
+    let metrics = get(&c, p.admin, "localhost", "/metrics").await.body;
+    assert!(metrics.contains("gatehouse_anomalies_total 1"), "{metrics}");
+
+    let url = format!("http://{}/dashboard", p.admin);
+    let dom = browse(&url, &["--dump-dom"]).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = load.await;
+    let listener = format!("listener:{}", p.http);
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page loaded its data: {dom}"
+    );
+    for (edge, health) in [
+        (format!("clients-&gt;{listener}"), "bad"),
+        (format!("{listener}-&gt;service:default/shop:80"), "ok"),
+        (format!("{listener}-&gt;service:default/api:80"), "bad"),
+    ] {
+        let at = dom
+            .find(&format!(r#"data-edge="{edge}""#))
+            .unwrap_or_else(|| panic!("the map has edge {edge}: {dom}"));
+        let tag = &dom[dom[..at].rfind('<').unwrap_or(0)..at + dom[at..].find('>').unwrap_or(0)];
+        assert!(
+            tag.contains(&format!(r#"data-health="{health}""#)),
+            "edge {edge} is {health}: {tag}; {}",
+            dashboard(&c, p.admin).await["anomalies"]
+        );
+    }
+    assert!(
+        dom.contains(r#"data-anomaly="error_burst""#),
+        "the anomaly is listed: {dom}"
+    );
+    assert!(
+        dom.contains(r#"data-security="waf""#),
+        "the WAF's refusal is listed: {dom}"
+    );
+    assert!(
+        dom.contains(r#"data-route="ingress/default/api""#),
+        "the API's charts: {dom}"
+    );
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    browse(&url, &[&format!("--screenshot={}", shot.display())]).await;
+    let png = std::fs::read(&shot).expect("the screenshot is saved");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "a real screenshot: {} bytes",
+        png.len()
+    );
+    println!("screenshot: {}", shot.display());
+}
