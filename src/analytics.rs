@@ -9,6 +9,7 @@
 use gatehouse_proxy::admin::AdminReply;
 use gatehouse_proxy::metrics::{RouteCounts, BUCKETS};
 use gatehouse_proxy::DataPlane;
+use gatehouse_telemetry::policy_suggest::{edges_from_json, suggest, ObservedEdge, SuggestOptions};
 use gatehouse_telemetry::{Analytics, AnalyticsConfig, Observation};
 use gatehouse_translate::snapshot::{ActionKind, BackendTarget, Snapshot};
 use serde_json::{json, Value};
@@ -24,6 +25,9 @@ pub struct AnalyticsOptions {
     pub tick: Duration,
     /// Ticks learned before anomalies are raised.
     pub warm_up: u64,
+    /// Node proxies' admin listeners whose flow edges the map and the suggested
+    /// policies show.
+    pub flows_from: Vec<String>,
 }
 
 impl Default for AnalyticsOptions {
@@ -31,8 +35,20 @@ impl Default for AnalyticsOptions {
         AnalyticsOptions {
             tick: Duration::from_secs(1),
             warm_up: 60,
+            flows_from: Vec::new(),
         }
     }
+}
+
+/// How often node proxies' edges are read.
+const FLOWS_EVERY: Duration = Duration::from_secs(2);
+
+/// The east-west edges last read from the node proxies.
+#[derive(Default)]
+struct EastWest {
+    edges: Vec<ObservedEdge>,
+    /// Proxies that could not be read last time, with why.
+    errors: Vec<String>,
 }
 
 /// Points of each route's series the dashboard gets, and forecast ticks.
@@ -46,6 +62,8 @@ pub struct Running {
     pub analytics: Mutex<Analytics>,
     raised: AtomicU64,
     tick: Duration,
+    east_west: Mutex<EastWest>,
+    reads_flows: bool,
 }
 
 /// Starts the analytics of `dp`: the tick loop, the admin paths and the metrics.
@@ -60,7 +78,12 @@ pub fn start(dp: &Arc<DataPlane>, opts: &AnalyticsOptions) -> Arc<Running> {
         analytics: Mutex::new(Analytics::new(cfg)),
         raised: AtomicU64::new(0),
         tick: opts.tick,
+        east_west: Mutex::default(),
+        reads_flows: !opts.flows_from.is_empty(),
     });
+    if !opts.flows_from.is_empty() {
+        read_flows(dp, running.clone(), opts.flows_from.clone());
+    }
     {
         let weak_dp = Arc::downgrade(dp);
         let r = running.clone();
@@ -117,6 +140,34 @@ pub fn start(dp: &Arc<DataPlane>, opts: &AnalyticsOptions) -> Arc<Running> {
     dp.clone()
         .every(opts.tick, move |dp| tick(dp, &r, &mut before));
     running
+}
+
+/// Reads the node proxies' edges every [`FLOWS_EVERY`] until the data plane stops.
+fn read_flows(dp: &DataPlane, r: Arc<Running>, admins: Vec<String>) {
+    let mut stopping = dp.stopping();
+    tokio::spawn(async move {
+        loop {
+            let mut edges = Vec::new();
+            let mut errors = Vec::new();
+            for admin in &admins {
+                let read = async {
+                    let body = crate::ctl::admin_get(admin, "/flows/edges").await?;
+                    let doc: Value = serde_json::from_str(&body)?;
+                    edges_from_json(&doc).map_err(|e| anyhow::anyhow!(e))
+                };
+                match tokio::time::timeout(FLOWS_EVERY, read).await {
+                    Ok(Ok(e)) => edges.extend(e),
+                    Ok(Err(e)) => errors.push(format!("{admin}: {e}")),
+                    Err(_) => errors.push(format!("{admin}: no answer in time")),
+                }
+            }
+            *r.east_west.lock().unwrap_or_else(|e| e.into_inner()) = EastWest { edges, errors };
+            tokio::select! {
+                _ = tokio::time::sleep(FLOWS_EVERY) => {}
+                _ = stopping.changed() => return,
+            }
+        }
+    });
 }
 
 /// One tick: the counts since the last tick, as observations.
@@ -223,12 +274,21 @@ pub fn dashboard_json(dp: &DataPlane, r: &Running) -> Value {
             v
         })
         .collect();
+    let east_west = r.east_west.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = service_map(&active.snapshot, &a, r.tick);
+    add_east_west(&mut map, &east_west.edges);
+    let suggested = match r.reads_flows {
+        true => Some(suggest(&east_west.edges, &SuggestOptions::default())),
+        false => None,
+    };
     json!({
         "time": gatehouse_proxy::security_log::now_ms(),
         "version": active.snapshot.version,
+        "suggestedPolicies": suggested,
+        "flowErrors": east_west.errors,
         "tickMs": r.tick.as_millis() as u64,
         "ticks": a.ticks(),
-        "map": service_map(&active.snapshot, &a, r.tick),
+        "map": map,
         "routes": routes,
         "anomalies": anomalies,
         "security": security,
@@ -337,4 +397,50 @@ fn service_map(s: &Snapshot, a: &Analytics, tick: Duration) -> Value {
         }));
     }
     json!({ "nodes": nodes.into_values().collect::<Vec<_>>(), "edges": out_edges })
+}
+
+/// Adds the east-west edges to the map: a node per caller identity (or "plaintext")
+/// and per workload, an edge per pair with its calls, and a colour: bad if calls were
+/// denied, warn if a dry-run policy would have denied some, else ok.
+fn add_east_west(map: &mut Value, edges: &[ObservedEdge]) {
+    // (caller, workload) → calls, denied, would-be denied.
+    let mut pairs: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
+    for e in edges {
+        let from = match &e.source {
+            Some(id) => format!("identity:{}", id.strip_prefix("spiffe://").unwrap_or(id)),
+            None => "identity:plaintext".to_string(),
+        };
+        let p = pairs
+            .entry((from, format!("workload:{}/{}", e.namespace, e.workload)))
+            .or_default();
+        p.0 += e.calls;
+        p.1 += e.denied;
+        p.2 += e.would_deny;
+    }
+    let mut nodes = map["nodes"].as_array().cloned().unwrap_or_default();
+    let mut out = map["edges"].as_array().cloned().unwrap_or_default();
+    let mut known: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .filter_map(|n| n["id"].as_str().map(str::to_string))
+        .collect();
+    for ((from, to), (calls, denied, would_deny)) in &pairs {
+        for (id, kind) in [(from, "identity"), (to, "workload")] {
+            if known.insert(id.clone()) {
+                let label = id.split_once(':').map_or(id.as_str(), |(_, l)| l);
+                nodes.push(json!({"id": id, "kind": kind, "label": label}));
+            }
+        }
+        let health = match (denied, would_deny) {
+            (0, 0) => "ok",
+            (0, _) => "warn",
+            _ => "bad",
+        };
+        out.push(json!({
+            "from": from, "to": to, "kind": "east-west", "routes": [],
+            "calls": calls, "denied": denied, "wouldDeny": would_deny,
+            "health": health,
+        }));
+    }
+    map["nodes"] = Value::Array(nodes);
+    map["edges"] = Value::Array(out);
 }

@@ -199,6 +199,7 @@ pub(crate) async fn data_plane(
             &crate::analytics::AnalyticsOptions {
                 tick,
                 warm_up: proxy.analytics_warm_up,
+                flows_from: proxy.analytics_flows_from.clone(),
             },
         );
     }

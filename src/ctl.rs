@@ -115,7 +115,7 @@ async fn admin_open(
 
 /// GETs `path` from the admin listener; an answer other than 200 is an error with its
 /// text.
-async fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
+pub(crate) async fn admin_get(admin: &str, path: &str) -> anyhow::Result<String> {
     use tokio::io::AsyncReadExt;
     let (status, mut r) = admin_open(admin, path).await?;
     let mut body = String::new();
@@ -394,4 +394,23 @@ pub async fn top(
         n += 1;
     }
     Ok(())
+}
+
+/// `gatehouse ctl policy suggest`: the AuthorizationPolicies that allow exactly the
+/// east-west calls the node proxies at `admins` saw (their `/flows/edges`), as YAML.
+pub async fn policy_suggest(
+    admins: &[String],
+    opts: &gatehouse_telemetry::policy_suggest::SuggestOptions,
+) -> anyhow::Result<String> {
+    let mut edges = Vec::new();
+    for admin in admins {
+        let body = admin_get(admin, "/flows/edges").await?;
+        let doc: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("{admin}/flows/edges is not JSON"))?;
+        edges.extend(
+            gatehouse_telemetry::policy_suggest::edges_from_json(&doc)
+                .map_err(|e| anyhow::anyhow!("{admin}/flows/edges: {e}"))?,
+        );
+    }
+    Ok(gatehouse_telemetry::policy_suggest::suggest(&edges, opts))
 }

@@ -109,6 +109,10 @@ struct WafArgs {
     /// Analytics ticks learned before anomalies are raised.
     #[arg(long, default_value_t = 60, value_name = "TICKS")]
     analytics_warm_up: u64,
+    /// A node proxy's admin address (HOST:PORT) whose east-west flows the dashboard
+    /// shows: on its map, and as suggested policies. Repeatable, one per node.
+    #[arg(long, value_name = "HOST:PORT")]
+    flows_from: Vec<String>,
 }
 
 impl WafArgs {
@@ -332,6 +336,30 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the AuthorizationPolicies (YAML) that allow exactly the east-west calls the
+    /// node proxies saw: one ALLOW policy per workload, a rule per caller and port,
+    /// with the methods and paths seen where HTTP was read (`gatehouse node
+    /// --observe-http`). Review it, apply it with --dry-run to see what it would deny
+    /// (`gatehouse_mesh_authz_dry_run_denied_total`, flow verdict `would_deny`), then
+    /// without.
+    Suggest {
+        /// A node proxy's admin listener (repeatable: one per node).
+        #[arg(long, default_value = "127.0.0.1:15020")]
+        admin: Vec<String>,
+        /// Annotate the policies `gatehouse.dev/dry-run: "true"`.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only workloads of this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Paths a rule names before they are folded into prefixes.
+        #[arg(long, default_value_t = 16)]
+        max_paths: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum CtlCommand {
     /// The proxies connected to a controller: role, node, cluster, the config version
     /// each acknowledged against the one it should run, its last NACK, and its lag.
@@ -381,6 +409,9 @@ enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Authorization from observed traffic.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// The busiest routes, live: request rate, success rate, p50/p99 latency, and the
     /// proxy's own answers by reason.
     Top {
@@ -629,6 +660,20 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             };
             gatehouse::ctl::tap(&admin, &args, std::io::stdout()).await
         }
+        Command::Ctl(CtlCommand::Policy(PolicyCommand::Suggest {
+            admin,
+            dry_run,
+            namespace,
+            max_paths,
+        })) => {
+            let opts = gatehouse_telemetry::policy_suggest::SuggestOptions {
+                dry_run,
+                namespace,
+                max_paths,
+            };
+            print!("{}", gatehouse::ctl::policy_suggest(&admin, &opts).await?);
+            Ok(())
+        }
         Command::Ctl(CtlCommand::Top {
             admin,
             interval,
@@ -795,6 +840,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         analytics_tick: (waf.analytics_tick_ms > 0)
             .then(|| Duration::from_millis(waf.analytics_tick_ms)),
         analytics_warm_up: waf.analytics_warm_up,
+        analytics_flows_from: waf.flows_from.clone(),
         access_log_fields: waf.access_log_fields.clone(),
         debug_headers: waf.debug_headers,
         merge_slashes,

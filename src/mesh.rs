@@ -600,9 +600,15 @@ pub struct NodeArgs {
     /// Address the proxy's listeners bind.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind: IpAddr,
-    /// Admin listener: /healthz, /ready, /metrics.
+    /// Admin listener: /healthz, /ready, /metrics, /flows?last=N (flow records) and
+    /// /flows/edges (who called whom, for `gatehouse ctl policy suggest`).
     #[arg(long, default_value = "127.0.0.1:15020")]
     pub admin_addr: SocketAddr,
+    /// Read the HTTP of every inbound call, so that flow records (and the policies
+    /// suggested from them) carry methods and paths; otherwise only calls to workloads
+    /// whose policies look at HTTP are read.
+    #[arg(long)]
+    pub observe_http: bool,
     #[command(flatten)]
     pub mesh: MeshArgs,
 }
@@ -675,6 +681,7 @@ pub async fn run_node(
             bind: args.bind,
             capture: !args.no_capture,
             trust_domain: opts.trust_domain.clone(),
+            observe_http: args.observe_http,
         },
         identities,
     );
@@ -726,6 +733,24 @@ async fn serve_admin(proxy: Arc<NodeProxy>, addr: SocketAddr) -> anyhow::Result<
                         async move {
                             let (status, body) = match req.uri().path() {
                                 "/metrics" => (200, proxy.metrics_text()),
+                                "/flows" => {
+                                    let last = gatehouse_translate::routes::query_param(
+                                        req.uri().query(),
+                                        "last",
+                                    )
+                                    .and_then(|v| v.parse().ok())
+                                    .unwrap_or(100usize);
+                                    let flows = proxy.flows.last(last);
+                                    (
+                                        200,
+                                        serde_json::to_string_pretty(&flows).unwrap_or_default(),
+                                    )
+                                }
+                                "/flows/edges" => (
+                                    200,
+                                    serde_json::to_string_pretty(&proxy.flows.edges_json())
+                                        .unwrap_or_default(),
+                                ),
                                 "/healthz" => (200, "ok\n".to_string()),
                                 "/ready" => {
                                     let m = proxy.mesh.load();

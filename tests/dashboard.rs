@@ -11,51 +11,8 @@ use gatehouse_proxy::config::ProxyConfig;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use support::backend::Backend;
+use support::browser::browse;
 use support::*;
-
-/// Where Chromium is (Debian names it `chromium`).
-fn chromium() -> String {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("headless Chromium is needed (Debian's chromium package; .ci/run installs it)")
-        .to_string()
-}
-
-/// Runs headless Chromium on `url` with `args` (e.g. `--dump-dom`); its stdout.
-async fn browse(url: &str, args: &[&str]) -> String {
-    let profile = tempfile::tempdir().expect("tmp");
-    let mut cmd = tokio::process::Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--window-size=1400,1100",
-        // Virtual time runs the page's polling and waits for its fetches.
-        "--virtual-time-budget=6000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(args)
-    .arg(url)
-    .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("chromium finishes within 90 s")
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 async fn dashboard(c: &TestClient, admin: SocketAddr) -> serde_json::Value {
     get(c, admin, "localhost", "/api/dashboard").await.json()
@@ -161,19 +118,43 @@ async fn the_dashboard_shows_live_traffic_in_chromium() {
         dom.contains(r#"data-loaded="true""#),
         "the page loaded its data: {dom}"
     );
-    for (edge, health) in [
-        (format!("clients-&gt;{listener}"), "bad"),
-        (format!("{listener}-&gt;service:default/shop:80"), "ok"),
-        (format!("{listener}-&gt;service:default/api:80"), "bad"),
+    // The failing Service's edges are bad. The healthy one is ok, unless an anomaly
+    // of its own route says otherwise: starting Chromium beside the proxy on two cores
+    // can be a real latency spike.
+    let anomalies = dashboard(&c, p.admin).await["anomalies"].clone();
+    let shop_anomaly = anomalies
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| e["key"] == "ingress/default/shop" && e["kind"] != "error_burst");
+    for (edge, health, explained) in [
+        (format!("clients-&gt;{listener}"), "bad", false),
+        (
+            format!("{listener}-&gt;service:default/shop:80"),
+            "ok",
+            shop_anomaly,
+        ),
+        (
+            format!("{listener}-&gt;service:default/api:80"),
+            "bad",
+            false,
+        ),
     ] {
         let at = dom
             .find(&format!(r#"data-edge="{edge}""#))
             .unwrap_or_else(|| panic!("the map has edge {edge}: {dom}"));
-        let tag = &dom[dom[..at].rfind('<').unwrap_or(0)..at + dom[at..].find('>').unwrap_or(0)];
+        let tag = &dom[at..at + dom[at..].find('>').unwrap_or(0)];
+        let shown = tag.contains(&format!(r#"data-health="{health}""#))
+            || (explained && tag.contains(r#"data-health="bad""#));
+        assert!(shown, "edge {edge} is {health}: {tag}; {anomalies}");
+        let rate = tag
+            .split(r#"data-rate=""#)
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|r| r.parse::<f64>().ok());
         assert!(
-            tag.contains(&format!(r#"data-health="{health}""#)),
-            "edge {edge} is {health}: {tag}; {}",
-            dashboard(&c, p.admin).await["anomalies"]
+            rate.is_some_and(|r| r > 10.0),
+            "edge {edge} carries the traffic sent: {tag}"
         );
     }
     assert!(

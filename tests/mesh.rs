@@ -2,6 +2,8 @@
 //! and `nft`; skipped with a message elsewhere): the CA in the test's namespace, a node
 //! proxy per node, pods as namespaces with plain TCP and HTTP clients and servers.
 
+#[path = "support/browser.rs"]
+mod browser;
 #[path = "support/netns.rs"]
 mod netns;
 
@@ -64,6 +66,10 @@ struct Opts {
     /// Two clusters, each node its own (n1 in "east", n2 in "west"), merged by the
     /// controller that node proxies follow, instead of one directory they read.
     clusters: bool,
+    /// No AuthorizationPolicy: every call is allowed (and observed).
+    no_policies: bool,
+    /// Node proxies read the HTTP of every call (`--observe-http`).
+    observe_http: bool,
 }
 
 /// The documents of `manifests` each cluster holds when the nodes are two clusters:
@@ -136,7 +142,13 @@ kind: PeerAuthentication
 metadata: {name: legacy, namespace: shop}
 spec: {selector: {matchLabels: {app: legacy}}, mtls: {mode: PERMISSIVE}}
 ---
-apiVersion: gatehouse.dev/v1alpha1
+"#,
+    );
+    if opts.no_policies {
+        return m;
+    }
+    m.push_str(
+        r#"apiVersion: gatehouse.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: web-public, namespace: shop}
 spec:
@@ -359,6 +371,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 /// Starts a node proxy for node `n` in namespace `ns` (a sidecar's pod's, with
 /// `--sidecar-for`), logging to `<log>.log`.
+#[allow(clippy::too_many_arguments)]
 fn mesh_proxy(
     c: &Cluster,
     ns: &str,
@@ -367,6 +380,7 @@ fn mesh_proxy(
     tmp: &Path,
     log: &str,
     cluster: Option<&str>,
+    extra: &[&str],
 ) -> Child {
     let dir = tmp.join("manifests");
     let ca = tmp.join("ca");
@@ -389,7 +403,8 @@ fn mesh_proxy(
             .arg(tmp.join(format!("token-n{n}"))),
         None => cmd.arg("--config").arg(&dir),
     };
-    cmd.args(["--node-name", &format!("n{n}")])
+    cmd.args(extra)
+        .args(["--node-name", &format!("n{n}")])
         .args(["--ca-addr", &format!("{}:15012", c.host_ip)])
         .arg("--ca-root")
         .arg(ca.join("root-cert.pem"))
@@ -464,7 +479,12 @@ impl Setup {
             .clusters
             .then_some(if n == 1 { "east" } else { "west" });
         let log = format!("node{n}");
-        let child = mesh_proxy(&self.c, &ns, n, None, self.tmp.path(), &log, cluster);
+        // Observing node proxies also serve their admin (flows) to the host.
+        let extra: &[&str] = match self.opts.observe_http {
+            true => &["--observe-http", "--admin-addr", "0.0.0.0:15020"],
+            false => &[],
+        };
+        let child = mesh_proxy(&self.c, &ns, n, None, self.tmp.path(), &log, cluster, extra);
         let name = format!("n{n}");
         self.procs.0.retain(|(p, _)| *p != name);
         self.procs.0.push((name, child));
@@ -563,6 +583,7 @@ fn setup(k: u8, opts: Opts) -> Setup {
             s.tmp.path(),
             "sidecar",
             None,
+            &[],
         );
         s.procs.0.push(("sidecar".into(), child));
         wait_ready_in(&web_pod.ns);
@@ -1091,4 +1112,241 @@ fn certificate_rotation_under_load_drops_nothing() {
         "{m2}"
     );
     assert_eq!(metric(&m2, "gatehouse_mesh_trust_roots"), 2, "{m2}");
+}
+
+/// Least privilege from observed traffic: with no policy and node proxies reading every
+/// call's HTTP, the client calls web (two paths, two methods) and db; `gatehouse ctl
+/// policy suggest` turns the flows node 2 recorded into one ALLOW policy per workload.
+/// Applied as a dry run, it denies nothing but counts (and records as `would_deny`) a
+/// call from another identity; enforced, it lets in exactly what was seen.
+#[test]
+fn observed_calls_become_a_least_privilege_policy() {
+    if skip() {
+        return;
+    }
+    let s = setup(
+        6,
+        Opts {
+            no_policies: true,
+            observe_http: true,
+            ..Opts::default()
+        },
+    );
+    let c = &s.c;
+    let client = c.pod(1, 0).ns.clone();
+    let other = c.pod(1, 1).ns.clone();
+    let node2 = c.nodes[1].0.clone();
+    let web_service: SocketAddr = "10.96.6.10:80".parse().expect("addr");
+    let web_addr = SocketAddr::new(c.pod(2, 0).ip.into(), 8080);
+    let db_addr = SocketAddr::new(c.pod(2, 1).ip.into(), 9000);
+
+    let seen = block_on_in(&client, async move {
+        (
+            http(web_service, "GET", "/public/a").await,
+            http(web_addr, "GET", "/public/b").await,
+            http(web_addr, "POST", "/orders").await,
+            tcp_roundtrip(db_addr, b"hello").await,
+        )
+    });
+    assert_eq!(
+        seen.0,
+        Ok((200, "web GET /public/a".into())),
+        "no policy yet"
+    );
+    assert_eq!(seen.2, Ok((200, "web POST /orders".into())));
+    assert_eq!(seen.3, Ok(()));
+
+    // The flows node 2 recorded, with identities, methods and paths.
+    let flows = block_on_in(&node2, async {
+        http(
+            "127.0.0.1:15020".parse().expect("addr"),
+            "GET",
+            "/flows?last=10",
+        )
+        .await
+    });
+    let flows: serde_json::Value =
+        serde_json::from_str(&flows.expect("/flows").1).expect("flows are JSON");
+    let list = flows.as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter().any(
+            |f| f["source"] == "spiffe://cluster.local/ns/shop/sa/client"
+                && f["destination"]["workload"] == "web"
+                && f["method"] == "POST"
+                && f["path"] == "/orders"
+                && f["verdict"] == "allowed"
+        ),
+        "a request flow: {flows:#}"
+    );
+    assert!(
+        list.iter().any(|f| f["destination"]["workload"] == "db"
+            && f["verdict"] == "allowed"
+            && f["bytesIn"].as_u64().is_some_and(|b| b >= 5)),
+        "a connection flow with its bytes: {flows:#}"
+    );
+
+    let suggest = |dry_run: bool| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &node2, BIN, "ctl", "policy", "suggest"])
+            .args(["--admin", "127.0.0.1:15020", "--namespace", "shop"]);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        let out = cmd.output().expect("gatehouse ctl policy suggest");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let yaml = suggest(true);
+    assert!(yaml.contains("name: \"suggested-web\""), "{yaml}");
+    assert!(yaml.contains("name: \"suggested-db\""), "{yaml}");
+    for part in [
+        r#""methods":["GET","POST"]"#,
+        r#""paths":["/orders","/public/a","/public/b"]"#,
+        r#""ports":["8080"]"#,
+        r#""ports":["9000"]"#,
+    ] {
+        assert!(yaml.contains(part), "{part} in {yaml}");
+    }
+    assert!(
+        yaml.contains(r#""principals":["cluster.local/ns/shop/sa/client"]"#),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("sa/other"), "{yaml}");
+    assert!(yaml.contains(r#""gatehouse.dev/dry-run":"true""#), "{yaml}");
+
+    // As a dry run: the other identity still gets in, and is counted as would-deny.
+    let policy_file = s.tmp.path().join("manifests").join("suggested.yaml");
+    std::fs::write(&policy_file, &yaml).expect("write the policy");
+    let denied_total = |text: &str, policy: &str| {
+        metric(
+            text,
+            &format!("gatehouse_mesh_authz_dry_run_denied_total{{policy=\"shop/{policy}\"}}"),
+        )
+    };
+    wait_for(
+        "the dry-run policy to be served",
+        Duration::from_secs(20),
+        || {
+            let r = block_on_in(
+                &other,
+                async move { http(web_addr, "GET", "/public/a").await },
+            );
+            assert_eq!(r.as_ref().map(|r| r.0), Ok(200), "a dry run denies nothing");
+            denied_total(&metrics(c, 2), "suggested-web") > 0
+        },
+    );
+    let allowed = block_on_in(
+        &client,
+        async move { http(web_addr, "GET", "/public/a").await },
+    );
+    assert_eq!(allowed.map(|r| r.0), Ok(200));
+    let flows = block_on_in(&node2, async {
+        http(
+            "127.0.0.1:15020".parse().expect("addr"),
+            "GET",
+            "/flows?last=50",
+        )
+        .await
+    });
+    assert!(
+        flows
+            .as_ref()
+            .is_ok_and(|f| f.1.contains("\"would_deny\"") && f.1.contains("sa/other")),
+        "the would-be denial is a flow: {flows:?}"
+    );
+
+    // Enforced: exactly what was seen passes.
+    let enforced = yaml
+        .replace(r#""gatehouse.dev/dry-run":"true","#, "")
+        .replace(r#","gatehouse.dev/dry-run":"true""#, "");
+    assert!(!enforced.contains("dry-run"), "{enforced}");
+    std::fs::write(&policy_file, enforced).expect("write the policy");
+    wait_for("the enforced policy", Duration::from_secs(20), || {
+        let r = block_on_in(
+            &other,
+            async move { http(web_addr, "GET", "/public/a").await },
+        );
+        r.is_ok_and(|r| r.0 == 403)
+    });
+    let results = block_on_in(&client, async move {
+        (
+            http(web_service, "GET", "/public/a").await,
+            http(web_addr, "POST", "/orders").await,
+            http(web_addr, "GET", "/admin").await,
+            http(web_addr, "DELETE", "/orders").await,
+            tcp_roundtrip(db_addr, b"again").await,
+        )
+    });
+    assert_eq!(results.0.map(|r| r.0), Ok(200), "seen: allowed");
+    assert_eq!(results.1.map(|r| r.0), Ok(200), "seen: allowed");
+    assert_eq!(results.2.map(|r| r.0), Ok(403), "a path never seen");
+    assert_eq!(results.3.map(|r| r.0), Ok(403), "a method never seen");
+    assert_eq!(results.4, Ok(()), "db, as seen");
+    let refused = block_on_in(&other, async move { tcp_roundtrip(db_addr, b"x").await });
+    assert!(refused.is_err(), "other never called db: {refused:?}");
+
+    // The dashboard of a gatehouse that reads node 2's flows shows the east-west edges
+    // (the refused ones bad) and the policies the traffic suggests, in Chromium.
+    let empty = s.tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("dir");
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let log = std::fs::File::create(s.tmp.path().join("dashboard.log")).expect("log");
+    let mut dashboard = Procs(vec![(
+        "dashboard".into(),
+        Command::new(BIN)
+            .args(["run", "--no-watch", "--config"])
+            .arg(&empty)
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+            .args(["--flows-from", &format!("{}:15020", c.nodes[1].1)])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gatehouse run"),
+    )]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    wait_for(
+        "the dashboard's east-west edges",
+        Duration::from_secs(30),
+        || {
+            runtime
+                .block_on(http(admin, "GET", "/api/dashboard"))
+                .is_ok_and(|(_, b)| b.contains("workload:shop/db"))
+        },
+    );
+    let dom = runtime.block_on(browser::browse(
+        &format!("http://{admin}/dashboard"),
+        &["--dump-dom"],
+    ));
+    for (edge, health) in [
+        (
+            "identity:cluster.local/ns/shop/sa/client-&gt;workload:shop/db",
+            "ok",
+        ),
+        (
+            "identity:cluster.local/ns/shop/sa/other-&gt;workload:shop/web",
+            "bad",
+        ),
+    ] {
+        let at = dom
+            .find(&format!(r#"data-edge="{edge}""#))
+            .unwrap_or_else(|| panic!("the map has edge {edge}: {dom}"));
+        let end = at + dom[at..].find('>').unwrap_or(0);
+        assert!(
+            dom[at..end].contains(&format!(r#"data-health="{health}""#)),
+            "{edge} is {health}: {}",
+            &dom[at..end]
+        );
+    }
+    assert!(
+        dom.contains("name: \"suggested-web\""),
+        "the suggested policies are shown: {dom}"
+    );
+    dashboard.stop("dashboard", libc::SIGTERM);
 }

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod backend;
+pub mod browser;
 pub mod tls;
 
 use bytes::Bytes;

@@ -23,6 +23,46 @@ use tokio::net::TcpStream;
 /// How an HTTP/2 connection with prior knowledge starts.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// How long a connection observed for its HTTP may take to send its first bytes before
+/// it is taken as opaque (a protocol whose server speaks first sends nothing).
+const SNIFF_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// Whether a connection speaks HTTP (HTTP/1's request line or HTTP/2's preface, both
+/// starting with an uppercase method and a space), from its first bytes, read for up
+/// to [`SNIFF_WAIT`]. The bytes read are given back in front of the stream.
+pub async fn sniff<S: AsyncRead + Unpin>(mut down: S) -> (Rewind<S>, bool) {
+    let mut pre = bytes::BytesMut::with_capacity(64);
+    let wait = tokio::time::sleep(SNIFF_WAIT);
+    tokio::pin!(wait);
+    let http = loop {
+        if let Some(http) = looks_like_http(&pre) {
+            break http;
+        }
+        tokio::select! {
+            r = down.read_buf(&mut pre) => match r {
+                Ok(0) | Err(_) => break false,
+                Ok(_) => {}
+            },
+            _ = &mut wait => break false,
+        }
+    };
+    (Rewind::new(down, pre.freeze()), http)
+}
+
+/// Some(true) if `b` starts like an HTTP request (a method of uppercase letters, then
+/// a space), Some(false) if it cannot, None if more bytes are needed.
+fn looks_like_http(b: &[u8]) -> Option<bool> {
+    const LONGEST_METHOD: usize = 16;
+    let method = |m: &[u8]| m.iter().all(|c| c.is_ascii_uppercase() || *c == b'-');
+    match b.iter().position(|&c| c == b' ') {
+        Some(i) => Some(i > 0 && i <= LONGEST_METHOD && method(&b[..i])),
+        None if b.is_empty() => None,
+        // Still a method's worth of uppercase letters: wait for more.
+        None if b.len() <= LONGEST_METHOD && method(b) => None,
+        None => Some(false),
+    }
+}
+
 type Body = Either<Incoming, Full<Bytes>>;
 
 fn denied() -> Response<Body> {
@@ -83,11 +123,21 @@ impl Checker {
         };
         let decision = self.w.authz.check(&call);
         self.proxy.audit(&decision, &self.caller, &self.w);
+        let seen = Some((req.method().as_str(), req.uri().path()));
         if decision.allowed {
+            self.proxy.flow(
+                &self.caller,
+                &self.w,
+                self.target,
+                Some(&decision),
+                (0, 0),
+                std::time::Duration::ZERO,
+                seen,
+            );
             return None;
         }
         self.proxy
-            .deny(&self.caller, &self.w, self.target, &decision);
+            .deny(&self.caller, &self.w, self.target, &decision, seen);
         Some(denied())
     }
 }
@@ -226,4 +276,20 @@ where
         .serve_connection(down, svc)
         .with_upgrades()
         .await
+}
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn http_is_told_from_other_protocols() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1"), Some(true));
+        assert_eq!(looks_like_http(b"PRI * HTTP/2.0"), Some(true));
+        assert_eq!(looks_like_http(b"POS"), None);
+        assert_eq!(looks_like_http(b""), None);
+        assert_eq!(looks_like_http(b"hello"), Some(false));
+        assert_eq!(looks_like_http(b"\x16\x03\x01"), Some(false));
+        assert_eq!(looks_like_http(b" GET"), Some(false));
+    }
 }

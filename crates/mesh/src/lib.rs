@@ -6,6 +6,7 @@
 pub mod ca;
 pub mod ca_api;
 pub mod capture;
+pub mod flows;
 pub mod h2io;
 pub mod identities;
 pub mod identity;

@@ -40,6 +40,9 @@ pub struct NodeConfig {
     /// Install the capture rules.
     pub capture: bool,
     pub trust_domain: String,
+    /// Read the HTTP of every inbound call (not only of workloads whose policies need
+    /// it), so that flow records carry methods and paths.
+    pub observe_http: bool,
 }
 
 /// Counters, read by the admin listener.
@@ -56,6 +59,8 @@ pub struct Stats {
     /// Denials by deciding policy (`-` when no ALLOW policy matched).
     pub denied_by: ByPolicy,
     pub audited_by: ByPolicy,
+    /// Calls a dry-run policy would have denied, by that policy.
+    pub dry_run_denied_by: ByPolicy,
 }
 
 /// A counter by policy name (labels bounded by the policies there are).
@@ -87,6 +92,8 @@ pub struct NodeProxy {
     pub identities: Arc<Identities>,
     pool: Pool,
     pub stats: Stats,
+    /// Flow records of the calls let in or refused here.
+    pub flows: crate::flows::Flows,
     /// The ruleset installed last.
     rules: Mutex<String>,
 }
@@ -115,6 +122,7 @@ impl NodeProxy {
             mesh: ArcSwap::from_pointee(MeshSnapshot::default()),
             identities,
             stats: Stats::default(),
+            flows: Default::default(),
             rules: Mutex::new(String::new()),
         })
     }
@@ -277,12 +285,13 @@ impl NodeProxy {
                 identity: Some(src_id),
                 ip: source_ip,
             };
-            if let Some(d) = self.refused_l4(&dst, &caller, target.port()) {
-                self.deny(&caller, &dst, target, &d);
+            let d = self.check_l4(&dst, &caller, target.port());
+            if let Some(d) = d.as_ref().filter(|d| !d.allowed) {
+                self.deny(&caller, &dst, target, d, None);
                 reset(client);
                 return;
             }
-            self.deliver(client, dst, caller, target).await;
+            self.deliver(client, dst, caller, target, d).await;
             return;
         }
         let (Some(proxy), Some(dst_id)) = (dst.tunnel, Identity::parse(&dst.identity)) else {
@@ -340,13 +349,14 @@ impl NodeProxy {
             reset(client);
             return;
         }
-        if let Some(d) = self.refused_l4(&w, &caller, target.port()) {
-            self.deny(&caller, &w, target, &d);
+        let d = self.check_l4(&w, &caller, target.port());
+        if let Some(d) = d.as_ref().filter(|d| !d.allowed) {
+            self.deny(&caller, &w, target, d, None);
             reset(client);
             return;
         }
         self.stats.inbound.fetch_add(1, Ordering::Relaxed);
-        self.deliver(client, w, caller, target).await;
+        self.deliver(client, w, caller, target, d).await;
     }
 
     async fn serve_tunnels(self: Arc<Self>, listener: TcpListener) {
@@ -435,8 +445,9 @@ impl NodeProxy {
             identity: Some(inbound.peer.clone()),
             ip: inbound.caller,
         };
-        if let Some(d) = self.refused_l4(&w, &caller, target.port()) {
-            self.deny(&caller, &w, target, &d);
+        let d = self.check_l4(&w, &caller, target.port());
+        if let Some(d) = d.as_ref().filter(|d| !d.allowed) {
+            self.deny(&caller, &w, target, d, None);
             inbound.refuse(http::StatusCode::FORBIDDEN);
             return;
         }
@@ -448,17 +459,25 @@ impl NodeProxy {
                 return;
             }
         };
-        if w.authz.needs_http() {
-            self.deliver(stream, w, caller, target).await;
+        if self.at_l7(&w) {
+            self.deliver(stream, w, caller, target, d).await;
         } else if let Some(mut up) = self.reach(target).await {
+            let started = std::time::Instant::now();
             let r = stream.splice(&mut up).await;
+            self.connection_flow(&caller, &w, target, d.as_ref(), &r, started, true);
             self.count(r, true);
         }
     }
 
-    /// The decision, if the connection is refused on what L4 shows. Workloads whose
-    /// policies look at HTTP are checked per request instead.
-    fn refused_l4(&self, w: &Workload, caller: &Caller, port: u16) -> Option<Decision> {
+    /// Whether calls to `w` are read request by request (its policies look at HTTP,
+    /// or every call's HTTP is observed).
+    fn at_l7(&self, w: &Workload) -> bool {
+        w.authz.needs_http() || self.cfg.observe_http
+    }
+
+    /// The decision on what L4 shows, if the workload's policies decide there (those
+    /// that look at HTTP decide per request instead).
+    fn check_l4(&self, w: &Workload, caller: &Caller, port: u16) -> Option<Decision> {
         if w.authz.is_empty() || w.authz.needs_http() {
             return None;
         }
@@ -472,7 +491,73 @@ impl NodeProxy {
         };
         let d = w.authz.check(&call);
         self.audit(&d, caller, w);
-        (!d.allowed).then_some(d)
+        Some(d)
+    }
+
+    /// Records a call let in, or refused: its flow, and what a dry-run policy would
+    /// have done with it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn flow(
+        &self,
+        caller: &Caller,
+        w: &Arc<Workload>,
+        target: SocketAddr,
+        d: Option<&Decision>,
+        bytes: (u64, u64),
+        duration: Duration,
+        http: Option<(&str, &str)>,
+    ) {
+        let (verdict, policy) = match d {
+            Some(d) if !d.allowed => (crate::flows::Verdict::Denied, d.policy.clone()),
+            Some(Decision {
+                shadow: Some((false, p)),
+                ..
+            }) => {
+                let name = p.as_deref().unwrap_or("-");
+                self.stats.dry_run_denied_by.bump(name);
+                tracing::info!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %target, workload = %w.name, namespace = %w.namespace, policy = %name, method = ?http.map(|h| h.0), path = ?http.map(|h| h.1), "dry run: would deny");
+                (crate::flows::Verdict::WouldDeny, p.clone())
+            }
+            Some(d) => (crate::flows::Verdict::Allowed, d.policy.clone()),
+            None => (crate::flows::Verdict::Allowed, None),
+        };
+        self.flows.record(crate::flows::Flow {
+            time_ms: gatehouse_proxy::security_log::now_ms(),
+            source: caller
+                .identity
+                .as_ref()
+                .map(|i| Arc::from(i.uri().as_str())),
+            source_ip: caller.ip,
+            workload: w.clone(),
+            target,
+            verdict,
+            policy,
+            bytes_in: bytes.0,
+            bytes_out: bytes.1,
+            duration_ms: duration.as_millis() as u64,
+            http: http.map(|(m, p)| (m.to_string(), p.to_string())),
+        });
+    }
+
+    /// Records a connection carried at L4, once it ended: `r` is its copy's result,
+    /// (from one end, to it), where that end is the workload's when `workload_side`.
+    #[allow(clippy::too_many_arguments)]
+    fn connection_flow(
+        &self,
+        caller: &Caller,
+        w: &Arc<Workload>,
+        target: SocketAddr,
+        d: Option<&Decision>,
+        r: &std::io::Result<(u64, u64)>,
+        started: std::time::Instant,
+        workload_side: bool,
+    ) {
+        let bytes = match r {
+            Ok((from, to)) if workload_side => (*to, *from),
+            Ok((from, to)) => (*from, *to),
+            Err(_) => (0, 0),
+        };
+        self.flow(caller, w, target, d, bytes, started.elapsed(), None);
     }
 
     pub(crate) fn audit(&self, d: &Decision, caller: &Caller, w: &Workload) {
@@ -482,7 +567,15 @@ impl NodeProxy {
         }
     }
 
-    pub(crate) fn deny(&self, caller: &Caller, w: &Workload, target: SocketAddr, d: &Decision) {
+    pub(crate) fn deny(
+        &self,
+        caller: &Caller,
+        w: &Arc<Workload>,
+        target: SocketAddr,
+        d: &Decision,
+        http: Option<(&str, &str)>,
+    ) {
+        self.flow(caller, w, target, Some(d), (0, 0), Duration::ZERO, http);
         self.stats.denied.fetch_add(1, Ordering::Relaxed);
         let policy = d.policy.as_deref().unwrap_or("-");
         tracing::warn!(target: "gatehouse::authz", source = ?caller.identity.as_ref().map(|i| i.uri()), source_ip = %caller.ip, destination = %target, workload = %w.name, namespace = %w.namespace, policy = %policy, "denied");
@@ -497,6 +590,7 @@ impl NodeProxy {
         w: Arc<Workload>,
         caller: Caller,
         target: SocketAddr,
+        d: Option<Decision>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -505,9 +599,35 @@ impl NodeProxy {
         };
         if w.authz.needs_http() {
             l7::serve(self.clone(), down, up, w, caller, target).await;
+        } else if self.cfg.observe_http {
+            // Read for its flow records only: what does not speak HTTP is carried as
+            // it is.
+            match l7::sniff(down).await {
+                (down, true) => l7::serve(self.clone(), down, up, w, caller, target).await,
+                (down, false) => self.carry(down, up, &w, &caller, target, d).await,
+            }
         } else {
-            self.copy(down, up).await;
+            self.carry(down, up, &w, &caller, target, d).await;
         }
+    }
+
+    /// Carries a connection's bytes as they are, and records its flow.
+    async fn carry<S>(
+        &self,
+        mut down: S,
+        mut up: TcpStream,
+        w: &Arc<Workload>,
+        caller: &Caller,
+        target: SocketAddr,
+        d: Option<Decision>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let started = std::time::Instant::now();
+        let r = tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 64 * 1024, 64 * 1024)
+            .await;
+        self.connection_flow(caller, w, target, d.as_ref(), &r, started, false);
+        self.count(r, false);
     }
 
     /// Connects to a local workload, counting and logging a failure.
@@ -621,6 +741,11 @@ impl NodeProxy {
             &mut out,
             "gatehouse_mesh_authz_audited_total",
             "Calls matched by AUDIT policies.",
+        );
+        s.dry_run_denied_by.write(
+            &mut out,
+            "gatehouse_mesh_authz_dry_run_denied_total",
+            "Calls a dry-run policy would have denied (they were let in).",
         );
         out
     }

@@ -54,6 +54,8 @@ pub struct ProxyConfig {
     /// counts.
     pub analytics_tick: Option<Duration>,
     pub analytics_warm_up: u64,
+    /// Node proxies' admin addresses whose flow edges the analytics read.
+    pub analytics_flows_from: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -89,6 +91,7 @@ impl Default for ProxyConfig {
             access_log_fields: Vec::new(),
             analytics_tick: None,
             analytics_warm_up: 60,
+            analytics_flows_from: Vec::new(),
         }
     }
 }

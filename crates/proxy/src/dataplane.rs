@@ -270,6 +270,11 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Changes to true when the data plane starts shutting down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Runs `f` every `period` (the first time at once) until the data plane shuts
     /// down; a late tick is not made up for.
     pub fn every(

@@ -7,6 +7,11 @@
 //! whose HTTP is not seen (L4), a rule's HTTP fields cannot be checked: such a rule
 //! never matches in an ALLOW policy, and matches on its other fields in a DENY policy
 //! (failing closed).
+//!
+//! A policy annotated `gatehouse.dev/dry-run: "true"` (or Istio's `istio.io/dry-run`)
+//! is enforced in the shadows: each call is checked a second time as if it were in
+//! force, and the shadow verdict is reported (a call it would deny is counted and
+//! logged), while the enforced policies alone decide.
 
 use gatehouse_model::mesh::{AuthorizationPolicy, AuthorizationRule, Condition, Operation, Source};
 use gatehouse_model::{ConfigError, StoredObject};
@@ -31,7 +36,12 @@ pub struct Policy {
     rules: Vec<Rule>,
     /// Whether a rule needs HTTP attributes (methods, paths, hosts, headers).
     pub needs_http: bool,
+    /// Checked in the shadows only (the dry-run annotation).
+    pub dry_run: bool,
 }
+
+/// The annotations that make a policy a dry run.
+pub const DRY_RUN_ANNOTATIONS: [&str; 2] = ["gatehouse.dev/dry-run", "istio.io/dry-run"];
 
 #[derive(Debug, Default)]
 struct Rule {
@@ -150,6 +160,9 @@ pub struct Decision {
     pub policy: Option<Arc<str>>,
     /// AUDIT policies that matched.
     pub audited: Vec<Arc<str>>,
+    /// The verdict with the dry-run policies in force too, if any apply and it differs
+    /// from this one: allowed or not, and the deciding policy.
+    pub shadow: Option<(bool, Option<Arc<str>>)>,
 }
 
 /// The policies that apply to one workload, by action.
@@ -158,36 +171,73 @@ pub struct WorkloadAuthz {
     pub deny: Vec<Arc<Policy>>,
     pub allow: Vec<Arc<Policy>>,
     pub audit: Vec<Arc<Policy>>,
+    /// The same and the dry-run policies together, if any dry-run policy applies.
+    pub shadow: Option<Box<WorkloadAuthz>>,
 }
 
 impl WorkloadAuthz {
     pub fn new(policies: impl IntoIterator<Item = Arc<Policy>>) -> Self {
-        let mut w = WorkloadAuthz::default();
+        let (mut w, mut all) = (WorkloadAuthz::default(), WorkloadAuthz::default());
+        let mut dry = false;
         for p in policies {
-            match p.action {
-                Action::Allow => w.allow.push(p),
-                Action::Deny => w.deny.push(p),
-                Action::Audit => w.audit.push(p),
+            dry |= p.dry_run;
+            let sets = match p.dry_run {
+                true => vec![&mut all],
+                false => vec![&mut w, &mut all],
+            };
+            for set in sets {
+                match p.action {
+                    Action::Allow => set.allow.push(p.clone()),
+                    Action::Deny => set.deny.push(p.clone()),
+                    Action::Audit => set.audit.push(p.clone()),
+                }
             }
+        }
+        if dry {
+            w.shadow = Some(Box::new(all));
         }
         w
     }
 
-    /// Whether any policy needs the HTTP of a call to decide.
+    /// Whether any policy (dry runs included) needs the HTTP of a call to decide.
     pub fn needs_http(&self) -> bool {
         self.deny
             .iter()
             .chain(&self.allow)
             .chain(&self.audit)
             .any(|p| p.needs_http)
+            || self.shadow.as_ref().is_some_and(|s| s.needs_http())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.deny.is_empty() && self.allow.is_empty() && self.audit.is_empty()
+        self.deny.is_empty()
+            && self.allow.is_empty()
+            && self.audit.is_empty()
+            && self.shadow.is_none()
     }
 
-    /// Checks a call against the workload's policies.
+    /// Checks a call against the workload's policies (and, in the shadows, against
+    /// them and the dry-run ones).
     pub fn check(&self, call: &Call<'_>) -> Decision {
+        let mut d = self.check_enforced(call);
+        if let Some(shadow) = &self.shadow {
+            let s = shadow.check_enforced(call);
+            if s.allowed != d.allowed {
+                // Denied for want of a matching ALLOW: the dry-run ALLOW policy is why.
+                let policy = s.policy.or_else(|| {
+                    shadow
+                        .allow
+                        .iter()
+                        .find(|p| p.dry_run)
+                        .map(|p| p.name.clone())
+                });
+                d.shadow = Some((s.allowed, policy));
+            }
+        }
+        d
+    }
+
+    fn check_enforced(&self, call: &Call<'_>) -> Decision {
         let audited = self
             .audit
             .iter()
@@ -199,6 +249,7 @@ impl WorkloadAuthz {
                 allowed: false,
                 policy: Some(p.name.clone()),
                 audited,
+                shadow: None,
             };
         }
         if self.allow.is_empty() {
@@ -206,6 +257,7 @@ impl WorkloadAuthz {
                 allowed: true,
                 policy: None,
                 audited,
+                shadow: None,
             };
         }
         match self.allow.iter().find(|p| p.matches(call, false)) {
@@ -213,11 +265,13 @@ impl WorkloadAuthz {
                 allowed: true,
                 policy: Some(p.name.clone()),
                 audited,
+                shadow: None,
             },
             None => Decision {
                 allowed: false,
                 policy: None,
                 audited,
+                shadow: None,
             },
         }
     }
@@ -358,6 +412,11 @@ pub fn compile(o: &StoredObject, p: &AuthorizationPolicy) -> Result<Policy, Vec<
         action,
         rules,
         needs_http,
+        dry_run: o.object.metadata().annotations.as_ref().is_some_and(|a| {
+            DRY_RUN_ANNOTATIONS
+                .iter()
+                .any(|k| a.get(*k).is_some_and(|v| v.eq_ignore_ascii_case("true")))
+        }),
     })
 }
 
@@ -684,6 +743,33 @@ spec:
         let d = w.check(&call(Some(FRONT), None));
         assert_eq!(d.policy.as_deref(), Some("shop/no-admin"));
         assert!(w.needs_http());
+    }
+
+    #[test]
+    fn a_dry_run_policy_decides_nothing_and_says_what_it_would_deny() {
+        let w = policies(
+            r#"
+apiVersion: gatehouse.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: suggested, namespace: shop, annotations: {gatehouse.dev/dry-run: "true"}}
+spec:
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/shop/sa/frontend"]}}]
+    to: [{operation: {methods: [GET], paths: ["/public/*"]}}]
+"#,
+        );
+        let h = http::HeaderMap::new();
+        let d = w.check(&call(Some(FRONT), Some(http("GET", "/public/a", &h))));
+        assert_eq!((d.allowed, d.shadow), (true, None), "allowed either way");
+        let d = w.check(&call(Some(FRONT), Some(http("POST", "/public/a", &h))));
+        assert!(d.allowed, "a dry run denies nothing");
+        assert_eq!(
+            d.shadow,
+            Some((false, Some(Arc::from("shop/suggested")))),
+            "but would have denied it"
+        );
+        assert!(w.needs_http() && !w.is_empty());
+        assert!(w.allow.is_empty(), "nothing in force");
     }
 
     #[test]

@@ -63,6 +63,31 @@ pub struct Workload {
     /// Only mutual TLS through the mesh is accepted (else plaintext is too).
     pub strict: bool,
     pub authz: Arc<WorkloadAuthz>,
+    /// The labels that select it (`app`, or all but those Kubernetes adds), for
+    /// policies suggested from what it was seen to do.
+    pub selector: Arc<BTreeMap<String, String>>,
+}
+
+/// Labels Kubernetes adds to a pod, which select one revision of it only.
+const REVISION_LABELS: [&str; 3] = [
+    "pod-template-hash",
+    "controller-revision-hash",
+    "statefulset.kubernetes.io/pod-name",
+];
+
+/// The labels a policy for a pod would select it by: its `app` (or
+/// `app.kubernetes.io/name`) label, else all its labels but revision ones.
+fn selector_of(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    for key in ["app", "app.kubernetes.io/name"] {
+        if let Some(v) = labels.get(key) {
+            return BTreeMap::from([(key.to_string(), v.clone())]);
+        }
+    }
+    labels
+        .iter()
+        .filter(|(k, _)| !REVISION_LABELS.contains(&k.as_str()) && k.as_str() != MESH_LABEL)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// A Service's virtual address and port, with the endpoints behind it.
@@ -292,6 +317,7 @@ pub fn build(store: &ObjectStore, opts: &MeshOptions) -> Result<MeshSnapshot, Ve
             tunnel: tunnel_ip.map(|i| SocketAddr::new(i, opts.tunnel_port)),
             strict,
             authz: Arc::new(authz),
+            selector: Arc::new(selector_of(&labels)),
         };
         workloads.insert(ip, Arc::new(w));
     }
