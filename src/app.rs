@@ -193,6 +193,43 @@ pub(crate) async fn data_plane(
         access,
     };
     let dp = DataPlane::with_workers_and_logs(proxy.clone(), WORKERS.get().cloned(), logs);
+    if proxy.tracing {
+        let tracer =
+            gatehouse_proxy::trace::Tracer::new(proxy.trace_sample, proxy.otlp_endpoint.as_deref())
+                .map_err(|e| anyhow!(e))?;
+        let t = tracer.clone();
+        let metrics: gatehouse_proxy::metrics::ExtraMetrics = Arc::new(move |out: &mut String| {
+            use std::sync::atomic::Ordering::Relaxed;
+            for (name, help, v) in [
+                (
+                    "gatehouse_trace_spans_exported_total",
+                    "Spans sent to the OTLP endpoint.",
+                    &t.exported,
+                ),
+                (
+                    "gatehouse_trace_spans_dropped_total",
+                    "Spans dropped because the export queue was full.",
+                    &t.dropped,
+                ),
+                (
+                    "gatehouse_trace_spans_failed_total",
+                    "Spans the OTLP endpoint did not take.",
+                    &t.export_errors,
+                ),
+            ] {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                    v.load(Relaxed)
+                ));
+            }
+        });
+        dp.metrics
+            .extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(metrics);
+        let _ = dp.tracer.set(tracer);
+    }
     if let Some(tick) = proxy.analytics_tick {
         crate::analytics::start(
             &dp,

@@ -95,7 +95,7 @@ struct WafArgs {
     access_log_sample: u64,
     /// The fields of access log lines, comma-separated (default: all of time,
     /// request_id, client, method, host, path, protocol, status, reason, waf_rule,
-    /// route, duration_ms).
+    /// route, duration_ms, trace_id).
     #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     access_log_fields: Vec<String>,
     /// Responses Gatehouse makes itself say why in an `x-gatehouse-reason` header
@@ -109,6 +109,18 @@ struct WafArgs {
     /// Analytics ticks learned before anomalies are raised.
     #[arg(long, default_value_t = 60, value_name = "TICKS")]
     analytics_warm_up: u64,
+    /// Trace requests (W3C traceparent): each request is a span of the proxy's, which
+    /// continues the caller's trace or starts one, and goes upstream as the parent.
+    #[arg(long)]
+    tracing: bool,
+    /// The share of new traces sampled (0 to 1); a continued trace keeps its caller's
+    /// choice.
+    #[arg(long, default_value_t = 0.01, value_name = "RATIO")]
+    trace_sample: f64,
+    /// Export sampled spans over OTLP/HTTP (JSON) to this URL, e.g.
+    /// http://127.0.0.1:4318/v1/traces (turns --tracing on).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// A node proxy's admin address (HOST:PORT) whose east-west flows the dashboard
     /// shows: on its map, and as suggested policies. Repeatable, one per node.
     #[arg(long, value_name = "HOST:PORT")]
@@ -841,6 +853,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
             .then(|| Duration::from_millis(waf.analytics_tick_ms)),
         analytics_warm_up: waf.analytics_warm_up,
         analytics_flows_from: waf.flows_from.clone(),
+        tracing: waf.tracing || waf.otlp_endpoint.is_some(),
+        trace_sample: waf.trace_sample,
+        otlp_endpoint: waf.otlp_endpoint.clone(),
         access_log_fields: waf.access_log_fields.clone(),
         debug_headers: waf.debug_headers,
         merge_slashes,

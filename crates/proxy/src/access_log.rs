@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Every field a line can have, in the order lines give them.
-pub const FIELDS: [&str; 12] = [
+pub const FIELDS: [&str; 13] = [
     "time",
     "request_id",
     "client",
@@ -24,6 +24,7 @@ pub const FIELDS: [&str; 12] = [
     "waf_rule",
     "route",
     "duration_ms",
+    "trace_id",
 ];
 
 /// One request, as the access log sees it.
@@ -39,6 +40,8 @@ pub struct Entry<'a> {
     pub reason: Reason,
     pub route: &'a str,
     pub duration: Duration,
+    /// The request's trace, when tracing is on.
+    pub trace: Option<crate::trace::TraceIds>,
 }
 
 /// The access log's file and choices.
@@ -156,6 +159,11 @@ impl AccessLog {
         if key(&mut out, 11) {
             let _ = write!(out, "{}", e.duration.as_micros() as f64 / 1e3);
         }
+        if let Some(t) = &e.trace {
+            if key(&mut out, 12) {
+                let _ = write!(out, "\"{}\"", t.trace_hex());
+            }
+        }
         out.push('}');
         out
     }
@@ -194,6 +202,12 @@ mod tests {
             reason,
             route: "default/app",
             duration: Duration::from_micros(1500),
+            trace: Some(crate::trace::TraceIds {
+                trace_id: [0xab; 16],
+                span_id: [1; 8],
+                parent: None,
+                sampled: true,
+            }),
         }
     }
 
@@ -207,6 +221,7 @@ mod tests {
         assert_eq!(v["waf_rule"], 942100);
         assert_eq!(v["path"], "/a\"b");
         assert_eq!(v["duration_ms"], 1.5);
+        assert_eq!(v["trace_id"], "ab".repeat(16));
         assert_eq!(v.as_object().map(|o| o.len()), Some(FIELDS.len()));
 
         let some = AccessLog::open(

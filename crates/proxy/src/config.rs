@@ -56,6 +56,11 @@ pub struct ProxyConfig {
     pub analytics_warm_up: u64,
     /// Node proxies' admin addresses whose flow edges the analytics read.
     pub analytics_flows_from: Vec<String>,
+    /// W3C trace propagation and spans ([`crate::trace`]), the share of new traces
+    /// sampled, and where spans are exported (OTLP/HTTP), if anywhere.
+    pub tracing: bool,
+    pub trace_sample: f64,
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ProxyConfig {
@@ -92,6 +97,9 @@ impl Default for ProxyConfig {
             analytics_tick: None,
             analytics_warm_up: 60,
             analytics_flows_from: Vec::new(),
+            tracing: false,
+            trace_sample: 0.01,
+            otlp_endpoint: None,
         }
     }
 }

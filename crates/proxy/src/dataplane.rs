@@ -110,6 +110,8 @@ pub struct DataPlane {
     pub(crate) event_throttle: crate::security_log::Throttle,
     /// Paths the admin listener serves for other parts of the process.
     pub admin_ext: std::sync::Mutex<Vec<crate::admin::AdminRoute>>,
+    /// Spans and trace propagation, when tracing is on (set once, at start).
+    pub tracer: std::sync::OnceLock<Arc<crate::trace::Tracer>>,
 }
 
 impl DataPlane {
@@ -175,6 +177,7 @@ impl DataPlane {
             shed_below: std::sync::atomic::AtomicI64::new(i64::MIN),
             event_throttle: Default::default(),
             admin_ext: Default::default(),
+            tracer: Default::default(),
         })
     }
 

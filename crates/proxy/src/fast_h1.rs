@@ -364,9 +364,10 @@ impl Downstream {
             raw,
             target,
             host,
-            msg,
+            mut msg,
         } = head;
         let rid = request_id(&msg.headers);
+        let trace = dp.tracer.get().map(|t| t.begin(&mut msg.headers));
         let (target_range, host_range) = (target.clone(), host.clone());
         let target = std::str::from_utf8(&raw[target]).unwrap_or("/");
         let (path, query) = match target.split_once('?') {
@@ -408,6 +409,7 @@ impl Downstream {
                     route: handler::route_of(&active, stats.route),
                     upstream: this.upstream.take(),
                     duration_us: elapsed.as_micros() as u64,
+                    trace,
                 },
                 rid.to_str().unwrap_or(""),
                 view_host.unwrap_or(""),

@@ -48,6 +48,8 @@ pub async fn handle(
     let start = Instant::now();
     let active = dp.state.load_full();
     let rid = request_id(req.headers());
+    let mut req = req;
+    let trace = dp.tracer.get().map(|t| t.begin(req.headers_mut()));
     // What the logs and the ring of recent requests keep of the request, whose parts
     // go upstream.
     let mut asked = Asked::of(&req, dp.security_logs.access.is_some());
@@ -105,6 +107,7 @@ pub async fn handle(
             route: route_of(&active, stats.route),
             upstream: resp.extensions_mut().remove::<crate::recent::Upstream>(),
             duration_us: elapsed.as_micros() as u64,
+            trace,
         },
         rid.to_str().unwrap_or(""),
         &whole.0,
@@ -181,9 +184,57 @@ pub(crate) fn finished(
             reason: seen.reason,
             route: seen.route.as_deref().unwrap_or(""),
             duration: std::time::Duration::from_micros(seen.duration_us),
+            trace: seen.trace,
         });
     }
+    if let (Some(tracer), Some(ids)) = (dp.tracer.get(), seen.trace) {
+        if ids.sampled && tracer.exports() {
+            tracer.finish(span_of(&seen, ids, host, path));
+        }
+    }
     dp.recent.record(seen);
+}
+
+/// The span of a finished request (`host` and `path` whole, where the record keeps
+/// their start).
+fn span_of(
+    seen: &crate::recent::Seen,
+    ids: crate::trace::TraceIds,
+    host: &str,
+    path: &str,
+) -> crate::trace::Span {
+    let end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let host = match host.is_empty() {
+        true => seen.host.text(),
+        false => host.to_string(),
+    };
+    let target = match path.is_empty() {
+        true => seen.target.text(),
+        false => path.to_string(),
+    };
+    crate::trace::Span {
+        ids,
+        name: match &seen.route {
+            Some(r) => format!("{} {r}", seen.method),
+            None => seen.method.to_string(),
+        },
+        start_unix_nanos: end.saturating_sub(seen.duration_us * 1000),
+        end_unix_nanos: end,
+        method: seen.method.to_string(),
+        host,
+        target,
+        status: seen.status,
+        reason: seen.reason.code(),
+        route: seen.route.clone(),
+        upstream: seen
+            .upstream
+            .as_ref()
+            .map(|u| (u.cluster.name.clone(), u.endpoint.to_string())),
+        client: seen.client,
+        protocol: seen.protocol,
+    }
 }
 
 /// Says why in `x-gatehouse-reason`, unless a more precise reason is there already.

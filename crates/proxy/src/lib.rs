@@ -42,6 +42,7 @@ pub mod security_log;
 pub mod shed;
 pub mod strict;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod waf;
 

@@ -76,6 +76,8 @@ pub struct Seen {
     /// Where it went, when it went upstream.
     pub upstream: Option<Upstream>,
     pub duration_us: u64,
+    /// Its span, when tracing is on.
+    pub trace: Option<crate::trace::TraceIds>,
 }
 
 /// The cluster and endpoint a request went to.
@@ -111,6 +113,10 @@ impl Seen {
         });
         if let Reason::Waf(rule) = self.reason {
             v["wafRule"] = rule.into();
+        }
+        if let Some(t) = &self.trace {
+            v["traceId"] = t.trace_hex().into();
+            v["spanId"] = t.span_hex().into();
         }
         if let Some(u) = &self.upstream {
             v["cluster"] = u.cluster.name.clone().into();
@@ -350,6 +356,7 @@ mod tests {
             route: (status != 404).then(|| Arc::from("ingress/default/app")),
             upstream: None,
             duration_us: 1500,
+            trace: None,
         }
     }
 
