@@ -285,6 +285,8 @@ pub fn dashboard_json(dp: &DataPlane, r: &Running) -> Value {
         "time": gatehouse_proxy::security_log::now_ms(),
         "version": active.snapshot.version,
         "suggestedPolicies": suggested,
+        "adjustments": gatehouse_proxy::admin::adjustments_json(dp)["adjustments"].clone(),
+        "blocks": gatehouse_proxy::admin::blocks_json(dp)["blocks"].clone(),
         "flowErrors": east_west.errors,
         "tickMs": r.tick.as_millis() as u64,
         "ticks": a.ticks(),

@@ -38,7 +38,7 @@ pub fn rank(kind: &str) -> u8 {
         "Node" => 4,
         "Pod" => 5,
         "ReferenceGrant" => 6,
-        "BackendTrafficPolicy" | "SecurityPolicy" | "SourceBlock" => 7,
+        "BackendTrafficPolicy" | "SecurityPolicy" | "SourceBlock" | "TrafficAdjustment" => 7,
         "AuthorizationPolicy" | "PeerAuthentication" => 8,
         "IngressClass" | "GatewayClass" => 9,
         "Gateway" => 10,

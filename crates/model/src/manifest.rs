@@ -227,7 +227,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         ],
         ("gatehouse.dev", "BackendTrafficPolicy") => &["gatehouse.dev/v1alpha1"],
         ("gatehouse.dev", "SecurityPolicy") => &["gatehouse.dev/v1alpha1"],
-        ("gatehouse.dev", "SourceBlock") => &["gatehouse.dev/v1alpha1"],
+        ("gatehouse.dev", "SourceBlock" | "TrafficAdjustment") => &["gatehouse.dev/v1alpha1"],
         ("gatehouse.dev", "AuthorizationPolicy" | "PeerAuthentication") => {
             &["gatehouse.dev/v1alpha1"]
         }
@@ -289,6 +289,7 @@ fn to_object(value: Value, origin: Option<&Origin>) -> Result<Option<StoredObjec
         "BackendTrafficPolicy" => Object::BackendTrafficPolicy(typed(value, origin)?),
         "SecurityPolicy" => Object::SecurityPolicy(typed(value, origin)?),
         "SourceBlock" => Object::SourceBlock(typed(value, origin)?),
+        "TrafficAdjustment" => Object::TrafficAdjustment(typed(value, origin)?),
         "Pod" => Object::Pod(typed(value, origin)?),
         "Node" => Object::Node(typed(value, origin)?),
         "AuthorizationPolicy" => Object::AuthorizationPolicy(typed(value, origin)?),

@@ -5,7 +5,7 @@ use crate::gateway::{
 };
 use crate::locate::locate;
 use crate::mesh::{AuthorizationPolicy, PeerAuthentication};
-use crate::policy::{BackendTrafficPolicy, SecurityPolicy, SourceBlock};
+use crate::policy::{BackendTrafficPolicy, SecurityPolicy, SourceBlock, TrafficAdjustment};
 use crate::workload::{Node, Pod};
 use crate::ConfigError;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -35,6 +35,7 @@ pub enum Object {
     BackendTrafficPolicy(BackendTrafficPolicy),
     SecurityPolicy(SecurityPolicy),
     SourceBlock(SourceBlock),
+    TrafficAdjustment(TrafficAdjustment),
     Pod(Pod),
     Node(Node),
     AuthorizationPolicy(AuthorizationPolicy),
@@ -42,7 +43,7 @@ pub enum Object {
 }
 
 /// The kind names of every [`Object`] variant.
-pub const KINDS: [&str; 20] = [
+pub const KINDS: [&str; 21] = [
     "Ingress",
     "IngressClass",
     "Service",
@@ -59,6 +60,7 @@ pub const KINDS: [&str; 20] = [
     "BackendTrafficPolicy",
     "SecurityPolicy",
     "SourceBlock",
+    "TrafficAdjustment",
     "Pod",
     "Node",
     "AuthorizationPolicy",
@@ -89,6 +91,7 @@ impl Object {
             Object::BackendTrafficPolicy(_) => "BackendTrafficPolicy",
             Object::SecurityPolicy(_) => "SecurityPolicy",
             Object::SourceBlock(_) => "SourceBlock",
+            Object::TrafficAdjustment(_) => "TrafficAdjustment",
             Object::Pod(_) => "Pod",
             Object::Node(_) => "Node",
             Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
@@ -115,6 +118,7 @@ impl Object {
             Object::BackendTrafficPolicy(_)
             | Object::SecurityPolicy(_)
             | Object::SourceBlock(_)
+            | Object::TrafficAdjustment(_)
             | Object::AuthorizationPolicy(_)
             | Object::PeerAuthentication(_) => "gatehouse.dev/v1alpha1",
         }
@@ -141,6 +145,7 @@ impl Object {
             Object::BackendTrafficPolicy(o) => to_value(o),
             Object::SecurityPolicy(o) => to_value(o),
             Object::SourceBlock(o) => to_value(o),
+            Object::TrafficAdjustment(o) => to_value(o),
             Object::Pod(o) => to_value(o),
             Object::Node(o) => to_value(o),
             Object::AuthorizationPolicy(o) => to_value(o),
@@ -171,6 +176,7 @@ impl Object {
             Object::BackendTrafficPolicy(o) => &o.metadata,
             Object::SecurityPolicy(o) => &o.metadata,
             Object::SourceBlock(o) => &o.metadata,
+            Object::TrafficAdjustment(o) => &o.metadata,
             Object::Pod(o) => &o.metadata,
             Object::Node(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,

@@ -44,6 +44,37 @@ pub struct BackendTrafficPolicySpec {
     pub health_check: Option<HealthCheck>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// On a policy targeting an HTTPRoute: a rule's canary (its lightest-weighted
+    /// backend) whose error ratio rises past its siblings' gets its weight set to 0,
+    /// by a `TrafficAdjustment` object, for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_rollback: Option<CanaryRollback>,
+}
+
+/// Shifting a failing canary's traffic back to the stable backends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryRollback {
+    /// The canary's error ratio (5xx, failed connections, timeouts) must reach this
+    /// (default 0.05)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_error_ratio: Option<f64>,
+    /// ...and this many times the other backends' (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_multiplier: Option<f64>,
+    /// Requests the canary needs in a window before it is judged (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u32>,
+    /// The window errors are counted over (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// How long the canary stays at weight 0 (default `10m`); delete the
+    /// TrafficAdjustment to restore it sooner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<String>,
+    /// `Enforce` (default) or `DryRun` (log the rollback, change nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// Passive health checking: an endpoint that fails several requests in a row (a 5xx
@@ -63,6 +94,18 @@ pub struct OutlierDetection {
     /// one endpoint can always be ejected). If every endpoint is ejected, all are used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    /// Also hold out an endpoint whose mean latency over `latencyInterval` is this many
+    /// times its Service's median endpoint's (and 5 ms more), by a `TrafficAdjustment`
+    /// object that ends after `baseEjectionTime`. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_factor: Option<f64>,
+    /// Requests an endpoint needs in an interval before its latency is judged
+    /// (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_min_requests: Option<u32>,
+    /// The interval latency is averaged over (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_interval: Option<String>,
 }
 
 /// Active health checking: every endpoint is probed on an interval; one that fails
@@ -548,6 +591,51 @@ pub struct BlockResponse {
     pub content_type: Option<String>,
 }
 
+/// A change an adaptive control made to traffic: an endpoint held out of its Service's
+/// rotation (`EjectEndpoint`), or a route's backend given another weight
+/// (`SetWeight`). Made by the proxy, served like any other object, listed on the admin
+/// listener and the dashboard, and undone by deleting it (or when it expires).
+#[derive(CustomResource, Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[kube(
+    group = "gatehouse.dev",
+    version = "v1alpha1",
+    kind = "TrafficAdjustment",
+    plural = "trafficadjustments",
+    shortname = "tadj",
+    namespaced,
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Action","type":"string","jsonPath":".spec.action"}"#,
+    printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".spec.reason","priority":1}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficAdjustmentSpec {
+    /// `EjectEndpoint` or `SetWeight`.
+    pub action: String,
+    /// The Service (in this namespace) whose endpoint is held out, or the route
+    /// backend whose weight is set.
+    pub service: String,
+    /// `EjectEndpoint`: the endpoint (`10.0.0.7:8080`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// `SetWeight`: the HTTPRoute (in this namespace) and the backend's new weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// When it ends (RFC 3339); none: when deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// What was seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The policy (`namespace/name`) whose control made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+}
+
 /// The CRDs of every Gatehouse kind, as one multi-document YAML text.
 pub fn crds_yaml() -> Result<String, String> {
     use kube::CustomResourceExt;
@@ -555,6 +643,7 @@ pub fn crds_yaml() -> Result<String, String> {
         BackendTrafficPolicy::crd(),
         SecurityPolicy::crd(),
         SourceBlock::crd(),
+        TrafficAdjustment::crd(),
         crate::mesh::AuthorizationPolicy::crd(),
         crate::mesh::PeerAuthentication::crd(),
     ];

@@ -1,7 +1,8 @@
 //! The admin listener (its own port): `/healthz`, `/readyz`, `/config` (Snapshot
 //! version and summary as JSON), `/metrics` (Prometheus text format), `/blocks`: the
 //! `SourceBlock`s in force as JSON, where `DELETE /blocks/NAMESPACE/NAME` lifts one
-//! that adaptive blocking made; and for diagnosis, `/requests/ID` (what decided one
+//! that adaptive blocking made; `/adjustments`: the `TrafficAdjustment`s the adaptive
+//! traffic controls made (`DELETE /adjustments/NAMESPACE/NAME` undoes one); and for diagnosis, `/requests/ID` (what decided one
 //! recent request), `/requests?last=N`, `/tap?route=&host=&path=&method=&status=` (a
 //! live stream of matching requests, one JSON line each) and `/top` (per-route counts
 //! and latency, for `gatehouse ctl top` to turn into rates). Other parts of the process
@@ -70,6 +71,13 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
         }
         p if p.starts_with("/blocks/") && req.method() == http::Method::DELETE => {
             lift_block(dp, &p["/blocks/".len()..])
+        }
+        "/adjustments" if req.method() == http::Method::GET => {
+            let text = serde_json::to_string_pretty(&adjustments_json(dp)).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", text)
+        }
+        p if p.starts_with("/adjustments/") && req.method() == http::Method::DELETE => {
+            lift_adjustment(dp, &p["/adjustments/".len()..])
         }
         "/config" => {
             let text = serde_json::to_string_pretty(&config_json(dp)).unwrap_or_default();
@@ -255,6 +263,50 @@ pub fn blocks_json(dp: &DataPlane) -> serde_json::Value {
         })
         .collect();
     json!({ "blocks": blocks })
+}
+
+/// The `TrafficAdjustment`s the adaptive traffic controls made: each with its spec.
+pub fn adjustments_json(dp: &DataPlane) -> serde_json::Value {
+    let list: Vec<_> = dp
+        .generated
+        .list()
+        .into_iter()
+        .filter_map(|o| match o.object {
+            gatehouse_model::Object::TrafficAdjustment(a) => Some(json!({
+                "name": format!("{}/{}", a.metadata.namespace.as_deref().unwrap_or("default"), a.metadata.name.as_deref().unwrap_or("")),
+                "spec": a.spec,
+            })),
+            _ => None,
+        })
+        .collect();
+    json!({ "adjustments": list })
+}
+
+/// `DELETE /adjustments/NAMESPACE/NAME`: undoes a TrafficAdjustment the controls made.
+fn lift_adjustment(dp: &DataPlane, name: &str) -> Response<Body> {
+    let Some((namespace, name)) = name.split_once('/') else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "use DELETE /adjustments/NAMESPACE/NAME\n".into(),
+        );
+    };
+    let key = gatehouse_model::ObjectKey {
+        kind: "TrafficAdjustment",
+        namespace: Some(namespace.to_string()),
+        name: name.to_string(),
+    };
+    match dp.generated.remove(&key) {
+        true => {
+            tracing::info!(adjustment = %key, "adjustment undone through the admin API");
+            respond(StatusCode::OK, "text/plain", format!("undid {key}\n"))
+        }
+        false => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no {key} made by this proxy\n"),
+        ),
+    }
 }
 
 /// `DELETE /blocks/NAMESPACE/NAME`: lifts a block adaptive blocking made (one from the

@@ -304,6 +304,7 @@ impl DataPlane {
     pub fn start_controls(self: &Arc<Self>) {
         crate::adaptive::spawn(self.clone());
         crate::shed::spawn(self.clone());
+        crate::traffic_controls::spawn(self.clone());
     }
 
     /// Addresses currently bound.

@@ -69,6 +69,11 @@ impl Generated {
         n
     }
 
+    /// Whether `key` is one of them.
+    pub fn contains(&self, key: &ObjectKey) -> bool {
+        self.objects().contains_key(key)
+    }
+
     /// The objects, in key order.
     pub fn list(&self) -> Vec<StoredObject> {
         self.objects().values().map(|(o, _)| o.clone()).collect()

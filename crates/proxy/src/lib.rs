@@ -43,6 +43,7 @@ pub mod shed;
 pub mod strict;
 pub mod tls;
 pub mod trace;
+pub mod traffic_controls;
 pub mod upstream;
 pub mod waf;
 

@@ -178,6 +178,11 @@ pub struct Counters {
     pub adaptive_untracked_total: AtomicU64,
     /// Requests answered 503 because their route's priority is being shed.
     pub requests_shed_total: AtomicU64,
+    /// Endpoints held out as latency outliers, and canaries rolled back (or that would
+    /// have been, in DryRun).
+    pub endpoints_held_out_total: AtomicU64,
+    pub canary_rollbacks_total: AtomicU64,
+    pub canary_rollbacks_dry_run_total: AtomicU64,
     /// How many route priorities are being shed (0: none).
     pub shed_priorities: AtomicU64,
 }
@@ -519,6 +524,21 @@ impl Metrics {
                 "gatehouse_adaptive_untracked_requests_total",
                 "Requests of new sources adaptive blocking did not track: its tracker was full.",
                 &c.adaptive_untracked_total,
+            ),
+            (
+                "gatehouse_endpoints_held_out_total",
+                "Endpoints held out of rotation as latency outliers (TrafficAdjustments made).",
+                &c.endpoints_held_out_total,
+            ),
+            (
+                "gatehouse_canary_rollbacks_total",
+                "Canaries whose weight was set to 0 for failing more than their siblings.",
+                &c.canary_rollbacks_total,
+            ),
+            (
+                "gatehouse_canary_rollbacks_dry_run_total",
+                "Canaries a DryRun policy would have rolled back.",
+                &c.canary_rollbacks_dry_run_total,
             ),
             (
                 "gatehouse_requests_shed_total",

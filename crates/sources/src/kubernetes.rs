@@ -178,6 +178,13 @@ pub const WATCHED: &[WatchedKind] = &[
         "sourceblocks",
         true,
     ),
+    crd(
+        "gatehouse.dev",
+        "v1alpha1",
+        "TrafficAdjustment",
+        "trafficadjustments",
+        true,
+    ),
     AUTHORIZATION_POLICY,
     PEER_AUTHENTICATION,
 ];

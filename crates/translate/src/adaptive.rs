@@ -349,6 +349,14 @@ pub(crate) fn blocks(store: &ObjectStore, errors: &mut Vec<ConfigError>) -> Opti
 
 pub use gatehouse_model::policy::MADE_BY_LABEL;
 
+/// `ms` (since the Unix epoch) as an RFC 3339 time, as `expiresAt` fields say it.
+pub fn rfc3339(ms: u64) -> Option<String> {
+    i64::try_from(ms)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| t.to_string())
+}
+
 /// The `SourceBlock` object for a block `policy` decided at `now_ms`, and its end.
 pub fn block_object(
     policy: &AdaptivePolicy,
@@ -357,10 +365,7 @@ pub fn block_object(
 ) -> (gatehouse_model::StoredObject, u64) {
     let source = format!("{}/{}", block.source.addr, block.source.len);
     let until_ms = now_ms.saturating_add(u64::try_from(block.term.as_millis()).unwrap_or(0));
-    let expires_at = i64::try_from(until_ms)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .map(|t| t.to_string());
+    let expires_at = rfc3339(until_ms);
     // A DNS-1123 name: the source with its punctuation as dashes.
     let name: String = format!("src-{source}")
         .chars()

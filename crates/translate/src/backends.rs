@@ -75,7 +75,7 @@ pub fn resolve_with(
         _ => UpstreamProtocol::Http1,
     };
     let protocol = force.unwrap_or(native);
-    let (policy, own) = match (
+    let (mut policy, own) = match (
         &via.route,
         b.policies.for_service(namespace, name),
         &via.gateway,
@@ -85,6 +85,7 @@ pub fn resolve_with(
         (None, None, Some(p)) => (p.clone(), true),
         (None, None, None) => (ClusterPolicy::default(), false),
     };
+    policy.held_out = b.adjustments.held_out(namespace, name);
     let mut cluster_name = match protocol == native {
         true => format!("{namespace}/{name}:{}", sp.port),
         false => format!("{namespace}/{name}:{}/h2c", sp.port),

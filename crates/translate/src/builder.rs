@@ -31,6 +31,10 @@ pub struct Builder<'a> {
     pub statuses: Vec<StatusUpdate>,
     /// BackendTrafficPolicies by the Services they govern.
     pub policies: Policies,
+    /// What the adaptive traffic controls changed (`TrafficAdjustment` objects).
+    pub adjustments: crate::adjustments::Adjustments,
+    /// Route rules watched for a canary rollback.
+    pub canaries: Vec<Arc<crate::snapshot::CanaryGuard>>,
     pub security: crate::security::SecurityPolicies,
     /// Set for an incremental run: only these hostnames are compiled.
     pub scope: Option<&'a Scope>,
@@ -103,6 +107,7 @@ impl<'a> Builder<'a> {
             false => HashMap::new(),
         };
         let policies = Policies::load(store, &mut errors, &mut warnings);
+        let adjustments = crate::adjustments::Adjustments::load(store, &mut errors);
         let security =
             crate::security::SecurityPolicies::load(store, opts, &mut errors, &mut warnings);
         Builder {
@@ -111,6 +116,8 @@ impl<'a> Builder<'a> {
             errors,
             warnings,
             policies,
+            adjustments,
+            canaries: Vec::new(),
             security,
             certs,
             clusters: Clusters::new(),
@@ -341,6 +348,7 @@ impl<'a> Builder<'a> {
             blocks,
             surge,
             adaptive,
+            canaries: self.canaries,
         })
     }
 }

@@ -63,6 +63,29 @@ pub struct OutlierPolicy {
     pub base_ejection: Duration,
     /// Most endpoints ejected at once, in percent (at least one may always be).
     pub max_ejection_percent: u32,
+    /// Holding out latency outliers (an adaptive control), if on.
+    pub latency: Option<LatencyOutlier>,
+}
+
+/// When an endpoint is a latency outlier: its mean latency over `interval` is `factor`
+/// times its Service's median endpoint's, and `MIN_EXCESS` more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LatencyOutlier {
+    /// The factor, in thousandths.
+    pub factor_milli: u32,
+    pub min_requests: u32,
+    pub interval: Duration,
+}
+
+/// A rule's canary rollback (an adaptive control): ratios in millionths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CanaryPolicy {
+    pub min_error_ratio_ppm: u32,
+    pub baseline_multiplier_milli: u32,
+    pub min_requests: u32,
+    pub interval: Duration,
+    pub hold_for: Duration,
+    pub dry_run: bool,
 }
 
 /// What an active health probe does.
@@ -153,6 +176,10 @@ pub struct ClusterPolicy {
     pub retry: Option<RetryPolicy>,
     /// The policy this came from (`namespace/name`), for errors and `/config`.
     pub from: Option<String>,
+    /// Canary rollback of the routes this policy targets.
+    pub canary: Option<CanaryPolicy>,
+    /// Endpoints held out of rotation by `TrafficAdjustment` objects.
+    pub held_out: std::collections::BTreeSet<SocketAddr>,
 }
 
 /// The endpoints of a cluster at one time, with their Maglev table when the balancer
@@ -263,8 +290,16 @@ impl InFlight {
     /// Tells outlier detection and the latency estimate how the request went: `false`
     /// for a 5xx answer, a failed connection or a timeout.
     pub fn outcome(&self, ok: bool) {
+        let elapsed = self.start.elapsed();
+        let e = &self.endpoint;
+        e.answered.fetch_add(1, Ordering::Relaxed);
+        e.latency_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        if !ok {
+            e.failed.fetch_add(1, Ordering::Relaxed);
+        }
         if self.cluster.policy.balancer == Balancer::LeastRequest {
-            self.endpoint.observe_latency(self.start.elapsed());
+            self.endpoint.observe_latency(elapsed);
         }
         let Some(policy) = &self.cluster.policy.outlier else {
             return;
@@ -510,6 +545,18 @@ impl Cluster {
     fn usable(&self, e: &Endpoint, now: u64) -> bool {
         (self.policy.health.is_none() || e.state.is_healthy())
             && (self.policy.outlier.is_none() || !e.state.ejected(now))
+            && (self.policy.held_out.is_empty() || !self.policy.held_out.contains(&e.addr))
+    }
+
+    /// Each endpoint's address and shared state (for the adaptive controls, which read
+    /// its counters).
+    pub fn endpoint_states(&self) -> Vec<(SocketAddr, Arc<crate::endpoint::EndpointState>)> {
+        self.endpoints
+            .load()
+            .list
+            .iter()
+            .map(|e| (e.addr, e.state.clone()))
+            .collect()
     }
 
     /// Requests in flight to the cluster now.
@@ -715,6 +762,7 @@ mod tests {
                         consecutive_errors: 1,
                         base_ejection: Duration::from_secs(30),
                         max_ejection_percent: 100,
+                        latency: None,
                     }),
                     ..ClusterPolicy::default()
                 },
@@ -829,6 +877,7 @@ mod tests {
             consecutive_errors: 2,
             base_ejection: Duration::from_millis(80),
             max_ejection_percent: 34,
+            latency: None,
         });
         let c = Arc::new(c);
         // Endpoint 1 fails twice in a row (successes elsewhere do not reset it).
@@ -866,6 +915,7 @@ mod tests {
             consecutive_errors: 1,
             base_ejection: Duration::from_secs(30),
             max_ejection_percent: 100,
+            latency: None,
         });
         let c = Arc::new(c);
         c.admit(&Affinity::default())
@@ -886,6 +936,7 @@ mod tests {
             consecutive_errors: 1,
             base_ejection: Duration::from_secs(30),
             max_ejection_percent: 50,
+            latency: None,
         });
         let old = Arc::new(old);
         let held = old.admit(&Affinity::default()).expect("admitted");
@@ -1016,6 +1067,7 @@ mod tests {
                 consecutive_errors: 1,
                 base_ejection: Duration::from_secs(30),
                 max_ejection_percent: 50,
+                latency: None,
             }),
             ..ClusterPolicy::default()
         };

@@ -78,6 +78,12 @@ pub struct EndpointState {
     /// Peak-EWMA latency in nanoseconds, and when it was last updated.
     ewma_ns: AtomicU64,
     ewma_at_ns: AtomicU64,
+    /// Requests answered (or failed) so far, those that failed, and the sum of their
+    /// times to the response head in microseconds: the adaptive controls take their
+    /// differences once an interval.
+    pub answered: AtomicU64,
+    pub failed: AtomicU64,
+    pub latency_us: AtomicU64,
 }
 
 impl EndpointState {

@@ -1268,8 +1268,42 @@ fn backend_set(
 ) -> BackendSet {
     let mut items = Vec::new();
     let via = &b.policies.via_route(o, parents_of(o));
+    // Weights a TrafficAdjustment set (a canary rolled back), unless they would leave
+    // the rule no backend at all.
+    let http_route = o.object.kind() == "HTTPRoute";
+    let configured =
+        |r: &gatehouse_model::gateway::HttpBackendRef| r.weight.unwrap_or(1).max(0) as u32;
+    let adjusted = |b: &Builder<'_>, r: &gatehouse_model::gateway::HttpBackendRef| {
+        let same_ns = r.namespace.as_deref().is_none_or(|n| n == ns);
+        match (http_route && same_ns)
+            .then(|| b.adjustments.weight(ns, o.name(), &r.name))
+            .flatten()
+        {
+            Some(w) => w,
+            None => configured(r),
+        }
+    };
+    let use_adjusted = rule.backend_refs.iter().any(|r| adjusted(b, r) > 0);
+    let mut guarded = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
-        let weight = r.weight.unwrap_or(1).max(0) as u32;
+        let weight = match use_adjusted {
+            true => adjusted(b, r),
+            false => configured(r),
+        };
+        if weight != configured(r) {
+            b.warnings.push(format!(
+                "{} {ns}/{} {field}.backendRefs[{bi}]: weight {} set to {weight} by a TrafficAdjustment",
+                o.object.kind(),
+                o.name(),
+                configured(r)
+            ));
+        }
+        if configured(r) > 0 && weight == 0 {
+            // Rolled back: still watched, so the guard sees the whole rule.
+            if let Ok(c) = resolve_ref(b, o, ns, r, via) {
+                guarded.push((r.name.clone(), configured(r), c.name.clone()));
+            }
+        }
         if weight == 0 {
             continue;
         }
@@ -1302,7 +1336,26 @@ fn backend_set(
                 o.name()
             ));
         }
+        if let BackendTarget::Cluster(c) = &target {
+            guarded.push((r.name.clone(), configured(r), c.name.clone()));
+        }
         items.push(WeightedBackend { weight, target });
+    }
+    if let (true, Some(route)) = (http_route, &via.route) {
+        if let (Some(policy), true) = (&route.canary, guarded.len() >= 2) {
+            let rule_index = field
+                .rsplit_once('[')
+                .and_then(|(_, i)| i.trim_end_matches(']').parse().ok())
+                .unwrap_or(0);
+            b.canaries.push(Arc::new(crate::snapshot::CanaryGuard {
+                namespace: ns.to_string(),
+                route: o.name().to_string(),
+                rule: rule_index,
+                policy: policy.clone(),
+                from: route.from.clone(),
+                backends: guarded,
+            }));
+        }
     }
     BackendSet::new(items)
 }

@@ -243,5 +243,23 @@ fn splice(prev: &Snapshot, part: Snapshot, scope: &Scope) -> Result<Snapshot, St
         blocks: prev.blocks.clone(),
         surge: prev.surge.clone(),
         adaptive: prev.adaptive.clone(),
+        // The rules compiled again bring their guards; the others keep theirs.
+        canaries: prev
+            .canaries
+            .iter()
+            .filter(|g| {
+                !part
+                    .canaries
+                    .iter()
+                    .any(|n| (&n.namespace, &n.route) == (&g.namespace, &g.route))
+                    && !scope.objects.iter().any(|k| {
+                        k.kind == "HTTPRoute"
+                            && k.name == g.route
+                            && k.namespace.as_deref() == Some(g.namespace.as_str())
+                    })
+            })
+            .cloned()
+            .chain(part.canaries.iter().cloned())
+            .collect(),
     })
 }

@@ -5,6 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod adaptive;
+pub mod adjustments;
 pub mod authz;
 pub mod backends;
 pub mod cluster;

@@ -311,10 +311,75 @@ pub fn check(
                 format!("{max_ejection_percent} is more than 100"),
             );
         }
+        let latency = match od.latency_factor {
+            None => None,
+            Some(f) if !(f > 1.0 && f.is_finite()) => {
+                err(
+                    "spec.outlierDetection.latencyFactor",
+                    format!("{f} must be more than 1"),
+                );
+                None
+            }
+            Some(f) => {
+                let interval = match od.latency_interval.as_deref() {
+                    None => Some(Duration::from_secs(10)),
+                    Some(d) => duration("spec.outlierDetection.latencyInterval", d, &mut err),
+                };
+                interval.map(|interval| crate::cluster::LatencyOutlier {
+                    factor_milli: (f * 1000.0) as u32,
+                    min_requests: od.latency_min_requests.unwrap_or(20).max(1),
+                    interval,
+                })
+            }
+        };
         Some(OutlierPolicy {
             consecutive_errors,
             base_ejection: base?,
             max_ejection_percent,
+            latency,
+        })
+    });
+    let canary = spec.canary_rollback.as_ref().and_then(|c| {
+        let ratio = c.min_error_ratio.unwrap_or(0.05);
+        if !(0.0..=1.0).contains(&ratio) {
+            err(
+                "spec.canaryRollback.minErrorRatio",
+                format!("{ratio} is not between 0 and 1"),
+            );
+        }
+        let multiplier = c.baseline_multiplier.unwrap_or(2.0);
+        if !(multiplier >= 1.0 && multiplier.is_finite()) {
+            err(
+                "spec.canaryRollback.baselineMultiplier",
+                format!("{multiplier} must be at least 1"),
+            );
+        }
+        let dry_run = match c.mode.as_deref() {
+            None | Some("Enforce") => false,
+            Some("DryRun") => true,
+            Some(other) => {
+                err(
+                    "spec.canaryRollback.mode",
+                    format!("{other:?} is not Enforce or DryRun"),
+                );
+                false
+            }
+        };
+        let interval = match c.interval.as_deref() {
+            None => Some(Duration::from_secs(10)),
+            Some(d) => duration("spec.canaryRollback.interval", d, &mut err),
+        };
+        let hold_for = match c.hold_for.as_deref() {
+            None => Some(Duration::from_secs(600)),
+            Some(d) => duration("spec.canaryRollback.holdFor", d, &mut err),
+        };
+        Some(crate::cluster::CanaryPolicy {
+            min_error_ratio_ppm: (ratio.clamp(0.0, 1.0) * 1e6) as u32,
+            baseline_multiplier_milli: (multiplier.max(1.0) * 1000.0) as u32,
+            min_requests: c.min_requests.unwrap_or(20).max(1),
+            interval: interval?,
+            hold_for: hold_for?,
+            dry_run,
         })
     });
     let health = spec
@@ -338,6 +403,8 @@ pub fn check(
         health,
         retry,
         from: Some(from),
+        canary,
+        held_out: Default::default(),
     })
 }
 

@@ -33,6 +33,24 @@ pub struct Snapshot {
     pub surge: Option<Arc<crate::adaptive::SurgeLimits>>,
     /// Every policy's adaptive blocking, for the loop that ticks their trackers.
     pub adaptive: Vec<Arc<crate::adaptive::AdaptivePolicy>>,
+    /// Route rules whose canary is watched for a rollback.
+    pub canaries: Vec<Arc<CanaryGuard>>,
+}
+
+/// One HTTPRoute rule with weighted backends and a canary rollback policy: the
+/// adaptive loop compares the lightest backend's (the canary's) errors with the
+/// others'.
+#[derive(Debug)]
+pub struct CanaryGuard {
+    /// The route's namespace and name, and the rule's index.
+    pub namespace: String,
+    pub route: String,
+    pub rule: usize,
+    pub policy: crate::cluster::CanaryPolicy,
+    /// The BackendTrafficPolicy (`namespace/name`) that asked for it.
+    pub from: Option<String>,
+    /// Each backend's Service, configured weight and cluster name.
+    pub backends: Vec<(String, u32, String)>,
 }
 
 impl Snapshot {
@@ -49,6 +67,7 @@ impl Snapshot {
             blocks: None,
             surge: None,
             adaptive: Vec::new(),
+            canaries: Vec::new(),
         }
     }
 
