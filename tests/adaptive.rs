@@ -201,6 +201,56 @@ async fn a_flooding_source_is_blocked_released_and_blocked_longer_again() {
     assert!(metric(&metrics, "gatehouse_blocked_connections_total") > 0.0);
 }
 
+/// `action: Limit`: a flooding source is not refused but held to a tightened rate: its
+/// `SourceBlock` carries the limit, its connections are still accepted, and past the
+/// limit its requests get 429 while a normal client is served.
+#[tokio::test]
+async fn a_flooding_source_is_held_to_a_tightened_limit() {
+    let body = format!("{ADAPTIVE}    action: Limit\n    limitRequestsPerSecond: 5\n");
+    let g = start(&[("policy.yaml", &policy("edge", "app", &body))]).await;
+    let addr = g.proxy.http;
+    let stop = Arc::new(AtomicBool::new(false));
+    let normal = normal_client("127.0.0.1", addr, stop.clone());
+    let c = client();
+    // Flood until the limit applies (a 429).
+    let start = Instant::now();
+    loop {
+        match status_from("127.0.0.3", addr).await {
+            Some(200) => {}
+            Some(429) => break,
+            other => panic!("a limited source is answered, not refused: {other:?}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(6), "never limited");
+    }
+    let blocks = get(&c, g.proxy.admin, "admin", "/blocks").await.json();
+    let list = blocks["blocks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.len(), 1, "{blocks}");
+    assert_eq!(list[0]["source"], "127.0.0.3/32");
+    assert_eq!(list[0]["limit"], 5, "{blocks}");
+    // Held to about 5 a second: over two seconds of flooding, 5 (burst) + 10 pass.
+    let (mut ok, mut limited) = (0, 0);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        match status_from("127.0.0.3", addr).await {
+            Some(200) => ok += 1,
+            Some(429) => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!((5..=20).contains(&ok), "{ok} served, {limited} limited");
+    assert!(limited > ok, "{ok} served, {limited} limited");
+    let event = wait_log(&g.events, "\"source_limited\"").await;
+    assert!(event.contains("\"limit_per_second\":5"), "{event}");
+    let made = wait_log(&g.events, "\"source_blocked\"").await;
+    assert!(made.contains("limit to 5/s"), "{made}");
+    stop.store(true, Ordering::Relaxed);
+    let (served, all) = normal.await.expect("normal client");
+    assert_eq!(served, all, "the normal client was always served");
+    let metrics = get(&c, g.proxy.admin, "admin", "/metrics").await.body;
+    assert!(metric(&metrics, "gatehouse_source_limited_total") >= limited as f64);
+    assert_eq!(metric(&metrics, "gatehouse_blocked_connections_total"), 0.0);
+}
+
 #[tokio::test]
 async fn a_keep_alive_flood_is_cut_off_on_its_own_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -167,4 +167,41 @@ async fn tcp_and_tls_passthrough_routes() {
     let config = get(&client(), p.admin, "admin", "/config").await.json();
     assert_eq!(config["summary"]["tcp_routes"], 1, "{config}");
     assert_eq!(config["summary"]["tls_routes"], 2, "{config}");
+
+    // Every connection is a flow record: where it went, how it ended, its bytes.
+    let c = client();
+    let start = std::time::Instant::now();
+    let flows = loop {
+        let flows = get(&c, p.admin, "admin", "/flows").await.json();
+        let list = flows.as_array().cloned().unwrap_or_default();
+        if list.len() >= 4 || start.elapsed() > std::time::Duration::from_secs(5) {
+            break list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let tcp_flow = flows
+        .iter()
+        .find(|f| f["listener"] == tcp.to_string())
+        .unwrap_or_else(|| panic!("a TCP flow: {flows:?}"));
+    assert_eq!(tcp_flow["verdict"], "forwarded", "{tcp_flow}");
+    assert_eq!(tcp_flow["endpoint"], db.to_string(), "{tcp_flow}");
+    assert_eq!(tcp_flow["bytesIn"], 10, "{tcp_flow}");
+    assert_eq!(tcp_flow["bytesOut"], 16, "{tcp_flow}");
+    assert!(
+        flows.iter().any(|f| f["serverName"] == "a.pass.example"
+            && f["verdict"] == "forwarded"
+            && f["endpoint"] == a.to_string()),
+        "{flows:?}"
+    );
+    assert!(
+        flows
+            .iter()
+            .any(|f| f["serverName"] == "nobody.example" && f["verdict"] == "no_route"),
+        "{flows:?}"
+    );
+    let metrics = get(&c, p.admin, "admin", "/metrics").await.body;
+    assert!(
+        metrics.contains("gatehouse_l4_connections_total{verdict=\"no_route\"} 1"),
+        "{metrics}"
+    );
 }

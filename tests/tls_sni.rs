@@ -81,6 +81,12 @@ spec:
     assert_eq!(leaf, w_der, "wildcard SNI match");
     let (_, leaf) = handshake(&ca, ports[0], "gw.example", &[b"http/1.1"]).await;
     assert_eq!(leaf, g_der, "Gateway listener certificate");
+    // Handshakes are counted by TLS version (the client offers both 1.3 and 1.2).
+    let metrics = get(&client(), p.admin, "admin", "/metrics").await.body;
+    assert!(
+        metrics.contains("gatehouse_tls_handshakes_total{version=\"TLSv1.3\"} 3"),
+        "{metrics}"
+    );
 
     // A request whose Host belongs to another listener than its SNI is misdirected.
     let (tls, _) = handshake(&ca, ports[0], "gw.example", &[b"http/1.1"]).await;

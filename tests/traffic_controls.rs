@@ -231,4 +231,15 @@ spec:
         metrics.contains("gatehouse_endpoints_held_out_total 1"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "gatehouse_upstream_endpoints{cluster=\"default/app:80\",state=\"held_out\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("gatehouse_upstream_endpoints{cluster=\"default/app:80\",state=\"ready\"} 2"),
+        "{metrics}"
+    );
 }

@@ -176,6 +176,61 @@ impl Flows {
         inner.ring.iter().rev().take(n).map(Flow::json).collect()
     }
 
+    /// Calls and bytes by edge (caller identity → workload), in Prometheus' text
+    /// format: the RED of east-west traffic. Bounded by [`MAX_EDGES`].
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rows: Vec<(String, String, &Edge)> = inner
+            .edges
+            .iter()
+            .map(|(k, e)| {
+                let source = k.source.as_deref().map_or("plaintext".to_string(), |s| {
+                    s.strip_prefix("spiffe://").unwrap_or(s).to_string()
+                });
+                (
+                    source,
+                    format!("{}/{}:{}", k.namespace, k.workload, k.port),
+                    e,
+                )
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+        let name = "gatehouse_mesh_calls_total";
+        let _ = writeln!(out, "# HELP {name} Calls let in or refused at the destination, by caller identity, workload and verdict.\n# TYPE {name} counter");
+        for (s, d, e) in &rows {
+            let allowed = e.calls - e.denied - e.would_deny;
+            for (verdict, n) in [
+                ("allowed", allowed),
+                ("denied", e.denied),
+                ("would_deny", e.would_deny),
+            ] {
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{source=\"{}\",destination=\"{}\",verdict=\"{verdict}\"}} {n}",
+                        esc(s),
+                        esc(d)
+                    );
+                }
+            }
+        }
+        let name = "gatehouse_mesh_edge_bytes_total";
+        let _ = writeln!(out, "# HELP {name} Bytes of the connections carried at L4, by caller identity and workload.\n# TYPE {name} counter");
+        for (s, d, e) in &rows {
+            if e.bytes > 0 {
+                let _ = writeln!(
+                    out,
+                    "{name}{{source=\"{}\",destination=\"{}\"}} {}",
+                    esc(s),
+                    esc(d),
+                    e.bytes
+                );
+            }
+        }
+    }
+
     /// The edges, as `/flows/edges` serves them.
     pub fn edges_json(&self) -> Value {
         let inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -315,6 +370,12 @@ mod tests {
         assert_eq!(e["pathsTruncated"], true);
         assert_eq!(e["destination"]["selector"], json!({"app": "web"}));
         assert_eq!(flows.last(5).len(), 5);
+        let mut text = String::new();
+        flows.render(&mut text);
+        assert!(
+            text.contains("gatehouse_mesh_calls_total{source=\"cluster.local/ns/shop/sa/client\",destination=\"shop/web:8080\",verdict=\"allowed\"} 102"),
+            "{text}"
+        );
         assert_eq!(flows.last(5)[0]["verdict"], "would_deny");
     }
 }

@@ -747,6 +747,7 @@ impl NodeProxy {
             "gatehouse_mesh_authz_dry_run_denied_total",
             "Calls a dry-run policy would have denied (they were let in).",
         );
+        self.flows.render(&mut out);
         out
     }
 }

@@ -367,6 +367,13 @@ pub struct AdaptiveBlocking {
     /// `Enforce` (default) or `DryRun` (log what would be blocked, block nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// `Block` (default: the source is refused) or `Limit` (the source is held to
+    /// `limitRequestsPerSecond`, a tightened rate limit, for the block's term).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// With `action: Limit`, the requests per second a source is held to (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_requests_per_second: Option<u32>,
 }
 
 /// Surge protection. Every policy's `priority` ranks its routes; the limits are
@@ -427,6 +434,10 @@ pub struct SourceBlockSpec {
     /// The source's how-manieth block in a row (terms double with each).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offence: Option<u32>,
+    /// Not refused but held to this many requests per second (a tightened rate limit);
+    /// more get 429.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 /// Allowed and denied client networks. The most specific listed network that holds

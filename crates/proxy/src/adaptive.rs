@@ -53,7 +53,11 @@ pub fn tick(dp: &DataPlane, now: Instant) {
                     "learned": block.learned,
                     "offence": block.offence,
                     "duration_seconds": block.term.as_secs(),
-                    "action": if dry_run { "log" } else { "block" },
+                    "action": match (dry_run, policy.limit) {
+                        (true, _) => "log".to_string(),
+                        (false, None) => "block".to_string(),
+                        (false, Some(n)) => format!("limit to {n}/s"),
+                    },
                 }),
             );
             if !dry_run {

@@ -60,11 +60,11 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
             "text/plain",
             "no configuration loaded\n".into(),
         ),
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            dp.metrics.render(),
-        ),
+        "/metrics" => {
+            let mut text = dp.metrics.render();
+            upstream_health(dp, &mut text);
+            respond(StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         "/blocks" if req.method() == http::Method::GET => {
             let text = serde_json::to_string_pretty(&blocks_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
@@ -109,6 +109,13 @@ fn answer(dp: &DataPlane, req: &Request<Incoming>) -> Response<Body> {
             ),
         },
         "/tap" => tap(dp, req),
+        "/flows" => {
+            let last = query(req, "last")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100usize);
+            let text = serde_json::to_string_pretty(&dp.metrics.l4.last(last)).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", text)
+        }
         "/top" => {
             let text = serde_json::to_string_pretty(&top_json(dp)).unwrap_or_default();
             respond(StatusCode::OK, "application/json", text)
@@ -153,6 +160,47 @@ pub struct AdminReply {
 /// Answers (method, path, query) if the path is its own.
 pub type AdminRoute =
     Arc<dyn Fn(&http::Method, &str, Option<&str>) -> Option<AdminReply> + Send + Sync>;
+
+/// Each served cluster's endpoints by state (`ready`, `unhealthy` by active checks,
+/// `ejected` by outlier detection, `held_out` by a TrafficAdjustment), and requests in
+/// flight. Labels: one series per cluster the Snapshot serves.
+fn upstream_health(dp: &DataPlane, out: &mut String) {
+    use std::fmt::Write;
+    let active = dp.current();
+    out.push_str("# HELP gatehouse_upstream_endpoints Endpoints of each cluster, by state.\n# TYPE gatehouse_upstream_endpoints gauge\n");
+    let mut in_flight = String::new();
+    for c in active.snapshot.clusters.values() {
+        let all = c.endpoints();
+        let unhealthy = c.unhealthy();
+        let ejected = c.ejected();
+        let held = all.iter().filter(|a| c.policy.held_out.contains(a)).count();
+        let out_of_rotation = all
+            .iter()
+            .filter(|a| {
+                unhealthy.contains(a) || ejected.contains(a) || c.policy.held_out.contains(a)
+            })
+            .count();
+        let name = crate::metrics::escape(&c.name);
+        for (state, n) in [
+            ("ready", all.len() - out_of_rotation),
+            ("unhealthy", unhealthy.len()),
+            ("ejected", ejected.len()),
+            ("held_out", held),
+        ] {
+            let _ = writeln!(
+                out,
+                "gatehouse_upstream_endpoints{{cluster=\"{name}\",state=\"{state}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            in_flight,
+            "gatehouse_upstream_requests_in_flight{{cluster=\"{name}\"}} {}",
+            c.in_flight()
+        );
+    }
+    out.push_str("# HELP gatehouse_upstream_requests_in_flight Requests in flight to each cluster.\n# TYPE gatehouse_upstream_requests_in_flight gauge\n");
+    out.push_str(&in_flight);
+}
 
 /// The value of query parameter `name`, percent-decoded.
 fn query(req: &Request<Incoming>, name: &str) -> Option<String> {
@@ -257,6 +305,7 @@ pub fn blocks_json(dp: &DataPlane) -> serde_json::Value {
                 "source": e.source,
                 "policy": e.policy,
                 "expires_ms": (e.until_ms != u64::MAX).then_some(e.until_ms),
+                "limit": e.limit.as_ref().map(|l| l.per_second),
                 "active": e.until_ms > now,
                 "adaptive": generated.contains(&e.name),
             })

@@ -80,6 +80,10 @@ pub fn refuse_connection(dp: &DataPlane, peer: SocketAddr, listener: SocketAddr)
     let Some(block) = holding(dp, peer.ip()) else {
         return false;
     };
+    // A limited source is not refused: its requests are counted against its limit.
+    if block.limit.is_some() {
+        return false;
+    }
     dp.metrics
         .counters
         .blocked_connections_total
@@ -91,6 +95,48 @@ pub fn refuse_connection(dp: &DataPlane, peer: SocketAddr, listener: SocketAddr)
         serde_json::json!({"listener": listener.to_string(), "action": "close"}),
     );
     true
+}
+
+/// The answer to a request from a limited source over its limit: 429, recorded (at most
+/// one event a second per address).
+pub fn over_limit(
+    dp: &DataPlane,
+    block: &BlockEntry,
+    per_second: u32,
+    client: IpAddr,
+    route: &str,
+    rid: &HeaderValue,
+) -> Response<Body> {
+    dp.metrics
+        .counters
+        .source_limited_total
+        .fetch_add(1, Relaxed);
+    if dp.event_throttle.allow(client) {
+        crate::security_log::event(
+            dp,
+            serde_json::json!({
+                "time": crate::security_log::now_ms(),
+                "event": "source_limited",
+                "client": client.to_string(),
+                "block": block.name,
+                "source": block.source,
+                "policy": block.policy,
+                "limit_per_second": per_second,
+                "request_id": rid.to_str().unwrap_or(""),
+                "route": route,
+                "action": "deny",
+                "status": 429,
+            }),
+        );
+    }
+    let mut resp = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        crate::reason::Reason::RateLimited,
+        &format!("client address limited to {per_second} requests per second"),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The answer to a request whose client a block holds.

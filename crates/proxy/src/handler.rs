@@ -397,8 +397,20 @@ pub fn decide<'a>(
     let client = guard.client(conn.peer.ip(), req.headers);
     if let Some(blocks) = &active.snapshot.blocks {
         if let Some(b) = blocks.check(client, crate::security_log::now_ms()) {
-            let resp = crate::blocks::refuse_request(dp, b, client, &action.name, conn, rid);
-            return (Decision::Respond(resp), stats);
+            match &b.limit {
+                // A limited source within its rate is served.
+                Some(l) if l.allows(client) => {}
+                Some(l) => {
+                    let resp =
+                        crate::blocks::over_limit(dp, b, l.per_second, client, &action.name, rid);
+                    return (Decision::Respond(resp), stats);
+                }
+                None => {
+                    let resp =
+                        crate::blocks::refuse_request(dp, b, client, &action.name, conn, rid);
+                    return (Decision::Respond(resp), stats);
+                }
+            }
         }
     }
     // Counted before the checks below, so that their refusals count as its errors. A

@@ -23,6 +23,7 @@ pub mod handler;
 pub mod headers;
 pub mod health;
 pub mod l4;
+pub mod l4_flows;
 pub mod listener;
 pub mod memory;
 pub mod metrics;

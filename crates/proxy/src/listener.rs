@@ -192,6 +192,13 @@ async fn serve_connection(
                 Ok(Ok(tls)) => {
                     let sni = tls.get_ref().1.server_name().map(str::to_ascii_lowercase);
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let tls13 = tls.get_ref().1.protocol_version()
+                        == Some(rustls::ProtocolVersion::TLSv1_3);
+                    match tls13 {
+                        true => &counters.tls13_handshakes_total,
+                        false => &counters.tls12_handshakes_total,
+                    }
+                    .fetch_add(1, Relaxed);
                     let info = ConnInfo {
                         peer,
                         listener: addr,

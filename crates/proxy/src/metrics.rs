@@ -181,6 +181,11 @@ pub struct Counters {
     /// Endpoints held out as latency outliers, and canaries rolled back (or that would
     /// have been, in DryRun).
     pub endpoints_held_out_total: AtomicU64,
+    /// TLS handshakes completed, by version (only 1.3 and 1.2 are offered).
+    pub tls13_handshakes_total: AtomicU64,
+    pub tls12_handshakes_total: AtomicU64,
+    /// Requests of limited sources (SourceBlocks with a limit) over their limit.
+    pub source_limited_total: AtomicU64,
     pub canary_rollbacks_total: AtomicU64,
     pub canary_rollbacks_dry_run_total: AtomicU64,
     /// How many route priorities are being shed (0: none).
@@ -214,6 +219,8 @@ pub struct Metrics {
     pub extra: Mutex<Vec<ExtraMetrics>>,
     /// From a change reaching the object store to the data plane serving it.
     pub propagation: Propagation,
+    /// Flow records of L4 connections.
+    pub l4: crate::l4_flows::L4Flows,
 }
 
 /// Upper bounds (seconds) of the config propagation histogram.
@@ -371,6 +378,7 @@ impl Metrics {
             c.shed_priorities.load(Relaxed),
         );
         self.propagation.render(&mut out);
+        self.l4.render(&mut out);
         scalar(
             &mut out,
             "gatehouse_config_reloads_total",
@@ -426,6 +434,15 @@ impl Metrics {
             "counter",
             "Failed downstream TLS handshakes.",
             c.tls_handshake_errors_total.load(Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP gatehouse_tls_handshakes_total Downstream TLS handshakes completed, by version.\n\
+             # TYPE gatehouse_tls_handshakes_total counter\n\
+             gatehouse_tls_handshakes_total{{version=\"TLSv1.3\"}} {}\n\
+             gatehouse_tls_handshakes_total{{version=\"TLSv1.2\"}} {}",
+            c.tls13_handshakes_total.load(Relaxed),
+            c.tls12_handshakes_total.load(Relaxed)
         );
         scalar(
             &mut out,
@@ -526,6 +543,11 @@ impl Metrics {
                 &c.adaptive_untracked_total,
             ),
             (
+                "gatehouse_source_limited_total",
+                "Requests answered 429 because a SourceBlock's limit holds their client.",
+                &c.source_limited_total,
+            ),
+            (
                 "gatehouse_endpoints_held_out_total",
                 "Endpoints held out of rotation as latency outliers (TrafficAdjustments made).",
                 &c.endpoints_held_out_total,
@@ -607,7 +629,7 @@ impl Metrics {
     }
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

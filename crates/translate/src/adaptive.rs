@@ -26,6 +26,8 @@ pub struct AdaptivePolicy {
     pub config: AdaptiveConfig,
     /// Log what would be blocked, block nothing.
     pub dry_run: bool,
+    /// Hold sources to this many requests per second instead of blocking them.
+    pub limit: Option<u32>,
 }
 
 /// The source trackers in use, by policy: a reload keeps a policy's tracker (its
@@ -66,6 +68,7 @@ impl AdaptiveRegistry {
             tracker,
             config,
             dry_run,
+            limit: None,
         })
     }
 }
@@ -174,6 +177,23 @@ pub(crate) fn compile(
     if v6 > 128 {
         errors.push(at(&f("source.ipv6Prefix"), "must be 0 to 128".into()));
     }
+    let limit = match a.action.as_deref() {
+        None | Some("Block") => None,
+        Some("Limit") => match a.limit_requests_per_second.unwrap_or(1) {
+            0 => {
+                errors.push(at(
+                    &f("limitRequestsPerSecond"),
+                    "must be at least 1".into(),
+                ));
+                None
+            }
+            n => Some(n),
+        },
+        Some(other) => {
+            errors.push(at(&f("action"), format!("{other:?} is not Block or Limit")));
+            None
+        }
+    };
     if errors.len() > before {
         return None;
     }
@@ -189,7 +209,18 @@ pub(crate) fn compile(
         max_ban,
         prefix: (v4, v6),
     };
-    Some(registry.get(namespace, name, config, dry_run))
+    let policy = registry.get(namespace, name, config, dry_run);
+    Some(match limit {
+        None => policy,
+        Some(_) => Arc::new(AdaptivePolicy {
+            policy: policy.policy.clone(),
+            namespace: policy.namespace.clone(),
+            tracker: policy.tracker.clone(),
+            config: policy.config.clone(),
+            dry_run,
+            limit,
+        }),
+    })
 }
 
 /// A route's priority under a surge, from `spec.loadShedding.priority`.
@@ -284,6 +315,35 @@ pub struct BlockEntry {
     pub policy: Option<String>,
     /// Milliseconds since the Unix epoch (`u64::MAX`: until deleted).
     pub until_ms: u64,
+    /// Not a block but a tightened limit: the source is held to a rate.
+    pub limit: Option<Arc<SourceLimit>>,
+}
+
+/// The rate a `SourceBlock` with `limit` holds its source to.
+#[derive(Debug)]
+pub struct SourceLimit {
+    pub per_second: u32,
+    pub limiter: gatehouse_security::ratelimit::Limiter,
+    pub keys: gatehouse_security::ratelimit::Keys,
+}
+
+/// Limits compare by their rate (the limiter's state is not config).
+impl PartialEq for SourceLimit {
+    fn eq(&self, other: &Self) -> bool {
+        self.per_second == other.per_second
+    }
+}
+
+impl Eq for SourceLimit {}
+
+impl SourceLimit {
+    /// Whether one more request from `client` is within the limit.
+    pub fn allows(&self, client: std::net::IpAddr) -> bool {
+        matches!(
+            self.limiter.check(self.keys.of_address(client)),
+            gatehouse_security::ratelimit::Decision::Allow { .. }
+        )
+    }
 }
 
 /// Every `SourceBlock`, for lookups by address.
@@ -331,11 +391,30 @@ pub(crate) fn blocks(store: &ObjectStore, errors: &mut Vec<ConfigError>) -> Opti
             },
         };
         nets.push((cidr, until_ms));
+        let limit = match spec.limit {
+            Some(0) => {
+                errors.push(o.error("spec.limit", "must be at least 1 request per second"));
+                continue;
+            }
+            Some(n) => Some(Arc::new(SourceLimit {
+                per_second: n,
+                limiter: gatehouse_security::ratelimit::Limiter::new(
+                    gatehouse_security::ratelimit::Quota {
+                        requests: n,
+                        period: Duration::from_secs(1),
+                        burst: n,
+                    },
+                ),
+                keys: Default::default(),
+            })),
+            None => None,
+        };
         entries.push(BlockEntry {
             name: format!("{}/{}", o.namespace(), o.name()),
             source: spec.source.clone(),
             policy: spec.policy.clone(),
             until_ms,
+            limit,
         });
     }
     if entries.is_empty() {
@@ -382,6 +461,7 @@ pub fn block_object(
             reason: Some(block.reason()),
             policy: Some(policy.policy.clone()),
             offence: Some(block.offence),
+            limit: policy.limit,
         },
     );
     object.metadata.namespace = Some(policy.namespace.clone());
