@@ -38,23 +38,8 @@ bash "$REPO/../shared/bench/peers.sh" -P nginx,haproxy -r "$ROUNDS" -d "$DURATIO
   analytics-off=127.0.0.1:18091/ analytics-on=127.0.0.1:18092/
 
 echo "== 2. memory: 100,000 client addresses, 10,000 paths, twice"
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:18080; location / { return 200 "ok\n"; } }
-}
-NGINX
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+. "$REPO/bench/nginx_backend.sh"
+start_nginx_backend "$WORK"
 $ON >"$WORK/gatehouse.log" 2>&1 &
 GH=$!
 PIDS+=($GH)

@@ -31,23 +31,8 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || {
 (cd "$REPO" && cargo build --release --quiet)
 
 # The backend: nginx answering every request with a small body.
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  keepalive_requests 1000000;
-  server { listen 18080; location / { return 200 "ok\n"; } }
-}
-EOF
-nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" &
-PIDS+=($!)
+. "$REPO/bench/nginx_backend.sh"
+start_nginx_backend "$WORK"
 
 generate() { # ROUTES DIR
   python3 - "$1" "$2" <<'EOF'

@@ -24,29 +24,14 @@ async fn the_dashboard_shows_live_traffic_in_chromium() {
     let api = Backend::start("api").await;
     let services =
         service("default", "shop", shop.addr, None) + &service("default", "api", api.addr, None);
-    let ingresses = ingress("shop.example", "shop")
-        + &ingress("api.example", "api")
-        + &ingress("guarded.example", "shop")
-            .replace("metadata: {name: shop,", "metadata: {name: guarded,");
-    let waf = "apiVersion: gatehouse.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: waf, namespace: default}\nspec:\n  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: guarded}]\n  waf: {mode: Blocking}\n";
+    let ingresses = ingress("shop.example", "shop") + &ingress("api.example", "api");
     let cfg = ProxyConfig {
         drain_timeout: Duration::from_secs(2),
         analytics_tick: Some(Duration::from_millis(100)),
         analytics_warm_up: 30,
         ..ProxyConfig::default()
     };
-    let (p, _) = start_proxy_waf(
-        &[
-            ("classes.yaml", CLASSES),
-            ("services.yaml", &services),
-            ("ingresses.yaml", &ingresses),
-            ("waf.yaml", waf),
-        ],
-        &[],
-        cfg,
-        Some(crs_base()),
-    )
-    .await;
+    let p = start_proxy_guarded(&services, &ingresses, "shop", cfg).await;
     let c = client();
     let page = get(&c, p.admin, "localhost", "/dashboard").await;
     assert_eq!(page.status, 200);

@@ -40,23 +40,8 @@ async fn every_answer_says_why() {
     // Nothing listens here: connections are refused.
     let dead = free_addr();
     let services = service("default", "ok", ok, None) + &service("default", "dead", dead, None);
-    let ingresses = ingress("ok.example", "ok")
-        + &ingress("dead.example", "dead")
-        + &ingress("guarded.example", "ok")
-            .replace("metadata: {name: ok,", "metadata: {name: guarded,");
-    let waf = "apiVersion: gatehouse.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: waf, namespace: default}\nspec:\n  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: guarded}]\n  waf: {mode: Blocking}\n";
-    let (p, _) = start_proxy_waf(
-        &[
-            ("classes.yaml", CLASSES),
-            ("services.yaml", &services),
-            ("ingresses.yaml", &ingresses),
-            ("waf.yaml", waf),
-        ],
-        &[],
-        cfg,
-        Some(crs_base()),
-    )
-    .await;
+    let ingresses = ingress("ok.example", "ok") + &ingress("dead.example", "dead");
+    let p = start_proxy_guarded(&services, &ingresses, "ok", cfg).await;
     let c = client();
 
     let up = get(&c, p.http, "ok.example", "/hello").await;

@@ -242,4 +242,13 @@ spec:
             .contains("gatehouse_upstream_endpoints{cluster=\"default/app:80\",state=\"ready\"} 2"),
         "{metrics}"
     );
+    let ok = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "gatehouse_upstream_requests_total{cluster=\"default/app:80\",outcome=\"ok\"} ",
+            )
+        })
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(ok.is_some_and(|n| n >= 60), "RED per cluster: {metrics}");
 }

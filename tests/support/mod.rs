@@ -163,6 +163,34 @@ pub async fn start_proxy_waf(
     start_proxy_translating(files, gateway_ports, proxy, base).await
 }
 
+/// Serves `services` and `ingresses`, plus Ingress `guarded.example` to Service
+/// `guarded_service` behind the WAF (the Core Rule Set, blocking), with `proxy`.
+pub async fn start_proxy_guarded(
+    services: &str,
+    ingresses: &str,
+    guarded_service: &str,
+    proxy: ProxyConfig,
+) -> Proxy {
+    let guarded = ingress("guarded.example", guarded_service).replace(
+        &format!("metadata: {{name: {guarded_service},"),
+        "metadata: {name: guarded,",
+    );
+    let waf = "apiVersion: gatehouse.dev/v1alpha1\nkind: SecurityPolicy\nmetadata: {name: waf, namespace: default}\nspec:\n  targetRefs: [{group: networking.k8s.io, kind: Ingress, name: guarded}]\n  waf: {mode: Blocking}\n";
+    let (p, _) = start_proxy_waf(
+        &[
+            ("classes.yaml", CLASSES),
+            ("services.yaml", services),
+            ("ingresses.yaml", &(ingresses.to_string() + &guarded)),
+            ("waf.yaml", waf),
+        ],
+        &[],
+        proxy,
+        Some(crs_base()),
+    )
+    .await;
+    p
+}
+
 /// As `start_proxy_with`, with translate options (their addresses are set here).
 pub async fn start_proxy_translating(
     files: &[(&str, &str)],

@@ -162,14 +162,33 @@ pub type AdminRoute =
     Arc<dyn Fn(&http::Method, &str, Option<&str>) -> Option<AdminReply> + Send + Sync>;
 
 /// Each served cluster's endpoints by state (`ready`, `unhealthy` by active checks,
-/// `ejected` by outlier detection, `held_out` by a TrafficAdjustment), and requests in
-/// flight. Labels: one series per cluster the Snapshot serves.
+/// `ejected` by outlier detection, `held_out` by a TrafficAdjustment), requests in
+/// flight, and its RED: requests answered, failed (5xx, failed connections, timeouts)
+/// and their time to the response head, summed over its endpoints (those it has now).
+/// Labels: one series per cluster the Snapshot serves.
 fn upstream_health(dp: &DataPlane, out: &mut String) {
     use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
     let active = dp.current();
     out.push_str("# HELP gatehouse_upstream_endpoints Endpoints of each cluster, by state.\n# TYPE gatehouse_upstream_endpoints gauge\n");
     let mut in_flight = String::new();
+    let mut red = String::new();
     for c in active.snapshot.clusters.values() {
+        let (mut answered, mut failed, mut latency_us) = (0u64, 0u64, 0u64);
+        for (_, st) in c.endpoint_states() {
+            answered += st.answered.load(Relaxed);
+            failed += st.failed.load(Relaxed);
+            latency_us += st.latency_us.load(Relaxed);
+        }
+        let label = crate::metrics::escape(&c.name);
+        let _ = writeln!(
+            red,
+            "gatehouse_upstream_requests_total{{cluster=\"{label}\",outcome=\"ok\"}} {}\n\
+             gatehouse_upstream_requests_total{{cluster=\"{label}\",outcome=\"failed\"}} {failed}\n\
+             gatehouse_upstream_response_seconds_sum{{cluster=\"{label}\"}} {}",
+            answered.saturating_sub(failed),
+            latency_us as f64 / 1e6
+        );
         let all = c.endpoints();
         let unhealthy = c.unhealthy();
         let ejected = c.ejected();
@@ -200,6 +219,8 @@ fn upstream_health(dp: &DataPlane, out: &mut String) {
     }
     out.push_str("# HELP gatehouse_upstream_requests_in_flight Requests in flight to each cluster.\n# TYPE gatehouse_upstream_requests_in_flight gauge\n");
     out.push_str(&in_flight);
+    out.push_str("# HELP gatehouse_upstream_requests_total Requests sent to each cluster, by outcome (failed: 5xx, failed connection, timeout).\n# TYPE gatehouse_upstream_requests_total counter\n# HELP gatehouse_upstream_response_seconds_sum Time to the response head of each cluster's requests, summed.\n# TYPE gatehouse_upstream_response_seconds_sum counter\n");
+    out.push_str(&red);
 }
 
 /// The value of query parameter `name`, percent-decoded.

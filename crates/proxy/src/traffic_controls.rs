@@ -66,6 +66,48 @@ struct Window<K> {
     start: HashMap<K, Counts>,
 }
 
+impl<K: std::hash::Hash + Eq + Clone> Window<K> {
+    /// Once `interval` has passed since the window started: each key's counts over it,
+    /// and a new window starting from `now`'s counts.
+    fn take(
+        &mut self,
+        now: Instant,
+        counts: HashMap<K, Counts>,
+        interval: Duration,
+    ) -> Option<HashMap<K, Counts>> {
+        if now.duration_since(self.since) < interval {
+            return None;
+        }
+        let delta = counts
+            .iter()
+            .map(|(k, n)| {
+                (
+                    k.clone(),
+                    n.since(self.start.get(k).copied().unwrap_or_default()),
+                )
+            })
+            .collect();
+        *self = Window {
+            since: now,
+            start: counts,
+        };
+        Some(delta)
+    }
+}
+
+/// The window of `key` in `windows`, started now from `counts` if it is new.
+fn window<'a, W: std::hash::Hash + Eq, K: Clone>(
+    windows: &'a mut HashMap<W, Window<K>>,
+    key: W,
+    now: Instant,
+    counts: &HashMap<K, Counts>,
+) -> &'a mut Window<K> {
+    windows.entry(key).or_insert_with(|| Window {
+        since: now,
+        start: counts.clone(),
+    })
+}
+
 /// What the controls remember between ticks.
 #[derive(Default)]
 pub struct Controls {
@@ -110,27 +152,17 @@ impl Controls {
                 .into_iter()
                 .map(|(a, st)| (a, Counts::of(&st)))
                 .collect();
-            let w = self
-                .latency
-                .entry(c.name.clone())
-                .or_insert_with(|| Window {
-                    since: now,
-                    start: counts.clone(),
-                });
-            if now.duration_since(w.since) < policy.interval {
+            let w = window(&mut self.latency, c.name.clone(), now, &counts);
+            let Some(delta) = w.take(now, counts, policy.interval) else {
                 continue;
-            }
-            let judged: Vec<(SocketAddr, u64, f64)> = counts
-                .iter()
-                .filter(|(a, _)| !c.policy.held_out.contains(a))
-                .map(|(a, n)| (*a, n.since(w.start.get(a).copied().unwrap_or_default())))
-                .filter(|(_, d)| d.answered >= u64::from(policy.min_requests))
+            };
+            let judged: Vec<(SocketAddr, u64, f64)> = delta
+                .into_iter()
+                .filter(|(a, d)| {
+                    !c.policy.held_out.contains(a) && d.answered >= u64::from(policy.min_requests)
+                })
                 .map(|(a, d)| (a, d.answered, d.latency_us as f64 / d.answered as f64))
                 .collect();
-            *w = Window {
-                since: now,
-                start: counts,
-            };
             if judged.len() < 2 {
                 continue;
             }
@@ -215,25 +247,9 @@ impl Controls {
                 .iter()
                 .map(|(service, _, cluster)| (service.clone(), cluster_counts(s, cluster)))
                 .collect();
-            let w = self.canaries.entry(key).or_insert_with(|| Window {
-                since: now,
-                start: counts.clone(),
-            });
-            if now.duration_since(w.since) < g.policy.interval {
+            let w = window(&mut self.canaries, key, now, &counts);
+            let Some(delta) = w.take(now, counts, g.policy.interval) else {
                 continue;
-            }
-            let delta: HashMap<&str, Counts> = counts
-                .iter()
-                .map(|(k, n)| {
-                    (
-                        k.as_str(),
-                        n.since(w.start.get(k).copied().unwrap_or_default()),
-                    )
-                })
-                .collect();
-            *w = Window {
-                since: now,
-                start: counts.clone(),
             };
             if let Some((canary, reason)) = judge_canary(g, &delta) {
                 let name = format!("rollback-{}-{}", g.route, canary);
@@ -285,20 +301,20 @@ impl Controls {
 
 /// The canary of a rule (its lightest backend, when weights differ) and why it fails,
 /// from each backend's counts over the window.
-fn judge_canary(g: &CanaryGuard, delta: &HashMap<&str, Counts>) -> Option<(String, String)> {
+fn judge_canary(g: &CanaryGuard, delta: &HashMap<String, Counts>) -> Option<(String, String)> {
     let lightest = g.backends.iter().map(|b| b.1).min()?;
     let heaviest = g.backends.iter().map(|b| b.1).max()?;
     if lightest == heaviest {
         return None;
     }
     let canary = g.backends.iter().find(|b| b.1 == lightest)?;
-    let c = delta.get(canary.0.as_str()).copied().unwrap_or_default();
+    let c = delta.get(&canary.0).copied().unwrap_or_default();
     if c.answered < u64::from(g.policy.min_requests) {
         return None;
     }
     let mut base = Counts::default();
     for b in g.backends.iter().filter(|b| b.0 != canary.0) {
-        base.add(delta.get(b.0.as_str()).copied().unwrap_or_default());
+        base.add(delta.get(&b.0).copied().unwrap_or_default());
     }
     let ratio = c.failed as f64 / c.answered as f64;
     let baseline = match base.answered {
@@ -413,22 +429,26 @@ mod tests {
         }
     }
 
+    fn deltas(list: &[(&str, Counts)]) -> HashMap<String, Counts> {
+        list.iter().map(|(k, c)| (k.to_string(), *c)).collect()
+    }
+
     #[test]
     fn a_failing_canary_is_judged_against_its_siblings() {
         let g = guard(&[("stable", 90), ("canary", 10)]);
-        let bad = HashMap::from([("stable", counts(900, 9)), ("canary", counts(100, 30))]);
+        let bad = deltas(&[("stable", counts(900, 9)), ("canary", counts(100, 30))]);
         let (who, why) = judge_canary(&g, &bad).expect("rolled back");
         assert_eq!(who, "canary");
         assert!(why.starts_with("30.0% of 100 requests failed"), "{why}");
         // Failing no worse than the stable backends: kept.
-        let both = HashMap::from([("stable", counts(900, 270)), ("canary", counts(100, 30))]);
+        let both = deltas(&[("stable", counts(900, 270)), ("canary", counts(100, 30))]);
         assert_eq!(judge_canary(&g, &both), None);
         // Too few requests to judge.
-        let few = HashMap::from([("stable", counts(900, 0)), ("canary", counts(10, 10))]);
+        let few = deltas(&[("stable", counts(900, 0)), ("canary", counts(10, 10))]);
         assert_eq!(judge_canary(&g, &few), None);
         // Equal weights: no canary.
         let even = guard(&[("a", 50), ("b", 50)]);
-        let d = HashMap::from([("a", counts(100, 0)), ("b", counts(100, 100))]);
+        let d = deltas(&[("a", counts(100, 0)), ("b", counts(100, 100))]);
         assert_eq!(judge_canary(&even, &d), None);
     }
 }
