@@ -137,6 +137,19 @@ async fn every_answer_says_why() {
     assert_eq!(count(&metrics, "no_route"), 2, "{metrics}");
     assert_eq!(count(&metrics, "upstream_connect_failed"), 1, "{metrics}");
     assert_eq!(count(&metrics, "waf"), 1, "{metrics}");
+    // Response bytes by route: the echo's answers over HTTP/1.1 (the fast path) and
+    // HTTP/2 (the hyper path), and the proxy's own 404s.
+    for route in ["ingress/default/ok", "none"] {
+        let sent = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "gatehouse_http_response_bytes_total{{route=\"{route}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(sent.is_some_and(|n| n > 20), "{route}: {metrics}");
+    }
     assert_eq!(
         count(&metrics, "upstream"),
         0,

@@ -103,6 +103,7 @@ pub async fn serve<S: Io>(dp: Arc<DataPlane>, mut stream: S, info: ConnInfo) {
         reason: Reason::Upstream,
         debug: dp.cfg.debug_headers,
         upstream: None,
+        sent: 0,
     };
     match conn.run(&dp, &mut stream, &info).await {
         // Close properly: on TLS this sends close_notify, without which clients take
@@ -175,6 +176,8 @@ struct Downstream {
     debug: bool,
     /// Where the request went, once it went upstream.
     upstream: Option<crate::recent::Upstream>,
+    /// Bytes of the response body sent to the client.
+    sent: u64,
 }
 
 impl Downstream {
@@ -387,11 +390,13 @@ impl Downstream {
         let (decision, stats) = handler::decide(dp, &active, info, &view, &rid);
         self.reason = Reason::Upstream;
         self.upstream = None;
+        self.sent = 0;
         let method = msg.method.clone();
         let done = |this: &mut Self, status: u16| {
             let elapsed = start.elapsed();
             // Counted first: once the request shows in the log, it shows in /metrics.
             stats.record(status, this.reason, elapsed);
+            stats.stats.record_sent(this.sent);
             handler::finished(
                 dp,
                 crate::recent::Seen {
@@ -522,6 +527,7 @@ impl Downstream {
             b"content-length",
             itoa_buf(body.len() as u64).as_bytes(),
         );
+        self.sent = body.len() as u64;
         if close {
             header_line(&mut self.out, b"connection", b"close");
         }
@@ -1093,6 +1099,7 @@ impl Downstream {
                 Ok(up.buf.is_empty())
             }
             Framing::Length(n) => {
+                self.sent = n;
                 let mut left = n;
                 let first = (left as usize).min(up.buf.len());
                 self.out.extend_from_slice(&up.buf.split_to(first));
@@ -1115,6 +1122,7 @@ impl Downstream {
                 let mut scanner = ChunkedScanner::default();
                 loop {
                     let n = scanner.scan(&up.buf).map_err(|_| ())?;
+                    self.sent += n as u64;
                     self.out.extend_from_slice(&up.buf.split_to(n));
                     send_all(client, &self.out).await.map_err(|_| ())?;
                     self.out.clear();
@@ -1129,6 +1137,7 @@ impl Downstream {
                 }
             }
             Framing::Close => {
+                self.sent = up.buf.len() as u64;
                 self.out.extend_from_slice(&up.buf.split());
                 send_all(client, &self.out).await.map_err(|_| ())?;
                 loop {
@@ -1138,6 +1147,7 @@ impl Downstream {
                         Ok(_) => {}
                     }
                     let chunk = up.buf.split();
+                    self.sent += chunk.len() as u64;
                     send_all(client, &chunk).await.map_err(|_| ())?;
                 }
             }

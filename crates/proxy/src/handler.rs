@@ -116,7 +116,25 @@ pub async fn handle(
     let mut rid = rid;
     rid.set_sensitive(true);
     resp.headers_mut().insert(X_REQUEST_ID.clone(), rid);
-    resp
+    count_sent(resp, stats.stats)
+}
+
+/// The response, its body's bytes counted for its route as they are sent (a body of
+/// known length at once, without a wrapper).
+fn count_sent(resp: Response<Body>, stats: Arc<crate::metrics::RouteStats>) -> Response<Body> {
+    use http_body::Body as _;
+    if let Some(n) = resp.body().size_hint().exact() {
+        stats.record_sent(n);
+        return resp;
+    }
+    resp.map(|b| {
+        http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_frame(b, move |f| {
+            if let Some(d) = f.data_ref() {
+                stats.record_sent(d.len() as u64);
+            }
+            f
+        }))
+    })
 }
 
 /// What the logs keep of a request whose parts go upstream.

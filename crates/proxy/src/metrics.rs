@@ -32,6 +32,8 @@ pub struct RouteStats {
     /// Responses by reason (see [`Reason`]), made when the first one not the
     /// upstream's comes.
     reasons: std::sync::OnceLock<Box<[AtomicU64; Reason::ALL.len()]>>,
+    /// Bytes of response bodies sent to clients.
+    sent_bytes: AtomicU64,
 }
 
 impl RouteStats {
@@ -48,6 +50,13 @@ impl RouteStats {
 }
 
 impl RouteStats {
+    /// Counts `n` bytes of a response body sent.
+    pub fn record_sent(&self, n: u64) {
+        if n > 0 {
+            self.sent_bytes.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Counts a response the proxy made itself, by its reason.
     pub fn record_reason(&self, reason: Reason) {
         if reason != Reason::Upstream {
@@ -609,6 +618,17 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "gatehouse_http_request_duration_seconds_count{{{labels}}} {count}"
+                );
+            }
+        }
+        out.push_str("# HELP gatehouse_http_response_bytes_total Bytes of response bodies sent to clients, by route.\n# TYPE gatehouse_http_response_bytes_total counter\n");
+        for n in &names {
+            let v = routes[*n].sent_bytes.load(Relaxed);
+            if v > 0 {
+                let _ = writeln!(
+                    out,
+                    "gatehouse_http_response_bytes_total{{route=\"{}\"}} {v}",
+                    escape(n)
                 );
             }
         }

@@ -377,6 +377,14 @@ fn adjustment(
         .collect();
     let mut object = TrafficAdjustment::new(&name, spec);
     object.metadata.namespace = Some(namespace.to_string());
+    object.metadata.labels = Some(
+        [(
+            gatehouse_model::policy::MADE_BY_LABEL.to_string(),
+            "traffic-controls".to_string(),
+        )]
+        .into_iter()
+        .collect(),
+    );
     (StoredObject::new(Object::TrafficAdjustment(object)), until)
 }
 
