@@ -252,3 +252,112 @@ spec:
         .and_then(|v| v.parse::<u64>().ok());
     assert!(ok.is_some_and(|n| n >= 60), "RED per cluster: {metrics}");
 }
+
+/// On a cluster the adjustment is an API object: the controller writes it, every
+/// replica's watchers bring it back and serve it, and `kubectl delete` undoes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_an_adjustment_is_an_api_object() {
+    use serde_json::json;
+    let api = support::apiserver::ApiServer::start().await;
+    let fast = [Backend::start("a").await, Backend::start("b").await];
+    let slow = Backend::start("slow").await;
+    slow.set_delay(Duration::from_millis(60));
+    let mut objects = vec![
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": "gatehouse", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+            "spec": {"controller": "gatehouse.dev/ingress-controller"}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "app", "namespace": "default"},
+            "spec": {"ports": [{"name": "http", "port": 80}]}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "app", "namespace": "default"},
+            "spec": {"rules": [{"host": "app.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "app", "port": {"number": 80}}}}]}}]}}),
+        json!({"apiVersion": "gatehouse.dev/v1alpha1", "kind": "BackendTrafficPolicy",
+            "metadata": {"name": "latency", "namespace": "default"},
+            "spec": {"targetRefs": [{"kind": "Service", "name": "app"}],
+                "outlierDetection": {"latencyFactor": 3.0, "latencyMinRequests": 5, "latencyInterval": "1s",
+                    "baseEjectionTime": "5m", "maxEjectionPercent": 50}}}),
+    ];
+    for (i, b) in fast.iter().chain([&slow]).enumerate() {
+        objects.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("app-{i}"), "namespace": "default", "labels": {"kubernetes.io/service-name": "app"}},
+            "addressType": "IPv4", "ports": [{"name": "http", "port": b.addr.port()}],
+            "endpoints": [{"addresses": [b.addr.ip().to_string()], "conditions": {"ready": true}}]}));
+    }
+    for o in objects {
+        api.apply(o);
+    }
+    let http = free_addr();
+    let opts = kube_options(loopback_translate(http, Vec::new()), None);
+    let running = gatehouse::app::start_kubernetes(api.client(), opts)
+        .await
+        .expect("start");
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(http).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = client();
+    let name = format!(
+        "eject-app-{}",
+        slow.addr.to_string().replace(['.', ':'], "-")
+    );
+    until("the adjustment in the API", 30, async || {
+        for _ in 0..15 {
+            get(&c, http, "app.test", "/").await;
+        }
+        api.get(
+            "gatehouse.dev/v1alpha1",
+            "TrafficAdjustment",
+            "default",
+            &name,
+        )
+        .is_some()
+    })
+    .await;
+    let object = api
+        .get(
+            "gatehouse.dev/v1alpha1",
+            "TrafficAdjustment",
+            "default",
+            &name,
+        )
+        .unwrap_or_default();
+    assert_eq!(object["spec"]["action"], "EjectEndpoint", "{object}");
+    assert_eq!(
+        object["spec"]["endpoint"],
+        slow.addr.to_string(),
+        "{object}"
+    );
+    assert_eq!(
+        object["metadata"]["labels"]["gatehouse.dev/made-by"], "traffic-controls",
+        "{object}"
+    );
+    // Served from the API's copy: the slow endpoint is out.
+    until("the hold to be served", 10, async || {
+        let before = slow.hits();
+        for _ in 0..10 {
+            get(&c, http, "app.test", "/").await;
+        }
+        slow.hits() == before
+    })
+    .await;
+
+    // `kubectl delete trafficadjustment`: back in rotation (and no longer slow, so not
+    // held out again).
+    slow.set_delay(Duration::ZERO);
+    api.delete(
+        "gatehouse.dev/v1alpha1",
+        "TrafficAdjustment",
+        "default",
+        &name,
+    );
+    until("the endpoint back", 10, async || {
+        let before = slow.hits();
+        for _ in 0..10 {
+            get(&c, http, "app.test", "/").await;
+        }
+        slow.hits() > before
+    })
+    .await;
+    running.shutdown().await;
+}

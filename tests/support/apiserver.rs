@@ -49,6 +49,7 @@ fn resource_of(api_version: &str, kind: &str) -> (String, &'static str) {
         "BackendTrafficPolicy" => "backendtrafficpolicies",
         "SecurityPolicy" => "securitypolicies",
         "SourceBlock" => "sourceblocks",
+        "TrafficAdjustment" => "trafficadjustments",
         "Pod" => "pods",
         "Node" => "nodes",
         "AuthorizationPolicy" => "authorizationpolicies",
