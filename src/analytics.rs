@@ -409,7 +409,7 @@ fn add_east_west(map: &mut Value, edges: &[ObservedEdge]) {
     let mut pairs: BTreeMap<(String, String), (u64, u64, u64)> = BTreeMap::new();
     for e in edges {
         let from = match &e.source {
-            Some(id) => format!("identity:{}", id.strip_prefix("spiffe://").unwrap_or(id)),
+            Some(id) => format!("identity:{}", gatehouse_translate::authz::principal_of(id)),
             None => "identity:plaintext".to_string(),
         };
         let p = pairs

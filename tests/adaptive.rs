@@ -498,11 +498,7 @@ async fn on_a_cluster_blocks_are_api_objects_that_kubectl_delete_lifts() {
     let running = gatehouse::app::start_kubernetes(api.client(), opts)
         .await
         .expect("start");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(http).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(5), "never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(http).await;
     wait_served("127.0.0.1", http, Duration::from_secs(5)).await;
 
     flood_until_refused("127.0.0.2", http, Duration::from_secs(6)).await;

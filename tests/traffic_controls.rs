@@ -291,11 +291,7 @@ async fn on_a_cluster_an_adjustment_is_an_api_object() {
     let running = gatehouse::app::start_kubernetes(api.client(), opts)
         .await
         .expect("start");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(http).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(5), "never listened");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_listening(http).await;
     let c = client();
     let name = format!(
         "eject-app-{}",

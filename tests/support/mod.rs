@@ -163,6 +163,15 @@ pub async fn start_proxy_waf(
     start_proxy_translating(files, gateway_ports, proxy, base).await
 }
 
+/// Waits until `addr` accepts connections (at most 5 s).
+pub async fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Serves `services` and `ingresses`, plus Ingress `guarded.example` to Service
 /// `guarded_service` behind the WAF (the Core Rule Set, blocking), with `proxy`.
 pub async fn start_proxy_guarded(

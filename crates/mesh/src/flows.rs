@@ -8,6 +8,7 @@
 //! policies. Everything is bounded: edges, and the methods, paths and addresses each
 //! keeps.
 
+use gatehouse_translate::authz::principal_of;
 use gatehouse_translate::mesh::Workload;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -185,9 +186,11 @@ impl Flows {
             .edges
             .iter()
             .map(|(k, e)| {
-                let source = k.source.as_deref().map_or("plaintext".to_string(), |s| {
-                    s.strip_prefix("spiffe://").unwrap_or(s).to_string()
-                });
+                let source = k
+                    .source
+                    .as_deref()
+                    .map_or("plaintext", principal_of)
+                    .to_string();
                 (
                     source,
                     format!("{}/{}:{}", k.namespace, k.workload, k.port),

@@ -168,26 +168,21 @@ pub type AdminRoute =
 /// Labels: one series per cluster the Snapshot serves.
 fn upstream_health(dp: &DataPlane, out: &mut String) {
     use std::fmt::Write;
-    use std::sync::atomic::Ordering::Relaxed;
     let active = dp.current();
     out.push_str("# HELP gatehouse_upstream_endpoints Endpoints of each cluster, by state.\n# TYPE gatehouse_upstream_endpoints gauge\n");
     let mut in_flight = String::new();
     let mut red = String::new();
     for c in active.snapshot.clusters.values() {
-        let (mut answered, mut failed, mut latency_us) = (0u64, 0u64, 0u64);
-        for (_, st) in c.endpoint_states() {
-            answered += st.answered.load(Relaxed);
-            failed += st.failed.load(Relaxed);
-            latency_us += st.latency_us.load(Relaxed);
-        }
+        let n = c.counts();
         let label = crate::metrics::escape(&c.name);
         let _ = writeln!(
             red,
             "gatehouse_upstream_requests_total{{cluster=\"{label}\",outcome=\"ok\"}} {}\n\
-             gatehouse_upstream_requests_total{{cluster=\"{label}\",outcome=\"failed\"}} {failed}\n\
+             gatehouse_upstream_requests_total{{cluster=\"{label}\",outcome=\"failed\"}} {}\n\
              gatehouse_upstream_response_seconds_sum{{cluster=\"{label}\"}} {}",
-            answered.saturating_sub(failed),
-            latency_us as f64 / 1e6
+            n.answered.saturating_sub(n.failed),
+            n.failed,
+            n.latency_us as f64 / 1e6
         );
         let all = c.endpoints();
         let unhealthy = c.unhealthy();
@@ -352,19 +347,30 @@ pub fn adjustments_json(dp: &DataPlane) -> serde_json::Value {
     json!({ "adjustments": list })
 }
 
-/// `DELETE /adjustments/NAMESPACE/NAME`: undoes a TrafficAdjustment the controls made.
-fn lift_adjustment(dp: &DataPlane, name: &str) -> Response<Body> {
-    let Some((namespace, name)) = name.split_once('/') else {
-        return respond(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "use DELETE /adjustments/NAMESPACE/NAME\n".into(),
-        );
-    };
-    let key = gatehouse_model::ObjectKey {
-        kind: "TrafficAdjustment",
+/// The key of the `kind` object `NAMESPACE/NAME` names (the rest of a `DELETE
+/// /PATH/NAMESPACE/NAME`).
+fn made_key(kind: &'static str, rest: &str) -> Option<gatehouse_model::ObjectKey> {
+    let (namespace, name) = rest.split_once('/')?;
+    Some(gatehouse_model::ObjectKey {
+        kind,
         namespace: Some(namespace.to_string()),
         name: name.to_string(),
+    })
+}
+
+/// The 400 that says how to name what to delete under `/PATH`.
+fn how_to_delete(path: &str) -> Response<Body> {
+    respond(
+        StatusCode::BAD_REQUEST,
+        "text/plain",
+        format!("use DELETE /{path}/NAMESPACE/NAME\n"),
+    )
+}
+
+/// `DELETE /adjustments/NAMESPACE/NAME`: undoes a TrafficAdjustment the controls made.
+fn lift_adjustment(dp: &DataPlane, name: &str) -> Response<Body> {
+    let Some(key) = made_key("TrafficAdjustment", name) else {
+        return how_to_delete("adjustments");
     };
     match dp.generated.remove(&key) {
         true => {
@@ -382,18 +388,10 @@ fn lift_adjustment(dp: &DataPlane, name: &str) -> Response<Body> {
 /// `DELETE /blocks/NAMESPACE/NAME`: lifts a block adaptive blocking made (one from the
 /// config's own objects is deleted where it is defined).
 fn lift_block(dp: &DataPlane, name: &str) -> Response<Body> {
-    let Some((namespace, name)) = name.split_once('/') else {
-        return respond(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "use DELETE /blocks/NAMESPACE/NAME\n".into(),
-        );
+    let Some(key) = made_key("SourceBlock", name) else {
+        return how_to_delete("blocks");
     };
-    let key = gatehouse_model::ObjectKey {
-        kind: "SourceBlock",
-        namespace: Some(namespace.to_string()),
-        name: name.to_string(),
-    };
+    let (namespace, name) = (key.namespace.as_deref().unwrap_or(""), key.name.as_str());
     if dp.generated.remove(&key) {
         tracing::info!(block = %key, "block lifted through the admin API");
         crate::security_log::event(

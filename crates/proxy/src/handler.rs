@@ -207,52 +207,10 @@ pub(crate) fn finished(
     }
     if let (Some(tracer), Some(ids)) = (dp.tracer.get(), seen.trace) {
         if ids.sampled && tracer.exports() {
-            tracer.finish(span_of(&seen, ids, host, path));
+            tracer.finish(crate::trace::Span::of(&seen, ids, host, path));
         }
     }
     dp.recent.record(seen);
-}
-
-/// The span of a finished request (`host` and `path` whole, where the record keeps
-/// their start).
-fn span_of(
-    seen: &crate::recent::Seen,
-    ids: crate::trace::TraceIds,
-    host: &str,
-    path: &str,
-) -> crate::trace::Span {
-    let end = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let host = match host.is_empty() {
-        true => seen.host.text(),
-        false => host.to_string(),
-    };
-    let target = match path.is_empty() {
-        true => seen.target.text(),
-        false => path.to_string(),
-    };
-    crate::trace::Span {
-        ids,
-        name: match &seen.route {
-            Some(r) => format!("{} {r}", seen.method),
-            None => seen.method.to_string(),
-        },
-        start_unix_nanos: end.saturating_sub(seen.duration_us * 1000),
-        end_unix_nanos: end,
-        method: seen.method.to_string(),
-        host,
-        target,
-        status: seen.status,
-        reason: seen.reason.code(),
-        route: seen.route.clone(),
-        upstream: seen
-            .upstream
-            .as_ref()
-            .map(|u| (u.cluster.name.clone(), u.endpoint.to_string())),
-        client: seen.client,
-        protocol: seen.protocol,
-    }
 }
 
 /// Says why in `x-gatehouse-reason`, unless a more precise reason is there already.

@@ -127,6 +127,43 @@ pub struct Span {
 }
 
 impl Span {
+    /// The span of a finished request (`host` and `path` whole, where the record keeps
+    /// their start).
+    pub fn of(seen: &crate::recent::Seen, ids: TraceIds, host: &str, path: &str) -> Span {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let host = match host.is_empty() {
+            true => seen.host.text(),
+            false => host.to_string(),
+        };
+        let target = match path.is_empty() {
+            true => seen.target.text(),
+            false => path.to_string(),
+        };
+        Span {
+            ids,
+            name: match &seen.route {
+                Some(r) => format!("{} {r}", seen.method),
+                None => seen.method.to_string(),
+            },
+            start_unix_nanos: end.saturating_sub(seen.duration_us * 1000),
+            end_unix_nanos: end,
+            method: seen.method.to_string(),
+            host,
+            target,
+            status: seen.status,
+            reason: seen.reason.code(),
+            route: seen.route.clone(),
+            upstream: seen
+                .upstream
+                .as_ref()
+                .map(|u| (u.cluster.name.clone(), u.endpoint.to_string())),
+            client: seen.client,
+            protocol: seen.protocol,
+        }
+    }
+
     fn json(&self) -> Value {
         let s = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
         let mut attributes = vec![

@@ -28,37 +28,7 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// How much slower than the median an outlier must be, besides the factor.
 pub const MIN_EXCESS: Duration = Duration::from_millis(5);
 
-/// Counts of one endpoint: answered, failed, latency sum (µs).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Counts {
-    answered: u64,
-    failed: u64,
-    latency_us: u64,
-}
-
-impl Counts {
-    fn of(state: &gatehouse_translate::endpoint::EndpointState) -> Counts {
-        Counts {
-            answered: state.answered.load(Relaxed),
-            failed: state.failed.load(Relaxed),
-            latency_us: state.latency_us.load(Relaxed),
-        }
-    }
-
-    fn since(self, start: Counts) -> Counts {
-        Counts {
-            answered: self.answered.saturating_sub(start.answered),
-            failed: self.failed.saturating_sub(start.failed),
-            latency_us: self.latency_us.saturating_sub(start.latency_us),
-        }
-    }
-
-    fn add(&mut self, o: Counts) {
-        self.answered += o.answered;
-        self.failed += o.failed;
-        self.latency_us += o.latency_us;
-    }
-}
+use gatehouse_translate::endpoint::EndpointCounts as Counts;
 
 /// A window: when it started, and the counts then (by endpoint, or by backend).
 struct Window<K> {
@@ -147,11 +117,7 @@ impl Controls {
                 continue;
             };
             watched.push(c.name.clone());
-            let counts: HashMap<SocketAddr, Counts> = c
-                .endpoint_states()
-                .into_iter()
-                .map(|(a, st)| (a, Counts::of(&st)))
-                .collect();
+            let counts: HashMap<SocketAddr, Counts> = c.endpoint_counts().into_iter().collect();
             let w = window(&mut self.latency, c.name.clone(), now, &counts);
             let Some(delta) = w.take(now, counts, policy.interval) else {
                 continue;
@@ -339,13 +305,7 @@ fn judge_canary(g: &CanaryGuard, delta: &HashMap<String, Counts>) -> Option<(Str
 
 /// The sum of a cluster's endpoints' counts.
 fn cluster_counts(s: &Snapshot, name: &str) -> Counts {
-    let mut sum = Counts::default();
-    if let Some(c) = s.clusters.get(name) {
-        for (_, st) in c.endpoint_states() {
-            sum.add(Counts::of(&st));
-        }
-    }
-    sum
+    s.clusters.get(name).map(|c| c.counts()).unwrap_or_default()
 }
 
 fn key_of(namespace: &str, name: &str) -> ObjectKey {
@@ -366,25 +326,9 @@ fn adjustment(
     let now_ms = crate::security_log::now_ms();
     let until = now_ms.saturating_add(term.as_millis() as u64);
     spec.expires_at = gatehouse_translate::adaptive::rfc3339(until);
-    // A DNS-1123 name: punctuation as dashes.
-    let name: String = name
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' => c,
-            'A'..='Z' => c.to_ascii_lowercase(),
-            _ => '-',
-        })
-        .collect();
-    let mut object = TrafficAdjustment::new(&name, spec);
-    object.metadata.namespace = Some(namespace.to_string());
-    object.metadata.labels = Some(
-        [(
-            gatehouse_model::policy::MADE_BY_LABEL.to_string(),
-            "traffic-controls".to_string(),
-        )]
-        .into_iter()
-        .collect(),
-    );
+    let mut object =
+        TrafficAdjustment::new(&gatehouse_translate::adaptive::object_name(name), spec);
+    gatehouse_translate::adaptive::mark_made(&mut object.metadata, namespace, "traffic-controls");
     (StoredObject::new(Object::TrafficAdjustment(object)), until)
 }
 

@@ -13,6 +13,7 @@
 //! The YAML is written with JSON-quoted values (valid YAML, safe for any path), and can
 //! carry the dry-run annotation so that it is first checked in the shadows.
 
+use gatehouse_translate::authz::principal_of;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -224,11 +225,6 @@ pub fn suggest(edges: &[ObservedEdge], opts: &SuggestOptions) -> String {
         out.push_str("# no call was seen: nothing to suggest\n");
     }
     out
-}
-
-/// A SPIFFE ID as policies name principals (without `spiffe://`).
-fn principal_of(id: &str) -> &str {
-    id.strip_prefix("spiffe://").unwrap_or(id)
 }
 
 /// One address as a network.

@@ -50,6 +50,7 @@ impl AdaptiveRegistry {
         name: &str,
         config: AdaptiveConfig,
         dry_run: bool,
+        limit: Option<u32>,
     ) -> Arc<AdaptivePolicy> {
         let policy = format!("{namespace}/{name}");
         let mut map = self.trackers.lock().unwrap_or_else(|p| p.into_inner());
@@ -68,7 +69,7 @@ impl AdaptiveRegistry {
             tracker,
             config,
             dry_run,
-            limit: None,
+            limit,
         })
     }
 }
@@ -209,18 +210,7 @@ pub(crate) fn compile(
         max_ban,
         prefix: (v4, v6),
     };
-    let policy = registry.get(namespace, name, config, dry_run);
-    Some(match limit {
-        None => policy,
-        Some(_) => Arc::new(AdaptivePolicy {
-            policy: policy.policy.clone(),
-            namespace: policy.namespace.clone(),
-            tracker: policy.tracker.clone(),
-            config: policy.config.clone(),
-            dry_run,
-            limit,
-        }),
-    })
+    Some(registry.get(namespace, name, config, dry_run, limit))
 }
 
 /// A route's priority under a surge, from `spec.loadShedding.priority`.
@@ -428,6 +418,33 @@ pub(crate) fn blocks(store: &ObjectStore, errors: &mut Vec<ConfigError>) -> Opti
 
 pub use gatehouse_model::policy::MADE_BY_LABEL;
 
+/// `raw` as an object name (DNS-1123): lowercase, anything but letters, digits and
+/// dashes a dash (`src-127.0.0.2/32` → `src-127-0-0-2-32`).
+pub fn object_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '-' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect()
+}
+
+/// Places an object an adaptive control made in `namespace`, labelled as made by
+/// `maker` (so that writers never touch objects of the same name written by hand).
+pub fn mark_made(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    namespace: &str,
+    maker: &str,
+) {
+    meta.namespace = Some(namespace.to_string());
+    meta.labels = Some(
+        [(MADE_BY_LABEL.to_string(), maker.to_string())]
+            .into_iter()
+            .collect(),
+    );
+}
+
 /// `ms` (since the Unix epoch) as an RFC 3339 time, as `expiresAt` fields say it.
 pub fn rfc3339(ms: u64) -> Option<String> {
     i64::try_from(ms)
@@ -445,16 +462,8 @@ pub fn block_object(
     let source = format!("{}/{}", block.source.addr, block.source.len);
     let until_ms = now_ms.saturating_add(u64::try_from(block.term.as_millis()).unwrap_or(0));
     let expires_at = rfc3339(until_ms);
-    // A DNS-1123 name: the source with its punctuation as dashes.
-    let name: String = format!("src-{source}")
-        .chars()
-        .map(|c| match c {
-            '.' | ':' | '/' => '-',
-            c => c.to_ascii_lowercase(),
-        })
-        .collect();
     let mut object = SourceBlock::new(
-        &name,
+        &object_name(&format!("src-{source}")),
         gatehouse_model::policy::SourceBlockSpec {
             source,
             expires_at,
@@ -464,12 +473,7 @@ pub fn block_object(
             limit: policy.limit,
         },
     );
-    object.metadata.namespace = Some(policy.namespace.clone());
-    object.metadata.labels = Some(
-        [(MADE_BY_LABEL.to_string(), "adaptive-blocking".to_string())]
-            .into_iter()
-            .collect(),
-    );
+    mark_made(&mut object.metadata, &policy.namespace, "adaptive-blocking");
     (
         gatehouse_model::StoredObject::new(Object::SourceBlock(object)),
         until_ms,

@@ -548,15 +548,23 @@ impl Cluster {
             && (self.policy.held_out.is_empty() || !self.policy.held_out.contains(&e.addr))
     }
 
-    /// Each endpoint's address and shared state (for the adaptive controls, which read
-    /// its counters).
-    pub fn endpoint_states(&self) -> Vec<(SocketAddr, Arc<crate::endpoint::EndpointState>)> {
+    /// Each endpoint's address and counts now (for the adaptive controls).
+    pub fn endpoint_counts(&self) -> Vec<(SocketAddr, crate::endpoint::EndpointCounts)> {
         self.endpoints
             .load()
             .list
             .iter()
-            .map(|e| (e.addr, e.state.clone()))
+            .map(|e| (e.addr, e.state.counts()))
             .collect()
+    }
+
+    /// The sum of its endpoints' counts now (those it has now).
+    pub fn counts(&self) -> crate::endpoint::EndpointCounts {
+        let mut sum = crate::endpoint::EndpointCounts::default();
+        for e in self.endpoints.load().list.iter() {
+            sum.add(e.state.counts());
+        }
+        sum
     }
 
     /// Requests in flight to the cluster now.

@@ -86,7 +86,43 @@ pub struct EndpointState {
     pub latency_us: AtomicU64,
 }
 
+/// Requests an endpoint answered (or failed) so far, those that failed, and the sum of
+/// their times to the response head (µs): what the adaptive controls and per-cluster
+/// metrics read, and take differences of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointCounts {
+    pub answered: u64,
+    pub failed: u64,
+    pub latency_us: u64,
+}
+
+impl EndpointCounts {
+    /// The counts since `start` (an earlier reading).
+    pub fn since(self, start: EndpointCounts) -> EndpointCounts {
+        EndpointCounts {
+            answered: self.answered.saturating_sub(start.answered),
+            failed: self.failed.saturating_sub(start.failed),
+            latency_us: self.latency_us.saturating_sub(start.latency_us),
+        }
+    }
+
+    pub fn add(&mut self, o: EndpointCounts) {
+        self.answered += o.answered;
+        self.failed += o.failed;
+        self.latency_us += o.latency_us;
+    }
+}
+
 impl EndpointState {
+    /// Its counts now.
+    pub fn counts(&self) -> EndpointCounts {
+        EndpointCounts {
+            answered: self.answered.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            latency_us: self.latency_us.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether outlier detection has the endpoint out of rotation at `now` (ms).
     pub fn ejected(&self, now: u64) -> bool {
         self.ejected_until.load(Ordering::Acquire) > now
