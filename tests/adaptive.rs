@@ -493,12 +493,7 @@ async fn on_a_cluster_blocks_are_api_objects_that_kubectl_delete_lifts() {
     ] {
         api.apply(o);
     }
-    let http = free_addr();
-    let opts = kube_options(loopback_translate(http, Vec::new()), None);
-    let running = gatehouse::app::start_kubernetes(api.client(), opts)
-        .await
-        .expect("start");
-    wait_listening(http).await;
+    let (running, http) = start_on_api(&api).await;
     wait_served("127.0.0.1", http, Duration::from_secs(5)).await;
 
     flood_until_refused("127.0.0.2", http, Duration::from_secs(6)).await;

@@ -286,12 +286,7 @@ async fn on_a_cluster_an_adjustment_is_an_api_object() {
     for o in objects {
         api.apply(o);
     }
-    let http = free_addr();
-    let opts = kube_options(loopback_translate(http, Vec::new()), None);
-    let running = gatehouse::app::start_kubernetes(api.client(), opts)
-        .await
-        .expect("start");
-    wait_listening(http).await;
+    let (running, http) = start_on_api(&api).await;
     let c = client();
     let name = format!(
         "eject-app-{}",

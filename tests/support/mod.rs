@@ -163,6 +163,18 @@ pub async fn start_proxy_waf(
     start_proxy_translating(files, gateway_ports, proxy, base).await
 }
 
+/// Starts gatehouse on what the in-test API server `api` holds, its HTTP port on a
+/// free loopback address, and waits until that address listens.
+pub async fn start_on_api(api: &apiserver::ApiServer) -> (Running, SocketAddr) {
+    let http = free_addr();
+    let opts = kube_options(loopback_translate(http, Vec::new()), None);
+    let running = gatehouse::app::start_kubernetes(api.client(), opts)
+        .await
+        .expect("start");
+    wait_listening(http).await;
+    (running, http)
+}
+
 /// Waits until `addr` accepts connections (at most 5 s).
 pub async fn wait_listening(addr: SocketAddr) {
     let start = Instant::now();
